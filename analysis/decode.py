@@ -1,0 +1,262 @@
+"""Decode an audio file once, streaming, into the blocks every analysis stage is fed from.
+
+Each block carries the audio twice, both produced from the same decoded frames:
+
+* ``analysis``: mono int16 at ``ANALYSIS_RATE`` (11025 Hz), resampled exactly as Chromaprint's
+  own ``fpcalc`` does (swresample in Chromaprint's "compatible mode"), so fingerprints are
+  bit-identical to ``fpcalc``'s. Tempo, key and the embedding read the same samples.
+* ``native``: float32 ``(channels, n)`` at the file's own rate, only when asked for (loudness
+  must be measured on the channels as decoded, at their own rate).
+
+Memory is bounded by the block size, never by the file's length (a 2-hour mix streams through).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import av
+import av.error
+import av.filter
+import numpy as np
+
+from cratesense.errors import (
+    AnalysisTimeoutError,
+    DecodeError,
+    UnreadableFileError,
+)
+
+ANALYSIS_RATE = 11025  # Chromaprint's internal rate; every analysis stage works at it.
+
+# Chromaprint's FFmpegAudioProcessor::SetCompatibleMode(): the resampler settings that make our
+# fingerprints bit-identical to fpcalc's (plain swresample defaults differ in the last bits).
+_COMPAT_RESAMPLE = (
+    f"osr={ANALYSIS_RATE}:ochl=mono:osf=s16:resampler=swr:filter_size=16:phase_shift=8"
+    ":linear_interp=1:tsf=s16p:cutoff=0.8"
+)
+
+# A few broken packets are normal in real files (a bad frame in an old rip); many are not.
+_MIN_TOLERATED_BAD_PACKETS = 10
+_TOLERATED_BAD_PACKET_SHARE = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What the container says about the audio stream, before decoding it."""
+
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    declared_duration: float | None  # seconds, as the container declares it (may be estimated)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioBlock:
+    analysis: np.ndarray  # int16, mono, ANALYSIS_RATE
+    native: np.ndarray | None  # float32 (channels, n) at ``native_rate``
+    native_rate: int
+
+
+def _open_container(path: str | os.PathLike) -> av.container.InputContainer:
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as exc:
+        raise UnreadableFileError(f"file not found: {exc.filename}") from exc
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read file: {exc.strerror}") from exc
+    if size == 0:
+        raise UnreadableFileError("file is empty (0 bytes)")
+    try:
+        return av.open(os.fspath(path), mode="r", metadata_errors="replace")
+    except PermissionError as exc:
+        raise UnreadableFileError(f"cannot read file: {exc.strerror}") from exc
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"not a recognizable audio file ({_ffmpeg_reason(exc)})") from exc
+
+
+def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _to_float(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded frame as float32 ``(channels, n)`` in [-1, 1], whatever its sample format."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    kind = data.dtype.kind
+    if kind == "f":
+        return data.astype(np.float32, copy=False)
+    if kind == "u":  # u8 is offset binary
+        return (data.astype(np.float32) - 128.0) / 128.0
+    return data.astype(np.float32) / float(2 ** (8 * data.dtype.itemsize - 1))
+
+
+class _CompatResampler:
+    """FFmpeg's aresample filter set up like Chromaprint's; rebuilt if the input format changes
+    mid-stream (some MP3 and AAC streams switch sample rate or channel count)."""
+
+    def __init__(self) -> None:
+        self._graph: av.filter.Graph | None = None
+        self._input_key: tuple | None = None
+
+    def push(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        if frame is not None:
+            key = (frame.format.name, frame.sample_rate, frame.layout.name)
+            if key != self._input_key:
+                out.extend(self._drain_and_close())
+                self._graph = self._build(frame)
+                self._input_key = key
+        if self._graph is None:
+            return out
+        if frame is None:
+            out.extend(self._drain_and_close())
+            return out
+        frame.pts = None  # the filter works on sample counts; broken timestamps must not matter
+        self._graph.push(frame)
+        out.extend(self._pull())
+        return out
+
+    @staticmethod
+    def _build(frame: av.AudioFrame) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        source = graph.add_abuffer(
+            format=frame.format.name,
+            sample_rate=frame.sample_rate,
+            layout=frame.layout.name,
+        )
+        resample = graph.add("aresample", _COMPAT_RESAMPLE)
+        sink = graph.add("abuffersink")
+        source.link_to(resample)
+        resample.link_to(sink)
+        graph.configure()
+        return graph
+
+    def _pull(self) -> list[np.ndarray]:
+        out = []
+        while True:
+            try:
+                frame = self._graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return out
+            out.append(frame.to_ndarray().reshape(-1))
+
+    def _drain_and_close(self) -> list[np.ndarray]:
+        if self._graph is None:
+            return []
+        self._graph.push(None)
+        out = self._pull()
+        self._graph = None
+        self._input_key = None
+        return out
+
+
+class AudioFile:
+    """An opened audio file; iterate ``blocks()`` once to decode it.
+
+    Use as a context manager so the container is always closed.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._container = _open_container(path)
+        try:
+            streams = self._container.streams.audio
+            if not streams:
+                raise DecodeError("the file has no audio stream")
+            self._stream = streams[0]
+            self.info = self._read_info()
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> AudioFile:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._container.close()
+
+    def _read_info(self) -> StreamInfo:
+        stream = self._stream
+        context = stream.codec_context
+        declared = None
+        if stream.duration is not None and stream.time_base is not None:
+            declared = float(stream.duration * stream.time_base)
+        elif self._container.duration is not None:
+            declared = self._container.duration / av.time_base
+        return StreamInfo(
+            container=self._container.format.name,
+            codec=context.name,
+            sample_rate=context.sample_rate or 0,
+            channels=context.channels or 0,
+            declared_duration=declared if declared and declared > 0 else None,
+        )
+
+    def _demux(self) -> Iterator[av.Packet]:
+        """Packets of the audio stream; a demuxer error ends the stream (what was read counts,
+        and the caller's length checks decide whether too little was read)."""
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:
+                return
+            yield packet  # the final empty packet flushes frames the decoder still holds
+        
+    def blocks(
+        self,
+        *,
+        native: bool = False,
+        max_seconds: float | None = None,
+        deadline: float | None = None,
+    ) -> Iterator[AudioBlock]:
+        """Decode the audio stream, yielding blocks in order.
+
+        ``max_seconds`` stops after that much analysis audio (the stream is not read further).
+        ``deadline`` is a ``time.monotonic()`` value after which decoding raises
+        ``AnalysisTimeoutError``.
+        """
+        resampler = _CompatResampler()
+        limit = None if max_seconds is None else int(max_seconds * ANALYSIS_RATE)
+        produced = 0
+        packets = bad_packets = 0
+        last_error = ""
+        self._stream.thread_type = "AUTO"
+        for packet in self._demux():
+            if deadline is not None and time.monotonic() > deadline:
+                raise AnalysisTimeoutError("decoding took longer than the per-file time limit")
+            packets += 1 if packet.size else 0
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                # A damaged packet: skip it like every player does, but not without limit.
+                bad_packets += 1
+                last_error = _ffmpeg_reason(exc)
+                if bad_packets > max(_MIN_TOLERATED_BAD_PACKETS, packets * _TOLERATED_BAD_PACKET_SHARE):
+                    raise DecodeError(
+                        f"too many damaged audio packets ({bad_packets} of {packets}; last: {last_error})"
+                    ) from exc
+                continue
+            for frame in frames:
+                native_block = _to_float(frame) if native else None
+                pieces = resampler.push(frame)
+                analysis = np.concatenate(pieces) if pieces else np.empty(0, np.int16)
+                if limit is not None and produced + analysis.size >= limit:
+                    yield AudioBlock(analysis[: limit - produced], native_block, frame.sample_rate)
+                    return
+                produced += analysis.size
+                yield AudioBlock(analysis, native_block, frame.sample_rate)
+        tail = resampler.push(None)
+        if tail:
+            analysis = np.concatenate(tail)
+            if limit is not None:
+                analysis = analysis[: max(0, limit - produced)]
+            yield AudioBlock(analysis, None, self.info.sample_rate)
+        if packets and bad_packets == packets:
+            raise DecodeError(f"no audio packet could be decoded ({last_error})")

@@ -1,0 +1,3 @@
+from cratesense.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Test audio made by the tests: synthesized tracks with a known tempo and key, encoded with
+PyAV into every format the agent reads, and the broken variants real libraries contain."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+# extension -> (codec, sample rate, encoder options)
+FORMATS = {
+    "mp3": ("libmp3lame", 44100, {}),
+    "flac": ("flac", 44100, {}),
+    "ogg": ("libvorbis", 44100, {}),
+    "opus": ("libopus", 48000, {}),
+    "m4a": ("aac", 44100, {}),
+    "wav": ("pcm_s16le", 44100, {}),
+    "aiff": ("pcm_s16be", 44100, {}),
+}
+_NOTE_A4 = 440.0
+_MAJOR_PROGRESSION = ((0, 4, 7), (7, 11, 14), (9, 12, 16), (5, 9, 12))  # I V vi IV
+_MINOR_PROGRESSION = ((0, 3, 7), (8, 12, 15), (3, 7, 10), (10, 14, 17))  # i VI III VII
+
+
+def _tone(freq: float, n: int, sr: int, harmonics: int = 6) -> np.ndarray:
+    t = np.arange(n) / sr
+    wave = np.zeros(n)
+    for h in range(1, harmonics + 1):
+        if freq * h < sr / 2:
+            wave += np.sin(2 * np.pi * freq * h * t) / h**1.5
+    return wave
+
+
+def synth_track(
+    *,
+    bpm: float = 128.0,
+    tonic: int = 9,
+    minor: bool = True,
+    seconds: float = 30.0,
+    sr: int = 44100,
+    seed: int = 0,
+    drums: bool = True,
+    tuning_cents: float = 0.0,
+) -> np.ndarray:
+    """A stereo track (float32, shape (2, n)) with a four-on-the-floor beat at ``bpm`` and a
+    chord progression in the key (``tonic`` pitch class, 0 = C). Deterministic per arguments."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    out = np.zeros(n)
+    beat = 60.0 / bpm
+    tune = 2 ** (tuning_cents / 1200)
+    if drums:
+        kick_len = int(0.18 * sr)
+        kt = np.arange(kick_len) / sr
+        kick = np.sin(2 * np.pi * (50 + 90 * np.exp(-kt * 30)) * kt) * np.exp(-kt * 18)
+        hat_len = int(0.05 * sr)
+        hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / sr * 90) * 0.25
+        snare_len = int(0.15 * sr)
+        snare = rng.standard_normal(snare_len) * np.exp(-np.arange(snare_len) / sr * 30) * 0.35
+        index = 0
+        while True:
+            start = int(index * beat * sr)
+            if start >= n:
+                break
+            end = min(n, start + kick_len)
+            out[start:end] += kick[: end - start]
+            off = int((index + 0.5) * beat * sr)
+            if off < n:
+                e = min(n, off + hat_len)
+                out[off:e] += hat[: e - off]
+            if index % 2 == 1:
+                e = min(n, start + snare_len)
+                out[start:e] += snare[: e - start]
+            index += 1
+    progression = _MINOR_PROGRESSION if minor else _MAJOR_PROGRESSION
+    bar = 4 * beat
+    base = _NOTE_A4 * tune * 2 ** ((tonic - 9) / 12 - 1)  # tonic just below A4
+    chord_index = 0
+    while True:
+        start = int(chord_index * bar * sr)
+        if start >= n:
+            break
+        length = min(n - start, int(bar * sr))
+        env = np.minimum(1.0, np.arange(length) / (0.02 * sr)) * np.exp(-np.arange(length) / sr * 0.8)
+        chord = progression[chord_index % len(progression)]
+        pad = sum(_tone(base * 2 ** (step / 12), length, sr) for step in chord)
+        bass = _tone(base / 2 * 2 ** (chord[0] / 12), length, sr, harmonics=3)
+        out[start : start + length] += (0.12 * pad + 0.2 * bass) * env
+        chord_index += 1
+    out /= max(1e-9, np.max(np.abs(out))) / 0.8
+    left = out
+    right = np.roll(out, 7) * 0.9
+    return np.stack([left, right]).astype(np.float32)
+
+
+def encode(samples: np.ndarray, sr: int, path: str | os.PathLike, *, bitrate: int | None = None) -> Path:
+    """Write ``samples`` (float32, (channels, n)) with the codec the extension implies."""
+    path = Path(path)
+    codec, rate, options = FORMATS[path.suffix.lstrip(".")]
+    if rate != sr:
+        samples = _resample(samples, sr, rate)
+    layout = "stereo" if samples.shape[0] == 2 else "mono"
+    if codec == "libvorbis" and not _has_encoder("libvorbis"):
+        codec, options = "vorbis", {"strict": "experimental"}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        stream.codec_context.options = dict(options)
+        if codec == "vorbis":
+            stream.codec_context.options = {"strict": "experimental"}
+        if bitrate:
+            stream.bit_rate = bitrate
+        target = stream.codec_context.format.name
+        resampler = av.AudioResampler(format=target, layout=layout, rate=rate)
+        block = stream.codec_context.frame_size or 4096
+        for start in range(0, samples.shape[1], block):
+            chunk = np.ascontiguousarray(samples[:, start : start + block])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = rate
+            for converted in resampler.resample(frame):
+                for packet in stream.encode(converted):
+                    container.mux(packet)
+        for converted in resampler.resample(None):
+            for packet in stream.encode(converted):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def _has_encoder(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:
+        return False
+    return True
+
+
+def _resample(samples: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    n = int(samples.shape[1] * rate / sr)
+    src = np.arange(samples.shape[1]) / sr
+    dst = np.arange(n) / rate
+    return np.stack([np.interp(dst, src, channel) for channel in samples]).astype(np.float32)
+
+
+def write_broken_variants(folder: Path, good: Path) -> dict[str, Path]:
+    """The broken files a real library holds, derived from a good encode."""
+    data = good.read_bytes()
+    variants = {
+        "zero_bytes": folder / "empty.mp3",
+        "truncated": folder / f"truncated{good.suffix}",
+        "random_mp3": folder / "noise.mp3",
+        "text_as_flac": folder / "notes.flac",
+    }
+    variants["zero_bytes"].write_bytes(b"")
+    variants["truncated"].write_bytes(data[: len(data) // 3])
+    variants["random_mp3"].write_bytes(np.random.default_rng(7).bytes(200_000))
+    variants["text_as_flac"].write_text("These are my liner notes, not audio.\n" * 200)
+    return variants
