@@ -11,7 +11,7 @@ from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, Fingerprint, FingerprintBuilder
 from cratesense.analysis.model import AudioFacts, TrackAnalysis
 from cratesense.analysis.tags import read_tags
-from cratesense.errors import SilentAudioError, TooShortError, TruncatedAudioError
+from cratesense.errors import DecodeError, SilentAudioError, TooShortError, TruncatedAudioError
 
 MIN_SECONDS = 3.0  # below this Chromaprint yields no items and tempo/key mean nothing
 SILENCE_PEAK = 4  # int16 peak of the analysis stream (about -78 dBFS): digital silence
@@ -47,6 +47,11 @@ def analyze_file(
                 fingerprinter.feed(block.analysis)
                 decoded += block.analysis.size
                 peak = max(peak, int(np.max(np.abs(block.analysis.astype(np.int32)))))
+    if decoded == 0:
+        raise DecodeError(
+            f"no audio could be decoded: the content is not valid {info.codec} audio "
+            f"(the {info.container} format was guessed from its name or header)"
+        )
     decoded_seconds = decoded / ANALYSIS_RATE
     fully_decoded = descriptors or decoded_seconds < FINGERPRINT_SECONDS - 1.0
     stated_length = tags.exact_length
@@ -84,8 +89,6 @@ def _check_length(decoded_seconds: float, stated_length: float | None, fully_dec
             "states (truncated, or still being copied)"
         )
     if fully_decoded and decoded_seconds < MIN_SECONDS:
-        if decoded_seconds == 0:
-            raise TooShortError("the file contains no audio samples")
         raise TooShortError(
             f"the audio is {decoded_seconds:.2f} s long; at least {MIN_SECONDS:.0f} s is needed"
         )

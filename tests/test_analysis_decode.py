@@ -1,0 +1,167 @@
+"""Decoding: every common format, one decode feeding all stages, bounded memory, and a typed,
+clear error for every kind of broken file."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+
+import av
+import numpy as np
+import pytest
+
+from audiogen import encode, synth_track, write_broken_variants
+from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
+from cratesense.analysis.pipeline import analyze_file
+from cratesense.errors import (
+    AnalysisError,
+    DecodeError,
+    SilentAudioError,
+    TooShortError,
+    TruncatedAudioError,
+    UnreadableFileError,
+)
+
+EXPECTED_CODECS = {
+    "mp3": "mp3",
+    "flac": "flac",
+    "ogg": "vorbis",
+    "opus": "opus",
+    "m4a": "aac",
+    "wav": "pcm_s16le",
+    "aiff": "pcm_s16be",
+}
+
+
+@pytest.mark.parametrize("ext", sorted(EXPECTED_CODECS))
+def test_every_format_decodes_to_its_full_length(formats_dir, ext):
+    result = analyze_file(formats_dir[ext])
+    assert result.audio.codec.startswith(EXPECTED_CODECS[ext])
+    assert result.audio.duration == pytest.approx(30.0, abs=0.1)
+    assert result.audio.channels == 2
+    assert result.fingerprint.chromaprint.startswith("AQA")
+
+
+def test_blocks_carry_analysis_pcm_and_native_channels(formats_dir):
+    with AudioFile(formats_dir["flac"]) as audio:
+        assert audio.info.sample_rate == 44100 and audio.info.channels == 2
+        analysis = native = 0
+        for block in audio.blocks(native=True):
+            assert block.analysis.dtype == np.int16 and block.analysis.ndim == 1
+            if block.native is not None:
+                assert block.native.dtype == np.float32 and block.native.shape[0] == 2
+                assert np.max(np.abs(block.native)) <= 1.0
+                native += block.native.shape[1]
+            analysis += block.analysis.size
+    assert native == 30 * 44100
+    assert abs(analysis - 30 * ANALYSIS_RATE) <= 1
+
+
+def test_max_seconds_stops_decoding_early(formats_dir):
+    with AudioFile(formats_dir["mp3"]) as audio:
+        total = sum(block.analysis.size for block in audio.blocks(max_seconds=5))
+    assert total == 5 * ANALYSIS_RATE
+
+
+def test_decoding_streams_in_bounded_memory(tmp_path):
+    """A 10-minute file must not be held in memory: numpy allocations stay a small fraction of
+    its PCM (which would be ~26 MB as float32 at the analysis rate)."""
+    seconds = 600
+    rng = np.random.default_rng(3)
+    samples = (rng.standard_normal((1, seconds * 22050)) * 0.1).astype(np.float32)
+    path = encode(samples, 22050, tmp_path / "long.flac")
+    del samples
+    tracemalloc.start()
+    try:
+        result = analyze_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.audio.duration == pytest.approx(seconds, abs=0.1)
+    assert peak < 8 * 1024 * 1024, f"peak traced allocation {peak / 1e6:.1f} MB"
+
+
+def test_broken_files_raise_typed_clear_errors(tmp_path, formats_dir):
+    variants = write_broken_variants(tmp_path, formats_dir["flac"])
+    expectations = {
+        "zero_bytes": (UnreadableFileError, "empty"),
+        "truncated": (TruncatedAudioError, "truncated"),
+        "random_mp3": (DecodeError, ""),
+        "text_as_flac": (DecodeError, "not valid flac audio"),
+    }
+    for name, (error_type, words) in expectations.items():
+        with pytest.raises(error_type) as caught:
+            analyze_file(variants[name])
+        assert words in str(caught.value), (name, str(caught.value))
+
+
+def test_truncated_mp3_with_info_header_is_detected(tmp_path, formats_dir):
+    data = formats_dir["mp3"].read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TruncatedAudioError, match="still being copied"):
+        analyze_file(cut)
+
+
+def test_missing_and_unreadable_files(tmp_path, formats_dir):
+    with pytest.raises(UnreadableFileError, match="not found"):
+        analyze_file(tmp_path / "nope.mp3")
+    locked = tmp_path / "locked.flac"
+    locked.write_bytes(formats_dir["flac"].read_bytes())
+    locked.chmod(0)
+    if os.geteuid() == 0:
+        pytest.skip("root reads files without read permission")
+    with pytest.raises(UnreadableFileError):
+        analyze_file(locked)
+
+
+def test_half_second_file_is_too_short(tmp_path):
+    samples = synth_track(seconds=0.5)
+    with pytest.raises(TooShortError, match="0.50 s"):
+        analyze_file(encode(samples, 44100, tmp_path / "blip.wav"))
+
+
+def test_silence_is_reported_not_fingerprinted(tmp_path):
+    path = encode(np.zeros((2, 44100 * 10), np.float32), 44100, tmp_path / "silence.flac")
+    with pytest.raises(SilentAudioError, match="silence"):
+        analyze_file(path)
+
+
+def test_file_without_audio_stream(tmp_path):
+    path = tmp_path / "video_only.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), index * 20, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    with pytest.raises(DecodeError, match="no audio stream"):
+        analyze_file(path)
+
+
+def test_extension_that_lies_is_decoded_by_content(tmp_path, formats_dir):
+    """An MP3 named .flac is still an MP3: FFmpeg probes the content, and we report the codec."""
+    liar = tmp_path / "actually_mp3.flac"
+    liar.write_bytes(formats_dir["mp3"].read_bytes())
+    result = analyze_file(liar)
+    assert result.audio.codec.startswith("mp3")
+    assert result.fingerprint.chromaprint == analyze_file(formats_dir["mp3"]).fingerprint.chromaprint
+
+
+def test_corrupted_middle_is_tolerated(tmp_path, formats_dir):
+    """A few damaged frames in the middle (an old rip) are skipped, like players do."""
+    data = bytearray(formats_dir["mp3"].read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 600] = np.random.default_rng(5).bytes(600)
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(bytes(data))
+    result = analyze_file(damaged)
+    assert result.audio.duration == pytest.approx(30.0, abs=1.0)
+
+
+def test_timeout_is_a_typed_error(formats_dir):
+    with pytest.raises(AnalysisError, match="time limit"):
+        analyze_file(formats_dir["wav"], timeout=0.0)
