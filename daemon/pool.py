@@ -134,6 +134,10 @@ class AnalysisPool:
             worker.stop(kill=worker.task is not None)
         self._workers = []
 
+    def busy_pids(self) -> dict[str, int]:
+        """Path -> pid of the worker analyzing it now (for status and diagnostics)."""
+        return {w.task.path: w.process.pid for w in self._workers if w.task is not None}
+
     def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
         """Analyze every task, yielding outcomes as they finish (not in task order)."""
         pending = deque(tasks)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Set up CrateSense from this checkout: system libraries (only those missing), a virtualenv in
+# .venv, and the package installed into it. Safe to run again; it only does what is missing.
+#   scripts/setup.sh          the agent
+#   scripts/setup.sh test     the agent plus what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+purpose="${1:-run}"
+
+system_packages_debian=(libchromaprint1 ffmpeg)
+if [ "$purpose" = test ]; then
+  # fpcalc is the reference the tests compare fingerprints to; ffmpeg (libvorbis) makes real .ogg.
+  system_packages_debian+=(libchromaprint-tools)
+fi
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "setup: need root to run: $*" >&2; exit 1; fi
+}
+
+case "$(uname -s)" in
+  Linux)
+    if command -v dpkg-query >/dev/null; then
+      missing=()
+      for package in "${system_packages_debian[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+      done
+      python3 -c "import ensurepip" 2>/dev/null || missing+=(python3-venv)
+      if [ ${#missing[@]} -gt 0 ]; then
+        echo "setup: installing ${missing[*]}" >&2
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+      fi
+    else
+      echo "setup: not a Debian-like system; install chromaprint and ffmpeg with your package manager" >&2
+    fi
+    ;;
+  Darwin)
+    command -v brew >/dev/null || { echo "setup: install Homebrew first (https://brew.sh)" >&2; exit 1; }
+    brew list chromaprint >/dev/null 2>&1 || brew install chromaprint
+    brew list ffmpeg >/dev/null 2>&1 || brew install ffmpeg
+    ;;
+esac
+
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup: Python 3.11 or newer is needed (found $(python3 --version 2>&1))" >&2; exit 1; }
+
+extras=""
+[ "$purpose" = test ] && extras="[test]"
+stamp=".venv/.cratesense-setup"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)$extras"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".$extras"
+  echo "$want" > "$stamp"
+fi
