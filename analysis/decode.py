@@ -44,6 +44,10 @@ _COMPAT_RESAMPLE = (
     ":linear_interp=1:tsf=s16p:cutoff=0.8"
 )
 
+# Frames pushed between two pulls, and the size of the frames the resampler hands back.
+_FRAMES_PER_PULL = 32
+_OUTPUT_FRAME_SAMPLES = 8192
+
 # A few broken packets are normal in real files (a bad frame in an old rip); many are not.
 _MIN_TOLERATED_BAD_PACKETS = 10
 _TOLERATED_BAD_PACKET_SHARE = 0.02
@@ -104,29 +108,36 @@ def _to_float(frame: av.AudioFrame) -> np.ndarray:
 
 class _CompatResampler:
     """FFmpeg's aresample filter set up like Chromaprint's; rebuilt if the input format changes
-    mid-stream (some MP3 and AAC streams switch sample rate or channel count)."""
+    mid-stream (some MP3 and AAC streams switch sample rate or channel count).
+
+    Frames are pushed one by one but pulled in batches: ``asetnsamples`` makes FFmpeg hand back
+    large frames, so Python touches the output a few times a second of audio, not per codec frame.
+    """
 
     def __init__(self) -> None:
         self._graph: av.filter.Graph | None = None
         self._input_key: tuple | None = None
+        self._drained: list[np.ndarray] = []
 
-    def push(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        if frame is not None:
-            key = (frame.format.name, frame.sample_rate, frame.layout.name)
-            if key != self._input_key:
-                out.extend(self._drain_and_close())
-                self._graph = self._build(frame)
-                self._input_key = key
-        if self._graph is None:
-            return out
-        if frame is None:
-            out.extend(self._drain_and_close())
-            return out
+    def push(self, frame: av.AudioFrame) -> None:
+        key = (frame.format.name, frame.sample_rate, frame.layout.name)
+        if key != self._input_key:
+            self._close()
+            self._graph = self._build(frame)
+            self._input_key = key
         frame.pts = None  # the filter works on sample counts; broken timestamps must not matter
         self._graph.push(frame)
-        out.extend(self._pull())
-        return out
+
+    def pull(self) -> np.ndarray:
+        """All resampled audio available so far."""
+        pieces = self._drained + self._pull_graph()
+        self._drained = []
+        return _join(pieces)
+
+    def flush(self) -> np.ndarray:
+        """The rest, at the end of the stream."""
+        self._close()
+        return self.pull()
 
     @staticmethod
     def _build(frame: av.AudioFrame) -> av.filter.Graph:
@@ -137,29 +148,36 @@ class _CompatResampler:
             layout=frame.layout.name,
         )
         resample = graph.add("aresample", _COMPAT_RESAMPLE)
+        batch = graph.add("asetnsamples", f"n={_OUTPUT_FRAME_SAMPLES}:p=0")
         sink = graph.add("abuffersink")
         source.link_to(resample)
-        resample.link_to(sink)
+        resample.link_to(batch)
+        batch.link_to(sink)
         graph.configure()
         return graph
 
-    def _pull(self) -> list[np.ndarray]:
+    def _pull_graph(self) -> list[np.ndarray]:
         out = []
-        while True:
+        while self._graph is not None:
             try:
                 frame = self._graph.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
-                return out
+                break
             out.append(frame.to_ndarray().reshape(-1))
-
-    def _drain_and_close(self) -> list[np.ndarray]:
-        if self._graph is None:
-            return []
-        self._graph.push(None)
-        out = self._pull()
-        self._graph = None
-        self._input_key = None
         return out
+
+    def _close(self) -> None:
+        if self._graph is not None:
+            self._graph.push(None)
+            self._drained.extend(self._pull_graph())
+            self._graph = None
+            self._input_key = None
+
+
+def _join(pieces: list[np.ndarray]) -> np.ndarray:
+    if not pieces:
+        return np.empty(0, np.int16)
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 class AudioFile:
@@ -233,7 +251,9 @@ class AudioFile:
         produced = 0
         packets = bad_packets = 0
         last_error = ""
-        self._stream.thread_type = "AUTO"
+        native_pieces: list[np.ndarray] = []
+        native_rate = self.info.sample_rate
+        pushed = 0
         for packet in self._demux():
             if deadline is not None and time.monotonic() > deadline:
                 raise AnalysisTimeoutError("decoding took longer than the per-file time limit")
@@ -250,19 +270,35 @@ class AudioFile:
                     ) from exc
                 continue
             for frame in frames:
-                native_block = _to_float(frame) if native else None
-                pieces = resampler.push(frame)
-                analysis = np.concatenate(pieces) if pieces else np.empty(0, np.int16)
-                if limit is not None and produced + analysis.size >= limit:
-                    yield AudioBlock(analysis[: limit - produced], native_block, frame.sample_rate)
+                if native:
+                    if native_pieces and frame.sample_rate != native_rate:
+                        yield AudioBlock(resampler.pull(), _join_native(native_pieces), native_rate)
+                        native_pieces = []
+                    native_rate = frame.sample_rate
+                    native_pieces.append(_to_float(frame))
+                resampler.push(frame)
+                pushed += 1
+            if pushed >= _FRAMES_PER_PULL:
+                pushed = 0
+                block = AudioBlock(resampler.pull(), _join_native(native_pieces), native_rate)
+                native_pieces = []
+                if limit is not None and produced + block.analysis.size >= limit:
+                    yield AudioBlock(block.analysis[: limit - produced], block.native, native_rate)
                     return
-                produced += analysis.size
-                yield AudioBlock(analysis, native_block, frame.sample_rate)
-        tail = resampler.push(None)
-        if tail:
-            analysis = np.concatenate(tail)
-            if limit is not None:
-                analysis = analysis[: max(0, limit - produced)]
-            yield AudioBlock(analysis, None, self.info.sample_rate)
+                produced += block.analysis.size
+                yield block
         if packets and bad_packets == packets:
             raise DecodeError(f"no audio packet could be decoded ({last_error})")
+        tail = resampler.flush()
+        if limit is not None:
+            tail = tail[: max(0, limit - produced)]
+        yield AudioBlock(tail, _join_native(native_pieces), native_rate)
+
+
+def _join_native(pieces: list[np.ndarray]) -> np.ndarray | None:
+    if not pieces:
+        return None
+    if len({piece.shape[0] for piece in pieces}) > 1:  # channel count changed mid-stream
+        channels = min(piece.shape[0] for piece in pieces)
+        pieces = [piece[:channels] for piece in pieces]
+    return np.concatenate(pieces, axis=1)
