@@ -61,6 +61,7 @@ class StreamInfo:
     codec: str
     sample_rate: int
     channels: int
+    channel_names: tuple[str, ...]  # FFmpeg's names: FL, FR, FC, LFE, BL, BR, SL, SR, ...
     declared_duration: float | None  # seconds, as the container declares it (may be estimated)
 
 
@@ -217,6 +218,7 @@ class AudioFile:
             codec=context.name,
             sample_rate=context.sample_rate or 0,
             channels=context.channels or 0,
+            channel_names=tuple(channel.name for channel in context.layout.channels) if context.layout else (),
             declared_duration=declared if declared and declared > 0 else None,
         )
 

@@ -10,7 +10,7 @@ from cratesense.analysis.tags import Tags
 
 # One version per stage: a change to a stage bumps its number, and the agent re-analyzes only
 # tracks whose stage versions differ. The combined string is what observations carry.
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 0, "key": 0, "loudness": 0, "embedding": 0}
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 1, "embedding": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 
 
@@ -30,11 +30,12 @@ class Descriptors:
 
     bpm: float | None = None
     bpm_confidence: float | None = None
-    beat_offset: float | None = None  # seconds to the first downbeat
+    beat_offset: float | None = None  # seconds to the first beat of the grid
     key: str | None = None  # "A minor"
     camelot: str | None = None  # "8A"
     open_key: str | None = None  # "1m"
     key_strength: float | None = None
+    tuning_cents: float | None = None  # deviation of the reference pitch from A4 = 440 Hz
     loudness_lufs: float | None = None  # EBU R128 integrated loudness
     loudness_range: float | None = None  # LU
     true_peak_dbtp: float | None = None

@@ -9,7 +9,12 @@ import numpy as np
 
 from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, Fingerprint, FingerprintBuilder
-from cratesense.analysis.model import AudioFacts, TrackAnalysis
+from cratesense.analysis.embedding import compute_embedding
+from cratesense.analysis.features import ONSET_FFT, ONSET_RATE, FeatureExtractor, FrameFeatures
+from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
+from cratesense.analysis.loudness import Loudness, LoudnessMeter
+from cratesense.analysis.model import AudioFacts, Descriptors, TrackAnalysis
+from cratesense.analysis.tempo import DEFAULT_BPM_RANGE, estimate_tempo
 from cratesense.analysis.tags import read_tags
 from cratesense.errors import DecodeError, SilentAudioError, TooShortError, TruncatedAudioError
 
@@ -24,6 +29,7 @@ def analyze_file(
     *,
     descriptors: bool = True,
     timeout: float | None = None,
+    bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE,
 ) -> TrackAnalysis:
     """Analyze one audio file.
 
@@ -36,6 +42,8 @@ def analyze_file(
     with AudioFile(path) as audio:
         info = audio.info
         fingerprinter = FingerprintBuilder(ANALYSIS_RATE)
+        features = FeatureExtractor() if descriptors else None
+        meter: LoudnessMeter | None = None  # made from the first decoded block's real rate
         decoded = 0
         peak = 0
         for block in audio.blocks(
@@ -43,7 +51,13 @@ def analyze_file(
             max_seconds=None if descriptors else FINGERPRINT_SECONDS,
             deadline=deadline,
         ):
+            if block.native is not None:
+                if meter is None or block.native_rate != meter.sample_rate:  # first, or the rate changed
+                    meter = LoudnessMeter(block.native_rate, _channel_names(info, block.native.shape[0]))
+                meter.feed(block.native)
             if block.analysis.size:
+                if features is not None:
+                    features.feed(block.analysis)
                 fingerprinter.feed(block.analysis)
                 decoded += block.analysis.size
                 peak = max(peak, int(np.max(np.abs(block.analysis.astype(np.int32)))))
@@ -63,6 +77,11 @@ def analyze_file(
     else:
         duration = stated_length or info.declared_duration or tags.duration or decoded_seconds
     duration = round(duration, 2)
+    described = (
+        _describe(features.finish(), meter.finish() if meter else Loudness(None, None, None, None), bpm_range)
+        if features is not None
+        else Descriptors()
+    )
     return TrackAnalysis(
         fingerprint=Fingerprint(fingerprinter.finish(), duration),
         tags=tags,
@@ -74,7 +93,46 @@ def analyze_file(
             duration=duration,
             fully_decoded=fully_decoded,
         ),
+        descriptors=described,
     )
+
+
+# The onset of a frame is registered when a sound enters its window, about half a window before
+# the frame's centre: this shifts the beat grid back onto the sound.
+_ONSET_LATENCY = ONSET_FFT / 2 / ANALYSIS_RATE
+
+
+def _describe(features: FrameFeatures, loudness: Loudness, bpm_range: tuple[float, float]) -> Descriptors:
+    """The descriptor stages, each a pure function of the streamed features."""
+    tempo = estimate_tempo(features.onset, ONSET_RATE, bpm_range)
+    tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
+    chroma_frames = chroma(features.pitch, tuning)
+    key = estimate_key(chroma_frames, features.energy, tuning)
+    beat_offset = None
+    if tempo is not None:
+        period = 60.0 / tempo.bpm
+        beat_offset = round((tempo.beat_offset + _ONSET_LATENCY) % period, 3)
+    return Descriptors(
+        bpm=tempo.bpm if tempo else None,
+        bpm_confidence=tempo.confidence if tempo else None,
+        beat_offset=beat_offset,
+        key=key.key.name if key else None,
+        camelot=key.key.camelot if key else None,
+        open_key=key.key.open_key if key else None,
+        key_strength=key.strength if key else None,
+        tuning_cents=key.tuning_cents if key else None,
+        loudness_lufs=loudness.integrated_lufs,
+        loudness_range=loudness.range_lu,
+        true_peak_dbtp=loudness.true_peak_dbtp,
+        replaygain_db=loudness.replaygain_db,
+        embedding=compute_embedding(features, chroma_frames),
+    )
+
+
+def _channel_names(info, channels: int) -> tuple[str, ...]:
+    if len(info.channel_names) == channels:
+        return info.channel_names
+    return tuple(f"C{index}" for index in range(channels))
 
 
 def _check_length(decoded_seconds: float, stated_length: float | None, fully_decoded: bool) -> None:

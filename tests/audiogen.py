@@ -20,8 +20,19 @@ FORMATS = {
     "aiff": ("pcm_s16be", 44100, {}),
 }
 _NOTE_A4 = 440.0
-_MAJOR_PROGRESSION = ((0, 4, 7), (7, 11, 14), (9, 12, 16), (5, 9, 12))  # I V vi IV
-_MINOR_PROGRESSION = ((0, 3, 7), (8, 12, 15), (3, 7, 10), (10, 14, 17))  # i VI III VII
+# Cadential progressions, so the key is unambiguous (a loop like vi-IV-I-V has the same chords
+# as its relative key and could be either): I IV V I, and i iv V i with the raised leading tone.
+_MAJOR_PROGRESSION = ((0, 4, 7), (5, 9, 12), (7, 11, 14), (0, 4, 7))
+_MINOR_PROGRESSION = ((0, 3, 7), (5, 8, 12), (7, 11, 14), (0, 3, 7))
+
+
+# Drum patterns over one bar of sixteenth-note steps, as the genres play them.
+PATTERNS = {
+    "four": {"kick": {0, 4, 8, 12}, "snare": {4, 12}, "hat": {2, 6, 10, 14}},  # house, techno
+    "breakbeat": {"kick": {0, 10}, "snare": {4, 12}, "hat": set(range(0, 16, 2))},  # drum & bass
+    "boombap": {"kick": {0, 7, 10}, "snare": {4, 12}, "hat": set(range(0, 16, 2))},  # hip-hop
+    "ballad": {"kick": {0, 8}, "snare": {4, 12}, "hat": {0, 4, 8, 12}},
+}
 
 
 def _tone(freq: float, n: int, sr: int, harmonics: int = 6) -> np.ndarray:
@@ -43,6 +54,7 @@ def synth_track(
     seed: int = 0,
     drums: bool = True,
     tuning_cents: float = 0.0,
+    pattern: str = "four",
 ) -> np.ndarray:
     """A stereo track (float32, shape (2, n)) with a four-on-the-floor beat at ``bpm`` and a
     chord progression in the key (``tonic`` pitch class, 0 = C). Deterministic per arguments."""
@@ -59,21 +71,18 @@ def synth_track(
         hat = rng.standard_normal(hat_len) * np.exp(-np.arange(hat_len) / sr * 90) * 0.25
         snare_len = int(0.15 * sr)
         snare = rng.standard_normal(snare_len) * np.exp(-np.arange(snare_len) / sr * 30) * 0.35
-        index = 0
+        steps = PATTERNS[pattern]
+        sixteenth = beat / 4
+        step = 0
         while True:
-            start = int(index * beat * sr)
+            start = int(round(step * sixteenth * sr))
             if start >= n:
                 break
-            end = min(n, start + kick_len)
-            out[start:end] += kick[: end - start]
-            off = int((index + 0.5) * beat * sr)
-            if off < n:
-                e = min(n, off + hat_len)
-                out[off:e] += hat[: e - off]
-            if index % 2 == 1:
-                e = min(n, start + snare_len)
-                out[start:e] += snare[: e - start]
-            index += 1
+            for sound, hits, gain in ((kick, steps["kick"], 1.0), (snare, steps["snare"], 1.0), (hat, steps["hat"], 1.0)):
+                if step % 16 in hits:
+                    end = min(n, start + sound.size)
+                    out[start:end] += gain * sound[: end - start]
+            step += 1
     progression = _MINOR_PROGRESSION if minor else _MAJOR_PROGRESSION
     bar = 4 * beat
     base = _NOTE_A4 * tune * 2 ** ((tonic - 9) / 12 - 1)  # tonic just below A4

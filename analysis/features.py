@@ -1,0 +1,149 @@
+"""Frame features computed while the audio streams by, so tempo, key and the embedding never need
+the whole PCM in memory (a 2-hour mix keeps a few MB of features, not 300 MB of samples).
+
+From the mono analysis stream (11025 Hz) it keeps:
+
+* an onset-strength envelope (log-mel spectral flux) at ``ONSET_RATE`` frames per second;
+* log-mel band energies, every ``MEL_DECIMATION``-th onset frame (timbre, for the embedding);
+* a pitch spectrum folded to one octave at 20-cent resolution (60 bins), every chroma hop, so the
+  tuning can be estimated once at the end and the chroma aligned to it.
+
+The extractor is deterministic and does no I/O; ``finish`` returns frozen arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cratesense.analysis.decode import ANALYSIS_RATE
+
+ONSET_FFT = 1024
+ONSET_HOP = 256
+ONSET_RATE = ANALYSIS_RATE / ONSET_HOP  # ~43 frames per second
+MEL_BANDS = 24
+MEL_DECIMATION = 4
+CHROMA_FFT = 4096
+CHROMA_HOP = 1024
+SUBBINS_PER_SEMITONE = 5  # 20-cent pitch resolution, for tuning estimation
+PITCH_BINS = 12 * SUBBINS_PER_SEMITONE
+CHROMA_FMIN, CHROMA_FMAX = 55.0, 2000.0
+_BATCH_FRAMES = 256
+
+
+def _mel(frequency):
+    return 2595.0 * np.log10(1.0 + np.asarray(frequency) / 700.0)
+
+
+def _mel_filterbank(n_fft: int, bands: int, fmin: float = 30.0, fmax: float = 5000.0) -> np.ndarray:
+    """Triangular mel filters, shape (n_fft // 2 + 1, bands)."""
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / ANALYSIS_RATE)
+    edges_mel = np.linspace(_mel(fmin), _mel(fmax), bands + 2)
+    edges = 700.0 * (10 ** (edges_mel / 2595.0) - 1.0)
+    bank = np.zeros((frequencies.size, bands), np.float32)
+    for band in range(bands):
+        low, center, high = edges[band : band + 3]
+        rising = (frequencies - low) / (center - low)
+        falling = (high - frequencies) / (high - center)
+        bank[:, band] = np.clip(np.minimum(rising, falling), 0.0, None)
+    return bank / np.maximum(bank.sum(axis=0, keepdims=True), 1e-9)
+
+
+def _pitch_map(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """FFT bins within the chroma range, and a 0/1 matrix folding them into 20-cent pitch bins
+    of one octave (bin 0 is C, in equal temperament at A4 = 440 Hz)."""
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / ANALYSIS_RATE)
+    selected = np.nonzero((frequencies >= CHROMA_FMIN) & (frequencies <= CHROMA_FMAX))[0]
+    midi = 69.0 + 12.0 * np.log2(frequencies[selected] / 440.0)
+    pitch_bin = np.round(midi * SUBBINS_PER_SEMITONE).astype(int) % PITCH_BINS
+    fold = np.zeros((selected.size, PITCH_BINS), np.float32)
+    fold[np.arange(selected.size), pitch_bin] = 1.0
+    return selected, fold
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFeatures:
+    onset: np.ndarray  # (n,) onset strength at ONSET_RATE
+    mel: np.ndarray  # (m, MEL_BANDS) log-mel energies at ONSET_RATE / MEL_DECIMATION
+    pitch: np.ndarray  # (k, PITCH_BINS) folded pitch spectrum at ANALYSIS_RATE / CHROMA_HOP
+    energy: np.ndarray  # (k,) RMS per chroma frame, for weighting
+    duration: float
+
+
+class FeatureExtractor:
+    """Feed the analysis stream in order (int16 or float blocks), then ``finish``."""
+
+    def __init__(self) -> None:
+        self._window_onset = np.hanning(ONSET_FFT).astype(np.float32)
+        self._window_chroma = np.hanning(CHROMA_FFT).astype(np.float32)
+        self._mel_bank = _mel_filterbank(ONSET_FFT, MEL_BANDS)
+        self._pitch_bins, self._pitch_fold = _pitch_map(CHROMA_FFT)
+        self._buffer = np.zeros(0, np.float32)
+        self._consumed = 0  # samples dropped from the front of the buffer so far
+        self._next_onset = 0  # absolute sample index of the next onset frame's start
+        self._next_chroma = 0
+        self._previous_mel: np.ndarray | None = None
+        self._onset: list[np.ndarray] = []
+        self._mel: list[np.ndarray] = []
+        self._mel_phase = 0
+        self._pitch: list[np.ndarray] = []
+        self._energy: list[np.ndarray] = []
+        self._samples = 0
+
+    def feed(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+        self._samples += samples.size
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        if self._buffer.size >= CHROMA_FFT + _BATCH_FRAMES * ONSET_HOP:
+            self._process()
+
+    def finish(self) -> FrameFeatures:
+        # Pad so the last partial frames are analyzed, as a player would hear them out.
+        self._buffer = np.concatenate([self._buffer, np.zeros(CHROMA_FFT, np.float32)])
+        self._process(final_limit=self._samples)
+        onset = np.concatenate(self._onset) if self._onset else np.zeros(0, np.float32)
+        mel = np.concatenate(self._mel) if self._mel else np.zeros((0, MEL_BANDS), np.float32)
+        pitch = np.concatenate(self._pitch) if self._pitch else np.zeros((0, PITCH_BINS), np.float32)
+        energy = np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32)
+        return FrameFeatures(onset, mel, pitch, energy, self._samples / ANALYSIS_RATE)
+
+    def _frames(self, start: int, size: int, hop: int, limit: int | None) -> tuple[np.ndarray, int]:
+        """Frames starting at absolute sample ``start`` that fit in the buffer (and start before
+        ``limit``), and the start of the next one."""
+        offset = start - self._consumed
+        available = self._buffer.size - offset - size
+        if available < 0:
+            return np.zeros((0, size), np.float32), start
+        count = available // hop + 1
+        if limit is not None:
+            count = min(count, max(0, -(-(limit - start) // hop)))
+        if count <= 0:
+            return np.zeros((0, size), np.float32), start
+        frames = np.lib.stride_tricks.sliding_window_view(self._buffer[offset:], size)[::hop][:count]
+        return frames, start + count * hop
+
+    def _process(self, final_limit: int | None = None) -> None:
+        frames, self._next_onset = self._frames(self._next_onset, ONSET_FFT, ONSET_HOP, final_limit)
+        if len(frames):
+            spectrum = np.abs(np.fft.rfft(frames * self._window_onset, axis=1)).astype(np.float32)
+            log_mel = np.log1p(1000.0 * (spectrum**2 @ self._mel_bank))
+            previous = self._previous_mel if self._previous_mel is not None else log_mel[:1]
+            flux = np.diff(np.concatenate([previous, log_mel]), axis=0)
+            self._onset.append(np.maximum(flux, 0.0).mean(axis=1))
+            self._previous_mel = log_mel[-1:]
+            take = np.arange((-self._mel_phase) % MEL_DECIMATION, len(log_mel), MEL_DECIMATION)
+            self._mel.append(log_mel[take])
+            self._mel_phase = (self._mel_phase + len(log_mel)) % MEL_DECIMATION
+        frames, self._next_chroma = self._frames(self._next_chroma, CHROMA_FFT, CHROMA_HOP, final_limit)
+        if len(frames):
+            spectrum = np.abs(np.fft.rfft(frames * self._window_chroma, axis=1))[:, self._pitch_bins]
+            self._pitch.append(spectrum.astype(np.float32) @ self._pitch_fold)
+            self._energy.append(np.sqrt(np.mean(frames**2, axis=1)).astype(np.float32))
+        keep_from = min(self._next_onset, self._next_chroma) - self._consumed
+        if keep_from > 0:
+            self._buffer = self._buffer[keep_from:]
+            self._consumed += keep_from

@@ -1,0 +1,205 @@
+"""Tempo, key, loudness and embedding, pinned on generated signals with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audiogen import encode, synth_track
+from cratesense.analysis.embedding import EMBEDDING_SIZE, compute_embedding, cosine
+from cratesense.analysis.features import ONSET_RATE, FeatureExtractor
+from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
+from cratesense.analysis.keys import Key
+from cratesense.analysis.loudness import LoudnessMeter
+from cratesense.analysis.pipeline import analyze_file
+from cratesense.analysis.tempo import estimate_tempo
+
+ANALYSIS_SR = 11025
+
+
+def features_of(samples: np.ndarray):
+    extractor = FeatureExtractor()
+    mono = samples.mean(axis=0) if samples.ndim == 2 else samples
+    for start in range(0, mono.size, 7000):  # odd block size: streaming must not depend on it
+        extractor.feed((mono[start : start + 7000] * 32767).astype(np.int16))
+    return extractor.finish()
+
+
+def key_of(features):
+    tuning = estimate_tuning(features.pitch)
+    return estimate_key(chroma(features.pitch, tuning), features.energy, tuning)
+
+
+# --- tempo -------------------------------------------------------------------------------------
+
+
+def test_128_bpm_kick_pattern_is_128():
+    features = features_of(synth_track(bpm=128, seconds=30, sr=ANALYSIS_SR))
+    tempo = estimate_tempo(features.onset, ONSET_RATE)
+    assert tempo.bpm == pytest.approx(128, abs=0.5)
+    assert 0 < tempo.confidence <= 1
+
+
+@pytest.mark.parametrize(
+    "bpm, pattern",
+    [(124.0, "four"), (137.5, "four"), (174.0, "breakbeat"), (172.0, "breakbeat"), (88.0, "boombap"), (94.0, "boombap")],
+)
+def test_genre_tempi_at_the_level_a_dj_counts(bpm, pattern):
+    """Drum & bass is counted at ~174 (not its half-time 87), hip-hop at ~90 (not 180)."""
+    features = features_of(synth_track(bpm=bpm, seconds=30, pattern=pattern, seed=int(bpm), sr=ANALYSIS_SR))
+    assert estimate_tempo(features.onset, ONSET_RATE).bpm == pytest.approx(bpm, abs=0.5)
+
+
+def test_range_is_respected_for_a_slow_ballad():
+    features = features_of(synth_track(bpm=64, seconds=30, pattern="ballad", sr=ANALYSIS_SR))
+    assert estimate_tempo(features.onset, ONSET_RATE, (55, 180)).bpm == pytest.approx(64, abs=0.5)
+    slow_excluded = estimate_tempo(features.onset, ONSET_RATE, (70, 180))
+    assert slow_excluded is None or slow_excluded.bpm == pytest.approx(128, abs=1)
+
+
+def test_beat_grid_lands_on_the_kicks(tmp_path):
+    path = encode(synth_track(bpm=120, seconds=30), 44100, tmp_path / "grid.flac")
+    descriptors = analyze_file(path).descriptors
+    period = 60 / descriptors.bpm
+    distance = min(descriptors.beat_offset % period, period - descriptors.beat_offset % period)
+    assert distance < 0.03  # the synthesized kicks start at 0 s, on every beat
+
+
+def test_no_tempo_for_silence_or_a_drone():
+    assert estimate_tempo(np.zeros(3000), ONSET_RATE) is None
+    drone = np.sin(2 * np.pi * 220 * np.arange(30 * ANALYSIS_SR) / ANALYSIS_SR) * 0.5
+    assert estimate_tempo(features_of(drone).onset, ONSET_RATE) is None
+
+
+# --- key ---------------------------------------------------------------------------------------
+
+
+def test_a_minor_progression_is_a_minor_8a():
+    estimate = key_of(features_of(synth_track(tonic=9, minor=True, seconds=30, sr=ANALYSIS_SR)))
+    assert (estimate.key.name, estimate.key.camelot) == ("A minor", "8A")
+
+
+@pytest.mark.parametrize("tonic, minor", [(0, False), (7, False), (2, True), (6, True), (10, False), (3, True)])
+def test_keys_across_the_wheel(tonic, minor):
+    estimate = key_of(features_of(synth_track(tonic=tonic, minor=minor, seconds=30, seed=tonic, sr=ANALYSIS_SR)))
+    assert estimate.key == Key(tonic, minor)
+
+
+@pytest.mark.parametrize("cents", [-40.0, 30.0])
+def test_detuned_recording_is_found_by_tuning_estimation(cents):
+    features = features_of(synth_track(tonic=5, minor=False, seconds=30, tuning_cents=cents, sr=ANALYSIS_SR))
+    estimate = key_of(features)
+    assert estimate.key == Key(5, False)
+    assert estimate.tuning_cents == pytest.approx(cents, abs=12)
+
+
+def test_no_key_for_silence_or_noise():
+    assert key_of(features_of(np.zeros(20 * ANALYSIS_SR))) is None
+    noise = np.random.default_rng(1).standard_normal(20 * ANALYSIS_SR) * 0.3
+    estimate = key_of(features_of(noise))
+    assert estimate is None or estimate.strength < 0.5
+
+
+# --- loudness (EBU Tech 3341 / 3342 test signals) ------------------------------------------------
+
+
+def sine_at(dbfs: float, seconds: float, rate: int = 48000, freq: float = 1000.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (10 ** (dbfs / 20) * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def meter(channels: list[np.ndarray], names=("FL", "FR"), rate: int = 48000):
+    block = np.stack(channels)
+    loudness = LoudnessMeter(rate, names)
+    for start in range(0, block.shape[1], 4801):
+        loudness.feed(block[:, start : start + 4801])
+    return loudness.finish()
+
+
+def stereo_sequence(levels_and_seconds):
+    signal = np.concatenate([sine_at(level, seconds) for level, seconds in levels_and_seconds])
+    return [signal, signal]
+
+
+@pytest.mark.parametrize(
+    "name, sequence, expected",
+    [
+        ("3341 case 1", [(-23, 20)], -23.0),
+        ("3341 case 2", [(-33, 20)], -33.0),
+        ("3341 case 3", [(-36, 10), (-23, 60), (-36, 10)], -23.0),
+        ("3341 case 4", [(-72, 10), (-36, 10), (-23, 60), (-36, 10), (-72, 10)], -23.0),
+        ("3341 case 5", [(-26, 20), (-20, 20.1), (-26, 20)], -23.0),
+    ],
+)
+def test_ebu_tech_3341_integrated_loudness(name, sequence, expected):
+    assert meter(stereo_sequence(sequence)).integrated_lufs == pytest.approx(expected, abs=0.1), name
+
+
+def test_ebu_tech_3341_case_6_five_channels():
+    channels = [sine_at(level, 20) for level in (-28.0, -28.0, -24.0, -30.0, -30.0)]
+    result = meter(channels, names=("FL", "FR", "FC", "BL", "BR"))
+    assert result.integrated_lufs == pytest.approx(-23.0, abs=0.1)
+
+
+def test_ebu_tech_3342_loudness_range():
+    # Tech 3342 case 1: 20 s at -20 dBFS then 20 s at -30 dBFS: LRA 10 LU.
+    assert meter(stereo_sequence([(-20, 20), (-30, 20)])).range_lu == pytest.approx(10.0, abs=1.0)
+
+
+def test_true_peak_catches_intersample_overs():
+    # A quarter-rate sine sampled at 45 degrees: samples sit at 0.707 of the real peak.
+    rate = 48000
+    t = np.arange(rate * 5)
+    wave = (0.9 * np.sin(2 * np.pi * t / 4 + np.pi / 4)).astype(np.float32)
+    result = meter([wave, wave])
+    assert result.sample_peak_dbfs == pytest.approx(20 * np.log10(0.9 * 0.7071), abs=0.05)
+    assert result.true_peak_dbtp == pytest.approx(20 * np.log10(0.9), abs=0.3)
+
+
+def test_silence_has_no_loudness():
+    silent = np.zeros(48000 * 5, np.float32)
+    result = meter([silent, silent])
+    assert result.integrated_lufs is None and result.replaygain_db is None
+
+
+def test_loudness_of_a_decoded_file_uses_its_channels(tmp_path):
+    """Loudness is measured on the channels as decoded: a signal in one channel only is 3 dB
+    quieter than in both, which a mono downmix would get wrong by 3 dB more."""
+    wave = sine_at(-20, 20, rate=44100)
+    both = analyze_file(encode(np.stack([wave, wave]), 44100, tmp_path / "both.wav")).descriptors
+    one = analyze_file(encode(np.stack([wave, np.zeros_like(wave)]), 44100, tmp_path / "one.wav")).descriptors
+    assert both.loudness_lufs - one.loudness_lufs == pytest.approx(3.01, abs=0.1)
+    assert both.replaygain_db == pytest.approx(-18 - both.loudness_lufs, abs=0.01)
+
+
+# --- embedding ----------------------------------------------------------------------------------
+
+
+def test_embedding_is_unit_length_deterministic_and_versioned(formats_dir):
+    first = analyze_file(formats_dir["flac"]).descriptors.embedding
+    again = analyze_file(formats_dir["flac"]).descriptors.embedding
+    assert len(first) == EMBEDDING_SIZE
+    assert np.linalg.norm(first) == pytest.approx(1.0, abs=1e-3)
+    assert first == again
+
+
+def test_embedding_is_stable_across_formats_and_separates_tracks(formats_dir, tmp_path):
+    reference = analyze_file(formats_dir["flac"]).descriptors.embedding
+    for ext in ("mp3", "opus", "m4a", "ogg"):
+        assert cosine(reference, analyze_file(formats_dir[ext]).descriptors.embedding) > 0.98, ext
+    other = encode(
+        synth_track(bpm=172, tonic=2, minor=False, seconds=30, pattern="breakbeat", seed=9), 44100, tmp_path / "o.flac"
+    )
+    assert cosine(reference, analyze_file(other).descriptors.embedding) < 0.9
+
+
+def test_embedding_of_nothing_is_none():
+    assert compute_embedding(features_of(np.zeros(100)), np.zeros((0, 12))) is None
+
+
+def test_analyze_reports_every_descriptor(formats_dir):
+    descriptors = analyze_file(formats_dir["mp3"]).descriptors
+    assert descriptors.bpm == pytest.approx(128, abs=0.5)
+    assert (descriptors.key, descriptors.camelot, descriptors.open_key) == ("A minor", "8A", "1m")
+    assert -30 < descriptors.loudness_lufs < -5
+    assert descriptors.true_peak_dbtp >= descriptors.loudness_lufs
