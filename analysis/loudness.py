@@ -22,6 +22,7 @@ REPLAYGAIN_REFERENCE_LUFS = -18.0
 _SURROUND = {"SL", "SR", "BL", "BR", "LS", "RS"}
 _TRUE_PEAK_OVERSAMPLING = 4
 _TRUE_PEAK_HISTORY = 32  # samples carried between blocks so the oversampling filter is continuous
+_TRUE_PEAK_LOOKAHEAD = 9  # samples after a candidate the filter needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +79,21 @@ class LoudnessMeter:
         self._channels = len(channel_names)
         self._weights = channel_weights(channel_names)
         self._sos = k_weighting(sample_rate)
-        self._state = np.zeros((self._channels, self._sos.shape[0], 2))
+        self._state = np.zeros((self._sos.shape[0], self._channels, 2))
         self._subblock = int(round(_SUBBLOCK_SECONDS * sample_rate))
         self._carry = np.zeros((self._channels, 0))
         self._subblock_power: list[np.ndarray] = []  # (n, channels) mean squares per 100 ms
         self._sample_peak = 0.0
         self._true_peak = 0.0
         self._history = np.zeros((self._channels, _TRUE_PEAK_HISTORY))
-        self._oversampler = signal.firwin(
+        oversampler = signal.firwin(
             _TRUE_PEAK_OVERSAMPLING * 12, 0.9 / _TRUE_PEAK_OVERSAMPLING, window=("kaiser", 8.0)
         ) * _TRUE_PEAK_OVERSAMPLING
+        self._taps_per_phase = oversampler.size // _TRUE_PEAK_OVERSAMPLING
+        # Column p holds the taps of phase p, reversed to match a window of x[i-11 .. i].
+        self._polyphase = np.stack(
+            [oversampler[phase::_TRUE_PEAK_OVERSAMPLING][::-1] for phase in range(_TRUE_PEAK_OVERSAMPLING)], axis=1
+        )
 
     def feed(self, block: np.ndarray) -> None:
         if block is None or block.size == 0:
@@ -98,11 +104,7 @@ class LoudnessMeter:
             )
         block = block.astype(np.float64)
         self._measure_peaks(block)
-        filtered = np.empty_like(block)
-        for channel in range(self._channels):
-            filtered[channel], self._state[channel] = signal.sosfilt(
-                self._sos, block[channel], zi=self._state[channel]
-            )
+        filtered, self._state = signal.sosfilt(self._sos, block, axis=1, zi=self._state)
         pending = np.concatenate([self._carry, filtered], axis=1)
         whole = pending.shape[1] // self._subblock
         if whole:
@@ -111,15 +113,38 @@ class LoudnessMeter:
         self._carry = pending[:, whole * self._subblock :]
 
     def _measure_peaks(self, block: np.ndarray) -> None:
-        peak = float(np.max(np.abs(block)))
-        self._sample_peak = max(self._sample_peak, peak)
+        """Sample peak, and the true peak (BS.1770 annex 2: 4x oversampling, 48-tap filter).
+
+        Oversampling every sample would cost more than all other descriptors together, and an
+        inter-sample peak can only rise next to a local maximum that is already near the peak;
+        so the filter is evaluated only around local maxima within 6 dB of the running peak.
+        """
+        magnitude = np.abs(block)
+        self._sample_peak = max(self._sample_peak, float(magnitude.max()))
         joined = np.concatenate([self._history, block], axis=1)
+        # Candidates from the previous call's unfinished tail up to this call's (filter lookahead).
+        first = self._history.shape[1] - _TRUE_PEAK_LOOKAHEAD
+        last = joined.shape[1] - _TRUE_PEAK_LOOKAHEAD
         self._history = joined[:, -_TRUE_PEAK_HISTORY:]
-        # Inter-sample peaks exceed the sample peak by a few dB at most: only loud blocks matter.
-        if peak < 0.5 * self._true_peak:
-            return
-        upsampled = signal.upfirdn(self._oversampler, joined, up=_TRUE_PEAK_OVERSAMPLING, axis=1)
-        self._true_peak = max(self._true_peak, float(np.max(np.abs(upsampled))), peak)
+        threshold = 0.5 * max(self._true_peak, self._sample_peak)
+        absolute = np.abs(joined)
+        for channel in range(self._channels):
+            values = absolute[channel]
+            middle = values[first:last]
+            before = values[first - 1 : last - 1]
+            after = values[first + 1 : last + 1]
+            candidates = first + np.nonzero((middle >= threshold) & (middle >= before) & (middle >= after))[0]
+            if candidates.size:
+                self._true_peak = max(self._true_peak, self._oversampled_peak(joined[channel], candidates))
+        self._true_peak = max(self._true_peak, self._sample_peak)
+
+    def _oversampled_peak(self, samples: np.ndarray, candidates: np.ndarray) -> float:
+        # Output sample 4i+p of the oversampler is sum_k x[i-k] h[p+4k]; with the filter's delay
+        # of ~6 input samples, i = c+4 .. c+8 cover the intervals on both sides of sample c.
+        windows = np.lib.stride_tricks.sliding_window_view(samples, self._taps_per_phase)
+        ends = (candidates[:, None] + np.arange(4, 9)[None, :]).ravel()
+        values = windows[ends - self._taps_per_phase + 1] @ self._polyphase
+        return float(np.abs(values).max())
 
     def finish(self) -> Loudness:
         power = (

@@ -103,7 +103,7 @@ def _render(midi: Path, wav: Path) -> bool:
     return result.returncode == 0 and wav.exists() and wav.stat().st_size > 44100 * 4 * 8
 
 
-def blupi_set(folder: Path, seconds: float = 60.0) -> list[Item]:
+def blupi_set(folder: Path, seconds: float) -> list[Item]:
     """Debian's planetblupi MIDI files, cut to their first minute, tempo from the tempo event."""
     import mido
 
@@ -141,15 +141,33 @@ def _cut_midi(midi, seconds: float):
             now += message.time
             if now > limit:
                 break
-            new.append(message)
+            if message.type != "end_of_track":
+                new.append(message)
+        # Silence every channel and end the track, or the player keeps going.
+        for channel in range(16):
+            new.append(mido.Message("control_change", channel=channel, control=123, value=0, time=0))
+        new.append(mido.MetaMessage("end_of_track", time=0))
         cut.tracks.append(new)
     return cut
+
+
+def _set_tempo(path: Path, bpm: float) -> None:
+    """Replace every tempo event of a MIDI file with one at ``bpm`` (quarter notes)."""
+    import mido
+
+    midi = mido.MidiFile(path)
+    for track in midi.tracks:
+        for index, message in enumerate(track):
+            if message.type == "set_tempo":
+                track[index] = message.copy(tempo=mido.bpm2tempo(bpm))
+    midi.tracks[0].insert(0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+    midi.save(path)
 
 
 def folk_set(folder: Path, count: int) -> list[Item]:
     """Essen folk songs (music21 corpus), key from the ABC ``K:`` field, rendered at a set tempo."""
     try:
-        from music21 import corpus, instrument, key as m21key, tempo as m21tempo
+        from music21 import corpus, key as m21key
     except ImportError:
         return []
     rng = random.Random(7)
@@ -171,11 +189,12 @@ def folk_set(folder: Path, count: int) -> list[Item]:
             if truth is None or score.highestTime < 16:
                 continue
             bpm = round(rng.uniform(80, 140), 1)
-            part = score.parts[0] if score.parts else score
-            part.insert(0, instrument.Piano())
-            part.insert(0, m21tempo.MetronomeMark(number=bpm))
             midi = folder / f"folk-{len(items)}.mid"
-            score.write("midi", fp=str(midi))
+            try:
+                score.write("midi", fp=str(midi))
+                _set_tempo(midi, bpm)
+            except Exception:
+                continue  # a score music21 cannot write: not ground truth we can use
             wav = midi.with_suffix(".wav")
             if _render(midi, wav):
                 items.append(Item(wav, bpm, truth, "rendered"))
@@ -298,6 +317,11 @@ def record(score: Score, item: Item, bpm, key, seconds: float) -> None:
         score.mirex.append(mirex(key, item.key))
 
 
+def progress(message: str, started: float | None) -> None:
+    took = f" in {time.perf_counter() - started:.0f} s" if started is not None else ""
+    print(f"... {message}{took}", file=sys.stderr, flush=True)
+
+
 def percent(values) -> str:
     return f"{100 * np.mean(values):5.1f}%" if values else "    -"
 
@@ -310,10 +334,16 @@ def main() -> int:
     folder = args.out or Path(tempfile.mkdtemp(prefix="cratesense-accuracy-"))
     folder.mkdir(parents=True, exist_ok=True)
     per_genre = 3 if args.quick else 8
+    started = time.perf_counter()
     items = synthesized_set(folder, per_genre)
+    progress(f"synthesized {len(items)} tracks", started)
     if shutil.which("fluidsynth") and os.path.exists(SOUNDFONT):
-        items += blupi_set(folder)
+        started = time.perf_counter()
+        items += blupi_set(folder, 30 if args.quick else 60)
+        progress("rendered planetblupi MIDI", started)
+        started = time.perf_counter()
         items += folk_set(folder, 10 if args.quick else 30)
+        progress("rendered Essen folk songs", started)
     else:
         print("(no fluidsynth/FluidR3_GM: apt-get install fluidsynth fluid-soundfont-gm for the rendered set)")
     groups = sorted({item.group for item in items})
@@ -331,7 +361,9 @@ def main() -> int:
     methods = ["cratesense"] + (["librosa"] if librosa_available else []) + (["essentia"] if essentia else [])
     scores = {(m, g): Score() for m in methods for g in groups}
     pipeline = {name: [] for name in ("decode", "cratesense", "librosa", "essentia")}
-    for item in items:
+    for number, item in enumerate(items, 1):
+        if number % 10 == 0:
+            progress(f"analyzed {number}/{len(items)}", None)
         started = time.perf_counter()
         analysis, native, rate = decode(item.path)
         pipeline["decode"].append(time.perf_counter() - started)

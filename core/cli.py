@@ -72,8 +72,25 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only fingerprint and tags (decodes just the first 120 s)",
     )
+    analyze.add_argument(
+        "--bpm-range",
+        type=_bpm_range,
+        default=(70.0, 180.0),
+        metavar="LOW-HIGH",
+        help="the tempo range a DJ counts in (default: 70-180); a 64 BPM ballad is 128 within it",
+    )
     analyze.set_defaults(handler=_cmd_analyze)
     return parser
+
+
+def _bpm_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH such as 70-180, got {text!r}") from None
+    if not 20 <= low < high <= 300 or high < 2 * low:
+        raise argparse.ArgumentTypeError("the range must lie within 20-300 BPM and span at least an octave")
+    return low, high
 
 
 def _audio_files(paths: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -106,7 +123,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     progress = _Progress(len(files)) if sys.stderr.isatty() and len(files) > 1 else None
     rows = []
     with AnalysisPool(workers=min(max(1, args.jobs), max(1, len(files))), timeout=args.timeout, nice=0) as pool:
-        tasks = (Task(path, descriptors=not args.fingerprint_only) for path in files)
+        tasks = (Task(path, descriptors=not args.fingerprint_only, bpm_range=args.bpm_range) for path in files)
         for outcome in pool.run(tasks):
             if outcome.ok:
                 record = {"path": outcome.path, **outcome.analysis.to_dict()}

@@ -31,6 +31,7 @@ _IOPRIO_WHO_PROCESS = 1
 class Task:
     path: str
     descriptors: bool = True
+    bpm_range: tuple[float, float] = (70.0, 180.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,8 @@ def _worker_main(connection: multiprocessing.connection.Connection, nice: int) -
         if task is None:
             return
         try:
-            outcome = Outcome(task.path, analysis=analyze_file(task.path, descriptors=task.descriptors))
+            analysis = analyze_file(task.path, descriptors=task.descriptors, bpm_range=task.bpm_range)
+            outcome = Outcome(task.path, analysis=analysis)
         except AnalysisError as exc:
             outcome = Outcome(task.path, error_kind=exc.kind, error=str(exc))
         except Exception as exc:  # a bug of ours on this file: record it, keep the worker

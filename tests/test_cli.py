@@ -55,3 +55,13 @@ def test_missing_path_is_a_failure_not_a_crash(tmp_path):
     result = run("analyze", str(tmp_path / "nowhere"))
     assert result.returncode == 1
     assert "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bpm_range_option(tmp_path):
+    from audiogen import encode, synth_track
+
+    ballad = encode(synth_track(bpm=64, seconds=30, pattern="ballad"), 44100, tmp_path / "ballad.flac")
+    wide = json.loads(run("analyze", "--bpm-range", "55-180", str(ballad)).stdout)
+    assert abs(wide["descriptors"]["bpm"] - 64) <= 0.5
+    bad = run("analyze", "--bpm-range", "fast", str(ballad))
+    assert bad.returncode == 2 and "LOW-HIGH" in bad.stderr
