@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cratesense.analysis.features import FrameFeatures, ONSET_RATE
+from cratesense.analysis.features import ONSET_RATE, FrameFeatures
+from cratesense.analysis.tempo import autocorrelation
 
 EMBEDDING_VERSION = 1
 EMBEDDING_SIZE = 64
@@ -63,10 +64,7 @@ def _rhythm_profile(onset: np.ndarray) -> np.ndarray:
     envelope = onset - onset.mean()
     if envelope.std() < 1e-12:
         return np.zeros(_RHYTHM_TEMPI.size)
-    size = 1 << int(np.ceil(np.log2(2 * envelope.size)))
-    spectrum = np.fft.rfft(envelope, size)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum), size)[: envelope.size]
-    acf = acf / acf[0]
+    acf = autocorrelation(envelope)
     lags = 60.0 * ONSET_RATE / _RHYTHM_TEMPI
     return np.interp(lags, np.arange(acf.size), acf, right=0.0)
 

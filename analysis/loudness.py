@@ -119,15 +119,14 @@ class LoudnessMeter:
         inter-sample peak can only rise next to a local maximum that is already near the peak;
         so the filter is evaluated only around local maxima within 6 dB of the running peak.
         """
-        magnitude = np.abs(block)
-        self._sample_peak = max(self._sample_peak, float(magnitude.max()))
         joined = np.concatenate([self._history, block], axis=1)
+        absolute = np.abs(joined)
+        self._sample_peak = max(self._sample_peak, float(absolute[:, self._history.shape[1] :].max()))
         # Candidates from the previous call's unfinished tail up to this call's (filter lookahead).
         first = self._history.shape[1] - _TRUE_PEAK_LOOKAHEAD
         last = joined.shape[1] - _TRUE_PEAK_LOOKAHEAD
         self._history = joined[:, -_TRUE_PEAK_HISTORY:]
         threshold = 0.5 * max(self._true_peak, self._sample_peak)
-        absolute = np.abs(joined)
         for channel in range(self._channels):
             values = absolute[channel]
             middle = values[first:last]

@@ -34,7 +34,7 @@ def estimate_tempo(
     envelope = _normalize(onset, frame_rate)
     if envelope is None:
         return None
-    acf = _autocorrelation(envelope)
+    acf = autocorrelation(envelope)
     coarse = _beat_from_tatum(acf, frame_rate, low, high) or _beat_from_comb(acf, frame_rate, low, high)
     bpm = _refine(acf, frame_rate, coarse)
     period = 60.0 * frame_rate / bpm
@@ -99,7 +99,8 @@ def _normalize(onset: np.ndarray, frame_rate: float) -> np.ndarray | None:
     return (envelope - envelope.mean()) / deviation
 
 
-def _autocorrelation(envelope: np.ndarray) -> np.ndarray:
+def autocorrelation(envelope: np.ndarray) -> np.ndarray:
+    """Unbiased autocorrelation (via FFT), normalized to 1 at lag 0."""
     size = 1 << int(np.ceil(np.log2(2 * envelope.size)))
     spectrum = np.fft.rfft(envelope, size)
     acf = np.fft.irfft(spectrum * np.conj(spectrum), size)[: envelope.size]

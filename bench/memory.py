@@ -21,14 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from audiogen import synth_track  # noqa: E402
 
+# Peak RSS of this process image: VmHWM on Linux. (ru_maxrss is no good here: Linux carries it
+# across execve from the forking parent, which just synthesized the whole mix.)
 _MEASURE = """
 import resource, sys, time
 from cratesense.analysis.pipeline import analyze_file
 started = time.perf_counter()
 result = analyze_file(sys.argv[1]) if sys.argv[1] != "-" else None
 elapsed = time.perf_counter() - started
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, elapsed,
-      result and result.audio.duration, result and result.descriptors.bpm)
+try:
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024  # macOS: bytes
+print(peak, elapsed, result and result.audio.duration, result and result.descriptors.bpm)
 """
 
 
