@@ -1,0 +1,282 @@
+"""The agent's journal: one SQLite file (WAL) holding what the agent knows about the library.
+
+Tables (see shared/design.md, "The journal"):
+
+* ``files``: every audio file seen, by path (stored as bytes: Linux paths need not be UTF-8),
+  with the (device, inode, size, mtime_ns) that say whether it changed, its content key, and its
+  state (``analyzed``, ``failed``) with the last error;
+* ``tracks``: one analysis per content key, with the analyzer version that made it;
+* ``outbox``: observations waiting for the catalog, written in the same transaction as their
+  track; unique by observation id, so a retried write never queues a duplicate;
+* ``settings``: small key/value state (contribute, paused, credentials).
+
+One writer: a ``Journal`` is used from one thread. Migrations are recorded in ``migrations``.
+Raw sqlite errors become a ``JournalError`` that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cratesense.errors import CrateSenseError
+
+_MIGRATIONS = (
+    """
+    CREATE TABLE files (
+        path BLOB PRIMARY KEY,
+        device INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        content_key TEXT,
+        state TEXT NOT NULL CHECK (state IN ('analyzed', 'failed')),
+        error_kind TEXT,
+        error TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX files_content_key ON files (content_key);
+    CREATE TABLE tracks (
+        content_key TEXT PRIMARY KEY,
+        analysis TEXT NOT NULL,
+        analyzer_version TEXT NOT NULL,
+        analyzed_at REAL NOT NULL
+    );
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        observation_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'parked')),
+        reason TEXT
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+
+class JournalError(CrateSenseError):
+    kind = "journal"
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """What says a file is unchanged: equal identities mean no re-analysis."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileIdentity:
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    id: str
+    payload: dict  # the wire fields only (see cratesense.analysis.model.observation_fields)
+
+
+def _explain(error: sqlite3.Error, path: Path) -> JournalError:
+    """A sentence that says what happened and what to do."""
+    text = str(error).lower()
+    if "locked" in text or "busy" in text:
+        return JournalError(f"the journal {path} is locked by another process; is another CrateSense agent running?")
+    if "full" in text:
+        return JournalError(f"the disk holding the journal {path} is full; free some space and the agent resumes")
+    if "readonly" in text or "read-only" in text:
+        return JournalError(f"the journal {path} is read-only; check the permissions of {path.parent}")
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return JournalError(
+            f"the journal {path} is damaged; move it aside (the agent rebuilds it from a rescan)"
+        )
+    if "unable to open" in text:
+        return JournalError(f"cannot open the journal {path}; check that {path.parent} exists and is writable")
+    return JournalError(f"journal error in {path}: {error}")
+
+
+class Journal:
+    """The journal at ``path``, created and migrated on open. Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crash or kill -9 of the agent (not a power cut,
+            # which costs at most the last transactions, never consistency).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise _explain(exc, self.path) from exc
+        except OSError as exc:
+            raise JournalError(f"cannot create the journal's folder {self.path.parent}: {exc.strerror}") from exc
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _explain(exc, self.path) from exc
+
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+        applied = {row[0] for row in self._db.execute("SELECT version FROM migrations")}
+        for version, script in enumerate(_MIGRATIONS, start=1):
+            if version in applied:
+                continue
+            with self._transaction() as db:
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute("INSERT INTO migrations VALUES (?, ?)", (version, time.time()))
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0]
+
+    # --- files -----------------------------------------------------------------------------
+
+    def identity(self, path: str | bytes) -> FileIdentity | None:
+        row = self._db.execute(
+            "SELECT device, inode, size, mtime_ns FROM files WHERE path = ?", (os.fsencode(path),)
+        ).fetchone()
+        return FileIdentity(*row) if row else None
+
+    def record_analysis(
+        self,
+        path: str | bytes,
+        identity: FileIdentity,
+        content_key: str,
+        analysis: dict,
+        analyzer_version: str,
+        observation: Observation | None,
+    ) -> None:
+        """The file, its track and its observation, in one transaction: all or nothing."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO tracks VALUES (?, ?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
+                "analysis = excluded.analysis, analyzer_version = excluded.analyzer_version, "
+                "analyzed_at = excluded.analyzed_at",
+                (content_key, json.dumps(analysis, ensure_ascii=False), analyzer_version, now),
+            )
+            self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now)
+            if observation is not None:
+                db.execute(
+                    "INSERT INTO outbox (observation_id, kind, payload) VALUES (?, 'observation', ?) "
+                    "ON CONFLICT (observation_id) DO NOTHING",
+                    (observation.id, json.dumps(observation.payload, ensure_ascii=False)),
+                )
+
+    def record_failure(self, path: str | bytes, identity: FileIdentity, kind: str, message: str) -> None:
+        """A file that could not be analyzed: kept with its error until it changes."""
+        with self._transaction() as db:
+            self._upsert_file(db, path, identity, None, "failed", kind, message, time.time())
+
+    def forget_file(self, path: str | bytes) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM files WHERE path = ?", (os.fsencode(path),))
+
+    @staticmethod
+    def _upsert_file(db, path, identity, content_key, state, error_kind, error, now) -> None:
+        db.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+            "device = excluded.device, inode = excluded.inode, size = excluded.size, "
+            "mtime_ns = excluded.mtime_ns, content_key = excluded.content_key, state = excluded.state, "
+            "error_kind = excluded.error_kind, error = excluded.error, updated_at = excluded.updated_at",
+            (
+                os.fsencode(path),
+                identity.device,
+                identity.inode,
+                identity.size,
+                identity.mtime_ns,
+                content_key,
+                state,
+                error_kind,
+                error,
+                now,
+            ),
+        )
+
+    def failures(self) -> list[tuple[bytes, str, str]]:
+        return self._db.execute(
+            "SELECT path, error_kind, error FROM files WHERE state = 'failed' ORDER BY path"
+        ).fetchall()
+
+    def track(self, content_key: str) -> dict | None:
+        row = self._db.execute("SELECT analysis FROM tracks WHERE content_key = ?", (content_key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def counts(self) -> dict[str, int]:
+        query = (
+            "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM tracks), "
+            "(SELECT COUNT(*) FROM outbox WHERE state = 'pending'), "
+            "(SELECT COUNT(*) FROM outbox WHERE state = 'parked'), "
+            "(SELECT COUNT(*) FROM files WHERE state = 'failed')"
+        )
+        files, tracks, pending, parked, failed = self._db.execute(query).fetchone()
+        return {"files": files, "tracks": tracks, "outbox": pending, "parked": parked, "failed": failed}
+
+    # --- outbox --------------------------------------------------------------------------
+
+    def pending(self, limit: int) -> list[tuple[int, str, dict]]:
+        """The oldest observations due for sending: (seq, observation id, payload)."""
+        rows = self._db.execute(
+            "SELECT seq, observation_id, payload FROM outbox WHERE state = 'pending' "
+            "AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
+            (time.time(), limit),
+        ).fetchall()
+        return [(seq, observation_id, json.loads(payload)) for seq, observation_id, payload in rows]
+
+    def acknowledge(self, seqs: list[int]) -> None:
+        """Remove rows only once the catalog has acknowledged them."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+
+    def park(self, seq: int, reason: str) -> None:
+        """A row the catalog rejected: kept with the reason, never retried in a loop."""
+        with self._transaction() as db:
+            db.execute("UPDATE outbox SET state = 'parked', reason = ? WHERE seq = ?", (reason, seq))
+
+    # --- settings ------------------------------------------------------------------------
+
+    def setting(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )

@@ -1,0 +1,134 @@
+"""The journal: a real SQLite file, real processes killed mid-write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cratesense.daemon.journal import FileIdentity, Journal, JournalError, Observation
+
+IDENTITY = FileIdentity(device=1, inode=2, size=3, mtime_ns=4)
+
+
+def test_created_in_wal_mode_and_migrated_once(tmp_path):
+    path = tmp_path / "data" / "journal.sqlite"
+    with Journal(path) as journal:
+        assert journal.schema_version == 1
+    with Journal(path) as journal:  # reopening applies nothing twice
+        assert journal.schema_version == 1
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == 1
+
+
+def test_analysis_track_and_observation_are_written_together(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        observation = Observation("obs-1", {"metadata": {"title": "AC/DC"}})
+        journal.record_analysis("/music/a.flac", IDENTITY, "key-1", {"bpm": 128.0}, "v1", observation)
+        journal.record_analysis("/music/a.flac", IDENTITY, "key-1", {"bpm": 128.0}, "v1", observation)
+        assert journal.identity("/music/a.flac") == IDENTITY
+        assert journal.track("key-1") == {"bpm": 128.0}
+        assert journal.counts() == {"files": 1, "tracks": 1, "outbox": 1, "parked": 0, "failed": 0}
+        [(seq, observation_id, payload)] = journal.pending(10)
+        assert observation_id == "obs-1" and payload["metadata"]["title"] == "AC/DC"
+        journal.park(seq, "rejected: metadata.title looks like a path")
+        assert journal.pending(10) == [] and journal.counts()["parked"] == 1
+
+
+def test_acknowledged_rows_leave_the_outbox(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        for index in range(5):
+            journal.record_analysis(f"/m/{index}.mp3", IDENTITY, f"k{index}", {}, "v1", Observation(f"o{index}", {}))
+        rows = journal.pending(3)
+        assert [row[1] for row in rows] == ["o0", "o1", "o2"]
+        journal.acknowledge([row[0] for row in rows])
+        assert [row[1] for row in journal.pending(10)] == ["o3", "o4"]
+
+
+def test_failures_and_non_utf8_paths(tmp_path):
+    odd_path = b"/music/caf\xe9.mp3"  # Latin-1 bytes: not valid UTF-8
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.record_failure(odd_path, IDENTITY, "decode", "not a recognizable audio file")
+        assert journal.failures() == [(odd_path, "decode", "not a recognizable audio file")]
+        assert journal.identity(odd_path) == IDENTITY
+        journal.forget_file(odd_path)
+        assert journal.failures() == []
+
+
+def test_settings_round_trip(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        assert journal.setting("contribute", True) is True
+        journal.set_setting("contribute", False)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        assert journal.setting("contribute") is False
+
+
+_WRITER = """
+import sys
+from cratesense.daemon.journal import FileIdentity, Journal, Observation
+journal = Journal(sys.argv[1])
+print("ready", flush=True)
+index = 0
+while True:
+    identity = FileIdentity(1, index, 100, index)
+    journal.record_analysis(f"/music/{index}.flac", identity, f"key-{index}", {"n": index}, "v1",
+                            Observation(f"obs-{index}", {"n": index}))
+    index += 1
+"""
+
+
+def test_kill_9_mid_write_leaves_a_consistent_journal(tmp_path):
+    path = tmp_path / "j.sqlite"
+    for _ in range(3):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(0.4)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    files = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    assert files > 10
+    # Every file has its track and exactly one outbox row, and nothing else exists.
+    assert db.execute("SELECT COUNT(*) FROM tracks").fetchone()[0] == files
+    assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == files
+    orphans = db.execute(
+        "SELECT COUNT(*) FROM files f LEFT JOIN tracks t ON t.content_key = f.content_key WHERE t.content_key IS NULL"
+    ).fetchone()[0]
+    assert orphans == 0
+
+
+def test_damaged_journal_says_what_to_do(tmp_path):
+    path = tmp_path / "j.sqlite"
+    path.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(JournalError, match="damaged; move it aside"):
+        Journal(path)
+
+
+def test_locked_journal_names_the_likely_cause(tmp_path):
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        journal = Journal(path, busy_timeout=0.1)
+        with pytest.raises(JournalError, match="another CrateSense agent"):
+            journal.record_failure("/m/x.mp3", IDENTITY, "decode", "x")
+    finally:
+        holder.execute("ROLLBACK")
+
+
+def test_unwritable_location_is_explained(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    with pytest.raises(JournalError):
+        Journal(folder / "sub" / "j.sqlite")
