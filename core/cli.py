@@ -80,7 +80,27 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the tempo range a DJ counts in (default: 70-180); a 64 BPM ballad is 128 within it",
     )
     analyze.set_defaults(handler=_cmd_analyze)
+
+    config = commands.add_parser(
+        "config",
+        help="print the effective configuration and where each value comes from",
+        description="Print every setting, its effective value, and whether it comes from the "
+        "default, the config file, or a flag. Problems in the file are all reported at once.",
+    )
+    config.add_argument("--config", metavar="FILE", help="config file (default: the platform's config folder)")
+    config.set_defaults(handler=_cmd_config)
     return parser
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from cratesense.daemon.config import describe, load
+
+    config = load(args.config)
+    print(f"# {config.path}{'' if config.path.exists() else ' (not present: defaults)'}")
+    for setting, value, source in describe(config):
+        shown = json.dumps(list(value) if isinstance(value, tuple) else value)
+        print(f"{setting} = {shown}  # {source}")
+    return EXIT_OK
 
 
 def _bpm_range(text: str) -> tuple[float, float]:
