@@ -75,13 +75,9 @@ class LoudnessMeter:
     """Feed native blocks ``(channels, n)`` float32 in order, then ``finish``."""
 
     def __init__(self, sample_rate: int, channel_names: tuple[str, ...]) -> None:
-        self.sample_rate = sample_rate
         self._channels = len(channel_names)
         self._weights = channel_weights(channel_names)
-        self._sos = k_weighting(sample_rate)
-        self._state = np.zeros((self._sos.shape[0], self._channels, 2))
-        self._subblock = int(round(_SUBBLOCK_SECONDS * sample_rate))
-        self._carry = np.zeros((self._channels, 0))
+        self._set_rate(sample_rate)
         self._subblock_power: list[np.ndarray] = []  # (n, channels) mean squares per 100 ms
         self._sample_peak = 0.0
         self._true_peak = 0.0
@@ -95,9 +91,21 @@ class LoudnessMeter:
             [oversampler[phase::_TRUE_PEAK_OVERSAMPLING][::-1] for phase in range(_TRUE_PEAK_OVERSAMPLING)], axis=1
         )
 
-    def feed(self, block: np.ndarray) -> None:
+    def _set_rate(self, sample_rate: int) -> None:
+        """Filters for ``sample_rate``. Measurements so far are 100 ms powers, which do not depend
+        on the rate, so a stream that changes rate mid-way keeps them."""
+        self.sample_rate = sample_rate
+        self._sos = k_weighting(sample_rate)
+        self._state = np.zeros((self._sos.shape[0], self._channels, 2))
+        self._subblock = int(round(_SUBBLOCK_SECONDS * sample_rate))
+        self._carry = np.zeros((self._channels, 0))
+
+    def feed(self, block: np.ndarray, sample_rate: int | None = None) -> None:
+        """Add the next block; ``sample_rate`` only when it differs from the meter's."""
         if block is None or block.size == 0:
             return
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            self._set_rate(sample_rate)
         if block.shape[0] != self._channels:  # channel count changed mid-stream: keep the first ones
             block = block[: self._channels] if block.shape[0] > self._channels else np.vstack(
                 [block, np.zeros((self._channels - block.shape[0], block.shape[1]), block.dtype)]

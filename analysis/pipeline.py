@@ -52,9 +52,9 @@ def analyze_file(
             deadline=deadline,
         ):
             if block.native is not None:
-                if meter is None or block.native_rate != meter.sample_rate:  # first, or the rate changed
+                if meter is None:
                     meter = LoudnessMeter(block.native_rate, _channel_names(info, block.native.shape[0]))
-                meter.feed(block.native)
+                meter.feed(block.native, block.native_rate)
             if block.analysis.size:
                 if features is not None:
                     features.feed(block.analysis)

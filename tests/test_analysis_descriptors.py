@@ -156,6 +156,17 @@ def test_true_peak_catches_intersample_overs():
     assert result.true_peak_dbtp == pytest.approx(20 * np.log10(0.9), abs=0.3)
 
 
+def test_rate_change_mid_stream_keeps_what_was_measured():
+    """Some streams switch sample rate mid-way: both parts count towards the loudness."""
+    loudness = LoudnessMeter(48000, ("FL", "FR"))
+    first = sine_at(-20, 10, rate=48000)
+    second = sine_at(-26, 10, rate=44100)
+    loudness.feed(np.stack([first, first]))
+    loudness.feed(np.stack([second, second]), 44100)
+    # Energy mean of the two halves: 10 log10((10^-2 + 10^-2.6) / 2) = -22.04 (the second alone: -26).
+    assert loudness.finish().integrated_lufs == pytest.approx(-22.04, abs=0.1)
+
+
 def test_silence_has_no_loudness():
     silent = np.zeros(48000 * 5, np.float32)
     result = meter([silent, silent])
