@@ -75,7 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--bpm-range",
         type=_bpm_range,
-        default=(70.0, 180.0),
+        default=None,
         metavar="LOW-HIGH",
         help="the tempo range a DJ counts in (default: 70-180); a 64 BPM ballad is 128 within it",
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import platformdirs
 
+from cratesense.analysis.tempo import DEFAULT_BPM_RANGE
 from cratesense.errors import ConfigError
 
 APP_NAME = "cratesense"
@@ -30,7 +31,7 @@ class LibraryConfig:
 class AnalysisConfig:
     workers: int = 0  # 0: cores - 1, at least 1
     timeout_seconds: float = 300.0
-    bpm_range: tuple[float, float] = (70.0, 180.0)
+    bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE
     nice: int = 10
 
 

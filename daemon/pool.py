@@ -31,7 +31,7 @@ _IOPRIO_WHO_PROCESS = 1
 class Task:
     path: str
     descriptors: bool = True
-    bpm_range: tuple[float, float] = (70.0, 180.0)
+    bpm_range: tuple[float, float] | None = None  # None: the analysis default
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,8 @@ def _worker_main(connection: multiprocessing.connection.Connection, nice: int) -
         if task is None:
             return
         try:
-            analysis = analyze_file(task.path, descriptors=task.descriptors, bpm_range=task.bpm_range)
+            options = {"bpm_range": task.bpm_range} if task.bpm_range else {}
+            analysis = analyze_file(task.path, descriptors=task.descriptors, **options)
             outcome = Outcome(task.path, analysis=analysis)
         except AnalysisError as exc:
             outcome = Outcome(task.path, error_kind=exc.kind, error=str(exc))
