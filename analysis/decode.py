@@ -248,9 +248,17 @@ class AudioFile:
         ``deadline`` is a ``time.monotonic()`` value after which decoding raises
         ``AnalysisTimeoutError``.
         """
-        resampler = _CompatResampler()
         limit = None if max_seconds is None else int(max_seconds * ANALYSIS_RATE)
         produced = 0
+        for block in self._decoded_blocks(native, deadline):
+            if limit is not None and produced + block.analysis.size >= limit:
+                yield AudioBlock(block.analysis[: limit - produced], block.native, block.native_rate)
+                return  # closing the generator below stops demuxing: the rest is never read
+            produced += block.analysis.size
+            yield block
+
+    def _decoded_blocks(self, native: bool, deadline: float | None) -> Iterator[AudioBlock]:
+        resampler = _CompatResampler()
         packets = bad_packets = 0
         last_error = ""
         native_pieces: list[np.ndarray] = []
@@ -282,19 +290,11 @@ class AudioFile:
                 pushed += 1
             if pushed >= _FRAMES_PER_PULL:
                 pushed = 0
-                block = AudioBlock(resampler.pull(), _join_native(native_pieces), native_rate)
+                yield AudioBlock(resampler.pull(), _join_native(native_pieces), native_rate)
                 native_pieces = []
-                if limit is not None and produced + block.analysis.size >= limit:
-                    yield AudioBlock(block.analysis[: limit - produced], block.native, native_rate)
-                    return
-                produced += block.analysis.size
-                yield block
         if packets and bad_packets == packets:
             raise DecodeError(f"no audio packet could be decoded ({last_error})")
-        tail = resampler.flush()
-        if limit is not None:
-            tail = tail[: max(0, limit - produced)]
-        yield AudioBlock(tail, _join_native(native_pieces), native_rate)
+        yield AudioBlock(resampler.flush(), _join_native(native_pieces), native_rate)
 
 
 def _join_native(pieces: list[np.ndarray]) -> np.ndarray | None:
