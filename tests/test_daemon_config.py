@@ -75,3 +75,15 @@ def test_config_command_prints_values_and_sources(tmp_path):
     )
     assert bad.returncode == 2 and "did you mean 'interval_minutes'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_readme_example_is_a_valid_config(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
+    path = tmp_path / "config.toml"
+    path.write_text(example)
+    config = load(path)
+    assert config.sources["library.folders"] == "file" and len(config.library.folders) == 2
