@@ -12,7 +12,9 @@ code; the daemon records it as a status). Tree::
     │   ├── TooShortError        shorter than the minimum we can analyze
     │   ├── SilentAudioError     decodes to digital silence
     │   └── AnalysisTimeoutError exceeded its per-file time limit
-    └── ConfigError              bad configuration (daemon/)
+    ├── ConfigError              bad configuration (daemon/config.py)
+    ├── JournalError             the journal cannot be used; says what to do (daemon/journal.py)
+    └── AlreadyRunningError      another agent holds the instance lock (daemon/instance.py)
 """
 
 
