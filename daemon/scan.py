@@ -1,0 +1,74 @@
+"""The reconciliation scan: what is on disk now, compared with what the journal knows.
+
+``walk`` lists audio files with ``os.scandir`` (no per-file decode: a stat is all it costs);
+``reconcile`` is a pure function from the journal's view and the disk's view to a plan: new,
+changed, moved and deleted files. A file that kept its (device, inode, size, mtime_ns) under a
+new path was moved or renamed: it is relinked, never re-analyzed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from cratesense.analysis.decode import AUDIO_EXTENSIONS
+from cratesense.daemon.journal import FileIdentity
+
+PARTIAL_SUFFIXES = (b".part", b".crdownload", b".tmp", b".partial", b".download")
+_AUDIO_SUFFIXES = tuple(ext.encode() for ext in AUDIO_EXTENSIONS)
+
+
+def is_candidate(name: bytes) -> bool:
+    """An audio file worth looking at: not hidden, not a partial download, an audio extension."""
+    lower = name.lower()
+    return not name.startswith(b".") and not lower.endswith(PARTIAL_SUFFIXES) and lower.endswith(_AUDIO_SUFFIXES)
+
+
+def walk(folders: Iterable[str | bytes], errors: list[tuple[bytes, str]] | None = None) -> Iterator[tuple[bytes, FileIdentity]]:
+    """(path, identity) of every candidate audio file below ``folders`` (paths as bytes, so names
+    that are not valid UTF-8 survive). Folders that cannot be read are reported in ``errors``."""
+    pending = [os.fsencode(folder) for folder in folders]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith(b"."):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        elif entry.is_file() and is_candidate(entry.name):
+                            yield entry.path, FileIdentity.of(entry.stat())
+                    except OSError as exc:
+                        if errors is not None:
+                            errors.append((entry.path, exc.strerror or str(exc)))
+        except OSError as exc:
+            if errors is not None:
+                errors.append((folder, exc.strerror or str(exc)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    new: list[bytes] = field(default_factory=list)
+    changed: list[bytes] = field(default_factory=list)
+    moved: list[tuple[bytes, bytes]] = field(default_factory=list)  # (old path, new path)
+    deleted: list[bytes] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def reconcile(known: dict[bytes, FileIdentity], disk: dict[bytes, FileIdentity]) -> Plan:
+    """What changed between the journal (``known``) and the disk, by path and identity."""
+    appeared = [path for path in disk if path not in known]
+    changed = [path for path in disk if path in known and known[path] != disk[path]]
+    unchanged = sum(1 for path in disk if known.get(path) == disk[path])
+    gone = {known[path]: path for path in known if path not in disk}
+    new, moved = [], []
+    for path in appeared:
+        old = gone.pop(disk[path], None)  # same inode, size and mtime under a new name: a move
+        if old is None:
+            new.append(path)
+        else:
+            moved.append((old, path))
+    return Plan(new=new, changed=changed, moved=moved, deleted=list(gone.values()), unchanged=unchanged)
