@@ -114,20 +114,15 @@ def _bpm_range(text: str) -> tuple[float, float]:
 
 
 def _audio_files(paths: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Files to analyze (named files as given, folders searched for audio) and missing paths."""
-    from cratesense.analysis.decode import AUDIO_EXTENSIONS
+    """Files to analyze (named files as given, folders searched for audio as the agent's scan
+    does) and missing paths."""
+    from cratesense.daemon.scan import walk
 
     files: list[str] = []
     missing: list[str] = []
     for given in paths:
         if os.path.isdir(given):
-            for root, folders, names in os.walk(given):
-                folders[:] = sorted(f for f in folders if not f.startswith("."))
-                files.extend(
-                    os.path.join(root, name)
-                    for name in sorted(names)
-                    if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
-                )
+            files.extend(sorted(os.fsdecode(path) for path, _ in walk([given])))
         elif os.path.lexists(given):
             files.append(given)
         else:
