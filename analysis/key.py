@@ -47,25 +47,31 @@ def chroma(pitch: np.ndarray, tuning_cents: float) -> np.ndarray:
     return (semitones - fraction * below + fraction * above).astype(np.float32)
 
 
+def best_matching_key(profile: np.ndarray, major: np.ndarray, minor: np.ndarray) -> tuple[Key, float]:
+    """The key whose profile (major or minor, rotated to each tonic) correlates best with a
+    12-bin pitch-class profile, and that correlation. Ties go to the first key tried."""
+    best_key, best_score = Key(0, False), -2.0
+    for tonic in range(12):
+        for is_minor, reference in ((False, major), (True, minor)):
+            score = float(np.corrcoef(profile, np.roll(reference, tonic))[0, 1])
+            if score > best_score:
+                best_key, best_score = Key(tonic, is_minor), score
+    return best_key, best_score
+
+
 def estimate_key(chroma_frames: np.ndarray, energy: np.ndarray, tuning_cents: float = 0.0) -> KeyEstimate | None:
     """The key from tuning-aligned chroma frames (see ``chroma``), or None when there is no tonal
     content (silence, noise, pure percussion)."""
     if chroma_frames.shape[0] == 0 or energy.max(initial=0.0) < _SILENT_ENERGY:
         return None
-    frames = chroma_frames
     # Per-frame normalization with log compression, so a few loud frames don't decide the key,
     # and near-silent frames (energy weight) count for little.
-    frames = np.log1p(100.0 * frames / np.maximum(frames.max(axis=1, keepdims=True), 1e-9))
+    frames = np.log1p(100.0 * chroma_frames / np.maximum(chroma_frames.max(axis=1, keepdims=True), 1e-9))
     weights = np.minimum(1.0, energy / max(float(np.percentile(energy, 90)), 1e-9))
     profile = (frames * weights[:, None]).sum(axis=0)
     if profile.std() < 1e-6 * max(profile.mean(), 1e-9):
         return None
-    best_key, best_score = None, -2.0
-    for tonic in range(12):
-        for minor, reference in ((False, _MAJOR_PROFILE), (True, _MINOR_PROFILE)):
-            score = float(np.corrcoef(profile, np.roll(reference, tonic))[0, 1])
-            if score > best_score:
-                best_key, best_score = Key(tonic, minor), score
+    best_key, best_score = best_matching_key(profile, _MAJOR_PROFILE, _MINOR_PROFILE)
     if best_score < _MIN_STRENGTH:
         return None
     return KeyEstimate(best_key, round(best_score, 3), round(tuning_cents, 1))

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from audiogen import encode, synth_track  # noqa: E402
 from cratesense.analysis.decode import AudioFile  # noqa: E402
 from cratesense.analysis.features import ONSET_RATE, FeatureExtractor  # noqa: E402
-from cratesense.analysis.key import chroma, estimate_key, estimate_tuning  # noqa: E402
+from cratesense.analysis.key import best_matching_key, chroma, estimate_key, estimate_tuning  # noqa: E402
 from cratesense.analysis.keys import Key, parse_key  # noqa: E402
 from cratesense.analysis.loudness import LoudnessMeter  # noqa: E402
 from cratesense.analysis.pipeline import analyze_file  # noqa: E402
@@ -240,16 +240,7 @@ def librosa_tempo_key(y: np.ndarray, sr: int):
 
     tempo, _ = librosa.beat.beat_track(y=y, sr=sr)
     chroma_mean = librosa.feature.chroma_stft(y=y, sr=sr).mean(axis=1)
-    return float(np.atleast_1d(tempo)[0]), _profile_key(chroma_mean, _KK_MAJOR, _KK_MINOR)
-
-
-def _profile_key(profile: np.ndarray, major: np.ndarray, minor: np.ndarray) -> Key:
-    scores = [
-        (np.corrcoef(profile, np.roll(reference, tonic))[0, 1], Key(tonic, minor_mode))
-        for tonic in range(12)
-        for minor_mode, reference in ((False, major), (True, minor))
-    ]
-    return max(scores, key=lambda pair: pair[0])[1]
+    return float(np.atleast_1d(tempo)[0]), best_matching_key(chroma_mean, _KK_MAJOR, _KK_MINOR)[0]
 
 
 def essentia_methods():
