@@ -128,14 +128,13 @@ def _refine(acf: np.ndarray, frame_rate: float, bpm: float) -> float:
     """Sharpen to 0.01 BPM using many beat multiples: a long lag pins the period precisely."""
     beats = max(4, min(64, int(acf.size / (60.0 * frame_rate / bpm) * 0.5)))
     fine = np.arange(bpm * 0.98, bpm * 1.02, 0.01)
-    scores = [_comb_exact(acf, 60.0 * frame_rate / candidate, beats) for candidate in fine]
+    # Every candidate at once: the mean autocorrelation at its beat multiples within the signal.
+    lags = (60.0 * frame_rate / fine)[:, None] * np.arange(1, beats + 1)[None, :]
+    inside = lags < acf.size - 1
+    values = np.where(inside, np.interp(lags, np.arange(acf.size), acf), 0.0)
+    counts = inside.sum(axis=1)
+    scores = np.where(counts > 0, values.sum(axis=1) / np.maximum(counts, 1), 0.0)
     return float(fine[int(np.argmax(scores))])
-
-
-def _comb_exact(acf: np.ndarray, period: float, beats: int) -> float:
-    lags = period * np.arange(1, beats + 1)
-    lags = lags[lags < acf.size - 1]
-    return float(np.interp(lags, np.arange(acf.size), acf).mean()) if lags.size else 0.0
 
 
 def _beat_offset(envelope: np.ndarray, period: float) -> float:
