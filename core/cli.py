@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURES = 1  # the command ran, but some files failed
 EXIT_ERROR = 2  # the command could not run
+EXIT_NOT_RUNNING = 3  # the command needs the agent, and it is not running
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"cratesense: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_NOT_RUNNING if getattr(exc, "kind", "") == "not-running" else EXIT_ERROR
     except KeyboardInterrupt:
         print("cratesense: interrupted", file=sys.stderr)
         return 130
@@ -89,7 +91,214 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     config.add_argument("--config", metavar="FILE", help="config file (default: the platform's config folder)")
     config.set_defaults(handler=_cmd_config)
+
+    run = commands.add_parser(
+        "run",
+        help="run the agent in the foreground (watch, analyze, sync)",
+        description="Run the agent: watch the music folders, analyze new and changed files once, "
+        "and keep the journal true to the disk. Logs go to standard error. Stops cleanly on "
+        "SIGTERM or Ctrl-C.",
+    )
+    _add_agent_options(run)
+    run.set_defaults(handler=_cmd_run)
+
+    scan = commands.add_parser(
+        "scan",
+        help="reconcile the music folders with the journal once, analyze what changed, and exit",
+        description="One reconciliation pass over the music folders (new, changed, moved and "
+        "deleted files), then analysis of everything new, with a progress bar. Refused while the "
+        "agent runs (use `cratesense rescan` then).",
+    )
+    _add_agent_options(scan)
+    scan.set_defaults(handler=_cmd_scan)
+
+    status = commands.add_parser("status", help="what the running agent is doing")
+    status.add_argument("--json", action="store_true", help="print the full status as JSON")
+    status.set_defaults(handler=_cmd_status)
+    pause = commands.add_parser("pause", help="pause analysis (watching goes on; survives restarts)")
+    pause.add_argument("--for", dest="duration", type=_duration, metavar="DURATION", help="e.g. 30m, 1h, 2d")
+    pause.set_defaults(handler=lambda args: _control("POST", "pause", {"seconds": args.duration}))
+    resume = commands.add_parser("resume", help="resume analysis")
+    resume.set_defaults(handler=lambda args: _control("POST", "resume"))
+    rescan = commands.add_parser("rescan", help="ask the running agent for a full reconciliation scan now")
+    rescan.set_defaults(handler=lambda args: _control("POST", "rescan"))
+    failures = commands.add_parser("failures", help="files that could not be analyzed, and why")
+    failures.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
+    failures.set_defaults(handler=_cmd_failures)
     return parser
+
+
+def _add_agent_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="config file (default: the platform's config folder)")
+    parser.add_argument(
+        "--folder", action="append", metavar="DIR", help="a music folder (repeatable; overrides library.folders)"
+    )
+    parser.add_argument("--workers", type=int, metavar="N", help="analysis processes (overrides analysis.workers)")
+
+
+def _agent_config(args: argparse.Namespace):
+    from cratesense.daemon.config import load
+
+    overrides: dict[str, object] = {}
+    if args.folder:
+        overrides["library.folders"] = [os.path.abspath(folder) for folder in args.folder]
+    if args.workers is not None:
+        overrides["analysis.workers"] = args.workers
+    return load(args.config, overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cratesense.daemon.agent import Agent, run_forever
+    from cratesense.daemon.config import data_dir
+    from cratesense.daemon.control import runtime_dir
+    from cratesense.daemon.instance import AlreadyRunningError
+
+    if not args.debug:
+        logging.getLogger("cratesense").setLevel(logging.INFO)
+    try:
+        run_forever(Agent(_agent_config(args), data_dir(), runtime_dir()))
+    except AlreadyRunningError as exc:
+        print(f"cratesense: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    import asyncio
+    import secrets
+
+    from cratesense.daemon.config import data_dir
+    from cratesense.daemon.instance import InstanceLock
+    from cratesense.daemon.journal import Journal
+    from cratesense.daemon.library import Library
+    from cratesense.daemon.pool import AnalysisPool
+
+    config = _agent_config(args)
+    folder = data_dir()
+    progress = sys.stderr.isatty()
+
+    async def scan(journal: Journal, pool: AnalysisPool) -> Library:
+        secret = journal.setting("install_secret")
+        if secret is None:
+            secret = secrets.token_hex(32)
+            journal.set_setting("install_secret", secret)
+        library = Library(journal, pool, config.music_folders, secret=bytes.fromhex(secret),
+                          bpm_range=config.analysis.bpm_range)
+        if library.paused:
+            print("cratesense: analysis is paused (cratesense resume, or the agent's menu); scanning only",
+                  file=sys.stderr)
+        runner = asyncio.create_task(library.run())
+        scanning = asyncio.create_task(library.scan())
+        total = None
+        while not scanning.done() or not library.idle and not (library.paused and not library.analyzing):
+            await asyncio.sleep(0.2)
+            if progress:
+                if library.scanning:
+                    sys.stderr.write(f"\r\033[Kscanning: {library.scanning[0]} files seen")
+                elif scanning.done():
+                    remaining = library.queued + library.analyzing
+                    total = max(total or 0, remaining)
+                    done = total - remaining
+                    sys.stderr.write(f"\r\033[Kanalyzing: {done}/{total} files")
+                sys.stderr.flush()
+        await scanning
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        if progress:
+            sys.stderr.write("\r\033[K")
+        return library
+
+    with InstanceLock(folder / "agent.lock"), Journal(folder / "journal.sqlite") as journal:
+        with AnalysisPool(config.workers, config.analysis.timeout_seconds, config.analysis.nice) as pool:
+            library = asyncio.run(scan(journal, pool))
+        stats, counts = library.stats, journal.counts()
+    print(
+        f"{counts['files']} files, {counts['tracks']} tracks; this scan: {stats['analyzed']} analyzed, "
+        f"{stats['linked']} linked to known audio, {stats['moved']} moved, {stats['deleted']} deleted, "
+        f"{stats['failed']} failed"
+    )
+    for folder_path, why in library.missing_folders.items():
+        print(f"  {folder_path}: {why}")
+    return EXIT_FAILURES if stats["failed"] else EXIT_OK
+
+
+def _control(method: str, name: str, body: dict | None = None) -> int:
+    from cratesense.daemon.control import request
+
+    _print_status(request(method, name, body))
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from cratesense.daemon.control import request
+
+    status = request("GET", "status")
+    if args.json:
+        print(json.dumps(status, indent=2, ensure_ascii=False))
+    else:
+        _print_status(status)
+    return EXIT_OK
+
+
+def _print_status(status: dict) -> None:
+    import time
+
+    def ago(timestamp):
+        if not timestamp:
+            return "never"
+        seconds = max(0, time.time() - timestamp)
+        return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+    state = status["state"]
+    if state == "scanning" and status.get("scanning"):
+        state = f"scanning ({status['scanning'][0]} files seen)"
+    if status.get("paused_until"):
+        state += time.strftime(" until %Y-%m-%d %H:%M", time.localtime(status["paused_until"]))
+    rows = [
+        ("state", state),
+        ("tracks known", f"{status['tracks']} ({status['files']} files)"),
+        ("queued for analysis", status["queued"] + status["analyzing"]),
+        ("waiting to sync", status["waiting_to_sync"]),
+        ("parked (rejected)", status["parked"]),
+        ("failing files", f"{status['failing_files']}" + (" (cratesense failures)" if status["failing_files"] else "")),
+        ("last scan", ago(status.get("last_scan_at"))),
+    ]
+    for folder, watch in status.get("watch", {}).items():
+        rows.append((f"watching {folder}", watch["mode"] + (f": {watch['reason']}" if watch["reason"] else "")))
+    for folder, why in status.get("missing_folders", {}).items():
+        rows.append((f"missing {folder}", why))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def _cmd_failures(args: argparse.Namespace) -> int:
+    from cratesense.daemon.config import data_dir
+    from cratesense.daemon.journal import Journal
+
+    path = data_dir() / "journal.sqlite"
+    if not path.exists():
+        print("no journal yet: the agent has not run")
+        return EXIT_OK
+    with Journal(path) as journal:
+        failures = journal.failures()
+    for file_path, kind, message in failures:
+        print(f"{os.fsdecode(file_path)}: {kind}: {message}")
+    if not failures:
+        print("no failing files")
+    return EXIT_OK
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value, unit = float(text[:-1]), units[text[-1].lower()]
+    except (ValueError, KeyError, IndexError):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30m, 1h or 2d, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return value * unit
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -25,6 +25,9 @@ APP_NAME = "cratesense"
 class LibraryConfig:
     folders: tuple[str, ...] = ()  # empty: the platform's music folder
     scan_interval_minutes: float = 60.0
+    watch: str = "auto"  # "auto": inotify where it can serve, else polling; "polling": always poll
+    poll_interval_seconds: float = 60.0
+    quiet_seconds: float = 2.0  # a changed file is looked at this long after its last change
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class SyncConfig:
 
 
 _SECTIONS = {"library": LibraryConfig, "analysis": AnalysisConfig, "sync": SyncConfig}
+_CHOICES = {"library.watch": ("auto", "polling")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,9 @@ def _accept(section, key, value, source, values, sources, problems) -> None:
     default = getattr(cls(), key)
     try:
         values[section][key] = _coerce(value, default)
+        choices = _CHOICES.get(f"{section}.{key}")
+        if choices and value not in choices:
+            raise ValueError(f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
     except (TypeError, ValueError) as exc:
         problems.append(f"{section}.{key}: {exc}")
         return

@@ -63,7 +63,15 @@ _MIGRATIONS = (
         value TEXT NOT NULL
     );
     """,
+    # 2: the analyzer version that last looked at a file, so a failure is retried only when the
+    # file or the analyzer changes (#4: quarantine, no retry loop)
+    """
+    ALTER TABLE files ADD COLUMN analyzer_version TEXT;
+    CREATE INDEX outbox_state ON outbox (state, next_attempt_at);
+    """,
 )
+
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class JournalError(CrateSenseError):
@@ -190,7 +198,7 @@ class Journal:
                 "analyzed_at = excluded.analyzed_at",
                 (content_key, json.dumps(analysis, ensure_ascii=False), analyzer_version, now),
             )
-            self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now)
+            self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now, analyzer_version)
             if observation is not None:
                 db.execute(
                     "INSERT INTO outbox (observation_id, kind, payload) VALUES (?, 'observation', ?) "
@@ -198,22 +206,73 @@ class Journal:
                     (observation.id, json.dumps(observation.payload, ensure_ascii=False)),
                 )
 
-    def record_failure(self, path: str | bytes, identity: FileIdentity, kind: str, message: str) -> None:
-        """A file that could not be analyzed: kept with its error until it changes."""
+    def record_failure(
+        self, path: str | bytes, identity: FileIdentity, kind: str, message: str, analyzer_version: str | None = None
+    ) -> None:
+        """A file that could not be analyzed: kept with its error until it or the analyzer changes."""
         with self._transaction() as db:
-            self._upsert_file(db, path, identity, None, "failed", kind, message, time.time())
+            self._upsert_file(db, path, identity, None, "failed", kind, message, time.time(), analyzer_version)
 
-    def forget_file(self, path: str | bytes) -> None:
+    def record_link(self, path: str | bytes, identity: FileIdentity, content_key: str, analyzer_version: str) -> None:
+        """A file whose content is already analyzed (a copy, or a hard link): no new observation."""
         with self._transaction() as db:
-            db.execute("DELETE FROM files WHERE path = ?", (os.fsencode(path),))
+            self._upsert_file(db, path, identity, content_key, "analyzed", None, None, time.time(), analyzer_version)
+
+    def move_files(self, moves: list[tuple[bytes, bytes]]) -> None:
+        """Renamed or moved files keep their analysis: only the path changes."""
+        with self._transaction() as db:
+            for old, new in moves:
+                db.execute("DELETE FROM files WHERE path = ?", (os.fsencode(new),))
+                db.execute("UPDATE files SET path = ? WHERE path = ?", (os.fsencode(new), os.fsencode(old)))
+
+    def forget_files(self, paths: list[bytes]) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM files WHERE path = ?", [(os.fsencode(path),) for path in paths])
+
+    def files_under(self, folders: list[bytes]) -> dict[bytes, FileIdentity]:
+        """Every known file at or below each of ``folders`` (a file path matches itself)."""
+        known: dict[bytes, FileIdentity] = {}
+        for folder in folders:
+            folder = os.fsencode(folder).rstrip(b"/") or b"/"
+            low = folder if folder.endswith(b"/") else folder + b"/"
+            high = low[:-1] + b"0"  # "0" sorts right after "/": the range is exactly the subtree
+            rows = self._db.execute(
+                "SELECT path, device, inode, size, mtime_ns FROM files "
+                "WHERE path = ? OR (path >= ? AND path < ?)",
+                (folder, low, high),
+            )
+            for path, *identity in rows:
+                known[bytes(path)] = FileIdentity(*identity)
+        return known
+
+    def stale_files(self, analyzer_version: str) -> list[bytes]:
+        """Files a newer analyzer should look at again, newest first: analyses and failures made
+        by another version."""
+        rows = self._db.execute(
+            "SELECT f.path FROM files f LEFT JOIN tracks t ON t.content_key = f.content_key "
+            "WHERE (f.state = 'analyzed' AND (t.analyzer_version IS NULL OR t.analyzer_version != ?)) "
+            "OR (f.state = 'failed' AND (f.analyzer_version IS NULL OR f.analyzer_version != ?)) "
+            "ORDER BY f.mtime_ns DESC",
+            (analyzer_version, analyzer_version),
+        )
+        return [bytes(path) for (path,) in rows]
+
+    def track_version(self, content_key: str) -> str | None:
+        row = self._db.execute(
+            "SELECT analyzer_version FROM tracks WHERE content_key = ?", (content_key,)
+        ).fetchone()
+        return row[0] if row else None
 
     @staticmethod
-    def _upsert_file(db, path, identity, content_key, state, error_kind, error, now) -> None:
+    def _upsert_file(db, path, identity, content_key, state, error_kind, error, now, analyzer_version=None) -> None:
         db.execute(
-            "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+            "INSERT INTO files (path, device, inode, size, mtime_ns, content_key, state, error_kind, "
+            "error, updated_at, analyzer_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (path) DO UPDATE SET "
             "device = excluded.device, inode = excluded.inode, size = excluded.size, "
             "mtime_ns = excluded.mtime_ns, content_key = excluded.content_key, state = excluded.state, "
-            "error_kind = excluded.error_kind, error = excluded.error, updated_at = excluded.updated_at",
+            "error_kind = excluded.error_kind, error = excluded.error, updated_at = excluded.updated_at, "
+            "analyzer_version = excluded.analyzer_version",
             (
                 os.fsencode(path),
                 identity.device,
@@ -225,6 +284,7 @@ class Journal:
                 error_kind,
                 error,
                 now,
+                analyzer_version,
             ),
         )
 

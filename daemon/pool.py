@@ -141,23 +141,43 @@ class AnalysisPool:
         """Path -> pid of the worker analyzing it now (for status and diagnostics)."""
         return {w.task.path: w.process.pid for w in self._workers if w.task is not None}
 
+    @property
+    def idle(self) -> int:
+        """How many workers could take a task now (the pool's queue is its workers: bounded)."""
+        return sum(1 for worker in self._workers if worker.task is None)
+
+    @property
+    def busy(self) -> int:
+        return len(self._workers) - self.idle
+
+    def submit(self, task: Task) -> None:
+        """Hand ``task`` to an idle worker (call only when ``idle`` > 0)."""
+        worker = next(worker for worker in self._workers if worker.task is None)
+        worker.task = task
+        worker.deadline = time.monotonic() + self.timeout
+        worker.connection.send(task)
+
     def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
         """Analyze every task, yielding outcomes as they finish (not in task order)."""
         pending = deque(tasks)
-        while pending or any(worker.task for worker in self._workers):
-            for worker in self._workers:
-                if worker.task is None and pending:
-                    worker.task = pending.popleft()
-                    worker.deadline = time.monotonic() + self.timeout
-                    worker.connection.send(worker.task)
-            yield from self._collect()
+        while pending or self.busy:
+            while pending and self.idle:
+                self.submit(pending.popleft())
+            yield from self.collect()
 
-    def _collect(self) -> Iterator[Outcome]:
+    def collect(self, timeout: float | None = None) -> list[Outcome]:
+        """Outcomes that are ready within ``timeout`` seconds (None: until the first one, or
+        until a worker's deadline passes). Workers that died or overran are replaced."""
         busy = [worker for worker in self._workers if worker.task is not None]
+        if not busy:
+            return []
         wait_for = min(worker.deadline for worker in busy) - time.monotonic()
+        if timeout is not None:
+            wait_for = min(wait_for, timeout)
         waitables = [w.connection for w in busy] + [w.process.sentinel for w in busy]
         ready = set(multiprocessing.connection.wait(waitables, timeout=max(0.0, wait_for)))
         now = time.monotonic()
+        outcomes = []
         for index, worker in enumerate(self._workers):
             if worker.task is None:
                 continue
@@ -168,15 +188,16 @@ class AnalysisPool:
                     outcome = None
                 if outcome is not None:
                     worker.task = None
-                    yield outcome
+                    outcomes.append(outcome)
                     continue
             if worker.process.sentinel in ready or not worker.process.is_alive():
                 worker.process.join(timeout=1)
-                yield self._replace(index, "crash", _death_message(worker.process.exitcode))
+                outcomes.append(self._replace(index, "crash", _death_message(worker.process.exitcode)))
             elif now >= worker.deadline:
-                yield self._replace(
-                    index, "timeout", f"analysis took longer than the {self.timeout:.0f} s limit"
+                outcomes.append(
+                    self._replace(index, "timeout", f"analysis took longer than the {self.timeout:.0f} s limit")
                 )
+        return outcomes
 
     def _replace(self, index: int, kind: str, message: str) -> Outcome:
         worker = self._workers[index]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from cratesense.daemon.journal import FileIdentity, Journal, JournalError, Observation
+from cratesense.daemon.journal import SCHEMA_VERSION, FileIdentity, Journal, JournalError, Observation
 
 IDENTITY = FileIdentity(device=1, inode=2, size=3, mtime_ns=4)
 
@@ -19,12 +19,29 @@ IDENTITY = FileIdentity(device=1, inode=2, size=3, mtime_ns=4)
 def test_created_in_wal_mode_and_migrated_once(tmp_path):
     path = tmp_path / "data" / "journal.sqlite"
     with Journal(path) as journal:
-        assert journal.schema_version == 1
+        assert journal.schema_version == SCHEMA_VERSION >= 2
     with Journal(path) as journal:  # reopening applies nothing twice
-        assert journal.schema_version == 1
+        assert journal.schema_version == SCHEMA_VERSION
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == 1
+    assert db.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_subtree_queries_moves_and_stale_files(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        for path in (b"/m/a/x.flac", b"/m/a/y.flac", b"/m/ab/z.flac", b"/m/a\xff/w.flac", b"/n/v.flac"):
+            journal.record_analysis(path, IDENTITY, path.decode("latin-1"), {}, "v1", None)
+        assert set(journal.files_under([b"/m/a"])) == {b"/m/a/x.flac", b"/m/a/y.flac"}  # not /m/ab, /m/a\xff
+        assert set(journal.files_under([b"/m/a/x.flac"])) == {b"/m/a/x.flac"}
+        journal.move_files([(b"/m/a/x.flac", b"/n/x.flac")])
+        assert journal.identity(b"/n/x.flac") == IDENTITY and journal.identity(b"/m/a/x.flac") is None
+        journal.record_failure(b"/n/bad.mp3", IDENTITY, "decode", "garbage", "v1")
+        journal.record_analysis(b"/n/new.flac", IDENTITY, "k2", {}, "v2", None)
+        assert b"/n/new.flac" not in journal.stale_files("v2")
+        assert {b"/n/bad.mp3", b"/n/x.flac"} <= set(journal.stale_files("v2"))
+        assert journal.stale_files("v1") == [b"/n/new.flac"]
+        journal.forget_files([b"/n/new.flac"])
+        assert journal.identity(b"/n/new.flac") is None
 
 
 def test_analysis_track_and_observation_are_written_together(tmp_path):
@@ -57,7 +74,7 @@ def test_failures_and_non_utf8_paths(tmp_path):
         journal.record_failure(odd_path, IDENTITY, "decode", "not a recognizable audio file")
         assert journal.failures() == [(odd_path, "decode", "not a recognizable audio file")]
         assert journal.identity(odd_path) == IDENTITY
-        journal.forget_file(odd_path)
+        journal.forget_files([odd_path])
         assert journal.failures() == []
 
 

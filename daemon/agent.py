@@ -1,0 +1,216 @@
+"""The agent's composition root: ``cratesense run``.
+
+Starts every component in dependency order (instance lock, journal, analysis pool, library,
+watcher, control socket, scheduler) and stops them in reverse in a ``finally``, each within a
+timeout, logging anything that did not stop. A failure inside a component becomes a status,
+not a crash of the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from cratesense import __version__
+from cratesense.analysis.model import ANALYZER_VERSION
+from cratesense.daemon.config import Config
+from cratesense.daemon.control import ControlServer, socket_path
+from cratesense.daemon.instance import InstanceLock
+from cratesense.daemon.journal import Journal
+from cratesense.daemon.library import Library
+from cratesense.daemon.pool import AnalysisPool
+from cratesense.daemon.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 3.0  # per component; the whole shutdown stays under 5 s
+
+
+class Agent:
+    """One running agent. ``run(stop)`` returns once ``stop`` is set and everything stopped."""
+
+    def __init__(self, config: Config, data_dir: Path, runtime_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.socket_path = socket_path(runtime_dir)
+        self.started_at = time.time()
+        self.journal: Journal | None = None
+        self.library: Library | None = None
+        self.watcher: Watcher | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack)
+            self.ready.set()
+            log.info("agent %s ready: watching %s", __version__, ", ".join(self.config.music_folders))
+            await stop.wait()
+            log.info("stopping")
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        def on_stop(name: str, stop: Callable[[], Awaitable[None] | None]) -> None:
+            stack.push_async_callback(_stop_within, name, stop)
+
+        lock = InstanceLock(self.data_dir / "agent.lock").acquire()
+        on_stop("instance lock", lock.release)
+
+        self.journal = journal = Journal(self.data_dir / "journal.sqlite")
+        on_stop("journal", journal.close)
+        secret = journal.setting("install_secret")
+        if secret is None:
+            secret = secrets.token_hex(32)
+            journal.set_setting("install_secret", secret)
+
+        analysis = self.config.analysis
+        pool = await asyncio.to_thread(AnalysisPool, self.config.workers, analysis.timeout_seconds, analysis.nice)
+        on_stop("analysis pool", lambda: asyncio.to_thread(pool.close))
+
+        self.library = library = Library(
+            journal, pool, self.config.music_folders, secret=bytes.fromhex(secret), bpm_range=analysis.bpm_range
+        )
+        on_stop("library", _task(library.run(), "library"))
+
+        settings = self.config.library
+        self.watcher = watcher = Watcher(
+            self.config.music_folders,
+            library.refresh,
+            configured=settings.watch,
+            quiet_seconds=settings.quiet_seconds,
+            poll_interval_seconds=settings.poll_interval_seconds,
+        )
+        await watcher.start()  # before the first scan: nothing that changes during it is missed
+        on_stop("watcher", watcher.stop)
+
+        control = ControlServer(self.socket_path, self._routes())
+        await control.start()
+        on_stop("control socket", control.stop)
+
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        interval = settings.scan_interval_minutes * 60
+        scheduler.add_job(
+            self._scan,
+            "interval",
+            seconds=interval,
+            jitter=interval / 10,  # many agents, one catalog: never in lockstep
+            id="scan",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=None,
+        )
+        scheduler.start()
+        on_stop("scheduler", lambda: scheduler.shutdown(wait=False))
+        on_stop("first scan", _task(self._scan(), "first scan"))
+
+    async def _scan(self) -> None:
+        try:
+            await self.library.scan()
+        except Exception:  # recorded as a status; the next scan tries again
+            log.exception("scan failed")
+
+    # --- control API ---------------------------------------------------------------------
+
+    def _routes(self):
+        return {
+            ("GET", "status"): self._status,
+            ("POST", "pause"): self._pause,
+            ("POST", "resume"): self._resume,
+            ("POST", "rescan"): self._rescan,
+        }
+
+    async def _status(self, _body: dict) -> dict:
+        return self.status()
+
+    async def _pause(self, body: dict) -> dict:
+        seconds = body.get("seconds")
+        if seconds is not None and (not isinstance(seconds, (int, float)) or seconds <= 0):
+            raise ValueError("seconds must be a positive number")
+        self.library.pause(time.time() + seconds if seconds else None)
+        return self.status()
+
+    async def _resume(self, _body: dict) -> dict:
+        self.library.resume()
+        return self.status()
+
+    async def _rescan(self, _body: dict) -> dict:
+        _task(self._scan(), "rescan")
+        return self.status()
+
+    def status(self) -> dict:
+        library, counts = self.library, self.journal.counts()
+        if library.paused:
+            state = "paused"
+        elif library.scanning is not None:
+            state = "scanning"
+        elif library.analyzing or library.queued:
+            state = "analyzing"
+        else:
+            state = "watching"
+        return {
+            "state": state,
+            "version": __version__,
+            "analyzer_version": ANALYZER_VERSION,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "paused": library.paused,
+            "paused_until": library.paused_until,
+            "scanning": list(library.scanning) if library.scanning else None,
+            "last_scan_at": library.last_scan_at,
+            "tracks": counts["tracks"],
+            "files": counts["files"],
+            "queued": library.queued,
+            "analyzing": library.analyzing,
+            "waiting_to_sync": counts["outbox"],
+            "parked": counts["parked"],
+            "failing_files": counts["failed"],
+            "folders": list(self.config.music_folders),
+            "missing_folders": library.missing_folders,
+            "unreadable": len(library.unreadable),
+            "watch": {folder: {"mode": m.mode, "reason": m.reason} for folder, m in self.watcher.modes.items()},
+            "events_seen": self.watcher.events_seen,
+            "session": dict(library.stats),
+        }
+
+
+def _task(coroutine, name: str) -> Callable[[], Awaitable[None]]:
+    """Start ``coroutine`` as a task; return what cancels it."""
+    task = asyncio.create_task(coroutine, name=name)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return cancel
+
+
+async def _stop_within(name: str, stop: Callable[[], Awaitable[None] | None]) -> None:
+    try:
+        result = stop()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            await asyncio.wait_for(result, STOP_TIMEOUT)
+    except asyncio.TimeoutError:
+        log.warning("%s did not stop within %.0f s; leaving it behind", name, STOP_TIMEOUT)
+    except Exception:
+        log.exception("%s failed to stop cleanly", name)
+
+
+def run_forever(agent: Agent) -> None:
+    """Run ``agent`` until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await agent.run(stop)
+
+    asyncio.run(main())

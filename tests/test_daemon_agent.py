@@ -1,0 +1,241 @@
+"""The agent end to end: a real `cratesense run` process, real folders, real files, real signals."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from agentproc import AgentProcess, write_config
+from audiogen import encode, synth_track
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def tracks(tmp_path_factory) -> list[Path]:
+    """Six different 6 s tracks (FLAC), outside any watched folder."""
+    folder = tmp_path_factory.mktemp("source")
+    return [
+        encode(synth_track(bpm=90 + 8 * i, tonic=i, minor=i % 2 == 1, seconds=6, seed=10 + i), SR, folder / f"s{i}.flac")
+        for i in range(6)
+    ]
+
+
+@pytest.fixture
+def agent(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    write_config(tmp_path, music)
+    process = AgentProcess(tmp_path)
+    process.music = music
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+def outbox_ids(agent: AgentProcess) -> list[str]:
+    with agent.journal() as db:
+        return [row[0] for row in db.execute("SELECT observation_id FROM outbox")]
+
+
+def test_slow_copy_is_analyzed_once_when_complete(agent, tracks):
+    agent.start()
+    data = tracks[0].read_bytes()
+    target = agent.music / "slow.flac"
+    with open(target, "wb") as out:  # ~3 s for the whole file, with a 1.2 s stall in the middle
+        step = len(data) // 30
+        for index in range(0, len(data), step):
+            out.write(data[index : index + step])
+            out.flush()
+            time.sleep(1.2 if index == 15 * step else 0.06)
+    status = agent.settled()
+    assert status["session"]["analyzed"] == 1, status
+    assert status["tracks"] == 1 and status["failing_files"] == 0
+    assert agent.files() == {str(target): "analyzed"}
+    assert len(outbox_ids(agent)) == 1
+
+
+def test_renames_and_folder_moves_relink_without_reanalysis(agent, tracks, tmp_path):
+    album = agent.music / "album"
+    album.mkdir()
+    for track in tracks[:3]:
+        shutil.copy(track, album)
+    agent.start()
+    assert agent.settled()["session"]["analyzed"] == 3
+
+    (album / "s0.flac").rename(album / "renamed.flac")
+    album.rename(agent.music / "Album (2024)")
+    status = agent.wait_for(lambda s: str(agent.music / "Album (2024)" / "renamed.flac") in agent.files())
+    moved_in = agent.music / "Album (2024)"
+    assert set(agent.files()) == {str(moved_in / name) for name in ("renamed.flac", "s1.flac", "s2.flac")}
+
+    outside = tmp_path / "elsewhere"
+    moved_in.rename(outside)  # a folder moved out: its tracks are deleted from the library
+    agent.wait_for(lambda s: s["files"] == 0, what="the moved-out folder's files to be forgotten")
+    outside.rename(agent.music / "back")  # and moved back in: relinked by content, not decoded
+    status = agent.wait_for(lambda s: s["files"] == 3, what="the moved-in folder")
+    status = agent.settled()
+    assert status["session"]["analyzed"] == 3 and status["session"]["linked"] == 3
+    assert status["tracks"] == 3 and len(outbox_ids(agent)) == 3
+
+
+def test_copies_are_analyzed_once_and_edits_are_reanalyzed(agent, tracks):
+    agent.start()
+    for name in ("a.flac", "b.flac", "c.flac"):  # three copies dropped at once
+        shutil.copy(tracks[0], agent.music / name)
+    status = agent.wait_for(lambda s: s["files"] == 3 and s["queued"] == 0 and s["analyzing"] == 0)
+    assert status["session"]["analyzed"] == 1 and status["session"]["linked"] == 2
+
+    shutil.copy(tracks[1], agent.music / "a.flac")  # the content of a.flac changes
+    status = agent.wait_for(lambda s: s["session"]["analyzed"] == 2, what="a changed file's re-analysis")
+    assert agent.settled()["tracks"] == 2
+    assert len(outbox_ids(agent)) == 2
+
+
+def test_broken_files_are_recorded_and_the_agent_keeps_going(agent, tracks, tmp_path):
+    long_track = encode(synth_track(bpm=100, tonic=0, minor=False, seconds=14, seed=5), SR, tmp_path / "long.flac")
+    agent.start()
+    (agent.music / "zero.mp3").write_bytes(b"")
+    (agent.music / "text.flac").write_text("not audio at all\n" * 100)
+    data = long_track.read_bytes()
+    (agent.music / "truncated.flac").write_bytes(data[: len(data) // 2])
+    (agent.music / "notes.txt").write_text("ignored")
+    (agent.music / "download.mp3.part").write_bytes(data)
+    shutil.copy(tracks[3], agent.music / "good.flac")
+    status = agent.wait_for(lambda s: s["failing_files"] == 3 and s["tracks"] == 1, what="3 failures and 1 track")
+    result = agent.cli("failures")
+    assert "zero.mp3: unreadable" in result.stdout and "text.flac: decode" in result.stdout
+    assert "truncated.flac: truncated" in result.stdout
+    assert set(agent.files()) == {str(agent.music / n) for n in ("zero.mp3", "text.flac", "truncated.flac", "good.flac")}
+    agent.call("POST", "rescan")  # a rescan does not retry unchanged failures
+    time.sleep(1)
+    assert agent.settled()["session"]["failed"] == 3
+
+
+def test_kill_9_mid_analysis_then_restart_loses_and_duplicates_nothing(agent, tracks):
+    for index in range(3):
+        for track in tracks:
+            shutil.copy(track, agent.music / f"{index}-{track.name}")
+    (agent.music / "big").mkdir()
+    for index in range(6):  # six more different tracks
+        samples = synth_track(bpm=133 + index, tonic=3, minor=False, seconds=4, seed=100 + index)
+        encode(samples, SR, agent.music / "big" / f"b{index}.flac")
+    agent.start(wait=False)
+    agent.wait_for(lambda s: s["analyzing"] > 0 or s["session"]["analyzed"] > 0, what="analysis to start")
+    agent.stop(signal.SIGKILL)
+    before = len(outbox_ids(agent)) if agent.journal_path.exists() else 0
+    assert before < 12, "the kill came too late to test anything"
+
+    agent.start()
+    status = agent.settled()
+    ids = outbox_ids(agent)
+    assert status["files"] == 24 and status["tracks"] == 12 and status["failing_files"] == 0
+    assert len(ids) == len(set(ids)) == 12
+    with agent.journal() as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        orphans = db.execute("SELECT COUNT(*) FROM files WHERE content_key NOT IN (SELECT content_key FROM tracks)")
+        assert orphans.fetchone()[0] == 0
+
+
+def test_kill_9_mid_scan_then_restart(agent, tracks):
+    # many small non-audio-like folders make the walk long enough to be interrupted
+    for index in range(300):
+        folder = agent.music / f"d{index:03d}"
+        folder.mkdir()
+        shutil.copy(tracks[index % 6], folder / "t.flac")
+    agent.start(wait=False)
+    agent.wait_for(lambda s: True, what="the control socket")
+    agent.stop(signal.SIGKILL)
+    agent.start()
+    status = agent.settled(timeout=120)
+    assert status["files"] == 300 and status["tracks"] == 6
+    assert len(set(outbox_ids(agent))) == len(outbox_ids(agent)) == 6
+
+
+def test_second_agent_refuses_and_first_stops_promptly(agent, tracks):
+    agent.start()
+    second = agent.cli("run", timeout=30)
+    assert second.returncode == 1
+    assert "already running" in second.stderr and str(agent.process.pid) in second.stderr
+    assert agent.status()["pid"] == agent.process.pid  # the socket was not taken over
+
+    mode = stat.S_IMODE(agent.socket.stat().st_mode)
+    assert mode == 0o600 and stat.S_IMODE(agent.socket.parent.stat().st_mode) == 0o700
+    for track in tracks:
+        shutil.copy(track, agent.music)
+    agent.wait_for(lambda s: s["analyzing"] > 0, what="analysis in flight")
+    took = agent.stop(signal.SIGTERM)
+    assert agent.process.returncode == 0 and took < 5
+    assert not agent.socket.exists()
+    result = agent.cli("status")
+    assert result.returncode == 3 and "not running" in result.stderr and "cratesense run" in result.stderr
+
+
+def test_pause_survives_restart_and_resume_analyzes(agent, tracks):
+    agent.start()
+    assert agent.cli("pause").returncode == 0
+    shutil.copy(tracks[4], agent.music)
+    agent.wait_for(lambda s: s["queued"] == 1, what="the new file to be queued while paused")
+    agent.stop()
+    agent.start()
+    status = agent.wait_for(lambda s: s["queued"] == 1)
+    assert status["state"] == "paused" and status["tracks"] == 0
+    result = agent.cli("resume")
+    assert result.returncode == 0 and "state" in result.stdout
+    assert agent.wait_for(lambda s: s["tracks"] == 1)["state"] in ("watching", "analyzing")
+
+    agent.cli("pause", "--for", "1s")
+    assert agent.status()["paused_until"] is not None
+    shutil.copy(tracks[5], agent.music)
+    assert agent.wait_for(lambda s: s["tracks"] == 2, what="a timed pause to end")["paused"] is False
+
+
+def test_polling_when_configured(tmp_path, tracks):
+    music = tmp_path / "music"
+    music.mkdir()
+    write_config(tmp_path, music, library={"watch": "polling", "poll_interval_seconds": 0.5})
+    agent = AgentProcess(tmp_path)
+    try:
+        status = agent.start().status()
+        assert status["watch"][str(music)] == {"mode": "polling", "reason": "library.watch = polling in the config"}
+        shutil.copy(tracks[0], music / "polled.flac")
+        agent.wait_for(lambda s: s["tracks"] == 1, what="the polled file")
+        assert "polling" in agent.cli("status").stdout
+    finally:
+        agent.stop(signal.SIGKILL)
+
+
+def test_missing_music_folder_keeps_its_tracks(agent, tracks, tmp_path):
+    shutil.copy(tracks[0], agent.music)
+    agent.start()
+    agent.settled()
+    agent.stop()
+    aside = tmp_path / "unmounted"
+    agent.music.rename(aside)  # the drive is gone
+    agent.start()
+    status = agent.status()
+    assert status["files"] == 1 and str(agent.music) in status["missing_folders"]
+    agent.stop()
+    aside.rename(agent.music)
+    agent.start()
+    status = agent.settled()
+    assert status["files"] == 1 and status["missing_folders"] == {} and status["session"]["analyzed"] == 0
+
+
+def test_scan_command_analyzes_and_exits(tmp_path, tracks):
+    music = tmp_path / "music"
+    music.mkdir()
+    for track in tracks[:2]:
+        shutil.copy(track, music)
+    (music / "bad.flac").write_text("garbage")
+    write_config(tmp_path, music)
+    agent = AgentProcess(tmp_path)
+    result = agent.cli("scan")
+    assert result.returncode == 1, result.stderr
+    assert "3 files, 2 tracks" in result.stdout and "1 failed" in result.stdout
+    result = agent.cli("scan")  # nothing changed: nothing analyzed
+    assert "0 analyzed" in result.stdout and "0 failed" in result.stdout and result.returncode == 0

@@ -1,0 +1,76 @@
+"""The watcher's decisions (pure) and its debouncing against real inotify events."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from cratesense.daemon.scan import content_key
+from cratesense.daemon.watcher import COLLAPSE_AT, Watcher, choose_modes, collapse, file_system_type
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:35 / /mnt/nas rw,relatime - nfs4 nas:/export rw
+41 22 0:36 / /mnt/nas/local\\040disk rw - ext4 /dev/sdb1 rw
+42 22 0:37 / /home/me/cloud rw - fuse.rclone remote: rw
+"""
+
+
+def test_file_system_type_takes_the_deepest_mount():
+    assert file_system_type("/home/me/Music", MOUNTINFO) == "ext4"
+    assert file_system_type("/mnt/nas/music", MOUNTINFO) == "nfs4"
+    assert file_system_type("/mnt/nas/local disk/x", MOUNTINFO) == "ext4"
+    assert file_system_type("/mnt/nasty", MOUNTINFO) == "ext4"
+    assert file_system_type("/home/me/cloud/a", MOUNTINFO) == "fuse.rclone"
+
+
+def test_network_mounts_and_too_many_folders_are_polled_with_the_sysctl_to_raise():
+    fs = {"/a": "ext4", "/nas": "nfs4", "/cloud": "fuse.rclone"}
+    modes = choose_modes(list(fs), "auto", fs, folder_count=10, watch_limit=8192)
+    assert modes["/a"].mode == "inotify"
+    assert modes["/nas"].mode == modes["/cloud"].mode == "polling" and "nfs4" in modes["/nas"].reason
+    modes = choose_modes(["/a"], "auto", fs, folder_count=9000, watch_limit=8192)
+    assert modes["/a"].mode == "polling"
+    assert "9000 folders" in modes["/a"].reason and "sudo sysctl fs.inotify.max_user_watches=" in modes["/a"].reason
+    assert choose_modes(["/a"], "polling", fs, 1, 8192)["/a"].reason == "library.watch = polling in the config"
+
+
+def test_many_paths_in_one_folder_collapse_into_the_folder():
+    many = {b"/m/album/%d.flac" % i for i in range(COLLAPSE_AT)}
+    assert collapse(many | {b"/m/other/x.flac"}) == {b"/m/album", b"/m/other/x.flac"}
+    assert collapse({b"/m/a.flac", b"/m/b.flac"}) == {b"/m/a.flac", b"/m/b.flac"}
+
+
+def test_content_key_follows_content_not_name(tmp_path, formats_dir):
+    original = formats_dir["flac"]
+    copy = shutil.copy(original, tmp_path / "copy.flac")
+    assert content_key(copy, copy.stat().st_size) == content_key(original, original.stat().st_size)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte in the middle of the audio
+    copy.write_bytes(bytes(data))
+    assert content_key(copy, len(data)) != content_key(original, original.stat().st_size)
+
+
+@pytest.mark.asyncio
+async def test_a_file_written_in_bursts_is_handed_over_once_after_it_settles(tmp_path):
+    batches: list[set[bytes]] = []
+
+    async def on_paths(paths):
+        batches.append(paths)
+
+    watcher = Watcher([tmp_path], on_paths, quiet_seconds=0.4, max_wait_seconds=1.0)
+    await watcher.start()
+    try:
+        assert watcher.modes[str(tmp_path)].mode == "inotify"
+        target = tmp_path / "growing.flac"
+        with open(target, "wb") as out:
+            for _ in range(12):  # 2.4 s of writing, longer than the maximum wait
+                out.write(b"x" * 1000)
+                out.flush()
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.5)
+        assert batches == [{bytes(target)}]
+    finally:
+        await watcher.stop()
