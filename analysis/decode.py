@@ -31,11 +31,6 @@ from cratesense.errors import (
 
 ANALYSIS_RATE = 11025  # Chromaprint's internal rate; every analysis stage works at it.
 
-# What a music folder's audio files are called; anything else found in a folder is not looked at
-# (a file named explicitly is decoded whatever its name says: FFmpeg probes the content).
-AUDIO_EXTENSIONS = frozenset(
-    ".mp3 .flac .ogg .oga .opus .m4a .mp4 .aac .alac .wav .wave .aif .aiff .aifc .wma .wv .ape".split()
-)
 
 # Chromaprint's FFmpegAudioProcessor::SetCompatibleMode(): the resampler settings that make our
 # fingerprints bit-identical to fpcalc's (plain swresample defaults differ in the last bits).

@@ -7,11 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 from cratesense.analysis.fingerprint import Fingerprint
 from cratesense.analysis.tags import Tags
+from cratesense.analysis.constants import ANALYZER_VERSION, STAGE_VERSIONS  # noqa: F401 (re-exported)
 
-# One version per stage: a change to a stage bumps its number, and the agent re-analyzes only
-# tracks whose stage versions differ. The combined string is what observations carry.
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 1, "embedding": 1}
-ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from cratesense.analysis.features import ONSET_FFT, ONSET_RATE, FeatureExtractor
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
 from cratesense.analysis.model import AudioFacts, Descriptors, TrackAnalysis
-from cratesense.analysis.tempo import DEFAULT_BPM_RANGE, estimate_tempo
+from cratesense.analysis.tempo import estimate_tempo
+from cratesense.analysis.constants import DEFAULT_BPM_RANGE
 from cratesense.analysis.tags import read_tags
 from cratesense.errors import DecodeError, SilentAudioError, TooShortError, TruncatedAudioError
 

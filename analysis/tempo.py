@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_BPM_RANGE = (70.0, 180.0)
+from cratesense.analysis.constants import DEFAULT_BPM_RANGE
+
 _PRIOR_CENTER_BPM = 120.0  # where listeners' preferred tempo clusters (a broad log-normal prior)
 _PRIOR_OCTAVES = 1.0
 _MIN_SECONDS = 6.0

@@ -22,7 +22,8 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cratesense.analysis.decode import AUDIO_EXTENSIONS, AudioFile  # noqa: E402
+from cratesense.analysis.constants import AUDIO_EXTENSIONS  # noqa: E402
+from cratesense.analysis.decode import AudioFile  # noqa: E402
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS  # noqa: E402
 from cratesense.analysis.pipeline import analyze_file  # noqa: E402
 from cratesense.errors import AnalysisError  # noqa: E402

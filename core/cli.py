@@ -350,7 +350,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         tasks = (Task(path, descriptors=not args.fingerprint_only, bpm_range=args.bpm_range) for path in files)
         for outcome in pool.run(tasks):
             if outcome.ok:
-                record = {"path": outcome.path, **outcome.analysis.to_dict()}
+                record = {"path": outcome.path, **outcome.analysis}
                 if args.table:
                     rows.append(record)
                 else:

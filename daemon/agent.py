@@ -21,7 +21,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from cratesense import __version__
-from cratesense.analysis.model import ANALYZER_VERSION
+from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.config import Config
 from cratesense.daemon.control import ControlServer, socket_path
 from cratesense.daemon.instance import InstanceLock

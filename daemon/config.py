@@ -15,7 +15,7 @@ from pathlib import Path
 
 import platformdirs
 
-from cratesense.analysis.tempo import DEFAULT_BPM_RANGE
+from cratesense.analysis.constants import DEFAULT_BPM_RANGE
 from cratesense.errors import ConfigError
 
 APP_NAME = "cratesense"

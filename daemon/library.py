@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from cratesense.analysis.model import ANALYZER_VERSION, observation_fields
+from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.journal import FileIdentity, Journal, Observation
 from cratesense.daemon.pool import AnalysisPool, Outcome, Task
 from cratesense.daemon.scan import content_key, is_candidate, reconcile, walk
@@ -133,10 +133,8 @@ class Library:
                     missing[os.fsdecode(folder)] = "the folder is missing (an unmounted drive?); its tracks are kept"
                 else:
                     present.append(folder)
-            known = self._journal.files_under(present)
-            self.scanning = (0, len(known))
+            self.scanning = (0, 0)
             errors: list[tuple[bytes, str]] = []
-
             abandon = threading.Event()  # a thread cannot be cancelled: it is asked to stop
 
             def list_disk() -> dict[bytes, FileIdentity]:
@@ -144,14 +142,17 @@ class Library:
                 for path, identity in walk(present, errors):
                     disk[path] = identity
                     if len(disk) % 1000 == 0:
-                        self.scanning = (len(disk), len(known))
+                        self.scanning = (len(disk), self.scanning[1])
                         if abandon.is_set():
                             break
                 return disk
 
             try:
+                listing = asyncio.ensure_future(asyncio.to_thread(list_disk))
                 try:
-                    disk = await asyncio.to_thread(list_disk)
+                    known = self._journal.files_under(present)  # meanwhile (the walk waits on syscalls)
+                    self.scanning = (self.scanning[0], len(known))
+                    disk = await asyncio.shield(listing)
                 except asyncio.CancelledError:
                     abandon.set()
                     raise
@@ -272,18 +273,14 @@ class Library:
             self._wake.set()
             return
         if outcome.ok:
-            track = outcome.analysis
+            version = outcome.analysis["analyzer_version"]
             observation = None
-            if track.fingerprint.chromaprint:
-                observation = Observation(
-                    observation_id(self._secret, flight.key, track.analyzer_version), observation_fields(track)
-                )
-            self._journal.record_analysis(
-                flight.path, flight.identity, flight.key, track.to_dict(), track.analyzer_version, observation
-            )
+            if outcome.observation is not None:
+                observation = Observation(observation_id(self._secret, flight.key, version), outcome.observation)
+            self._journal.record_analysis(flight.path, flight.identity, flight.key, outcome.analysis, version, observation)
             self.stats["analyzed"] += 1
             for path, identity in copies:
-                self._journal.record_link(path, identity, flight.key, track.analyzer_version)
+                self._journal.record_link(path, identity, flight.key, version)
                 self.stats["linked"] += 1
             log.info("analyzed %s", os.fsdecode(flight.path))
         else:

@@ -39,7 +39,8 @@ class Outcome:
     """What became of one file: an analysis, or an error kind and message."""
 
     path: str
-    analysis: object | None = None  # TrackAnalysis
+    analysis: dict | None = None  # TrackAnalysis.to_dict(): plain data, so the daemon never loads numpy
+    observation: dict | None = None  # the allow-listed wire fields, when there is a fingerprint
     error_kind: str | None = None
     error: str | None = None
 
@@ -72,6 +73,7 @@ def _worker_main(connection: multiprocessing.connection.Connection, nice: int) -
     for variable in _BLAS_THREAD_VARIABLES:
         os.environ[variable] = "1"
     _lower_priority(nice)
+    from cratesense.analysis.model import observation_fields
     from cratesense.analysis.pipeline import analyze_file  # after the BLAS limits are set
     from cratesense.errors import AnalysisError
 
@@ -84,8 +86,9 @@ def _worker_main(connection: multiprocessing.connection.Connection, nice: int) -
             return
         try:
             options = {"bpm_range": task.bpm_range} if task.bpm_range else {}
-            analysis = analyze_file(task.path, descriptors=task.descriptors, **options)
-            outcome = Outcome(task.path, analysis=analysis)
+            track = analyze_file(task.path, descriptors=task.descriptors, **options)
+            observation = observation_fields(track) if track.fingerprint.chromaprint else None
+            outcome = Outcome(task.path, analysis=track.to_dict(), observation=observation)
         except AnalysisError as exc:
             outcome = Outcome(task.path, error_kind=exc.kind, error=str(exc))
         except Exception as exc:  # a bug of ours on this file: record it, keep the worker

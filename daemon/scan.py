@@ -13,41 +13,47 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from cratesense.analysis.decode import AUDIO_EXTENSIONS
+from cratesense.analysis.constants import AUDIO_EXTENSIONS
 from cratesense.daemon.journal import FileIdentity
 
 PARTIAL_SUFFIXES = (b".part", b".crdownload", b".tmp", b".partial", b".download")
-_AUDIO_SUFFIXES = tuple(ext.encode() for ext in AUDIO_EXTENSIONS)
+_AUDIO_EXTENSIONS = frozenset(ext.lstrip(".").encode() for ext in AUDIO_EXTENSIONS)
 
 
 def is_candidate(name: bytes) -> bool:
-    """An audio file worth looking at: not hidden, not a partial download, an audio extension."""
-    lower = name.lower()
-    return not name.startswith(b".") and not lower.endswith(PARTIAL_SUFFIXES) and lower.endswith(_AUDIO_SUFFIXES)
+    """An audio file worth looking at: not hidden and an audio extension (so never a partial
+    download such as ``song.mp3.part``)."""
+    return not name.startswith(b".") and name.rpartition(b".")[2].lower() in _AUDIO_EXTENSIONS
 
 
 def walk(folders: Iterable[str | bytes], errors: list[tuple[bytes, str]] | None = None) -> Iterator[tuple[bytes, FileIdentity]]:
     """(path, identity) of every candidate audio file below ``folders`` (paths as bytes, so names
-    that are not valid UTF-8 survive). Folders that cannot be read are reported in ``errors``."""
+    that are not valid UTF-8 survive). Folders that cannot be read are reported in ``errors``.
+    Written for speed: a 100,000-file rescan spends most of its time here."""
     pending = [os.fsencode(folder) for folder in folders]
+    audio = _AUDIO_EXTENSIONS
     while pending:
         folder = pending.pop()
+        found = []
         try:
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if entry.name.startswith(b"."):
+                    name = entry.name
+                    if name[:1] == b".":
                         continue
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
-                        elif entry.is_file() and is_candidate(entry.name):
-                            yield entry.path, FileIdentity.of(entry.stat())
+                        elif name.rpartition(b".")[2].lower() in audio and entry.is_file():
+                            st = entry.stat()
+                            found.append((entry.path, FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)))
                     except OSError as exc:
                         if errors is not None:
                             errors.append((entry.path, exc.strerror or str(exc)))
         except OSError as exc:
             if errors is not None:
                 errors.append((folder, exc.strerror or str(exc)))
+        yield from found
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,11 @@ class Plan:
 
 def reconcile(known: dict[bytes, FileIdentity], disk: dict[bytes, FileIdentity]) -> Plan:
     """What changed between the journal (``known``) and the disk, by path and identity."""
-    appeared = [path for path in disk if path not in known]
-    changed = [path for path in disk if path in known and known[path] != disk[path]]
-    unchanged = sum(1 for path in disk if known.get(path) == disk[path])
-    gone = {known[path]: path for path in known if path not in disk}
+    appeared = disk.keys() - known.keys()
+    both = disk.keys() & known.keys()
+    changed = [path for path in both if known[path] != disk[path]]
+    unchanged = len(both) - len(changed)
+    gone = {known[path]: path for path in known.keys() - disk.keys()}
     new, moved = [], []
     for path in appeared:
         old = gone.pop(disk[path], None)  # same inode, size and mtime under a new name: a move

@@ -74,3 +74,13 @@ async def test_a_file_written_in_bursts_is_handed_over_once_after_it_settles(tmp
         assert batches == [{bytes(target)}]
     finally:
         await watcher.stop()
+
+
+def test_the_daemon_process_does_not_load_the_analysis_stack():
+    """numpy and PyAV load only in the analysis workers: the always-running agent stays small."""
+    import subprocess
+    import sys
+
+    code = "import sys, cratesense.daemon.agent, cratesense.cli; print(sorted({'numpy', 'av', 'scipy', 'mutagen'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,16 @@
+"""What the agent needs to know about the analysis without importing it (numpy, PyAV): the
+analyzer's version, its defaults and the file names it reads. The daemon process imports only this; the analysis stack
+loads in the worker processes."""
+
+# One version per stage: a change to a stage bumps its number, and the agent re-analyzes only
+# tracks whose stage versions differ. The combined string is what observations carry.
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 1, "embedding": 1}
+ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
+
+DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in
+
+# What a music folder's audio files are called; anything else found in a folder is not looked at
+# (a file named explicitly is decoded whatever its name says: FFmpeg probes the content).
+AUDIO_EXTENSIONS = frozenset(
+    ".mp3 .flac .ogg .oga .opus .m4a .mp4 .aac .alac .wav .wave .aif .aiff .aifc .wma .wv .ape".split()
+)
