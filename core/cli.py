@@ -125,7 +125,46 @@ def _build_parser() -> argparse.ArgumentParser:
     failures = commands.add_parser("failures", help="files that could not be analyzed, and why")
     failures.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
     failures.set_defaults(handler=_cmd_failures)
+
+    catalog = commands.add_parser("catalog", help="run a shared catalog server")
+    catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND")
+    serve = catalog_commands.add_parser(
+        "serve",
+        help="serve the catalog API",
+        description="Serve the catalog (the v1 wire contract) over HTTP. Listens on loopback by "
+        "default; put a TLS-terminating proxy in front of it to share it.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8750, help="port (default: 8750)")
+    serve.add_argument("--db", metavar="FILE", help="SQLite database (default: catalog.sqlite in the data folder)")
+    serve.set_defaults(handler=_cmd_catalog_serve)
+    catalog.set_defaults(handler=lambda args: catalog.print_help() or EXIT_ERROR)
     return parser
+
+
+def _cmd_catalog_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from cratesense.catalog.server import serve
+    from cratesense.catalog.store import Store
+    from cratesense.daemon.config import data_dir
+
+    logging.getLogger("cratesense").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    store = Store(args.db or data_dir() / "catalog.sqlite")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(store, args.host, args.port, stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _add_agent_options(parser: argparse.ArgumentParser) -> None:

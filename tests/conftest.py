@@ -58,3 +58,11 @@ def fpcalc(path: Path) -> tuple[int, dict | None]:
 requires_fpcalc = pytest.mark.skipif(
     shutil.which("fpcalc") is None, reason="fpcalc not installed (apt-get install libchromaprint-tools)"
 )
+
+
+@pytest.fixture(scope="session")
+def catalog_fingerprints(tmp_path_factory):
+    """(source, encode) -> (chromaprint, duration): 5 different tracks, source 0 in 8 encodes."""
+    from catalogkit import make_fingerprints
+
+    return make_fingerprints(tmp_path_factory.mktemp("catalog-audio"))

@@ -1,0 +1,281 @@
+"""The v1 wire contract (shared/design.md, "The wire contract") and its guard.
+
+Every request and response body is a strict msgspec model: unknown fields are rejected, every
+string is bounded, numbers are in range and finite. On top of the types, ``guard`` rejects what a
+type cannot see: strings that look like file paths, long base64/hex runs, control characters,
+anything that decodes to audio, and a fingerprint that is not a real Chromaprint fingerprint of
+plausible length for its duration. The agent runs the same code before it queues an observation,
+so the catalog's door and the agent's outbox can never disagree.
+
+A rejection is a ``ContractError`` naming the field (``observations[3].metadata.title``) and the
+rule it broke.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import unicodedata
+from typing import Annotated
+
+import msgspec
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_BATCH = 500
+MAX_LOOKUP = 100
+EMBEDDING_LENGTH = 64
+MAX_FINGERPRINT_CHARS = 12_000  # a 120 s fingerprint is about 2,600 characters
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ObservationId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+Isrc = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")]
+Camelot = Annotated[str, msgspec.Meta(pattern=r"^(1[0-2]|[1-9])[AB]$")]
+KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-G][#b]? (major|minor)$")]
+Duration = Annotated[float, msgspec.Meta(ge=1.0, le=6 * 3600.0)]
+Bpm = Annotated[float, msgspec.Meta(ge=20.0, le=300.0)]
+Lufs = Annotated[float, msgspec.Meta(ge=-70.0, le=10.0)]
+AnalyzerVersion = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9.]{1,64}$")]
+UnitFloat = Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]
+Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    pass
+
+
+class FingerprintPart(_Strict):
+    chromaprint: Annotated[str, msgspec.Meta(min_length=8, max_length=MAX_FINGERPRINT_CHARS)]
+    duration: Duration
+
+
+class Metadata(_Strict):
+    artist: Text | None = None
+    title: Text | None = None
+    album: Text | None = None
+    isrc: Isrc | None = None
+    catalog_number: ShortText | None = None
+    duration: Duration | None = None
+
+
+class AnalysisPart(_Strict):
+    analyzer_version: AnalyzerVersion
+    bpm: Bpm | None = None
+    key: KeyName | None = None
+    camelot: Camelot | None = None
+    loudness_lufs: Lufs | None = None
+    embedding: Annotated[list[UnitFloat], msgspec.Meta(min_length=EMBEDDING_LENGTH, max_length=EMBEDDING_LENGTH)] | None = None
+
+
+class Observation(_Strict):
+    id: ObservationId
+    fingerprint: FingerprintPart
+    metadata: Metadata
+    analysis: AnalysisPart
+
+
+class IngestRequest(_Strict):
+    observations: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1)]
+
+
+class LookupRequest(_Strict):
+    fingerprints: Annotated[list[FingerprintPart], msgspec.Meta(min_length=1, max_length=MAX_LOOKUP)]
+
+
+class Profile(_Strict):
+    """The taste profile: histograms and a centroid, never a track list."""
+
+    track_count: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
+    tempo_histogram: Annotated[list[Share], msgspec.Meta(min_length=24, max_length=24)]  # 60-200 BPM
+    key_histogram: Annotated[list[Share], msgspec.Meta(min_length=24, max_length=24)]  # Camelot 1A..12B
+    loudness_histogram: Annotated[list[Share], msgspec.Meta(min_length=12, max_length=12)]  # -30..-3 LUFS
+    embedding_centroid: Annotated[list[UnitFloat], msgspec.Meta(min_length=EMBEDDING_LENGTH, max_length=EMBEDDING_LENGTH)] | None = None
+
+
+class ContributorSettings(_Strict):
+    contribute: bool
+
+
+class ContractError(Exception):
+    """A body that breaks the contract: ``field`` and ``rule`` say where and how."""
+
+    def __init__(self, field: str, rule: str, status: int = 422) -> None:
+        super().__init__(f"{field}: {rule}" if field else rule)
+        self.field = field
+        self.rule = rule
+        self.status = status
+
+    def at(self, prefix: str) -> ContractError:
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        return ContractError(field, self.rule, self.status)
+
+    def to_json(self) -> dict:
+        return {"error": str(self), "field": self.field, "rule": self.rule}
+
+
+_FIELD_IN_MESSAGE = re.compile(r"^(?P<rule>.*?)(?: - at `\$\.?(?P<field>[^`]*)`)?$", re.S)
+
+
+def decode(body: bytes, model: type):
+    """``body`` as ``model``, or a ContractError naming the field."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ContractError("", f"the body is larger than {MAX_BODY_BYTES} bytes", status=413)
+    try:
+        value = msgspec.json.decode(body, type=model)
+    except msgspec.ValidationError as exc:
+        match = _FIELD_IN_MESSAGE.match(str(exc))
+        rule, field = match.group("rule"), match.group("field") or ""
+        unknown = re.match(r"Object contains unknown field `([^`]*)`", rule)
+        if unknown:  # name the unknown field itself
+            field = f"{field}.{unknown.group(1)}" if field else unknown.group(1)
+            rule = "unknown field"
+        raise ContractError(field, rule) from None
+    except msgspec.DecodeError as exc:
+        raise ContractError("", f"not valid JSON ({exc})", status=400) from None
+    except RecursionError:
+        raise ContractError("", "the JSON is nested too deeply", status=400) from None
+    guard(value)
+    return value
+
+
+def decode_observations(request: IngestRequest) -> list[Observation]:
+    """Each raw item of an ingest batch, decoded and guarded; the error names the item."""
+    if len(request.observations) > MAX_BATCH:
+        raise ContractError("observations", f"at most {MAX_BATCH} observations per request", status=413)
+    observations = []
+    for index, raw in enumerate(request.observations):
+        try:
+            observations.append(decode(bytes(raw), Observation))
+        except ContractError as exc:
+            raise exc.at(f"observations[{index}]") from None
+    return observations
+
+
+# --- the guard ------------------------------------------------------------------------------
+
+_AUDIO_SUFFIXES = (
+    "mp3|flac|ogg|oga|opus|m4a|mp4|aac|alac|wav|wave|aif|aiff|aifc|wma|wv|ape|mka|dsf|dff|mpc|"
+    "m3u|m3u8|pls|xspf|cue|asx|wpl"
+)
+_PATH_RULES = (
+    (re.compile(r"(?:^|[\s\"'(\[=<,;])/(?:[^/\s]+/)+[^/\s]*"), "looks like an absolute file path"),
+    (re.compile(r"(?:^|[^A-Za-z0-9])[A-Za-z]:[\\/]"), "looks like a Windows file path"),
+    (re.compile(r"\\\\[^\\\s]+\\"), "looks like a network share path (\\\\host\\share)"),
+    (re.compile(r"(?:^|[\s\"'(=])~[\\/]"), "looks like a home-folder path (~/)"),
+    (re.compile(r"(?i)\bfile:/"), "looks like a file: URI"),
+    (re.compile(r"(?i)[\\/](?:home|Users|root|Documents and Settings)[\\/]"), "names a home folder"),
+    (re.compile(r"(?i)%(?:USERPROFILE|HOMEPATH|APPDATA)%|\$HOME\b"), "names a home folder"),
+    (re.compile(rf"(?i)[\\/][^\\/]*\.(?:{_AUDIO_SUFFIXES})\b"), "looks like a path to an audio or playlist file"),
+    (re.compile(rf"(?i)\.(?:{_AUDIO_SUFFIXES})\s*$"), "looks like an audio or playlist file name"),
+)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+_HEX_RUN = re.compile(r"(?i)\b(?:0x)?[0-9a-f]{24,}\b")
+# at least 3 bytes each: a 2-byte MP3 frame sync would turn words like "//sleep" into audio
+_AUDIO_MAGIC = (b"RIFF", b"ID3", b"fLaC", b"OggS", b"FORM", b"MAC ", b"wvpk", b"caff", b"#!AMR")
+_BASE64_RUN_MAX = 40  # longer base64-alphabet runs with digits and letters are blobs, not words
+_ENTROPY_LIMIT = 4.0  # bits per character; words stay well below, random base64 above (detect-secrets)
+
+
+def _entropy(text: str) -> float:
+    counts = {char: text.count(char) for char in set(text)}
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def check_text(field: str, value: str) -> None:
+    """The rules every free-text string obeys (artist, title, album, catalog number)."""
+    for char in value:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Co", "Cn") or char in "\u2028\u2029":
+            raise ContractError(field, f"contains a control or unassigned character (U+{ord(char):04X})")
+    for pattern, rule in _PATH_RULES:
+        if pattern.search(value):
+            raise ContractError(field, rule)
+    for run in _BASE64_RUN.findall(value):
+        has_digit = any(c.isdigit() for c in run)
+        has_upper, has_lower = any(c.isupper() for c in run), any(c.islower() for c in run)
+        if _decodes_to_audio(run):
+            raise ContractError(field, "contains encoded audio")
+        blob_like = has_digit and (has_upper or has_lower) or "+" in run or "/" in run
+        if len(run) >= 64 or (len(run) >= _BASE64_RUN_MAX and blob_like) or (
+            len(run) >= 20 and blob_like and has_upper and has_lower and _entropy(run) > _ENTROPY_LIMIT
+        ):
+            raise ContractError(field, "contains a long base64 run (binary data)")
+    if _HEX_RUN.search(value):
+        raise ContractError(field, "contains a long hex run (binary data)")
+
+
+def _decodes_to_audio(run: str) -> bool:
+    """Whether a base64-alphabet run decodes to an audio file's first bytes (RIFF is "UklGR",
+    ID3 "SUQz", fLaC "ZkxhQ", OggS "T2dnUw" in base64)."""
+    try:
+        data = base64.b64decode(run + "=" * (-len(run) % 4), altchars=b"-_" if "-" in run or "_" in run else None)
+    except (binascii.Error, ValueError):
+        return False
+    return data.startswith(_AUDIO_MAGIC) or data[4:8] == b"ftyp"
+
+
+def check_fingerprint(field: str, chromaprint: str, duration: float) -> None:
+    """A real Chromaprint fingerprint (algorithm 1) whose item count fits its duration."""
+    items = fingerprint_items(field, chromaprint)
+    expected = 8.08 * (min(duration, 120.0) - 2.7)
+    if not 0.8 * expected <= len(items) <= 1.2 * expected + 2:
+        raise ContractError(
+            field, f"{len(items)} fingerprint items do not fit a duration of {duration:.1f} s (expected about {expected:.0f})"
+        )
+    if len(set(items)) < 80:
+        raise ContractError(field, "too few distinct fingerprint items (at least 80: about 13 s of audio)")
+
+
+def fingerprint_items(field: str, chromaprint: str) -> list[int]:
+    """The raw (decoded) fingerprint items, or a ContractError."""
+    import chromaprint as libchromaprint  # needs libchromaprint; loaded only where fingerprints are checked
+
+    if not chromaprint.startswith("AQ") or not re.fullmatch(r"[A-Za-z0-9_-]+", chromaprint):
+        raise ContractError(field, "not a Chromaprint fingerprint (expected a URL-safe base64 string starting AQ)")
+    try:
+        items, algorithm = libchromaprint.decode_fingerprint(chromaprint.encode("ascii"))
+    except Exception:
+        raise ContractError(field, "not a Chromaprint fingerprint (does not decode)") from None
+    if algorithm != 1:
+        raise ContractError(field, f"Chromaprint algorithm {algorithm}; only algorithm 1 is accepted")
+    if not items or len(items) > 1000:
+        raise ContractError(field, f"{len(items)} fingerprint items; 1 to 1000 expected")
+    return [item & 0xFFFFFFFF for item in items]
+
+
+def guard(value) -> None:
+    """The checks a type cannot express, on any decoded contract model."""
+    if isinstance(value, Observation):
+        check_fingerprint("fingerprint.chromaprint", value.fingerprint.chromaprint, value.fingerprint.duration)
+        for name in ("artist", "title", "album", "catalog_number"):
+            text = getattr(value.metadata, name)
+            if text is not None:
+                check_text(f"metadata.{name}", text)
+    elif isinstance(value, LookupRequest):
+        for index, part in enumerate(value.fingerprints):
+            fingerprint_items(f"fingerprints[{index}].chromaprint", part.chromaprint)
+
+
+def sanitize_observation(payload: dict) -> tuple[dict | None, list[str]]:
+    """The agent's side of the guard: the observation with every field that breaks the contract
+    dropped (metadata and analysis fields become null), and what was dropped and why. None if
+    what remains cannot be an observation (its fingerprint or id is broken)."""
+    dropped: list[str] = []
+    payload = {section: dict(value) if isinstance(value, dict) else value for section, value in payload.items()}
+    for _ in range(16):  # each pass drops at most one field
+        try:
+            decode(msgspec.json.encode(payload), Observation)
+            return payload, dropped
+        except ContractError as exc:
+            section, _, name = exc.field.partition(".")
+            name = name.split("[")[0]  # an embedding element drops the embedding
+            dropped.append(f"{exc.field or 'observation'}: {exc.rule}")
+            if section not in ("metadata", "analysis") or not name or name == "analyzer_version":
+                return None, dropped  # the id, the fingerprint or the structure: nothing to send
+            if exc.rule == "unknown field":
+                payload[section].pop(name, None)
+            else:
+                payload[section][name] = None
+    return None, dropped

@@ -1,0 +1,217 @@
+"""The catalog's HTTP API (aiohttp): the v1 endpoints of shared/design.md.
+
+Strict at the door: bodies are capped before parsing (gzip'd ones after inflating, so a gzip
+bomb stops at the cap), decoded into the contract's models and guarded; every rejection is a
+JSON 4xx naming the field and the rule. Bearer-token auth on everything but registration, and
+a token bucket per contributor (per address for registration) answers 429 with Retry-After.
+Access logs carry method, route, status and time; never a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+
+from aiohttp import web
+
+from cratesense.catalog import contract
+from cratesense.catalog.contract import ContractError
+from cratesense.catalog.store import Store
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("cratesense.catalog.access")
+
+STORE = web.AppKey("store", Store)
+LIMITER = web.AppKey("limiter", object)
+
+
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str) -> float:
+        """0 if the request may go ahead, else the seconds to wait."""
+        now = time.monotonic()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > 100_000:  # forget idle keys; a full bucket is the default anyway
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < self.burst / self.rate}
+        return 0.0
+
+
+def _error(status: int, message: str, **extra) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def _errors_and_access_log(request: web.Request, handler):
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ContractError as exc:
+        response = web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        response = _error(413, f"the body is larger than {contract.MAX_BODY_BYTES} bytes", rule="body size")
+    except web.HTTPException as exc:
+        response = _error(exc.status, exc.reason)
+        if "Retry-After" in exc.headers:
+            response.headers["Retry-After"] = exc.headers["Retry-After"]
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        response = _error(500, "internal error")
+    access_log.info(
+        "%s %s %d %.1fms", request.method, request.match_info.route.resource.canonical if request.match_info.route.resource else request.path,
+        response.status, 1000 * (time.perf_counter() - started),
+    )
+    return response
+
+
+async def _body(request: web.Request) -> bytes:
+    """The request body, inflated if gzip'd, never more than the cap (checked while reading)."""
+    if request.content_length is not None and request.content_length > contract.MAX_BODY_BYTES:
+        raise ContractError("", f"the body is larger than {contract.MAX_BODY_BYTES} bytes", status=413)
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        raw += chunk
+        if len(raw) > contract.MAX_BODY_BYTES:
+            raise ContractError("", f"the body is larger than {contract.MAX_BODY_BYTES} bytes", status=413)
+    encoding = request.headers.get("Content-Encoding", "identity").lower()
+    if encoding == "gzip":
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(bytes(raw), contract.MAX_BODY_BYTES + 1)
+        except zlib.error:
+            raise ContractError("", "the body is not valid gzip", status=400) from None
+        if len(body) > contract.MAX_BODY_BYTES or inflater.unconsumed_tail:
+            raise ContractError("", f"the inflated body is larger than {contract.MAX_BODY_BYTES} bytes", status=413)
+        return body
+    if encoding != "identity":
+        raise ContractError("", f"unsupported Content-Encoding {encoding!r} (gzip or none)", status=415)
+    return bytes(raw)
+
+
+def _client(request: web.Request) -> tuple[str, bool]:
+    """The authenticated contributor (id, contribute), after the rate limit."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or len(header) > 200:
+        raise web.HTTPUnauthorized(reason="a bearer token is required (POST /v1/contributors issues one)")
+    token = header[len("Bearer "):].strip()
+    wait = request.app[LIMITER].take("token:" + token[:64])  # guesses are limited too
+    if wait:
+        raise _too_many(wait)
+    found = request.app[STORE].authenticate(token)
+    if found is None:
+        raise web.HTTPUnauthorized(reason="unknown bearer token")
+    return found
+
+
+def _too_many(wait: float) -> web.HTTPTooManyRequests:
+    return web.HTTPTooManyRequests(
+        reason="too many requests", headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+        text='{"error": "too many requests", "rule": "rate limit"}', content_type="application/json",
+    )
+
+
+async def register(request: web.Request) -> web.Response:
+    wait = request.app[LIMITER].take("address:" + (request.remote or "?"))
+    if wait:
+        raise _too_many(wait)
+    contributor, token = request.app[STORE].register()
+    return web.json_response({"contributor_id": contributor, "token": token}, status=201)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    contributor, contribute = _client(request)
+    body = await _body(request)
+    if not contribute:
+        return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)", rule="contribute=false")
+    observations = contract.decode_observations(contract.decode(body, contract.IngestRequest))
+    results = request.app[STORE].ingest(contributor, observations)
+    accepted = sum(1 for result in results if result["status"] == "accepted")
+    return web.json_response({"results": results, "accepted": accepted})
+
+
+async def lookup(request: web.Request) -> web.Response:
+    _client(request)
+    query = contract.decode(await _body(request), contract.LookupRequest)
+    fingerprints = [
+        (contract.fingerprint_items(f"fingerprints[{i}].chromaprint", part.chromaprint), part.duration)
+        for i, part in enumerate(query.fingerprints)
+    ]
+    return web.json_response({"results": request.app[STORE].lookup(fingerprints)})
+
+
+async def put_profile(request: web.Request) -> web.Response:
+    contributor, _ = _client(request)
+    profile = contract.decode(await _body(request), contract.Profile)
+    request.app[STORE].put_profile(contributor, profile)
+    return web.json_response({"stored": True})
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    contributor, _ = _client(request)
+    settings = contract.decode(await _body(request), contract.ContributorSettings)
+    request.app[STORE].set_contribute(contributor, settings.contribute)
+    return web.json_response({"contribute": settings.contribute})
+
+
+async def delete_observations(request: web.Request) -> web.Response:
+    contributor, _ = _client(request)
+    deleted = request.app[STORE].delete_contributor_observations(contributor)
+    return web.json_response({"deleted": deleted})
+
+
+async def export(request: web.Request) -> web.Response:
+    contributor, _ = _client(request)
+    return web.json_response(request.app[STORE].export(contributor))
+
+
+async def recommendations(request: web.Request) -> web.Response:
+    contributor, _ = _client(request)
+    return web.json_response({"recommendations": request.app[STORE].recommendations(contributor)})
+
+
+def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0) -> web.Application:
+    # aiohttp's own limit is set above ours, so _body() answers oversized bodies as JSON
+    app = web.Application(middlewares=[_errors_and_access_log], client_max_size=contract.MAX_BODY_BYTES + 1024)
+    app[STORE] = store
+    app[LIMITER] = RateLimiter(rate, burst)
+    app.router.add_post("/v1/contributors", register)
+    app.router.add_post("/v1/observations", ingest)
+    app.router.add_post("/v1/lookup", lookup)
+    app.router.add_put("/v1/profile", put_profile)
+    app.router.add_put("/v1/contributors/me", put_settings)
+    app.router.add_delete("/v1/contributors/me/observations", delete_observations)
+    app.router.add_get("/v1/contributors/me/export", export)
+    app.router.add_get("/v1/recommendations", recommendations)
+    return app
+
+
+async def start(store: Store, host: str = "127.0.0.1", port: int = 0, **limits) -> tuple[web.AppRunner, str]:
+    """Serve ``store`` on host:port (0: any free port); returns the runner and the base URL."""
+    # auto_decompress off: _body() inflates gzip itself, under the size cap
+    runner = web.AppRunner(make_app(store, **limits), access_log=None, auto_decompress=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    url = f"http://{host}:{bound}"
+    log.info("catalog listening on %s (database %s)", url, store.path)
+    return runner, url
+
+
+async def serve(store: Store, host: str, port: int, stop: asyncio.Event) -> None:
+    runner, _ = await start(store, host, port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

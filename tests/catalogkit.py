@@ -1,0 +1,102 @@
+"""Helpers for catalog tests: real fingerprints of real encodes, a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from audiogen import encode, synth_track
+from cratesense.analysis.constants import ANALYZER_VERSION
+from cratesense.analysis.pipeline import analyze_file
+from cratesense.catalog.server import start
+from cratesense.catalog.store import Store
+
+SR = 44100
+ENCODES = {"flac": None, "mp3": 192_000, "ogg": None, "opus": 96_000, "m4a": 128_000}
+
+
+def make_fingerprints(folder: Path) -> dict[tuple[int, str], tuple[str, float]]:
+    """(source, encode) -> (chromaprint, duration) for 5 different 30 s tracks, each in
+    several formats, plus a 64 kb/s MP3, a 32 kb/s Opus and a 3 s head cut of source 0."""
+    result = {}
+    for source, variant in enumerate((0, 1, 4, 6, 7)):  # loops whose fingerprints have >= 80 distinct items
+        samples = synth_track(bpm=96 + 9 * variant, tonic=(5 * variant) % 12, minor=variant % 2 == 0,
+                              seconds=30, seed=40 + variant, pattern=("four", "breakbeat")[source % 2])
+        encodes = dict(ENCODES) if source == 0 else {"flac": None}
+        for name, bitrate in encodes.items():
+            path = encode(samples, SR, folder / f"{source}.{name}", bitrate=bitrate)
+            result[(source, name)] = _fingerprint(path)
+        if source == 0:
+            result[(0, "mp3-64k")] = _fingerprint(encode(samples, SR, folder / "0-64k.mp3", bitrate=64_000))
+            result[(0, "opus-32k")] = _fingerprint(encode(samples, SR, folder / "0-32k.opus", bitrate=32_000))
+            result[(0, "cut-3s")] = _fingerprint(encode(samples[:, 3 * SR :], SR, folder / "0-cut.flac"))
+    return result
+
+
+def _fingerprint(path: Path) -> tuple[str, float]:
+    track = analyze_file(path, descriptors=False)
+    return track.fingerprint.chromaprint, track.fingerprint.duration
+
+
+def observation(fingerprint: tuple[str, float], *, id: str | None = None, **fields) -> dict:
+    """A valid observation; ``fields`` set metadata.* or analysis.* by name."""
+    chromaprint, duration = fingerprint
+    body = {
+        "id": id or secrets.token_hex(16),
+        "fingerprint": {"chromaprint": chromaprint, "duration": duration},
+        "metadata": {"artist": None, "title": None, "album": None, "isrc": None, "catalog_number": None,
+                     "duration": duration},
+        "analysis": {"analyzer_version": ANALYZER_VERSION, "bpm": None, "key": None, "camelot": None,
+                     "loudness_lufs": None, "embedding": None},
+    }
+    for name, value in fields.items():
+        section = "metadata" if name in body["metadata"] else "analysis"
+        body[section][name] = value
+    return body
+
+
+class Client:
+    """One agent's view of the catalog: its token and plain HTTP calls."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session, self.url, self.token = session, url, None
+
+    async def register(self) -> Client:
+        status, body = await self.call("POST", "/v1/contributors", auth=False)
+        assert status == 201, body
+        self.token, self.id = body["token"], body["contributor_id"]
+        return self
+
+    async def call(self, method: str, path: str, body=None, *, auth: bool = True, gzip_body: bool = False,
+                   raw: bytes | None = None, headers: dict | None = None):
+        headers = dict(headers or {})
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if gzip_body and data is not None:
+            data = gzip.compress(data)
+            headers["Content-Encoding"] = "gzip"
+        if data is not None:
+            headers.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, self.url + path, data=data, headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def ingest(self, observations: list[dict], **options):
+        return await self.call("POST", "/v1/observations", {"observations": observations}, **options)
+
+
+@asynccontextmanager
+async def catalog_server(path: Path, **limits):
+    """A real catalog server on 127.0.0.1 with its SQLite file at ``path``: (store, url)."""
+    store = Store(path)
+    runner, url = await start(store, **limits)
+    try:
+        yield store, url
+    finally:
+        await runner.cleanup()
+        store.close()

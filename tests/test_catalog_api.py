@@ -1,0 +1,238 @@
+"""The catalog API against a real server on 127.0.0.1 with a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import sqlite3
+
+import aiohttp
+import pytest
+
+from catalogkit import Client, catalog_server, observation
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def catalog(tmp_path):
+    async with catalog_server(tmp_path / "catalog.sqlite") as (store, url):
+        async with aiohttp.ClientSession() as session:
+            yield store, url, session
+
+
+async def agent(catalog) -> Client:
+    _, url, session = catalog
+    return await Client(session, url).register()
+
+
+async def test_auth_is_required_and_errors_are_json(catalog):
+    _, url, session = catalog
+    anonymous = Client(session, url)
+    status, body = await anonymous.call("GET", "/v1/contributors/me/export")
+    assert status == 401 and "bearer token" in body["error"]
+    anonymous.token = "guessed-token"
+    status, body = await anonymous.call("GET", "/v1/contributors/me/export")
+    assert status == 401 and body["error"] == "unknown bearer token"
+
+
+async def test_encodes_of_one_recording_land_on_one_recording_with_consensus(catalog, catalog_fingerprints):
+    store, _, _ = catalog
+    alice, bob, carol = [await agent(catalog) for _ in range(3)]
+    encodes = [key for key in catalog_fingerprints if key[0] == 0]
+    assert len(encodes) == 8
+    for index, key in enumerate(encodes):
+        who = (alice, bob, carol)[index % 3]
+        fields = {"artist": "Mr. Oizo", "title": "Flat Beat", "bpm": 96.0 if who is not carol else 48.0}
+        if who is carol:
+            fields["title"] = "Flat Beat (Radio Edit)"  # outvoted: votes are per contributor
+        status, body = await who.ingest([observation(catalog_fingerprints[key], **fields, key="A minor", camelot="8A")])
+        assert status == 200 and body["results"][0]["status"] == "accepted", body
+    assert store.counts()["recordings"] == 1
+    status, body = await alice.call("POST", "/v1/lookup", {"fingerprints": [
+        {"chromaprint": catalog_fingerprints[(0, "opus-32k")][0], "duration": catalog_fingerprints[(0, "opus-32k")][1]},
+        {"chromaprint": catalog_fingerprints[(1, "flac")][0], "duration": catalog_fingerprints[(1, "flac")][1]},
+    ]})
+    assert status == 200
+    hit, miss = body["results"]
+    assert miss is None
+    assert hit["contributors"] == 3 and hit["score"] > 0.9
+    assert hit["metadata"]["title"] == "Flat Beat" and hit["metadata"]["artist"] == "Mr. Oizo"
+    assert hit["analysis"] == {"bpm": 96.0, "key": "A minor", "camelot": "8A", "loudness_lufs": None}  # 48 folded
+
+
+async def test_different_recordings_never_merge_and_resends_are_idempotent(catalog, catalog_fingerprints):
+    store, _, _ = catalog
+    alice = await agent(catalog)
+    items = [observation(catalog_fingerprints[(source, "flac")]) for source in range(5)]
+    status, body = await alice.ingest(items)
+    assert [r["status"] for r in body["results"]] == ["accepted"] * 5
+    assert store.counts()["recordings"] == 5
+    status, body = await alice.ingest(items, gzip_body=True)  # the same batch again, gzip'd
+    assert status == 200 and [r["status"] for r in body["results"]] == ["duplicate"] * 5
+    assert store.counts()["observations"] == 5
+
+    mallory = await agent(catalog)  # another contributor cannot claim (or overwrite) those ids
+    status, body = await mallory.ingest([dict(items[0], metadata=dict(items[0]["metadata"], title="Mine"))])
+    assert body["results"][0] == {"id": items[0]["id"], "status": "rejected", "reason": "id: already used by another contributor"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("title", "/home/alice/Music/track.flac", "absolute file path"),
+        ("title", "C:\\Users\\alice\\Music\\01.mp3", "Windows file path"),
+        ("album", "~/Music", "home-folder path"),
+        ("artist", "\\\\nas\\music\\x", "network share"),
+        ("album", "file:///srv/music", "file: URI"),
+        ("title", "01 - Intro.flac", "audio or playlist file name"),
+        ("album", "Music/Albums/party.m3u8", "audio or playlist file"),
+        ("title", base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt ").decode(), "encoded audio"),
+        ("title", "Track\x00", "control"),
+        ("catalog_number", "deadbeef" * 4, "hex run"),
+    ],
+)
+async def test_the_guard_rejects_paths_and_binary_naming_the_field(catalog, catalog_fingerprints, field, value, rule):
+    alice = await agent(catalog)
+    items = [observation(catalog_fingerprints[(1, "flac")]), observation(catalog_fingerprints[(0, "flac")], **{field: value})]
+    status, body = await alice.ingest(items)
+    assert status == 422
+    assert body["field"] == f"observations[1].metadata.{field}" and rule in body["rule"], body
+    assert catalog[0].counts()["observations"] == 0  # the whole batch is refused
+
+
+async def test_structure_size_and_encoding_rules(catalog, catalog_fingerprints):
+    alice = await agent(catalog)
+    good = observation(catalog_fingerprints[(0, "flac")])
+    status, body = await alice.ingest([dict(good, file_name="track.flac")])
+    assert status == 422 and body["field"] == "observations[0].file_name" and body["rule"] == "unknown field"
+    status, body = await alice.ingest([dict(good, analysis=dict(good["analysis"], bpm=900))])
+    assert status == 422 and body["field"] == "observations[0].analysis.bpm"
+    status, body = await alice.ingest([dict(good, fingerprint={"chromaprint": "AQAAdGVzdA", "duration": 30.0})])
+    assert status == 422 and body["field"] == "observations[0].fingerprint.chromaprint"
+    other = observation(catalog_fingerprints[(1, "flac")])
+    status, body = await alice.ingest([dict(good, fingerprint=dict(good["fingerprint"], duration=300.0))])
+    assert status == 422 and "do not fit a duration" in body["rule"]
+    status, body = await alice.ingest([other] * 501)
+    assert status == 413 and body["field"] == "observations"
+    status, body = await alice.call("POST", "/v1/observations", raw=b'{"observations": ["' + b"x" * (3 << 20) + b'"]}')
+    assert status == 413
+    bomb = gzip.compress(b'{"observations": [' + b" " * (64 << 20) + b"]}")
+    assert len(bomb) < 100_000
+    status, body = await alice.call("POST", "/v1/observations", raw=bomb, headers={"Content-Encoding": "gzip"})
+    assert status == 413 and "inflated" in body["error"]
+    status, body = await alice.call("POST", "/v1/observations", raw=b"not gzip", headers={"Content-Encoding": "gzip"})
+    assert status == 400 and "gzip" in body["error"]
+    status, body = await alice.call("POST", "/v1/observations", raw=b'{"observations": ' + b"[" * 100_000)
+    assert status in (400, 422) and body["error"]  # deeply nested: refused, not a crash
+    status, body = await alice.call("POST", "/v1/observations", {"observations": [{"a": {"b": {"c": [[[[1]]]]}}}]})
+    assert status == 422
+
+
+async def test_opt_out_refuses_observations_but_keeps_the_profile(catalog, catalog_fingerprints):
+    alice = await agent(catalog)
+    status, body = await alice.call("PUT", "/v1/contributors/me", {"contribute": False})
+    assert status == 200 and body == {"contribute": False}
+    status, body = await alice.ingest([observation(catalog_fingerprints[(0, "flac")])])
+    assert status == 403 and body["rule"] == "contribute=false"
+    status, _ = await alice.call("PUT", "/v1/profile", profile(tempo_peak=5))
+    assert status == 200
+    status, body = await alice.call("GET", "/v1/contributors/me/export")
+    assert body["contributor"]["contribute"] is False and body["profile"]["track_count"] == 10
+    assert body["observations"] == []
+    await alice.call("PUT", "/v1/contributors/me", {"contribute": True})
+    status, body = await alice.ingest([observation(catalog_fingerprints[(0, "flac")])])
+    assert status == 200 and body["accepted"] == 1
+
+
+async def test_deletion_erases_everything_and_rederives_the_rest(catalog, catalog_fingerprints, tmp_path):
+    store, _, _ = catalog
+    alice, bob = await agent(catalog), await agent(catalog)
+    await alice.ingest([observation(catalog_fingerprints[(0, "flac")], title="Alice's title", artist="X"),
+                        observation(catalog_fingerprints[(1, "flac")], title="Only Alice")])
+    await bob.ingest([observation(catalog_fingerprints[(0, "mp3")], title="Bob's title", artist="X")])
+    await alice.call("PUT", "/v1/profile", profile(tempo_peak=3))
+    status, body = await alice.call("DELETE", "/v1/contributors/me/observations")
+    assert status == 200 and body == {"deleted": 2}
+    assert store.counts()["recordings"] == 1 and store.counts()["observations"] == 1
+    status, body = await bob.call("POST", "/v1/lookup", {"fingerprints": [
+        {"chromaprint": catalog_fingerprints[(0, "flac")][0], "duration": catalog_fingerprints[(0, "flac")][1]}]})
+    assert body["results"][0]["metadata"]["title"] == "Bob's title" and body["results"][0]["contributors"] == 1
+    status, body = await bob.call("POST", "/v1/lookup", {"fingerprints": [
+        {"chromaprint": catalog_fingerprints[(1, "flac")][0], "duration": catalog_fingerprints[(1, "flac")][1]}]})
+    assert body["results"] == [None]  # the recording only Alice held is gone, fingerprints included
+    status, export = await alice.call("GET", "/v1/contributors/me/export")
+    assert export["observations"] == [] and export["contributor"]["deleted_count"] == 2
+    assert export["contributor"]["deleted_at"] is not None
+    status, body = await alice.call("DELETE", "/v1/contributors/me/observations")
+    assert body == {"deleted": 0}  # idempotent
+    with sqlite3.connect(store.path) as db:
+        terms = db.execute("SELECT COUNT(*) FROM fingerprint_terms WHERE fingerprint NOT IN (SELECT id FROM fingerprints)")
+        assert terms.fetchone()[0] == 0
+
+
+def profile(tempo_peak: int, key_peak: int = 0) -> dict:
+    return {
+        "track_count": 10,
+        "tempo_histogram": [1.0 if i == tempo_peak else 0.0 for i in range(24)],
+        "key_histogram": [1.0 if i == key_peak else 0.0 for i in range(24)],
+        "loudness_histogram": [1 / 12] * 12,
+        "embedding_centroid": None,
+    }
+
+
+async def test_recommendations_come_from_the_nearest_profiles(catalog, catalog_fingerprints):
+    alice, twin, stranger = [await agent(catalog) for _ in range(3)]
+    await alice.call("PUT", "/v1/profile", profile(tempo_peak=4, key_peak=2))
+    await twin.call("PUT", "/v1/profile", profile(tempo_peak=4, key_peak=2))
+    await stranger.call("PUT", "/v1/profile", profile(tempo_peak=20, key_peak=15))
+    await alice.ingest([observation(catalog_fingerprints[(0, "flac")])])
+    await twin.ingest([observation(catalog_fingerprints[(0, "mp3")], title="Shared"),
+                       observation(catalog_fingerprints[(1, "flac")], title="Twin's pick")])
+    await stranger.ingest([observation(catalog_fingerprints[(2, "flac")], title="Stranger's pick")])
+    status, body = await alice.call("GET", "/v1/recommendations")
+    titles = [r["metadata"]["title"] for r in body["recommendations"]]
+    assert status == 200 and titles[0] == "Twin's pick" and "Shared" not in titles
+
+
+async def test_rate_limit_answers_429_with_retry_after(tmp_path):
+    async with catalog_server(tmp_path / "c.sqlite", rate=1.0, burst=3) as (_, url):
+        async with aiohttp.ClientSession() as session:
+            alice = await Client(session, url).register()
+            statuses = []
+            for _ in range(6):
+                async with session.get(url + "/v1/contributors/me/export",
+                                       headers={"Authorization": f"Bearer {alice.token}"}) as response:
+                    statuses.append(response.status)
+                    retry_after = response.headers.get("Retry-After")
+            assert statuses[:2] == [200, 200] and statuses[-1] == 429 and int(retry_after) >= 1
+
+
+async def test_fifty_agents_at_once_build_the_same_catalog_as_one_at_a_time(tmp_path, catalog_fingerprints):
+    keys = sorted(catalog_fingerprints)
+
+    async def run(path, concurrent: bool) -> set[frozenset[str]]:
+        async with catalog_server(path) as (store, url):
+            async with aiohttp.ClientSession() as session:
+                agents = [await Client(session, url).register() for _ in range(50)]
+                batches = [[observation(catalog_fingerprints[keys[(a + i) % len(keys)]], id=f"{a:02x}{i:030x}",
+                                        title=f"T{keys[(a + i) % len(keys)][0]}")
+                            for i in range(4)] for a in range(50)]
+                if concurrent:
+                    results = await asyncio.gather(*(c.ingest(b) for c, b in zip(agents, batches)))
+                else:
+                    results = [await c.ingest(b) for c, b in zip(agents, batches)]
+                assert all(status == 200 and body["accepted"] == 4 for status, body in results)
+            with sqlite3.connect(path) as db:
+                groups: dict[int, set[str]] = {}
+                for oid, recording in db.execute("SELECT id, recording FROM observations"):
+                    groups.setdefault(recording, set()).add(oid)
+                titles = {row[0] for row in db.execute("SELECT title FROM recordings")}
+            assert titles == {f"T{source}" for source in range(5)}
+            return {frozenset(group) for group in groups.values()}
+
+    serial = await run(tmp_path / "serial.sqlite", concurrent=False)
+    concurrent = await run(tmp_path / "concurrent.sqlite", concurrent=True)
+    assert len(serial) == 5 and serial == concurrent
+
