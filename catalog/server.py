@@ -209,6 +209,22 @@ async def start(store: Store, host: str = "127.0.0.1", port: int = 0, **limits) 
     return runner, url
 
 
+async def start_unix(store: Store, path) -> web.AppRunner:
+    """Serve ``store`` on a Unix socket created 0600 (the agent's embedded catalog)."""
+    import os
+
+    runner = web.AppRunner(make_app(store, rate=1000.0, burst=1000.0), access_log=None, auto_decompress=False)
+    await runner.setup()
+    if os.path.exists(path):
+        os.unlink(path)
+    old_umask = os.umask(0o177)
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    finally:
+        os.umask(old_umask)
+    return runner
+
+
 async def serve(store: Store, host: str, port: int, stop: asyncio.Event) -> None:
     runner, _ = await start(store, host, port)
     try:

@@ -122,6 +122,27 @@ def _build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(handler=lambda args: _control("POST", "resume"))
     rescan = commands.add_parser("rescan", help="ask the running agent for a full reconciliation scan now")
     rescan.set_defaults(handler=lambda args: _control("POST", "rescan"))
+    sync = commands.add_parser("sync", help="sync with the catalog now and wait for it")
+    sync.set_defaults(handler=lambda args: _control("POST", "sync", timeout=150))
+    contribute = commands.add_parser("contribute", help="turn contribution to the shared catalog on or off")
+    contribute.add_argument("setting", choices=("on", "off"))
+    contribute.set_defaults(handler=lambda args: _control("PUT", "settings", {"contribute": args.setting == "on"}))
+    forget = commands.add_parser(
+        "forget",
+        help="ask the catalog to delete every observation you contributed",
+        description="Ask the catalog to delete every observation this agent contributed. The request "
+        "is kept until the catalog confirms it (even offline, even across restarts), and "
+        "contribution is turned off so nothing is uploaded again unless you turn it back on.",
+    )
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    forget.set_defaults(handler=_cmd_forget)
+    export = commands.add_parser(
+        "export", help="write everything the agent and the catalog hold about you to JSON files"
+    )
+    export.add_argument("--output", default=".", metavar="DIR", help="folder for the two files (default: here)")
+    export.set_defaults(handler=_cmd_export)
+    preview = commands.add_parser("preview", help="print exactly the next request that would leave this machine")
+    preview.set_defaults(handler=_cmd_preview)
     failures = commands.add_parser("failures", help="files that could not be analyzed, and why")
     failures.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
     failures.set_defaults(handler=_cmd_failures)
@@ -262,10 +283,56 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if stats["failed"] else EXIT_OK
 
 
-def _control(method: str, name: str, body: dict | None = None) -> int:
+def _control(method: str, name: str, body: dict | None = None, timeout: float = 10.0) -> int:
     from cratesense.daemon.control import request
 
-    _print_status(request(method, name, body))
+    _print_status(request(method, name, body, timeout=timeout))
+    return EXIT_OK
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from cratesense.daemon.control import request
+
+    request("GET", "status")  # says "not running" before asking anything
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("cratesense: forget needs --yes when not run from a terminal", file=sys.stderr)
+            return EXIT_ERROR
+        answer = input("Delete every observation you contributed from the catalog, and stop contributing? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return EXIT_OK
+    status = request("POST", "forget", timeout=90)
+    deletion = status.get("deletion") or {}
+    if deletion.get("confirmed_at"):
+        print(f"the catalog deleted {deletion['deleted']} observation(s); contribution is now off")
+    else:
+        print("deletion requested; it is sent as soon as the catalog can be reached")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cratesense.daemon.control import request
+
+    answer = request("GET", "export", timeout=120)
+    folder = Path(args.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("journal", "catalog"):
+        path = folder / f"cratesense-{name}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds your file paths
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(answer[name], file, indent=1, ensure_ascii=False)
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from cratesense.daemon.control import request
+
+    preview = request("GET", "preview")
+    if not preview["contribute"]:
+        print("# contribution is off: no observation leaves this machine (the taste profile still does)")
+    print(json.dumps(preview["request"], indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
@@ -302,6 +369,9 @@ def _print_status(status: dict) -> None:
         ("parked (rejected)", status["parked"]),
         ("failing files", f"{status['failing_files']}" + (" (cratesense failures)" if status["failing_files"] else "")),
         ("last scan", ago(status.get("last_scan_at"))),
+        ("catalog", status.get("catalog", "-")),
+        ("contribute", "on" if status.get("contribute") else "off"),
+        ("last sync", ago(status.get("last_sync_at")) + (f" ({status['last_sync_error']})" if status.get("last_sync_error") else "")),
     ]
     for folder, watch in status.get("watch", {}).items():
         rows.append((f"watching {folder}", watch["mode"] + (f": {watch['reason']}" if watch["reason"] else "")))

@@ -16,8 +16,10 @@ import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from cratesense import __version__
@@ -28,6 +30,7 @@ from cratesense.daemon.instance import InstanceLock
 from cratesense.daemon.journal import Journal
 from cratesense.daemon.library import Library
 from cratesense.daemon.pool import AnalysisPool
+from cratesense.daemon.sync import Backoff, Syncer
 from cratesense.daemon.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -74,8 +77,15 @@ class Agent:
         pool = await asyncio.to_thread(AnalysisPool, self.config.workers, analysis.timeout_seconds, analysis.nice)
         on_stop("analysis pool", lambda: asyncio.to_thread(pool.close))
 
+        self.syncer = syncer = await self._start_sync(journal, on_stop)
+
         self.library = library = Library(
-            journal, pool, self.config.music_folders, secret=bytes.fromhex(secret), bpm_range=analysis.bpm_range
+            journal,
+            pool,
+            self.config.music_folders,
+            secret=bytes.fromhex(secret),
+            bpm_range=analysis.bpm_range,
+            on_change=syncer.notify_change,
         )
         on_stop("library", _task(library.run(), "library"))
 
@@ -106,9 +116,39 @@ class Agent:
             coalesce=True,
             next_run_time=None,
         )
+        sync_interval = self.config.sync.interval_minutes * 60
+        scheduler.add_job(syncer.request, "interval", seconds=sync_interval, jitter=sync_interval / 10, id="sync",
+                          coalesce=True, next_run_time=datetime.now())  # and once at start: the backlog
+        scheduler.add_job(syncer.refresh_profile, "interval", hours=6, jitter=600, id="profile", coalesce=True)
         scheduler.start()
         on_stop("scheduler", lambda: scheduler.shutdown(wait=False))
         on_stop("first scan", _task(self._scan(), "first scan"))
+
+    async def _start_sync(self, journal: Journal, on_stop) -> Syncer:
+        """The sync client, and the embedded catalog when no catalog URL is configured: the
+        same HTTP code path, over a private Unix socket, with its database in the data folder."""
+        settings = self.config.sync
+        if settings.catalog_url:
+            url, label, connector = settings.catalog_url, settings.catalog_url, None
+        else:
+            from cratesense.catalog.server import start_unix
+            from cratesense.catalog.store import Store
+
+            store = Store(self.data_dir / "catalog.sqlite")
+            on_stop("embedded catalog database", store.close)
+            catalog_socket = self.socket_path.parent / "catalog.sock"
+            catalog_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            runner = await start_unix(store, catalog_socket)
+            on_stop("embedded catalog", runner.cleanup)
+            url, label, connector = "http://embedded-catalog", "embedded", str(catalog_socket)
+
+        def session() -> aiohttp.ClientSession:
+            return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=connector) if connector else None)
+
+        syncer = Syncer(journal, url, session, label=label, quiet_seconds=settings.quiet_seconds,
+                        contribute_default=settings.contribute)
+        on_stop("sync", _task(syncer.run(), "sync"))
+        return syncer
 
     async def _scan(self) -> None:
         try:
@@ -124,6 +164,44 @@ class Agent:
             ("POST", "pause"): self._pause,
             ("POST", "resume"): self._resume,
             ("POST", "rescan"): self._rescan,
+            ("POST", "sync"): self._sync,
+            ("PUT", "settings"): self._settings,
+            ("POST", "forget"): self._forget,
+            ("GET", "export"): self._export,
+            ("GET", "preview"): self._preview,
+        }
+
+    async def _sync(self, _body: dict) -> dict:
+        await self.syncer.sync_now(timeout=120)
+        return self.status()
+
+    async def _settings(self, body: dict) -> dict:
+        if not isinstance(body.get("contribute"), bool):
+            raise ValueError("contribute must be true or false")
+        self.syncer.set_contribute(body["contribute"])
+        return self.status()
+
+    async def _forget(self, _body: dict) -> dict:
+        self.syncer.request_deletion()
+        try:
+            await self.syncer.sync_now(timeout=60)
+        except asyncio.TimeoutError:
+            pass  # durable: it is sent when the catalog can be reached
+        return self.status()
+
+    async def _export(self, _body: dict) -> dict:
+        try:
+            catalog = await self.syncer.export()
+        except Backoff as exc:
+            catalog = {"error": f"the catalog could not be reached: {exc}"}
+        return {"journal": self.journal.export(), "catalog": catalog}
+
+    async def _preview(self, _body: dict) -> dict:
+        batch = self.syncer.next_batch()
+        return {
+            "contribute": self.syncer.contribute,
+            "catalog": self.syncer.label,
+            "request": {"method": "POST", "path": "/v1/observations", "body": {"observations": [i for _, i in batch]}},
         }
 
     async def _status(self, _body: dict) -> dict:
@@ -145,13 +223,19 @@ class Agent:
         return self.status()
 
     def status(self) -> dict:
-        library, counts = self.library, self.journal.counts()
+        library, counts, sync = self.library, self.journal.counts(), self.syncer.status()
         if library.paused:
             state = "paused"
+        elif sync["offline"]:
+            state = "offline"
         elif library.scanning is not None:
             state = "scanning"
         elif library.analyzing or library.queued:
             state = "analyzing"
+        elif sync["syncing"]:
+            state = "syncing"
+        elif sync["last_sync_error"]:
+            state = "error"
         else:
             state = "watching"
         return {
@@ -177,6 +261,7 @@ class Agent:
             "watch": {folder: {"mode": m.mode, "reason": m.reason} for folder, m in self.watcher.modes.items()},
             "events_seen": self.watcher.events_seen,
             "session": dict(library.stats),
+            **sync,
         }
 
 

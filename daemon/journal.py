@@ -298,6 +298,36 @@ class Journal:
         row = self._db.execute("SELECT analysis FROM tracks WHERE content_key = ?", (content_key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def descriptors(self) -> list[tuple]:
+        """(bpm, camelot, loudness, embedding) of every analyzed track still on disk (for the
+        taste profile)."""
+        rows = self._db.execute(
+            "SELECT json_extract(analysis, '$.descriptors.bpm'), json_extract(analysis, '$.descriptors.camelot'), "
+            "json_extract(analysis, '$.descriptors.loudness_lufs'), json_extract(analysis, '$.descriptors.embedding') "
+            "FROM tracks WHERE content_key IN (SELECT content_key FROM files WHERE state = 'analyzed')"
+        )
+        return [(bpm, camelot, lufs, json.loads(embedding) if embedding else None) for bpm, camelot, lufs, embedding in rows]
+
+    def export(self) -> dict:
+        """Everything the journal holds, paths included, for the user's own export (credentials
+        are redacted: they are keys, not data about the user)."""
+        files = [
+            {"path": os.fsdecode(path), "device": d, "inode": i, "size": s, "mtime_ns": m, "content_key": k,
+             "state": state, "error_kind": kind, "error": error}
+            for path, d, i, s, m, k, state, kind, error in self._db.execute(
+                "SELECT path, device, inode, size, mtime_ns, content_key, state, error_kind, error FROM files ORDER BY path")
+        ]
+        tracks = [{"content_key": k, "analyzer_version": v, "analyzed_at": at, "analysis": json.loads(a)}
+                  for k, a, v, at in self._db.execute("SELECT content_key, analysis, analyzer_version, analyzed_at FROM tracks")]
+        outbox = [{"observation_id": o, "state": state, "reason": reason, "payload": json.loads(payload)}
+                  for o, state, reason, payload in self._db.execute(
+                      "SELECT observation_id, state, reason, payload FROM outbox ORDER BY seq")]
+        settings = {}
+        for key, value in self._db.execute("SELECT key, value FROM settings"):
+            secret = key == "install_secret" or key.startswith("catalog:")
+            settings[key] = "(redacted)" if secret else json.loads(value)
+        return {"files": files, "tracks": tracks, "outbox": outbox, "settings": settings}
+
     def counts(self) -> dict[str, int]:
         query = (
             "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM tracks), "

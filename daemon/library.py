@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cratesense.analysis.constants import ANALYZER_VERSION
+from cratesense.catalog.contract import sanitize_observation
 from cratesense.daemon.journal import FileIdentity, Journal, Observation
 from cratesense.daemon.pool import AnalysisPool, Outcome, Task
 from cratesense.daemon.scan import content_key, is_candidate, reconcile, walk
@@ -274,9 +275,7 @@ class Library:
             return
         if outcome.ok:
             version = outcome.analysis["analyzer_version"]
-            observation = None
-            if outcome.observation is not None:
-                observation = Observation(observation_id(self._secret, flight.key, version), outcome.observation)
+            observation = _guarded(observation_id(self._secret, flight.key, version), outcome.observation, flight.path)
             self._journal.record_analysis(flight.path, flight.identity, flight.key, outcome.analysis, version, observation)
             self.stats["analyzed"] += 1
             for path, identity in copies:
@@ -289,6 +288,20 @@ class Library:
                 self.stats["failed"] += 1
             log.warning("cannot analyze %s: %s: %s", os.fsdecode(flight.path), outcome.error_kind, outcome.error)
         self._on_change()
+
+
+def _guarded(observation_id: str, fields: dict | None, path: bytes) -> Observation | None:
+    """The observation as the catalog's own contract and guard accept it: a field that fails is
+    dropped (and logged here, locally), never queued."""
+    if fields is None:
+        return None
+    payload, dropped = sanitize_observation({"id": observation_id, **fields})
+    for reason in dropped:
+        log.warning("%s: not sending %s", os.fsdecode(path), reason)
+    if payload is None:
+        return None
+    del payload["id"]
+    return Observation(observation_id, payload)
 
 
 def _under(path: bytes, folder: bytes) -> bool:

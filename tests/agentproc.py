@@ -55,6 +55,10 @@ class AgentProcess:
     def journal_path(self) -> Path:
         return self.home / "data" / "cratesense" / "journal.sqlite"
 
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "data" / "cratesense" / "catalog.sqlite"
+
     def start(self, *extra: str, wait: bool = True) -> AgentProcess:
         self.runtime.mkdir(mode=0o700, exist_ok=True)
         with open(self.log, "ab") as log:

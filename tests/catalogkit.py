@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from audiogen import encode, synth_track
+from audiogen import encode, fingerprintable_track
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.analysis.pipeline import analyze_file
 from cratesense.catalog.server import start
@@ -24,9 +24,8 @@ def make_fingerprints(folder: Path) -> dict[tuple[int, str], tuple[str, float]]:
     """(source, encode) -> (chromaprint, duration) for 5 different 30 s tracks, each in
     several formats, plus a 64 kb/s MP3, a 32 kb/s Opus and a 3 s head cut of source 0."""
     result = {}
-    for source, variant in enumerate((0, 1, 4, 6, 7)):  # loops whose fingerprints have >= 80 distinct items
-        samples = synth_track(bpm=96 + 9 * variant, tonic=(5 * variant) % 12, minor=variant % 2 == 0,
-                              seconds=30, seed=40 + variant, pattern=("four", "breakbeat")[source % 2])
+    for source in range(5):
+        samples = fingerprintable_track(source, seconds=30, pattern=("four", "breakbeat")[source % 2])
         encodes = dict(ENCODES) if source == 0 else {"flac": None}
         for name, bitrate in encodes.items():
             path = encode(samples, SR, folder / f"{source}.{name}", bitrate=bitrate)

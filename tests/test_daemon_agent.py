@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import signal
 import stat
 import time
@@ -11,19 +12,16 @@ from pathlib import Path
 import pytest
 
 from agentproc import AgentProcess, write_config
-from audiogen import encode, synth_track
+from audiogen import encode, fingerprintable_track, synth_track
 
 SR = 44100
 
 
 @pytest.fixture(scope="module")
 def tracks(tmp_path_factory) -> list[Path]:
-    """Six different 6 s tracks (FLAC), outside any watched folder."""
+    """Six different 24 s tracks (FLAC) the catalog accepts, outside any watched folder."""
     folder = tmp_path_factory.mktemp("source")
-    return [
-        encode(synth_track(bpm=90 + 8 * i, tonic=i, minor=i % 2 == 1, seconds=6, seed=10 + i), SR, folder / f"s{i}.flac")
-        for i in range(6)
-    ]
+    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(6)]
 
 
 @pytest.fixture
@@ -38,8 +36,13 @@ def agent(tmp_path):
 
 
 def outbox_ids(agent: AgentProcess) -> list[str]:
+    """Every observation the agent made: still in its outbox, or already in the embedded catalog."""
     with agent.journal() as db:
-        return [row[0] for row in db.execute("SELECT observation_id FROM outbox")]
+        ids = [row[0] for row in db.execute("SELECT observation_id FROM outbox")]
+    if agent.catalog_path.exists():
+        with sqlite3.connect(f"file:{agent.catalog_path}?mode=ro", uri=True) as db:
+            ids += [row[0] for row in db.execute("SELECT id FROM observations")]
+    return ids
 
 
 def test_slow_copy_is_analyzed_once_when_complete(agent, tracks):
@@ -52,6 +55,8 @@ def test_slow_copy_is_analyzed_once_when_complete(agent, tracks):
             out.write(data[index : index + step])
             out.flush()
             time.sleep(1.2 if index == 15 * step else 0.06)
+    agent.wait_for(lambda s: s["session"]["analyzed"] + s["session"]["failed"] >= 1, what="the copied file")
+    time.sleep(2)  # anything else the watcher would still do
     status = agent.settled()
     assert status["session"]["analyzed"] == 1, status
     assert status["tracks"] == 1 and status["failing_files"] == 0
@@ -122,8 +127,7 @@ def test_kill_9_mid_analysis_then_restart_loses_and_duplicates_nothing(agent, tr
             shutil.copy(track, agent.music / f"{index}-{track.name}")
     (agent.music / "big").mkdir()
     for index in range(6):  # six more different tracks
-        samples = synth_track(bpm=133 + index, tonic=3, minor=False, seconds=4, seed=100 + index)
-        encode(samples, SR, agent.music / "big" / f"b{index}.flac")
+        encode(fingerprintable_track(index, pattern="breakbeat"), SR, agent.music / "big" / f"b{index}.flac")
     agent.start(wait=False)
     agent.wait_for(lambda s: s["analyzing"] > 0 or s["session"]["analyzed"] > 0, what="analysis to start")
     agent.stop(signal.SIGKILL)

@@ -1,0 +1,366 @@
+"""Sync: the outbox to the catalog, offline-proof, private by construction.
+
+One ``Syncer`` owns the conversation with the catalog: registration (the token is kept in the
+journal), observation batches (gzip'd, at most 500 rows or 1 MiB; a 413 halves the batch), the
+contribute setting, the deletion request and the taste profile. Rows are acknowledged only from
+the catalog's per-item status; a row the catalog refuses is parked with the reason and never
+retried in a loop. Network errors and 5xx back off exponentially with jitter (capped at 1 h);
+429/503 honour Retry-After; a change or "sync now" retries at once.
+
+Sync runs are requested, never overlapped: ``request()`` sets a flag that the single sync loop
+picks up, so a request during a run is not lost (APScheduler drops a run-now while its job
+runs; see shared/platform-notes.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import math
+import random
+import re
+import statistics
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from cratesense.catalog.contract import MAX_BATCH
+from cratesense.daemon.journal import Journal
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 1024 * 1024
+MAX_BACKOFF = 3600.0
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+_ITEM_FIELD = re.compile(r"^observations\[(\d+)\]")
+
+
+class Backoff(Exception):
+    """Stop this run; try again after ``delay`` seconds (or sooner on a change or sync now)."""
+
+    def __init__(self, reason: str, delay: float | None = None, offline: bool = False) -> None:
+        super().__init__(reason)
+        self.delay, self.offline = delay, offline
+
+
+class Syncer:
+    """Talks to the catalog at ``base_url`` through sessions made by ``session_factory``."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        base_url: str,
+        session_factory: Callable[[], aiohttp.ClientSession],
+        *,
+        label: str,
+        quiet_seconds: float = 60.0,
+        contribute_default: bool = True,
+    ) -> None:
+        self._journal = journal
+        self._base_url = base_url.rstrip("/")
+        self._session_factory = session_factory
+        self.label = label  # "embedded" or the catalog URL, for status
+        self._quiet = quiet_seconds
+        self._contribute_default = contribute_default
+        self._first_change_at: float | None = None
+        self._requested = asyncio.Event()
+        self._completed = asyncio.Condition()
+        self._runs_completed = 0
+        self._change_timer: asyncio.TimerHandle | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._failures = 0
+        self._batch_limit = MAX_BATCH
+        self._profile_due = True
+        self.syncing = False
+        self.last_success_at: float | None = None
+        self.last_error: str | None = None
+        self.offline = False
+        self.next_retry_at: float | None = None
+        self.sent_total = 0
+
+    # --- requests --------------------------------------------------------------------------
+
+    def request(self) -> None:
+        """Sync as soon as the current run (if any) is over."""
+        self._requested.set()
+
+    def notify_change(self) -> None:
+        """The library changed: sync after a quiet period, so an import of 500 files is one sync."""
+        now = time.monotonic()
+        if self._change_timer is not None:
+            if now - self._first_change_at > 5 * self._quiet:
+                return  # changes keep coming (a long import): let the armed timer fire
+            self._change_timer.cancel()
+        else:
+            self._first_change_at = now
+        self._change_timer = asyncio.get_running_loop().call_later(self._quiet, self._changes_settled)
+
+    def _changes_settled(self) -> None:
+        self._change_timer = None
+        self.request()
+
+    def refresh_profile(self) -> None:
+        self._profile_due = True
+        self.request()
+
+    async def sync_now(self, timeout: float = 60.0) -> None:
+        """Request a run and wait until a run that started after this call has finished."""
+        async with self._completed:
+            target = self._runs_completed + (2 if self.syncing else 1)
+            self.request()
+            await asyncio.wait_for(self._completed.wait_for(lambda: self._runs_completed >= target), timeout)
+
+    async def run(self) -> None:
+        """The sync loop: one run at a time, until cancelled."""
+        while True:
+            await self._requested.wait()
+            self._requested.clear()
+            self.syncing = True
+            try:
+                await self._run_once()
+            finally:
+                self.syncing = False
+                async with self._completed:
+                    self._runs_completed += 1
+                    self._completed.notify_all()
+
+    async def _run_once(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        try:
+            async with self._session_factory() as session:
+                self._session = session
+                await self._registered()
+                await self._push_settings()
+                await self._send_deletion()
+                await self._send_observations()
+                if self._profile_due:
+                    await self._send_profile()
+        except Backoff as exc:
+            self._failures += 1
+            delay = exc.delay if exc.delay is not None else min(MAX_BACKOFF, 5.0 * 2 ** (self._failures - 1))
+            delay *= random.uniform(0.8, 1.2)  # many agents must not retry in lockstep
+            self.last_error, self.offline = str(exc), exc.offline
+            self.next_retry_at = time.time() + delay
+            self._retry_timer = asyncio.get_running_loop().call_later(delay, self.request)
+            log.warning("sync postponed %.0f s: %s", delay, exc)
+            return
+        except Exception as exc:  # a bug of ours: a status, not a dead daemon
+            log.exception("sync failed")
+            self.last_error = f"internal error: {exc}"
+            return
+        self._failures = 0
+        self.last_success_at = time.time()
+        self.last_error, self.offline, self.next_retry_at = None, False, None
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> tuple[int, dict]:
+        headers = {}
+        data = None
+        if auth:
+            headers["Authorization"] = f"Bearer {self._credentials()['token']}"
+        if body is not None:
+            data = gzip.compress(json.dumps(body, ensure_ascii=False).encode(), compresslevel=6)
+            headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        try:
+            async with self._session.request(
+                method, self._base_url + path, data=data, headers=headers, timeout=REQUEST_TIMEOUT
+            ) as response:
+                try:
+                    answer = await response.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError):
+                    answer = {}
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Backoff(f"the catalog cannot be reached ({type(exc).__name__}: {exc})", offline=True) from exc
+        if status in (429, 503):
+            raise Backoff(f"the catalog asks us to wait ({status})", delay=_seconds(retry_after))
+        if status >= 500:
+            raise Backoff(f"the catalog failed ({status}: {answer.get('error', '')})")
+        return status, answer if isinstance(answer, dict) else {}
+
+    def _credentials(self) -> dict:
+        return self._journal.setting(f"catalog:{self._base_url}") or {}
+
+    async def _registered(self) -> None:
+        if self._credentials().get("token"):
+            return
+        status, answer = await self._call("POST", "/v1/contributors", auth=False)
+        if status != 201:
+            raise Backoff(f"registration refused ({status}: {answer.get('error')})")
+        self._journal.set_setting(
+            f"catalog:{self._base_url}", {"contributor_id": answer["contributor_id"], "token": answer["token"]}
+        )
+        self._journal.set_setting("catalog_contribute_sent", None)
+        log.info("registered with the catalog as a new pseudonymous contributor")
+
+    async def _authorized(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        status, answer = await self._call(method, path, body)
+        if status == 401:  # the catalog forgot us (a reset database): register again
+            self._journal.set_setting(f"catalog:{self._base_url}", None)
+            await self._registered()
+            await self._push_settings()
+            status, answer = await self._call(method, path, body)
+        return status, answer
+
+    # --- what is sent -------------------------------------------------------------------------
+
+    @property
+    def contribute(self) -> bool:
+        return bool(self._journal.setting("contribute", self._contribute_default))
+
+    def set_contribute(self, contribute: bool) -> None:
+        self._journal.set_setting("contribute", contribute)
+        self.request()
+
+    async def _push_settings(self) -> None:
+        if self._journal.setting("catalog_contribute_sent") == self.contribute:
+            return
+        status, answer = await self._authorized("PUT", "/v1/contributors/me", {"contribute": self.contribute})
+        if status != 200:
+            raise Backoff(f"the catalog refused the contribute setting ({status}: {answer.get('error')})")
+        self._journal.set_setting("catalog_contribute_sent", self.contribute)
+
+    def request_deletion(self) -> None:
+        """Durable until the catalog confirms it: survives being offline and restarts."""
+        self._journal.set_setting("deletion", {"requested_at": time.time()})
+        self.request()
+
+    @property
+    def deletion(self) -> dict | None:
+        return self._journal.setting("deletion")
+
+    async def _send_deletion(self) -> None:
+        deletion = self.deletion
+        if not deletion or deletion.get("confirmed_at"):
+            return
+        # contribution goes off first, so nothing is re-uploaded behind the deletion
+        self._journal.set_setting("contribute", False)
+        await self._push_settings()
+        status, answer = await self._authorized("DELETE", "/v1/contributors/me/observations")
+        if status != 200:
+            raise Backoff(f"the catalog refused the deletion ({status}: {answer.get('error')})")
+        self._journal.set_setting("deletion", {**deletion, "confirmed_at": time.time(), "deleted": answer["deleted"]})
+        log.info("the catalog deleted %d observation(s) of ours", answer["deleted"])
+
+    def next_batch(self) -> list[tuple[int, dict]]:
+        """The next rows to send, as sent: (outbox seq, observation with its id)."""
+        batch, size = [], 2
+        for seq, observation_id, payload in self._journal.pending(self._batch_limit):
+            item = {"id": observation_id, **payload}
+            item_size = len(json.dumps(item, ensure_ascii=False).encode()) + 1
+            if batch and size + item_size > MAX_BATCH_BYTES:
+                break
+            batch.append((seq, item))
+            size += item_size
+        return batch
+
+    async def _send_observations(self) -> None:
+        while self.contribute:  # checked before each request: a toggle takes effect at once
+            batch = self.next_batch()
+            if not batch:
+                return
+            status, answer = await self._authorized("POST", "/v1/observations", {"observations": [i for _, i in batch]})
+            if status == 200:
+                by_id = {item["id"]: seq for seq, item in batch}
+                done = []
+                for result in answer.get("results", []):
+                    seq = by_id.get(result.get("id"))
+                    if seq is None:
+                        continue
+                    if result["status"] in ("accepted", "duplicate"):
+                        done.append(seq)
+                    else:
+                        self._journal.park(seq, result.get("reason") or "rejected")
+                self._journal.acknowledge(done)
+                self.sent_total += len(done)
+                self._batch_limit = min(MAX_BATCH, self._batch_limit * 2)
+            elif status == 413 and len(batch) > 1:
+                self._batch_limit = max(1, len(batch) // 2)
+            elif status == 403 and answer.get("rule") == "contribute=false":
+                self._journal.set_setting("catalog_contribute_sent", None)
+                await self._push_settings()
+            elif 400 <= status < 500:
+                match = _ITEM_FIELD.match(answer.get("field") or "")
+                index = int(match.group(1)) if match and int(match.group(1)) < len(batch) else 0
+                reason = answer.get("error") or f"rejected ({status})"
+                self._journal.park(batch[index][0], reason)
+                log.warning("the catalog rejected observation %s: %s", batch[index][1]["id"], reason)
+            else:
+                raise Backoff(f"unexpected answer {status} from the catalog")
+
+    async def _send_profile(self) -> None:
+        profile = taste_profile(self._journal.descriptors())
+        status, answer = await self._authorized("PUT", "/v1/profile", profile)
+        if status != 200:
+            raise Backoff(f"the catalog refused the profile ({status}: {answer.get('error')})")
+        self._profile_due = False
+
+    async def export(self) -> dict:
+        async with self._session_factory() as session:
+            self._session = session
+            await self._registered()
+            status, answer = await self._authorized("GET", "/v1/contributors/me/export")
+        if status != 200:
+            raise Backoff(f"the catalog refused the export ({status})")
+        return answer
+
+    def status(self) -> dict:
+        return {
+            "catalog": self.label,
+            "contribute": self.contribute,
+            "syncing": self.syncing,
+            "last_sync_at": self.last_success_at,
+            "last_sync_error": self.last_error,
+            "offline": self.offline,
+            "next_retry_at": self.next_retry_at,
+            "deletion": self.deletion,
+            "sent_this_session": self.sent_total,
+        }
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    try:
+        return max(1.0, float(retry_after)) if retry_after else None
+    except ValueError:
+        return None
+
+
+def taste_profile(rows: list[tuple[float | None, str | None, float | None, list[float] | None]]) -> dict:
+    """Pure: (bpm, camelot, loudness, embedding) of every track -> the profile the contract
+    allows: normalized histograms and an embedding centroid, never a track list."""
+    tempo, keys, loudness = [0.0] * 24, [0.0] * 24, [0.0] * 12
+    embeddings = []
+    for bpm, camelot, lufs, embedding in rows:
+        if bpm:
+            tempo[min(23, max(0, int((bpm - 60) / (140 / 24))))] += 1
+        if camelot:
+            number, letter = int(camelot[:-1]), camelot[-1]
+            keys[(number - 1) * 2 + (letter == "B")] += 1
+        if lufs is not None:
+            loudness[min(11, max(0, int((lufs + 30) / 27 * 12)))] += 1
+        if embedding:
+            embeddings.append(embedding)
+
+    def normalized(values):
+        total = sum(values)
+        return [round(v / total, 6) for v in values] if total else values
+
+    centroid = None
+    if embeddings:
+        mean = [statistics.fmean(column) for column in zip(*embeddings)]
+        norm = math.sqrt(sum(v * v for v in mean)) or 1.0
+        centroid = [round(max(-1.0, min(1.0, v / norm)), 6) for v in mean]
+    return {
+        "track_count": len(rows),
+        "tempo_histogram": normalized(tempo),
+        "key_histogram": normalized(keys),
+        "loudness_histogram": normalized(loudness),
+        "embedding_centroid": centroid,
+    }

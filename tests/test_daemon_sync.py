@@ -1,0 +1,197 @@
+"""Sync end to end: a real agent, the embedded catalog or a real catalog server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agentproc import AgentProcess, write_config
+from audiogen import encode, fingerprintable_track
+from catalogkit import observation
+from cratesense.catalog.server import start
+from cratesense.catalog.store import Store
+from cratesense.daemon.journal import FileIdentity, Journal, Observation
+from cratesense.daemon.sync import Syncer
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def tracks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sync-source")
+    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(4)]
+
+
+def catalog_count(path, table="observations") -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def agent(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    process = AgentProcess(tmp_path)
+    process.music = music
+    write_config(tmp_path, music, sync={"quiet_seconds": 0.5})
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+def test_embedded_catalog_receives_every_observation_once_with_no_configuration(agent, tracks):
+    for track in tracks[:3]:
+        shutil.copy(track, agent.music)
+    agent.start()
+    status = agent.wait_for(lambda s: s["tracks"] == 3 and s["waiting_to_sync"] == 0 and s["last_sync_at"], what="sync")
+    assert status["catalog"] == "embedded" and status["contribute"] is True
+    assert catalog_count(agent.catalog_path) == 3 and catalog_count(agent.catalog_path, "recordings") == 3
+    assert catalog_count(agent.catalog_path, "profiles") == 1
+    shutil.copy(tracks[3], agent.music)  # a change is synced soon after, without a command
+    agent.wait_for(lambda s: catalog_count(agent.catalog_path) == 4, what="the change to be synced")
+    result = agent.cli("status")
+    assert "embedded" in result.stdout and "contribute" in result.stdout
+
+
+def test_contribute_off_keeps_everything_local_and_on_sends_the_backlog(agent, tracks):
+    agent.start()
+    assert agent.cli("contribute", "off").returncode == 0
+    for track in tracks[:2]:
+        shutil.copy(track, agent.music)
+    agent.wait_for(lambda s: s["tracks"] == 2 and s["waiting_to_sync"] == 2)
+    assert agent.cli("sync").returncode == 0
+    assert agent.status()["waiting_to_sync"] == 2 and catalog_count(agent.catalog_path) == 0
+    preview = agent.cli("preview").stdout
+    assert "contribution is off" in preview
+    body = json.loads(preview.split("\n", 1)[1])
+    assert len(body["body"]["observations"]) == 2
+    leaked = json.dumps(body)
+    assert str(agent.music) not in leaked and "s0" not in leaked and ".flac" not in leaked
+    assert agent.cli("contribute", "on").returncode == 0
+    agent.wait_for(lambda s: s["waiting_to_sync"] == 0, what="the backlog")
+    assert catalog_count(agent.catalog_path) == 2
+
+
+def test_forget_deletes_at_the_catalog_and_turns_contribution_off(agent, tracks):
+    for track in tracks[:2]:
+        shutil.copy(track, agent.music)
+    agent.start()
+    agent.wait_for(lambda s: s["tracks"] == 2 and s["waiting_to_sync"] == 0 and s["last_sync_at"])
+    result = agent.cli("forget")  # not a terminal: refuses without --yes
+    assert result.returncode == 2 and "--yes" in result.stderr
+    result = agent.cli("forget", "--yes")
+    assert result.returncode == 0 and "deleted 2 observation(s)" in result.stdout
+    assert catalog_count(agent.catalog_path) == 0
+    status = agent.status()
+    assert status["contribute"] is False and status["deletion"]["deleted"] == 2
+    shutil.copy(tracks[2], agent.music)
+    agent.wait_for(lambda s: s["tracks"] == 3)
+    agent.cli("sync")
+    assert catalog_count(agent.catalog_path) == 0  # nothing re-uploaded
+
+    out = agent.home / "export"
+    result = agent.cli("export", "--output", str(out))
+    assert result.returncode == 0
+    journal = json.loads((out / "cratesense-journal.json").read_text())
+    catalog = json.loads((out / "cratesense-catalog.json").read_text())
+    assert len(journal["files"]) == 3 and journal["files"][0]["path"].startswith(str(agent.music))
+    assert journal["settings"]["install_secret"] == "(redacted)"
+    assert catalog["observations"] == [] and catalog["contributor"]["deleted_count"] == 2
+
+
+def test_offline_then_a_shared_catalog_comes_up(agent, tracks, tmp_path):
+    port = free_port()
+    write_config(agent.home, agent.music, sync={"quiet_seconds": 0.5, "catalog_url": f"http://127.0.0.1:{port}"})
+    for track in tracks[:2]:
+        shutil.copy(track, agent.music)
+    agent.start()
+    status = agent.wait_for(lambda s: s["tracks"] == 2 and s["offline"], what="the agent to notice it is offline")
+    assert status["state"] == "offline" and status["waiting_to_sync"] == 2 and status["next_retry_at"]
+    assert "cannot be reached" in status["last_sync_error"]
+    server = subprocess.Popen([sys.executable, "-m", "cratesense", "catalog", "serve", "--port", str(port),
+                               "--db", str(tmp_path / "shared.sqlite")], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        assert agent.cli("sync").returncode == 0  # retried at once, not after the backoff
+        status = agent.status()
+        assert status["waiting_to_sync"] == 0 and not status["offline"] and status["catalog"].endswith(str(port))
+        assert catalog_count(tmp_path / "shared.sqlite") == 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+@pytest.mark.asyncio
+async def test_rejected_rows_are_parked_and_413_halves_the_batch(tmp_path, catalog_fingerprints):
+    """The catalog behind a proxy with a small body limit (a boundary we do not own: a stand-in
+    that answers 413 for more than 2 observations and 429 once, and forwards the rest)."""
+    store = Store(tmp_path / "catalog.sqlite")
+    runner, catalog_url = await start(store)
+    seen = {"batches": [], "throttled": False}
+
+    async def proxy(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.path == "/v1/observations":
+            import gzip as gz
+
+            count = len(json.loads(gz.decompress(body))["observations"])
+            seen["batches"].append(count)
+            if not seen["throttled"]:
+                seen["throttled"] = True
+                return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "1"})
+            if count > 2:
+                return web.json_response({"error": "too large"}, status=413)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type", "content-encoding")}
+        async with aiohttp.ClientSession() as session:
+            async with session.request(request.method, catalog_url + request.path, data=body, headers=headers) as answer:
+                return web.Response(body=await answer.read(), status=answer.status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    proxy_runner = web.AppRunner(app, auto_decompress=False)
+    await proxy_runner.setup()
+    site = web.TCPSite(proxy_runner, "127.0.0.1", 0)
+    await site.start()
+    proxy_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        with Journal(tmp_path / "journal.sqlite") as journal:
+            for index, key in enumerate([(s, "flac") for s in range(5)]):
+                payload = observation(catalog_fingerprints[key])
+                oid = payload.pop("id")
+                if index == 2:  # written by an older, buggier agent: the catalog refuses it
+                    payload["metadata"]["title"] = "/home/alice/Music/x.flac"
+                identity = FileIdentity(1, index, 1, 1)
+                journal.record_analysis(f"/m/{index}.flac", identity, f"k{index}", {}, "v", Observation(oid, payload))
+            syncer = Syncer(journal, proxy_url, aiohttp.ClientSession, label=proxy_url, quiet_seconds=0.1)
+            loop_task = asyncio.create_task(syncer.run())
+            await syncer.sync_now()
+            assert syncer.status()["next_retry_at"] and "wait" in syncer.status()["last_sync_error"]
+            await asyncio.sleep(1.5)  # the Retry-After passes; the retry timer runs the sync
+            await syncer.sync_now()
+            loop_task.cancel()
+            counts = journal.counts()
+            assert counts["outbox"] == 0 and counts["parked"] == 1
+            [(reason,)] = journal._db.execute("SELECT reason FROM outbox WHERE state = 'parked'")
+            assert "metadata.title" in reason and "path" in reason
+            assert store.counts()["observations"] == 4
+            assert max(seen["batches"][1:]) <= 5 and 2 in seen["batches"]  # halved after the 413
+    finally:
+        await proxy_runner.cleanup()
+        await runner.cleanup()
+        store.close()
