@@ -44,7 +44,6 @@ class SyncConfig:
     interval_minutes: float = 15.0
     quiet_seconds: float = 60.0
     contribute: bool = True
-    skip_known_descriptors: bool = True
 
 
 _SECTIONS = {"library": LibraryConfig, "analysis": AnalysisConfig, "sync": SyncConfig}

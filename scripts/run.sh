@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Set up (if needed) and analyze a music folder: scripts/run.sh [FOLDER] (default: ~/Music).
+# Set up (if needed) and run the agent on a music folder, syncing to the embedded catalog:
+#   scripts/run.sh [FOLDER ...]   (default: ~/Music; Ctrl-C stops it)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 "$here/scripts/setup.sh" run
-folder="${1:-$HOME/Music}"
-exec "$here/.venv/bin/cratesense" analyze --table "$folder"
+folders=("$@")
+[ ${#folders[@]} -gt 0 ] || folders=("$HOME/Music")
+args=()
+for folder in "${folders[@]}"; do args+=(--folder "$folder"); done
+exec "$here/.venv/bin/cratesense" run "${args[@]}"
