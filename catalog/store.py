@@ -262,18 +262,21 @@ class Store:
 
     @classmethod
     def _drop_recording(cls, db, recording: int) -> None:
-        for (fingerprint,) in db.execute("SELECT id FROM fingerprints WHERE recording = ?", (recording,)).fetchall():
-            cls._drop_fingerprint(db, fingerprint)
+        fingerprints = [row[0] for row in db.execute("SELECT id FROM fingerprints WHERE recording = ?", (recording,))]
+        cls._drop_fingerprints(db, fingerprints)
         db.execute("DELETE FROM recordings WHERE id = ?", (recording,))
 
     @staticmethod
-    def _drop_fingerprint(db, fingerprint: int) -> None:
-        row = db.execute("SELECT items FROM fingerprints WHERE id = ?", (fingerprint,)).fetchone()
-        if row:  # the terms are found by recomputing them: the index is keyed by term
-            terms = matching.index_terms(matching.unpack(row[0]))
-            db.executemany("DELETE FROM fingerprint_terms WHERE term = ? AND fingerprint = ?",
-                           [(term, fingerprint) for term in terms])
-            db.execute("DELETE FROM fingerprints WHERE id = ?", (fingerprint,))
+    def _drop_fingerprints(db, fingerprints: list[int]) -> None:
+        """Fingerprints and their index terms. The index is keyed by term, so the terms are
+        recomputed from the items, and deleted in term order (neighbouring B-tree pages)."""
+        pairs = []
+        for fingerprint in fingerprints:
+            row = db.execute("SELECT items FROM fingerprints WHERE id = ?", (fingerprint,)).fetchone()
+            if row:
+                pairs.extend((term, fingerprint) for term in matching.index_terms(matching.unpack(row[0])))
+        db.executemany("DELETE FROM fingerprint_terms WHERE term = ? AND fingerprint = ?", sorted(pairs))
+        db.executemany("DELETE FROM fingerprints WHERE id = ?", [(f,) for f in fingerprints])
 
     # --- look-up, deletion, export --------------------------------------------------------
 
@@ -310,9 +313,9 @@ class Store:
             fingerprints = [row[0] for row in db.execute(
                 "SELECT DISTINCT fingerprint FROM observations WHERE contributor = ?", (contributor,))]
             count = db.execute("DELETE FROM observations WHERE contributor = ?", (contributor,)).rowcount
-            for fingerprint in fingerprints:
-                if db.execute("SELECT 1 FROM observations WHERE fingerprint = ? LIMIT 1", (fingerprint,)).fetchone() is None:
-                    self._drop_fingerprint(db, fingerprint)
+            unused = [f for f in fingerprints
+                      if db.execute("SELECT 1 FROM observations WHERE fingerprint = ? LIMIT 1", (f,)).fetchone() is None]
+            self._drop_fingerprints(db, unused)
             for recording in recordings:
                 self._derive(db, recording, now)
             db.execute(

@@ -100,7 +100,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "SIGTERM or Ctrl-C.",
     )
     _add_agent_options(run)
+    run.add_argument("--tray", action="store_true", help="show the tray icon too, in this process")
     run.set_defaults(handler=_cmd_run)
+
+    tray = commands.add_parser(
+        "tray",
+        help="show the tray icon for the running agent",
+        description="A tray icon with the agent's state and a menu: pause, contribute, sync now, "
+        "export, delete my contributions. It talks to the agent only through its control socket.",
+    )
+    tray.set_defaults(handler=_cmd_tray)
 
     scan = commands.add_parser(
         "scan",
@@ -208,7 +217,7 @@ def _agent_config(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from cratesense.daemon.agent import Agent, run_forever
+    from cratesense.daemon.agent import Agent, run_forever, run_with_tray
     from cratesense.daemon.config import data_dir
     from cratesense.daemon.control import runtime_dir
     from cratesense.daemon.instance import AlreadyRunningError
@@ -216,10 +225,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.debug:
         logging.getLogger("cratesense").setLevel(logging.INFO)
     try:
-        run_forever(Agent(_agent_config(args), data_dir(), runtime_dir()))
+        agent = Agent(_agent_config(args), data_dir(), runtime_dir())
+        (run_with_tray if args.tray else run_forever)(agent)
     except AlreadyRunningError as exc:
         print(f"cratesense: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _cmd_tray(args: argparse.Namespace) -> int:
+    from cratesense.tray.app import run_tray
+
+    run_tray()
     return EXIT_OK
 
 

@@ -299,3 +299,42 @@ def run_forever(agent: Agent) -> None:
         await agent.run(stop)
 
     asyncio.run(main())
+
+
+def run_with_tray(agent: Agent) -> None:
+    """The agent and its tray icon in one process: pystray owns the main thread (macOS requires
+    it), the agent's event loop runs beside it. Quitting the tray stops the agent; without a
+    tray host the agent runs on alone, and says so once."""
+    import threading
+
+    from cratesense.tray.app import TrayUnavailableError, run_tray
+
+    started = threading.Event()
+    handles: dict = {}
+
+    def agent_thread() -> None:
+        async def main() -> None:
+            handles["loop"], handles["stop"] = asyncio.get_running_loop(), asyncio.Event()
+            started.set()
+            await agent.run(handles["stop"])
+
+        try:
+            asyncio.run(main())
+        finally:
+            started.set()
+
+    def stop(*_args) -> None:
+        if "loop" in handles and not handles["loop"].is_closed():
+            handles["loop"].call_soon_threadsafe(handles["stop"].set)
+
+    thread = threading.Thread(target=agent_thread, name="agent")
+    thread.start()
+    started.wait()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    try:
+        run_tray(agent.socket_path, on_quit=stop)
+    except TrayUnavailableError as exc:
+        log.warning("%s", exc)
+    while thread.is_alive():
+        thread.join(timeout=0.5)  # wakes up for signals
