@@ -72,12 +72,12 @@ def fill_index(store: Store, count: int, rng: random.Random, contributor: str) -
             if len(sample) < 200:
                 sample.append(items)
             recording = db.execute("INSERT INTO recordings (contributors, updated_at) VALUES (1, ?)", (now,)).lastrowid
+            terms = matching.index_terms(items)
             fingerprint = db.execute(
-                "INSERT INTO fingerprints (recording, items, duration) VALUES (?, ?, ?)",
-                (recording, matching.pack(items), 180.0),
+                "INSERT INTO fingerprints (recording, items, terms, duration) VALUES (?, ?, ?, ?)",
+                (recording, matching.pack(items), matching.pack(terms), 180.0),
             ).lastrowid
-            db.executemany("INSERT OR IGNORE INTO fingerprint_terms VALUES (?, ?)",
-                           [(term, fingerprint) for term in matching.index_terms(items)])
+            db.executemany("INSERT OR IGNORE INTO fingerprint_terms VALUES (?, ?)", [(t, fingerprint) for t in terms])
             db.execute(
                 "INSERT INTO observations (id, contributor, recording, fingerprint, fingerprint_duration, title, bpm, "
                 "analyzer_version, received_at) VALUES (?, ?, ?, ?, 180.0, ?, 120.0, 'bench', ?)",

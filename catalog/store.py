@@ -52,6 +52,7 @@ _MIGRATIONS = (
         id INTEGER PRIMARY KEY,
         recording INTEGER NOT NULL REFERENCES recordings (id),
         items BLOB NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),
+        terms BLOB NOT NULL CHECK (length(terms) <= {4 * matching.TERMS} AND length(terms) % 4 = 0),
         duration REAL NOT NULL
     );
     CREATE INDEX fingerprints_recording ON fingerprints (recording);
@@ -221,14 +222,12 @@ class Store:
 
     @staticmethod
     def _new_fingerprint(db, recording: int, items: list[int], observation: Observation) -> int:
+        terms = matching.index_terms(items)
         fingerprint = db.execute(
-            "INSERT INTO fingerprints (recording, items, duration) VALUES (?, ?, ?)",
-            (recording, matching.pack(items), observation.fingerprint.duration),
+            "INSERT INTO fingerprints (recording, items, terms, duration) VALUES (?, ?, ?, ?)",
+            (recording, matching.pack(items), matching.pack(terms), observation.fingerprint.duration),
         ).lastrowid
-        db.executemany(
-            "INSERT OR IGNORE INTO fingerprint_terms VALUES (?, ?)",
-            [(term, fingerprint) for term in matching.index_terms(items)],
-        )
+        db.executemany("INSERT OR IGNORE INTO fingerprint_terms VALUES (?, ?)", [(term, fingerprint) for term in terms])
         return fingerprint
 
     @staticmethod
@@ -268,14 +267,19 @@ class Store:
 
     @staticmethod
     def _drop_fingerprints(db, fingerprints: list[int]) -> None:
-        """Fingerprints and their index terms. The index is keyed by term, so the terms are
-        recomputed from the items, and deleted in term order (neighbouring B-tree pages)."""
-        pairs = []
+        """Fingerprints and their index terms. The index is keyed by term, so each fingerprint
+        keeps its own term list, and the terms are deleted in term order (neighbouring B-tree
+        pages; sorting packed integers is the cheap way to get there)."""
+        if not fingerprints:
+            return
+        packed = []
         for fingerprint in fingerprints:
-            row = db.execute("SELECT items FROM fingerprints WHERE id = ?", (fingerprint,)).fetchone()
+            row = db.execute("SELECT terms FROM fingerprints WHERE id = ?", (fingerprint,)).fetchone()
             if row:
-                pairs.extend((term, fingerprint) for term in matching.index_terms(matching.unpack(row[0])))
-        db.executemany("DELETE FROM fingerprint_terms WHERE term = ? AND fingerprint = ?", sorted(pairs))
+                packed.extend((term << 40) | fingerprint for term in matching.unpack(row[0]))
+        packed.sort()
+        db.executemany("DELETE FROM fingerprint_terms WHERE term = ? AND fingerprint = ?",
+                       ((value >> 40, value & 0xFF_FFFF_FFFF) for value in packed))
         db.executemany("DELETE FROM fingerprints WHERE id = ?", [(f,) for f in fingerprints])
 
     # --- look-up, deletion, export --------------------------------------------------------
