@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cratesense: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cratesense ... | head`: the reader has all it wanted
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -110,6 +113,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "export, delete my contributions. It talks to the agent only through its control socket.",
     )
     tray.set_defaults(handler=_cmd_tray)
+
+    service = commands.add_parser(
+        "service",
+        help="install the agent as a login service (systemd user unit / launchd agent)",
+        description="install: write the service file for this installation, enable and start it, "
+        "and start the tray at login; uninstall: reverse all of it; status: the service's state.",
+    )
+    service.add_argument("action", choices=("install", "uninstall", "status"))
+    service.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
+    service.add_argument("--no-tray", action="store_true", help="do not start the tray icon at login")
+    service.set_defaults(handler=_cmd_service)
 
     scan = commands.add_parser(
         "scan",
@@ -230,6 +244,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except AlreadyRunningError as exc:
         print(f"cratesense: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _cmd_service(args: argparse.Namespace) -> int:
+    from cratesense.daemon.service import carry_out, current_plan
+
+    steps = current_plan(args.action, tray=not args.no_tray)
+    if args.dry_run:
+        for step in steps:
+            print(step.describe())
+            if step.action == "write":
+                print("".join(f"       | {line}\n" for line in step.content.splitlines()), end="")
+        return EXIT_OK
+    carry_out(steps)
+    if args.action != "status":
+        print(f"cratesense service {args.action}: done")
     return EXIT_OK
 
 
@@ -391,9 +421,9 @@ def _print_status(status: dict) -> None:
         ("last sync", ago(status.get("last_sync_at")) + (f" ({status['last_sync_error']})" if status.get("last_sync_error") else "")),
     ]
     for folder, watch in status.get("watch", {}).items():
-        rows.append((f"watching {folder}", watch["mode"] + (f": {watch['reason']}" if watch["reason"] else "")))
+        rows.append(("watching", f"{folder} ({watch['mode']}" + (f": {watch['reason']})" if watch["reason"] else ")")))
     for folder, why in status.get("missing_folders", {}).items():
-        rows.append((f"missing {folder}", why))
+        rows.append(("missing folder", f"{folder}: {why}"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")

@@ -55,8 +55,10 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             await self._start(stack)
             self.ready.set()
+            notify_service_manager("READY=1")
             log.info("agent %s ready: watching %s", __version__, ", ".join(self.config.music_folders))
             await stop.wait()
+            notify_service_manager("STOPPING=1")
             log.info("stopping")
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
@@ -263,6 +265,22 @@ class Agent:
             "session": dict(library.stats),
             **sync,
         }
+
+
+def notify_service_manager(message: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, when systemd set it."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    import socket
+
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError as exc:
+        log.warning("could not notify the service manager: %s", exc)
 
 
 def _task(coroutine, name: str) -> Callable[[], Awaitable[None]]:

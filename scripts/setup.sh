@@ -11,6 +11,8 @@ system_packages_debian=(libchromaprint1 ffmpeg)
 if [ "$purpose" = test ]; then
   # fpcalc is the reference the tests compare fingerprints to; ffmpeg (libvorbis) makes real .ogg.
   system_packages_debian+=(libchromaprint-tools)
+  # the service files are checked with systemd-analyze
+  command -v systemd-analyze >/dev/null || system_packages_debian+=(systemd)
 fi
 
 as_root() {
