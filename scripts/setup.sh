@@ -13,6 +13,10 @@ if [ "$purpose" = test ]; then
   system_packages_debian+=(libchromaprint-tools)
   # the service files are checked with systemd-analyze
   command -v systemd-analyze >/dev/null || system_packages_debian+=(systemd)
+  # the real tray under Xvfb: a tray host, clicks, screenshots, a D-Bus session, and GTK for
+  # pystray's gtk backend (PyGObject is built against these headers)
+  system_packages_debian+=(xvfb trayer xdotool imagemagick dbus gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1
+                           libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev)
 fi
 
 as_root() {
@@ -49,11 +53,14 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
 
 extras=""
 [ "$purpose" = test ] && extras="[test]"
+gtk=""  # PyGObject < 3.51: newer needs girepository-2.0, which Debian 12 does not have
+[ "$purpose" = test ] && [ "$(uname -s)" = Linux ] && gtk="PyGObject<3.51"
 stamp=".venv/.cratesense-setup"
-want="$(cat pyproject.toml | sha256sum | cut -c1-16)$extras"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)$extras$gtk"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".$extras"
+  [ -z "$gtk" ] || .venv/bin/python -m pip install -q "$gtk"
   echo "$want" > "$stamp"
 fi
