@@ -272,9 +272,9 @@ def _cmd_tray(args: argparse.Namespace) -> int:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     import asyncio
-    import secrets
 
     from cratesense.daemon.config import data_dir
+    from cratesense.daemon.identity import Identity
     from cratesense.daemon.instance import InstanceLock
     from cratesense.daemon.journal import Journal
     from cratesense.daemon.library import Library
@@ -285,11 +285,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty()
 
     async def scan(journal: Journal, pool: AnalysisPool) -> Library:
-        secret = journal.setting("install_secret")
-        if secret is None:
-            secret = secrets.token_hex(32)
-            journal.set_setting("install_secret", secret)
-        library = Library(journal, pool, config.music_folders, secret=bytes.fromhex(secret),
+        library = Library(journal, pool, config.music_folders, secret=Identity(folder / "identity.json").secret,
                           bpm_range=config.analysis.bpm_range)
         if library.paused:
             print("cratesense: analysis is paused (cratesense resume, or the agent's menu); scanning only",
@@ -439,8 +435,10 @@ def _cmd_failures(args: argparse.Namespace) -> int:
         return EXIT_OK
     with Journal(path) as journal:
         failures = journal.failures()
+    from cratesense.daemon.journal import display_path
+
     for file_path, kind, message in failures:
-        print(f"{os.fsdecode(file_path)}: {kind}: {message}")
+        print(f"{display_path(file_path)}: {kind}: {message}")
     if not failures:
         print("no failing files")
     return EXIT_OK

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from cratesense import __version__
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.config import Config
 from cratesense.daemon.control import ControlServer, socket_path
+from cratesense.daemon.identity import Identity
 from cratesense.daemon.instance import InstanceLock
 from cratesense.daemon.journal import Journal
 from cratesense.daemon.library import Library
@@ -50,6 +50,7 @@ class Agent:
         self.library: Library | None = None
         self.watcher: Watcher | None = None
         self.ready = asyncio.Event()
+        self.journal_rebuilt_from: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -68,24 +69,25 @@ class Agent:
         lock = InstanceLock(self.data_dir / "agent.lock").acquire()
         on_stop("instance lock", lock.release)
 
-        self.journal = journal = Journal(self.data_dir / "journal.sqlite")
+        self.journal, damaged = Journal.open_or_rebuild(self.data_dir / "journal.sqlite")
+        journal = self.journal
         on_stop("journal", journal.close)
-        secret = journal.setting("install_secret")
-        if secret is None:
-            secret = secrets.token_hex(32)
-            journal.set_setting("install_secret", secret)
+        if damaged:
+            log.warning("the journal was damaged; moved it to %s and started a new one (a rescan fills it)", damaged)
+            self.journal_rebuilt_from = str(damaged)
 
         analysis = self.config.analysis
         pool = await asyncio.to_thread(AnalysisPool, self.config.workers, analysis.timeout_seconds, analysis.nice)
         on_stop("analysis pool", lambda: asyncio.to_thread(pool.close))
 
+        self.identity = Identity(self.data_dir / "identity.json")
         self.syncer = syncer = await self._start_sync(journal, on_stop)
 
         self.library = library = Library(
             journal,
             pool,
             self.config.music_folders,
-            secret=bytes.fromhex(secret),
+            secret=self.identity.secret,
             bpm_range=analysis.bpm_range,
             on_change=syncer.notify_change,
         )
@@ -147,7 +149,7 @@ class Agent:
         def session() -> aiohttp.ClientSession:
             return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=connector) if connector else None)
 
-        syncer = Syncer(journal, url, session, label=label, quiet_seconds=settings.quiet_seconds,
+        syncer = Syncer(journal, self.identity, url, session, label=label, quiet_seconds=settings.quiet_seconds,
                         contribute_default=settings.contribute)
         on_stop("sync", _task(syncer.run(), "sync"))
         return syncer
@@ -263,6 +265,7 @@ class Agent:
             "watch": {folder: {"mode": m.mode, "reason": m.reason} for folder, m in self.watcher.modes.items()},
             "events_seen": self.watcher.events_seen,
             "session": dict(library.stats),
+            "journal_rebuilt_from": self.journal_rebuilt_from,
             **sync,
         }
 

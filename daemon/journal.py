@@ -8,7 +8,7 @@ Tables (see shared/design.md, "The journal"):
 * ``tracks``: one analysis per content key, with the analyzer version that made it;
 * ``outbox``: observations waiting for the catalog, written in the same transaction as their
   track; unique by observation id, so a retried write never queues a duplicate;
-* ``settings``: small key/value state (contribute, paused, credentials).
+* ``settings``: small key/value state (contribute, paused, the deletion request).
 
 One writer: a ``Journal`` is used from one thread. Migrations are recorded in ``migrations``.
 Raw sqlite errors become a ``JournalError`` that says what to do.
@@ -79,6 +79,12 @@ class JournalError(CrateSenseError):
     kind = "journal"
 
 
+class JournalDamagedError(JournalError):
+    """The file is not a sound SQLite database: the agent moves it aside and rebuilds."""
+
+    kind = "journal-damaged"
+
+
 class FileIdentity(NamedTuple):
     """What says a file is unchanged: equal identities mean no re-analysis. (A named tuple: a
     100,000-file rescan builds two of these per file, and tuples are the cheapest to build.)"""
@@ -108,8 +114,8 @@ def _explain(error: sqlite3.Error, path: Path) -> JournalError:
         return JournalError(f"the disk holding the journal {path} is full; free some space and the agent resumes")
     if "readonly" in text or "read-only" in text:
         return JournalError(f"the journal {path} is read-only; check the permissions of {path.parent}")
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return JournalError(
+    if "not a database" in text or "malformed" in text or "corrupt" in text or "integrity" in text:
+        return JournalDamagedError(
             f"the journal {path} is damaged; move it aside (the agent rebuilds it from a rescan)"
         )
     if "unable to open" in text:
@@ -117,10 +123,15 @@ def _explain(error: sqlite3.Error, path: Path) -> JournalError:
     return JournalError(f"journal error in {path}: {error}")
 
 
+def display_path(path: bytes) -> str:
+    """A path for people and JSON: UTF-8, with bytes that are not UTF-8 shown as \\xNN."""
+    return bytes(path).decode("utf-8", "backslashreplace")
+
+
 class Journal:
     """The journal at ``path``, created and migrated on open. Use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 5.0, verify: bool = False) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -130,11 +141,28 @@ class Journal:
             # which costs at most the last transactions, never consistency).
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            if verify and self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("integrity check failed")
             self._migrate()
         except sqlite3.Error as exc:
+            if hasattr(self, "_db"):
+                self._db.close()
             raise _explain(exc, self.path) from exc
         except OSError as exc:
             raise JournalError(f"cannot create the journal's folder {self.path.parent}: {exc.strerror}") from exc
+
+    @classmethod
+    def open_or_rebuild(cls, path: Path) -> tuple[Journal, Path | None]:
+        """The journal, verified; a damaged one is moved aside (kept for inspection) and a new
+        one started, which the first scan fills again. Returns where the damaged file went."""
+        try:
+            return cls(path, verify=True), None
+        except JournalDamagedError:
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                if Path(f"{path}{suffix}").exists():
+                    os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+            return cls(path, verify=True), aside
 
     def __enter__(self) -> Journal:
         return self
@@ -309,10 +337,10 @@ class Journal:
         return [(bpm, camelot, lufs, json.loads(embedding) if embedding else None) for bpm, camelot, lufs, embedding in rows]
 
     def export(self) -> dict:
-        """Everything the journal holds, paths included, for the user's own export (credentials
-        are redacted: they are keys, not data about the user)."""
+        """Everything the journal holds, paths included, for the user's own export (the
+        credentials live in the identity file, not here)."""
         files = [
-            {"path": os.fsdecode(path), "device": d, "inode": i, "size": s, "mtime_ns": m, "content_key": k,
+            {"path": display_path(path), "device": d, "inode": i, "size": s, "mtime_ns": m, "content_key": k,
              "state": state, "error_kind": kind, "error": error}
             for path, d, i, s, m, k, state, kind, error in self._db.execute(
                 "SELECT path, device, inode, size, mtime_ns, content_key, state, error_kind, error FROM files ORDER BY path")
@@ -322,10 +350,7 @@ class Journal:
         outbox = [{"observation_id": o, "state": state, "reason": reason, "payload": json.loads(payload)}
                   for o, state, reason, payload in self._db.execute(
                       "SELECT observation_id, state, reason, payload FROM outbox ORDER BY seq")]
-        settings = {}
-        for key, value in self._db.execute("SELECT key, value FROM settings"):
-            secret = key == "install_secret" or key.startswith("catalog:")
-            settings[key] = "(redacted)" if secret else json.loads(value)
+        settings = {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM settings")}
         return {"files": files, "tracks": tracks, "outbox": outbox, "settings": settings}
 
     def counts(self) -> dict[str, int]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.catalog.contract import sanitize_observation
-from cratesense.daemon.journal import FileIdentity, Journal, Observation
+from cratesense.daemon.journal import FileIdentity, Journal, Observation, display_path
 from cratesense.daemon.pool import AnalysisPool, Outcome, Task
 from cratesense.daemon.scan import content_key, is_candidate, reconcile, walk
 
@@ -281,12 +281,12 @@ class Library:
             for path, identity in copies:
                 self._journal.record_link(path, identity, flight.key, version)
                 self.stats["linked"] += 1
-            log.info("analyzed %s", os.fsdecode(flight.path))
+            log.info("analyzed %s", display_path(flight.path))
         else:
             for path, identity in [(flight.path, flight.identity), *copies]:
                 self._journal.record_failure(path, identity, outcome.error_kind, outcome.error, ANALYZER_VERSION)
                 self.stats["failed"] += 1
-            log.warning("cannot analyze %s: %s: %s", os.fsdecode(flight.path), outcome.error_kind, outcome.error)
+            log.warning("cannot analyze %s: %s: %s", display_path(flight.path), outcome.error_kind, outcome.error)
         self._on_change()
 
 
@@ -297,7 +297,7 @@ def _guarded(observation_id: str, fields: dict | None, path: bytes) -> Observati
         return None
     payload, dropped = sanitize_observation({"id": observation_id, **fields})
     for reason in dropped:
-        log.warning("%s: not sending %s", os.fsdecode(path), reason)
+        log.warning("%s: not sending %s", display_path(path), reason)
     if payload is None:
         return None
     del payload["id"]

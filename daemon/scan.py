@@ -29,8 +29,11 @@ def is_candidate(name: bytes) -> bool:
 def walk(folders: Iterable[str | bytes], errors: list[tuple[bytes, str]] | None = None) -> Iterator[tuple[bytes, FileIdentity]]:
     """(path, identity) of every candidate audio file below ``folders`` (paths as bytes, so names
     that are not valid UTF-8 survive). Folders that cannot be read are reported in ``errors``.
-    Written for speed: a 100,000-file rescan spends most of its time here."""
+    A symlinked folder is followed once: not when it leads back into a folder already walked (a
+    loop, or a second way to the same files). Written for speed: a 100,000-file rescan spends
+    most of its time here."""
     pending = [os.fsencode(folder) for folder in folders]
+    walked = [os.path.realpath(folder) for folder in pending]
     audio = _AUDIO_EXTENSIONS
     while pending:
         folder = pending.pop()
@@ -44,6 +47,11 @@ def walk(folders: Iterable[str | bytes], errors: list[tuple[bytes, str]] | None 
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
+                        elif entry.is_symlink() and entry.is_dir():
+                            target = os.path.realpath(entry.path)
+                            if not any(target == w or target.startswith(w.rstrip(b"/") + b"/") for w in walked):
+                                walked.append(target)
+                                pending.append(entry.path)
                         elif name.rpartition(b".")[2].lower() in audio and entry.is_file():
                             st = entry.stat()
                             found.append((entry.path, FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)))

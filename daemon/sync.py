@@ -1,7 +1,7 @@
 """Sync: the outbox to the catalog, offline-proof, private by construction.
 
 One ``Syncer`` owns the conversation with the catalog: registration (the token is kept in the
-journal), observation batches (gzip'd, at most 500 rows or 1 MiB; a 413 halves the batch), the
+identity file), observation batches (gzip'd, at most 500 rows or 1 MiB; a 413 halves the batch), the
 contribute setting, the deletion request and the taste profile. Rows are acknowledged only from
 the catalog's per-item status; a row the catalog refuses is parked with the reason and never
 retried in a loop. Network errors and 5xx back off exponentially with jitter (capped at 1 h);
@@ -28,6 +28,7 @@ from collections.abc import Callable
 import aiohttp
 
 from cratesense.catalog.contract import MAX_BATCH
+from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Syncer:
     def __init__(
         self,
         journal: Journal,
+        identity: Identity,
         base_url: str,
         session_factory: Callable[[], aiohttp.ClientSession],
         *,
@@ -60,6 +62,7 @@ class Syncer:
         contribute_default: bool = True,
     ) -> None:
         self._journal = journal
+        self._identity = identity
         self._base_url = base_url.rstrip("/")
         self._session_factory = session_factory
         self.label = label  # "embedded" or the catalog URL, for status
@@ -186,7 +189,7 @@ class Syncer:
         return status, answer if isinstance(answer, dict) else {}
 
     def _credentials(self) -> dict:
-        return self._journal.setting(f"catalog:{self._base_url}") or {}
+        return self._identity.get(f"catalog:{self._base_url}") or {}
 
     async def _registered(self) -> None:
         if self._credentials().get("token"):
@@ -194,7 +197,7 @@ class Syncer:
         status, answer = await self._call("POST", "/v1/contributors", auth=False)
         if status != 201:
             raise Backoff(f"registration refused ({status}: {answer.get('error')})")
-        self._journal.set_setting(
+        self._identity.set(
             f"catalog:{self._base_url}", {"contributor_id": answer["contributor_id"], "token": answer["token"]}
         )
         self._journal.set_setting("catalog_contribute_sent", None)
@@ -203,7 +206,7 @@ class Syncer:
     async def _authorized(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         status, answer = await self._call(method, path, body)
         if status == 401:  # the catalog forgot us (a reset database): register again
-            self._journal.set_setting(f"catalog:{self._base_url}", None)
+            self._identity.set(f"catalog:{self._base_url}", None)
             await self._registered()
             await self._push_settings()
             status, answer = await self._call(method, path, body)

@@ -21,6 +21,7 @@ from audiogen import encode, fingerprintable_track
 from catalogkit import observation
 from cratesense.catalog.server import start
 from cratesense.catalog.store import Store
+from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import FileIdentity, Journal, Observation
 from cratesense.daemon.sync import Syncer
 
@@ -111,7 +112,7 @@ def test_forget_deletes_at_the_catalog_and_turns_contribution_off(agent, tracks)
     journal = json.loads((out / "cratesense-journal.json").read_text())
     catalog = json.loads((out / "cratesense-catalog.json").read_text())
     assert len(journal["files"]) == 3 and journal["files"][0]["path"].startswith(str(agent.music))
-    assert journal["settings"]["install_secret"] == "(redacted)"
+    assert "install_secret" not in json.dumps(journal) and "token" not in journal["settings"]
     assert catalog["observations"] == [] and catalog["contributor"]["deleted_count"] == 2
 
 
@@ -178,7 +179,8 @@ async def test_rejected_rows_are_parked_and_413_halves_the_batch(tmp_path, catal
                     payload["metadata"]["title"] = "/home/alice/Music/x.flac"
                 identity = FileIdentity(1, index, 1, 1)
                 journal.record_analysis(f"/m/{index}.flac", identity, f"k{index}", {}, "v", Observation(oid, payload))
-            syncer = Syncer(journal, proxy_url, aiohttp.ClientSession, label=proxy_url, quiet_seconds=0.1)
+            identity = Identity(tmp_path / "identity.json")
+            syncer = Syncer(journal, identity, proxy_url, aiohttp.ClientSession, label=proxy_url, quiet_seconds=0.1)
             loop_task = asyncio.create_task(syncer.run())
             await syncer.sync_now()
             assert syncer.status()["next_retry_at"] and "wait" in syncer.status()["last_sync_error"]

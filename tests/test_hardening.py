@@ -1,0 +1,118 @@
+"""Hostile libraries and faults, against a real agent (issue #9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+
+import pytest
+
+from agentproc import AgentProcess, write_config
+from audiogen import encode, fingerprintable_track
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def tracks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile-source")
+    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(5)]
+
+
+@pytest.fixture
+def agent(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    write_config(tmp_path, music, sync={"quiet_seconds": 0.5})
+    process = AgentProcess(tmp_path)
+    process.music = music
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+def test_odd_names_links_and_long_paths(agent, tracks, tmp_path):
+    music = bytes(agent.music)
+    shutil.copy(tracks[0], music + b"/caf\xe9 \xff latin-1.flac")  # not valid UTF-8
+    shutil.copy(tracks[1], music + b"/two\nlines.flac")
+    deep = music + b"/" + b"/".join([b"d" * 200] * 4)  # a path over 800 bytes
+    os.makedirs(deep)
+    shutil.copy(tracks[2], deep + b"/" + b"n" * 200 + b".flac")
+    os.link(tracks[3], agent.music / "hard link.flac")  # the same inode twice: analyzed once
+    os.link(tracks[3], agent.music / "hard link 2.flac")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(tracks[4], outside / "linked.flac")
+    (agent.music / "link to elsewhere").symlink_to(outside)  # followed once
+    (agent.music / "link again").symlink_to(outside)  # a second way in: not walked twice
+    (outside / "loop").symlink_to(agent.music)  # a loop back into the library: not followed
+    (agent.music / "self").symlink_to(agent.music)
+    agent.start()
+    status = agent.settled()
+    assert status["failing_files"] == 0, agent.cli("failures").stdout
+    assert status["files"] == 6 and status["tracks"] == 5
+    assert status["session"]["analyzed"] == 5 and status["session"]["linked"] == 1
+    files = agent.files()
+    assert any(path.endswith("linked.flac") and "link to elsewhere" in path or "link again" in path for path in files)
+
+    out = tmp_path / "export"
+    result = agent.cli("export", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    paths = [entry["path"] for entry in json.loads((out / "cratesense-journal.json").read_text())["files"]]
+    assert any("caf\\xe9 \\xff latin-1.flac" in path for path in paths)  # shown, not lost or crashed
+    with open(music + b"/bad \xff.flac", "w") as broken:  # a failure whose name is not UTF-8
+        broken.write("not audio")
+    agent.wait_for(lambda s: s["failing_files"] == 1)
+    result = agent.cli("failures")
+    assert result.returncode == 0 and "bad \\xff.flac: decode" in result.stdout
+
+
+def test_a_damaged_journal_is_moved_aside_and_rebuilt(agent, tracks):
+    for track in tracks[:2]:
+        shutil.copy(track, agent.music)
+    agent.start()
+    agent.wait_for(lambda s: s["tracks"] == 2 and s["waiting_to_sync"] == 0 and s["last_sync_at"])
+    agent.stop()
+    for suffix in ("-wal", "-shm"):
+        path = agent.journal_path.with_name(agent.journal_path.name + suffix)
+        if path.exists():
+            path.unlink()
+    with open(agent.journal_path, "r+b") as journal:  # garbage over the pages after the header
+        journal.seek(4096)
+        journal.write(os.urandom(8192))
+    agent.start()
+    status = agent.settled()
+    assert status["journal_rebuilt_from"] and os.path.exists(status["journal_rebuilt_from"])
+    assert status["files"] == 2 and status["tracks"] == 2
+    with sqlite3.connect(agent.journal_path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # the identity survived: the same observation ids, the same contributor; nothing duplicated
+    agent.wait_for(lambda s: s["waiting_to_sync"] == 0 and s["parked"] == 0 and s["last_sync_at"])
+    with sqlite3.connect(agent.catalog_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM observations").fetchone()[0] == 2
+        assert db.execute("SELECT COUNT(*) FROM contributors").fetchone()[0] == 1
+
+
+def test_an_analyzer_upgrade_reanalyzes_only_what_changed(agent, tracks):
+    for track in tracks[:3]:
+        shutil.copy(track, agent.music)
+    agent.start()
+    agent.settled()
+    agent.stop()
+    with sqlite3.connect(agent.journal_path) as db:  # as if one track came from an older analyzer
+        db.execute("UPDATE tracks SET analyzer_version = 'f1.t0' WHERE rowid = (SELECT MIN(rowid) FROM tracks)")
+    agent.start()
+    status = agent.wait_for(lambda s: s["session"]["analyzed"] == 1 and s["queued"] == 0 and s["analyzing"] == 0)
+    assert status["tracks"] == 3
+
+
+def test_a_stale_socket_after_kill_9_is_recovered(agent, tracks):
+    agent.start()
+    agent.stop(signal.SIGKILL)
+    assert agent.socket.exists()  # left behind by the killed agent
+    result = agent.cli("status")
+    assert result.returncode == 3 and "not running" in result.stderr
+    agent.start()
+    assert agent.status()["pid"] == agent.process.pid
