@@ -25,6 +25,7 @@ access_log = logging.getLogger("cratesense.catalog.access")
 
 STORE = web.AppKey("store", Store)
 LIMITER = web.AppKey("limiter", object)
+GUESSES = web.AppKey("guesses", object)
 
 
 class RateLimiter:
@@ -105,12 +106,15 @@ def _client(request: web.Request) -> tuple[str, bool]:
     if not header.startswith("Bearer ") or len(header) > 200:
         raise web.HTTPUnauthorized(reason="a bearer token is required (POST /v1/contributors issues one)")
     token = header[len("Bearer "):].strip()
-    wait = request.app[LIMITER].take("token:" + token[:64])  # guesses are limited too
+    found = request.app[STORE].authenticate(token)
+    if found is None:  # guesses are limited per address, whatever token each one tries
+        wait = request.app[GUESSES].take("address:" + (request.remote or "?"))
+        if wait:
+            raise _too_many(wait)
+        raise web.HTTPUnauthorized(reason="unknown bearer token")
+    wait = request.app[LIMITER].take("contributor:" + found[0])
     if wait:
         raise _too_many(wait)
-    found = request.app[STORE].authenticate(token)
-    if found is None:
-        raise web.HTTPUnauthorized(reason="unknown bearer token")
     return found
 
 
@@ -185,6 +189,7 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0) -> web.A
     app = web.Application(middlewares=[_errors_and_access_log], client_max_size=contract.MAX_BODY_BYTES + 1024)
     app[STORE] = store
     app[LIMITER] = RateLimiter(rate, burst)
+    app[GUESSES] = RateLimiter(rate=1.0, burst=10)
     app.router.add_post("/v1/contributors", register)
     app.router.add_post("/v1/observations", ingest)
     app.router.add_post("/v1/lookup", lookup)

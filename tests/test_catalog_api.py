@@ -236,3 +236,36 @@ async def test_fifty_agents_at_once_build_the_same_catalog_as_one_at_a_time(tmp_
     concurrent = await run(tmp_path / "concurrent.sqlite", concurrent=True)
     assert len(serial) == 5 and serial == concurrent
 
+
+
+async def test_attacks_are_refused(catalog, catalog_fingerprints):
+    store, url, session = catalog
+    alice = await agent(catalog)
+    # token guessing: every guess is a new token, so the limit is per address
+    statuses = []
+    for index in range(15):
+        async with session.get(url + "/v1/contributors/me/export", headers={"Authorization": f"Bearer guess{index}"}) as r:
+            statuses.append(r.status)
+    assert statuses[:10] == [401] * 10 and statuses[-1] == 429
+    # huge headers
+    async with session.get(url + "/v1/recommendations", headers={"Authorization": f"Bearer {alice.token}",
+                                                                 "X-Padding": "x" * 100_000}) as r:
+        assert 400 <= r.status < 500
+    # SQL-like text is data: stored and returned verbatim
+    sql = "Robert'); DROP TABLE observations;--"
+    status, body = await alice.ingest([observation(catalog_fingerprints[(3, "flac")], title=sql, artist="1' OR '1'='1")])
+    assert status == 200 and body["accepted"] == 1
+    status, export = await alice.call("GET", "/v1/contributors/me/export")
+    assert export["observations"][0]["metadata"]["title"] == sql
+    assert store.counts()["observations"] == 1
+    # replayed observations are idempotent
+    status, body = await alice.ingest([dict(export["observations"][0], received_at=None)])
+    assert status == 422  # an export is not an observation: unknown fields are refused
+    # one contributor cannot reach another's data: there is no id to name in any route
+    bob = await agent(catalog)
+    status, export = await bob.call("GET", "/v1/contributors/me/export")
+    assert export["observations"] == [] and export["contributor"]["id"] != alice.id
+    status, body = await bob.call("DELETE", "/v1/contributors/me/observations")
+    assert body == {"deleted": 0} and store.counts()["observations"] == 1
+    status, _ = await bob.call("GET", f"/v1/contributors/{alice.id}/export")
+    assert status in (404, 405)
