@@ -200,6 +200,8 @@ class Store:
             stored = db.execute("SELECT recording, items, duration FROM fingerprints WHERE id = ?", (fingerprint,)).fetchone()
             if stored and abs(stored[2] - duration) <= matching.DURATION_TOLERANCE:
                 scored.append((matching.score(items, matching.unpack(stored[1])), fingerprint, stored[0]))
+                if scored[-1][0] >= matching.SAME_FINGERPRINT:
+                    break  # the same fingerprint: nothing can do better (scores cost ~1 ms each)
         return sorted(scored, reverse=True)
 
     def _place(self, db, items: list[int], observation: Observation, now: float) -> tuple[int, int]:
