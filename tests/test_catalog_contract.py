@@ -146,3 +146,27 @@ def test_consensus_counts_contributors_and_folds_octaves():
     assert consensus_of([("a", "X", None, None, None, None, None, None, None, None, None),
                          ("b", "Y", None, None, None, None, None, None, None, None, None)])["artist"] == "X"  # tie
     assert fold_octave(64.0, 128.0) == 128.0 and fold_octave(255.0, 128.0) == 127.5
+
+
+@pytest.mark.slow
+def test_guard_with_a_large_budget_reports_what_it_tried(catalog_fingerprints):
+    """`./scripts/test.sh -m slow -k large_budget -s`: $CRATESENSE_GUARD_EXAMPLES_SLOW payloads
+    (default 20,000) with a path or binary in some field; prints how many got through (must be 0)."""
+    tried, through = [0], []
+    fingerprint = catalog_fingerprints[(0, "flac")]
+
+    @settings(max_examples=int(os.environ.get("CRATESENSE_GUARD_EXAMPLES_SLOW", "20000")), deadline=None,
+              suppress_health_check=list(HealthCheck), database=None)
+    @given(field=st.sampled_from(TEXT_FIELDS), leak=leaks())
+    def attempt(field, leak):
+        tried[0] += 1
+        body = observation(fingerprint, **{field: leak[:64] if field == "catalog_number" else leak[:256]})
+        try:
+            decode(msgspec.json.encode(body), Observation)
+            through.append((field, leak))
+        except ContractError:
+            pass
+
+    attempt()
+    print(f"guard: {tried[0]} payloads tried, {len(through)} got through")
+    assert through == []
