@@ -228,7 +228,9 @@ class Agent:
 
     def status(self) -> dict:
         library, counts, sync = self.library, self.journal.counts(), self.syncer.status()
-        if library.paused:
+        if library.journal_error:
+            state = "error"
+        elif library.paused:
             state = "paused"
         elif sync["offline"]:
             state = "offline"
@@ -266,6 +268,7 @@ class Agent:
             "events_seen": self.watcher.events_seen,
             "session": dict(library.stats),
             "journal_rebuilt_from": self.journal_rebuilt_from,
+            "journal_error": library.journal_error,
             **sync,
         }
 

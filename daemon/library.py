@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.catalog.contract import sanitize_observation
-from cratesense.daemon.journal import FileIdentity, Journal, Observation, display_path
+from cratesense.daemon.journal import FileIdentity, Journal, JournalError, Observation, display_path
 from cratesense.daemon.pool import AnalysisPool, Outcome, Task
 from cratesense.daemon.scan import content_key, is_candidate, reconcile, walk
 
 log = logging.getLogger(__name__)
+
+JOURNAL_RETRY_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -70,6 +72,7 @@ class Library:
         self.last_scan_at: float | None = None
         self.missing_folders: dict[str, str] = {}  # folder -> why its tracks are kept
         self.unreadable: list[tuple[bytes, str]] = []  # from the last scan
+        self.journal_error: str | None = None  # why the journal cannot be written now, if so
         self.stats = {"analyzed": 0, "linked": 0, "failed": 0, "moved": 0, "deleted": 0, "requeued": 0}
         paused_until = journal.setting("paused_until")
         self.paused = bool(journal.setting("paused", False))
@@ -213,20 +216,40 @@ class Library:
     async def run(self) -> None:
         """Feed the queue to the pool until cancelled. Only this coroutine touches the pool."""
         while True:
-            while not self.paused and self._queue and self._pool.idle:
-                path = next(iter(self._queue))
-                del self._queue[path]
-                await self._start(path)
-            if self._pool.busy:
-                collecting = asyncio.ensure_future(asyncio.to_thread(self._pool.collect, 0.25))
-                try:
-                    outcomes = await asyncio.shield(collecting)
-                except asyncio.CancelledError:
-                    await collecting  # at most 0.25 s: the pool must be left alone before it closes
-                    raise
-                for outcome in outcomes:
-                    self._finish(outcome)
-            else:
+            try:
+                while not self.paused and self._queue and self._pool.idle:
+                    path = next(iter(self._queue))
+                    del self._queue[path]
+                    try:
+                        await self._start(path)
+                    except JournalError:
+                        self._queue.setdefault(path)
+                        raise
+                if self._pool.busy:
+                    collecting = asyncio.ensure_future(asyncio.to_thread(self._pool.collect, 0.25))
+                    try:
+                        outcomes = await asyncio.shield(collecting)
+                    except asyncio.CancelledError:
+                        await collecting  # at most 0.25 s: the pool must be left alone before it closes
+                        raise
+                    failures = []
+                    for outcome in outcomes:  # every outcome is settled, even after a failed write
+                        try:
+                            self._finish(outcome)
+                        except JournalError as exc:
+                            failures.append(exc)
+                    if failures:
+                        raise failures[0]
+                self.journal_error = None
+            except JournalError as exc:
+                # disk full, read-only...: nothing is lost (the file is queued again); say so and
+                # try again in a while rather than spin or die
+                if self.journal_error != str(exc):
+                    log.error("%s", exc)
+                self.journal_error = str(exc)
+                await asyncio.sleep(JOURNAL_RETRY_SECONDS)
+                continue
+            if not self._pool.busy:
                 self._wake.clear()
                 if self.paused or not self._queue:
                     await self._wake.wait()
@@ -264,6 +287,14 @@ class Library:
     def _finish(self, outcome: Outcome) -> None:
         flight = self._in_flight.pop(outcome.path)
         copies = self._waiting_for_key.pop(flight.key, [])
+        try:
+            self._record(outcome, flight, copies)
+        except JournalError:
+            for path in [flight.path, *(path for path, _ in copies)]:
+                self._queue.setdefault(path)  # analyzed again once the journal can be written
+            raise
+
+    def _record(self, outcome: Outcome, flight: _InFlight, copies: list[tuple[bytes, FileIdentity]]) -> None:
         if _stat_identity(flight.path) != flight.identity:
             # changed (still being copied?) or gone while it was read: look again
             if os.path.lexists(flight.path):

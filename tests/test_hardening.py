@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -116,3 +117,38 @@ def test_a_stale_socket_after_kill_9_is_recovered(agent, tracks):
     assert result.returncode == 3 and "not running" in result.stderr
     agent.start()
     assert agent.status()["pid"] == agent.process.pid
+
+
+def test_disk_full_under_the_journal_loses_nothing_and_resumes(agent, tracks, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(data)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()}); needs root")
+    try:
+        shutil.copy(tracks[0], agent.music)
+        agent.start()
+        agent.wait_for(lambda s: s["tracks"] == 1)
+        filler = data / "filler"
+        with open(filler, "wb") as out:  # take every free byte
+            try:
+                while True:
+                    out.write(b"\0" * 65536)
+                    out.flush()
+            except OSError:
+                pass
+        for track in tracks[1:3]:
+            shutil.copy(track, agent.music)
+        status = agent.wait_for(lambda s: s["journal_error"] is not None, timeout=60, what="the full disk to show")
+        assert status["state"] == "error" and "full" in status["journal_error"]
+        assert "free some space" in status["journal_error"]
+        filler.unlink()
+        status = agent.wait_for(lambda s: s["tracks"] == 3 and s["journal_error"] is None, timeout=60,
+                                what="the agent to resume once space is back")
+        assert status["files"] == 3
+        agent.stop()
+        with sqlite3.connect(agent.journal_path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        agent.stop(signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
