@@ -11,7 +11,6 @@ are meant to be compared across machines.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile

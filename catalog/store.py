@@ -12,18 +12,16 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-import sqlite3
 import statistics
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
+from cratesense import sqlite
 from cratesense.catalog import matching
 from cratesense.catalog.contract import EMBEDDING_LENGTH, Observation, Profile, fingerprint_items
-from cratesense.errors import CrateSenseError
 
 _TEXT = {"artist": 256, "title": 256, "album": 256, "isrc": 12, "catalog_number": 64, "key": 8, "camelot": 3}
 _METADATA_COLUMNS = ", ".join(f"{name} TEXT CHECK (length({name}) <= {limit})" for name, limit in _TEXT.items())
@@ -88,10 +86,6 @@ _MIGRATIONS = (
 )
 
 
-class StoreError(CrateSenseError):
-    kind = "catalog-store"
-
-
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -102,34 +96,16 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        # check_same_thread off: the store is used from the event loop's thread only, but that
+        # may not be the thread that opened it (the agent's embedded catalog)
+        self._db = sqlite.connect(self.path, timeout=10, check_same_thread=False)
+        sqlite.migrate(self._db, _MIGRATIONS)
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
-        applied = {row[0] for row in self._db.execute("SELECT version FROM migrations")}
-        for version, script in enumerate(_MIGRATIONS, start=1):
-            if version not in applied:
-                with self._transaction() as db:
-                    for statement in filter(str.strip, script.split(";")):
-                        db.execute(statement)
-                    db.execute("INSERT INTO migrations VALUES (?, ?)", (version, time.time()))
+    def _transaction(self):
+        return sqlite.transaction(self._db)
 
     # --- contributors --------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from cratesense import sqlite
 from cratesense.errors import CrateSenseError
 
 _MIGRATIONS = (
@@ -135,15 +136,10 @@ class Journal:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a crash or kill -9 of the agent (not a power cut,
-            # which costs at most the last transactions, never consistency).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db = sqlite.connect(self.path, timeout=busy_timeout)
             if verify and self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
-            self._migrate()
+            sqlite.migrate(self._db, _MIGRATIONS)
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 self._db.close()
@@ -176,30 +172,14 @@ class Journal:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with sqlite.transaction(self._db) as db:
+                yield db
         except sqlite3.Error as exc:
             raise _explain(exc, self.path) from exc
 
-    def _migrate(self) -> None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
-        applied = {row[0] for row in self._db.execute("SELECT version FROM migrations")}
-        for version, script in enumerate(_MIGRATIONS, start=1):
-            if version in applied:
-                continue
-            with self._transaction() as db:
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute("INSERT INTO migrations VALUES (?, ?)", (version, time.time()))
-
     @property
     def schema_version(self) -> int:
-        return self._db.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0]
+        return sqlite.schema_version(self._db)
 
     # --- files -----------------------------------------------------------------------------
 

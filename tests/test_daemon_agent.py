@@ -111,7 +111,7 @@ def test_broken_files_are_recorded_and_the_agent_keeps_going(agent, tracks, tmp_
     (agent.music / "notes.txt").write_text("ignored")
     (agent.music / "download.mp3.part").write_bytes(data)
     shutil.copy(tracks[3], agent.music / "good.flac")
-    status = agent.wait_for(lambda s: s["failing_files"] == 3 and s["tracks"] == 1, what="3 failures and 1 track")
+    agent.wait_for(lambda s: s["failing_files"] == 3 and s["tracks"] == 1, what="3 failures and 1 track")
     result = agent.cli("failures")
     assert "zero.mp3: unreadable" in result.stdout and "text.flac: decode" in result.stdout
     assert "truncated.flac: truncated" in result.stdout
