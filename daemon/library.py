@@ -218,7 +218,10 @@ class Library:
         while True:
             try:
                 while not self.paused and self._queue and self._pool.idle:
-                    path = next(iter(self._queue))
+                    # a file changed again while it is being read waits for that read to end
+                    path = next((p for p in self._queue if os.fsdecode(p) not in self._in_flight), None)
+                    if path is None:
+                        break
                     del self._queue[path]
                     try:
                         await self._start(path)
@@ -285,7 +288,10 @@ class Library:
         self._pool.submit(task)
 
     def _finish(self, outcome: Outcome) -> None:
-        flight = self._in_flight.pop(outcome.path)
+        flight = self._in_flight.pop(outcome.path, None)
+        if flight is None:  # not ours (cannot happen while only run() submits); never crash on it
+            log.error("an analysis outcome for %s nobody asked for", outcome.path)
+            return
         copies = self._waiting_for_key.pop(flight.key, [])
         try:
             self._record(outcome, flight, copies)
