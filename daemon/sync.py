@@ -70,6 +70,7 @@ class Syncer:
         self._contribute_default = contribute_default
         self._first_change_at: float | None = None
         self._requested = asyncio.Event()
+        self._conversation = asyncio.Lock()  # one session at a time: a run, or an export
         self._completed = asyncio.Condition()
         self._runs_completed = 0
         self._change_timer: asyncio.TimerHandle | None = None
@@ -135,7 +136,7 @@ class Syncer:
             self._retry_timer.cancel()
             self._retry_timer = None
         try:
-            async with self._session_factory() as session:
+            async with self._conversation, self._session_factory() as session:
                 self._session = session
                 await self._registered()
                 await self._push_settings()
@@ -306,7 +307,7 @@ class Syncer:
         self._profile_due = False
 
     async def export(self) -> dict:
-        async with self._session_factory() as session:
+        async with self._conversation, self._session_factory() as session:
             self._session = session
             await self._registered()
             status, answer = await self._authorized("GET", "/v1/contributors/me/export")
