@@ -26,6 +26,7 @@ access_log = logging.getLogger("cratesense.catalog.access")
 STORE = web.AppKey("store", Store)
 LIMITER = web.AppKey("limiter", object)
 GUESSES = web.AppKey("guesses", object)
+BODY_SECONDS = web.AppKey("body_seconds", float)
 
 
 class RateLimiter:
@@ -60,6 +61,8 @@ async def _errors_and_access_log(request: web.Request, handler):
         response = await handler(request)
     except ContractError as exc:
         response = web.json_response(exc.to_json(), status=exc.status)
+        if exc.status in (408, 413):
+            response.force_close()  # the rest of the body was never read: this connection is done
     except web.HTTPRequestEntityTooLarge:
         response = _error(413, f"the body is larger than {contract.MAX_BODY_BYTES} bytes", rule="body size")
     except web.HTTPException as exc:
@@ -81,10 +84,17 @@ async def _body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > contract.MAX_BODY_BYTES:
         raise ContractError("", f"the body is larger than {contract.MAX_BODY_BYTES} bytes", status=413)
     raw = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        raw += chunk
-        if len(raw) > contract.MAX_BODY_BYTES:
-            raise ContractError("", f"the body is larger than {contract.MAX_BODY_BYTES} bytes", status=413)
+
+    async def read() -> None:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            raw.extend(chunk)
+            if len(raw) > contract.MAX_BODY_BYTES:
+                raise ContractError("", f"the body is larger than {contract.MAX_BODY_BYTES} bytes", status=413)
+
+    try:  # a client that trickles its body must not hold a connection for ever
+        await asyncio.wait_for(read(), request.app[BODY_SECONDS])
+    except asyncio.TimeoutError:
+        raise ContractError("", f"the body did not arrive within {request.app[BODY_SECONDS]:g} s", status=408) from None
     encoding = request.headers.get("Content-Encoding", "identity").lower()
     if encoding == "gzip":
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
@@ -184,10 +194,11 @@ async def recommendations(request: web.Request) -> web.Response:
     return web.json_response({"recommendations": request.app[STORE].recommendations(contributor)})
 
 
-def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0) -> web.Application:
+def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_seconds: float = 30.0) -> web.Application:
     # aiohttp's own limit is set above ours, so _body() answers oversized bodies as JSON
     app = web.Application(middlewares=[_errors_and_access_log], client_max_size=contract.MAX_BODY_BYTES + 1024)
     app[STORE] = store
+    app[BODY_SECONDS] = body_seconds
     app[LIMITER] = RateLimiter(rate, burst)
     app[GUESSES] = RateLimiter(rate=1.0, burst=10)
     app.router.add_post("/v1/contributors", register)
@@ -204,7 +215,8 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0) -> web.A
 async def start(store: Store, host: str = "127.0.0.1", port: int = 0, **limits) -> tuple[web.AppRunner, str]:
     """Serve ``store`` on host:port (0: any free port); returns the runner and the base URL."""
     # auto_decompress off: _body() inflates gzip itself, under the size cap
-    runner = web.AppRunner(make_app(store, **limits), access_log=None, auto_decompress=False)
+    # lingering_time: after an early answer, read at most 1 s of a body nobody wants (slow clients)
+    runner = web.AppRunner(make_app(store, **limits), access_log=None, auto_decompress=False, lingering_time=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -218,7 +230,8 @@ async def start_unix(store: Store, path) -> web.AppRunner:
     """Serve ``store`` on a Unix socket created 0600 (the agent's embedded catalog)."""
     import os
 
-    runner = web.AppRunner(make_app(store, rate=1000.0, burst=1000.0), access_log=None, auto_decompress=False)
+    runner = web.AppRunner(make_app(store, rate=1000.0, burst=1000.0), access_log=None, auto_decompress=False,
+                           lingering_time=1.0)
     await runner.setup()
     if os.path.exists(path):
         os.unlink(path)

@@ -269,3 +269,19 @@ async def test_attacks_are_refused(catalog, catalog_fingerprints):
     assert body == {"deleted": 0} and store.counts()["observations"] == 1
     status, _ = await bob.call("GET", f"/v1/contributors/{alice.id}/export")
     assert status in (404, 405)
+
+
+async def test_a_slow_client_is_cut_off(tmp_path):
+    async with catalog_server(tmp_path / "c.sqlite", body_seconds=1.0) as (_, url):
+        async with aiohttp.ClientSession() as session:
+            alice = await Client(session, url).register()
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write((f"POST /v1/observations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.token}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"obs").encode())
+        await writer.drain()  # ... and then nothing more
+        started = asyncio.get_running_loop().time()
+        head = await asyncio.wait_for(reader.readline(), 10)
+        assert b" 408 " in head and asyncio.get_running_loop().time() - started < 5
+        await reader.read()  # the server closes the connection
+        writer.close()
