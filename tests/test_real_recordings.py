@@ -43,3 +43,62 @@ def test_real_recordings_analyze_and_match_fpcalc():
             close += 1
     print(f"\n{len(files)} real files: {exact} bit-identical to fpcalc, {close} within decoder rounding, "
           f"{sum(not o.ok for o in outcomes)} refused with a recorded reason")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_real_encodes_match_and_real_tracks_never_merge(tmp_path):
+    """Each real track re-encoded (64 kb/s MP3, 32 kb/s Opus, a 3 s head cut) lands on one
+    recording; the real tracks stay apart. A 12 s head cut aligns (its score is printed with the
+    rest) but is kept apart on purpose: like AcoustID, durations more than 7 s apart are
+    different edits (a radio edit is not the extended mix a DJ is looking for)."""
+    import itertools
+    import subprocess
+
+    import msgspec
+
+    from catalogkit import observation
+    from cratesense.analysis.pipeline import analyze_file
+    from cratesense.catalog.contract import Observation, decode, fingerprint_items
+    from cratesense.catalog.matching import score
+    from cratesense.catalog.store import Store
+    from cratesense.errors import AnalysisError
+
+    variants = {"mp3-64k": ["-c:a", "libmp3lame", "-b:a", "64k"], "opus-32k": ["-c:a", "libopus", "-b:a", "32k"],
+                "cut-3s": ["-ss", "3"], "cut-12s": ["-ss", "12"]}
+    fingerprints: dict[tuple[str, str], tuple[str, float]] = {}
+    for path in fetch():
+        if len({key[0] for key in fingerprints}) == 12:
+            break
+        try:
+            track = analyze_file(path, descriptors=False)
+        except AnalysisError:
+            continue
+        if track.fingerprint.duration < 40:
+            continue
+        fingerprints[(path.name, "original")] = (track.fingerprint.chromaprint, track.fingerprint.duration)
+        for name, options in variants.items():
+            out = tmp_path / f"{path.stem}-{name}.{'mp3' if 'mp3' in name else 'opus' if 'opus' in name else 'flac'}"
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), *options, str(out)], check=True)
+            variant = analyze_file(out, descriptors=False).fingerprint
+            fingerprints[(path.name, name)] = (variant.chromaprint, variant.duration)
+    items = {key: fingerprint_items("f", value[0]) for key, value in fingerprints.items()}
+    same, different = [], []
+    for a, b in itertools.combinations(items, 2):
+        (same if a[0] == b[0] else different).append(score(items[a], items[b]))
+    print(f"\nsame recording: {len(same)} pairs, min {min(same):.3f}, median {sorted(same)[len(same) // 2]:.3f}; "
+          f"different: {len(different)} pairs, max {max(different):.3f}")
+
+    cuts = [score(items[(name, "original")], items[(name, "cut-12s")]) for name, kind in items if kind == "cut-12s"]
+    print(f"12 s head cuts vs their originals: min {min(cuts):.3f}")
+    assert min(same) > 0.6 > 0.2 > max(different)
+    store = Store(tmp_path / "catalog.sqlite")
+    contributor, _ = store.register()
+    keys = [key for key in fingerprints if key[1] != "cut-12s"]
+    store.ingest(contributor, [decode(msgspec.json.encode(observation(fingerprints[key], id=f"{i:032x}")), Observation)
+                               for i, key in enumerate(keys)])
+    recording_of = dict(store._db.execute("SELECT id, recording FROM observations"))
+    by_track: dict[str, set[int]] = {}
+    for i, (name, _) in enumerate(keys):
+        by_track.setdefault(name, set()).add(recording_of[f"{i:032x}"])
+    assert all(len(recordings) == 1 for recordings in by_track.values())  # every encode together
+    assert len(set().union(*by_track.values())) == len(by_track)  # no two tracks merged
