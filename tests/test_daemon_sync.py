@@ -197,3 +197,92 @@ async def test_rejected_rows_are_parked_and_413_halves_the_batch(tmp_path, catal
         await proxy_runner.cleanup()
         await runner.cleanup()
         store.close()
+
+
+class RecordingCatalog:
+    """A real catalog behind a tap that keeps every request body (inflated), on its own thread."""
+
+    def __init__(self, path) -> None:
+        import threading
+
+        self.path, self.bodies, self.down = path, [], False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+
+    async def _main(self) -> None:
+        import gzip as gz
+
+        store = Store(self.path)
+        runner, catalog_url = await start(store)
+        self._stop = asyncio.Event()
+
+        async def tap(request: web.Request) -> web.Response:
+            if self.down:  # "the catalog is stopped": connection-level failure is what agents see
+                request.transport.close()
+                return web.Response(status=503)
+            body = await request.read()
+            if body:
+                self.bodies.append(gz.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body)
+            headers = {k: v for k, v in request.headers.items()
+                       if k.lower() in ("authorization", "content-type", "content-encoding")}
+            async with aiohttp.ClientSession() as session:
+                async with session.request(request.method, catalog_url + request.path, data=body, headers=headers) as a:
+                    return web.Response(body=await a.read(), status=a.status, content_type="application/json")
+
+        app = web.Application(client_max_size=4 << 20)
+        app.router.add_route("*", "/{tail:.*}", tap)
+        tap_runner = web.AppRunner(app, auto_decompress=False)
+        await tap_runner.setup()
+        site = web.TCPSite(tap_runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        self._loop = asyncio.get_running_loop()
+        self._ready.set()
+        await self._stop.wait()
+        await tap_runner.cleanup()
+        await runner.cleanup()
+        store.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+def test_nothing_path_like_ever_leaves_and_outages_lose_nothing(agent, tracks, tmp_path):
+    catalog = RecordingCatalog(tmp_path / "shared.sqlite")
+    try:
+        album = agent.music / "Private Folder Name" / "Secret Album"
+        album.mkdir(parents=True)
+        shutil.copy(tracks[0], album / "01 my-file-name.flac")
+        write_config(agent.home, agent.music, sync={"quiet_seconds": 0.5, "catalog_url": catalog.url})
+        agent.start()
+        agent.wait_for(lambda s: s["tracks"] == 1 and s["waiting_to_sync"] == 0 and s["last_sync_at"])
+
+        catalog.down = True  # the catalog goes away; the library keeps changing
+        shutil.copy(tracks[1], album / "02 another-name.flac")
+        agent.wait_for(lambda s: s["tracks"] == 2 and s["offline"], what="the outage to show")
+        result = agent.cli("forget", "--yes")  # a deletion request while offline is kept
+        assert result.returncode == 0 and "as soon as the catalog can be reached" in result.stdout
+        agent.stop()
+        agent.start()  # and survives a restart
+        assert agent.status()["deletion"].get("confirmed_at") is None
+        catalog.down = False
+        assert agent.cli("sync").returncode == 0
+        status = agent.status()
+        assert status["deletion"]["confirmed_at"] and status["contribute"] is False
+        assert catalog_count(tmp_path / "shared.sqlite") == 0  # the catalog holds nothing of ours
+
+        agent.cli("contribute", "on")  # on again: the backlog (the track added offline) goes, once
+        agent.wait_for(lambda s: s["waiting_to_sync"] == 0 and not s["syncing"])
+        agent.cli("sync")
+        assert catalog_count(tmp_path / "shared.sqlite") == 1  # what was deleted is not re-sent
+    finally:
+        agent.stop()
+        catalog.close()
+    everything = b"\n".join(catalog.bodies).decode("utf-8", "replace")
+    assert len(catalog.bodies) >= 4
+    for leak in (str(agent.music), "Private Folder Name", "Secret Album", "my-file-name", "another-name", ".flac",
+                 str(agent.home), "/tmp"):
+        assert leak not in everything, leak
