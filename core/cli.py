@@ -435,12 +435,15 @@ def _cmd_failures(args: argparse.Namespace) -> int:
         return EXIT_OK
     with Journal(path) as journal:
         failures = journal.failures()
+        parked = journal.parked()
     from cratesense.daemon.journal import display_path
 
     for file_path, kind, message in failures:
         print(f"{display_path(file_path)}: {kind}: {message}")
     if not failures:
         print("no failing files")
+    for observation_id, reason in parked:
+        print(f"observation {observation_id} refused by the catalog: {reason}")
     return EXIT_OK
 
 

@@ -260,6 +260,7 @@ class Agent:
             "analyzing": library.analyzing,
             "waiting_to_sync": counts["outbox"],
             "parked": counts["parked"],
+            "parked_reasons": [reason for _, reason in self.journal.parked(5)],
             "failing_files": counts["failed"],
             "folders": list(self.config.music_folders),
             "missing_folders": library.missing_folders,

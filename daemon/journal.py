@@ -354,6 +354,12 @@ class Journal:
         ).fetchall()
         return [(seq, observation_id, json.loads(payload)) for seq, observation_id, payload in rows]
 
+    def parked(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(observation id, why the catalog refused it), newest first."""
+        return self._db.execute(
+            "SELECT observation_id, reason FROM outbox WHERE state = 'parked' ORDER BY seq DESC LIMIT ?", (limit,)
+        ).fetchall()
+
     def acknowledge(self, seqs: list[int]) -> None:
         """Remove rows only once the catalog has acknowledged them."""
         with self._transaction() as db:

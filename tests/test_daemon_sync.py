@@ -191,6 +191,7 @@ async def test_rejected_rows_are_parked_and_413_halves_the_batch(tmp_path, catal
             assert counts["outbox"] == 0 and counts["parked"] == 1
             [(reason,)] = journal._db.execute("SELECT reason FROM outbox WHERE state = 'parked'")
             assert "metadata.title" in reason and "path" in reason
+            assert journal.parked() == [(journal.parked()[0][0], reason)]
             assert store.counts()["observations"] == 4
             assert max(seen["batches"][1:]) <= 5 and 2 in seen["batches"]  # halved after the 413
     finally:
