@@ -112,3 +112,20 @@ def test_tray_without_a_display_fails_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cratesense", "tray"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "no tray is available here" in result.stderr
+
+
+def test_run_with_tray_and_no_display_runs_the_agent_alone(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    write_config(tmp_path, music)
+    agent = AgentProcess(tmp_path)
+    agent.env = {key: value for key, value in agent.env.items() if key not in ("DISPLAY", "PYSTRAY_BACKEND")}
+    try:
+        agent.start("--tray")
+        assert agent.status()["state"] == "watching"
+        took = agent.stop()
+        assert agent.process.returncode == 0 and took < 5
+        log = agent.log.read_text()
+        assert log.count("no tray is available here") == 1 and "Traceback" not in log
+    finally:
+        agent.stop(signal.SIGKILL)
