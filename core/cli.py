@@ -139,7 +139,10 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the full status as JSON")
     status.set_defaults(handler=_cmd_status)
     pause = commands.add_parser("pause", help="pause analysis (watching goes on; survives restarts)")
-    pause.add_argument("--for", dest="duration", type=_duration, metavar="DURATION", help="e.g. 30m, 1h, 2d")
+    when = pause.add_mutually_exclusive_group()
+    when.add_argument("--for", dest="duration", type=_duration, metavar="DURATION", help="e.g. 30m, 1h, 2d")
+    when.add_argument("--until", dest="duration", type=_until, metavar="HH:MM",
+                      help="until the next time the clock shows HH:MM (e.g. 07:00: until tomorrow morning)")
     pause.set_defaults(handler=lambda args: _control("POST", "pause", {"seconds": args.duration}))
     resume = commands.add_parser("resume", help="resume analysis")
     resume.set_defaults(handler=lambda args: _control("POST", "resume"))
@@ -445,6 +448,20 @@ def _cmd_failures(args: argparse.Namespace) -> int:
     for observation_id, reason in parked:
         print(f"observation {observation_id} refused by the catalog: {reason}")
     return EXIT_OK
+
+
+def _until(text: str) -> float:
+    """Seconds from now until the next local HH:MM."""
+    import datetime
+
+    try:
+        hour, minute = (int(part) for part in text.split(":"))
+        target = datetime.time(hour, minute)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time such as 07:00, got {text!r}") from None
+    from cratesense.daemon.control import seconds_until
+
+    return seconds_until(target)
 
 
 def _duration(text: str) -> float:

@@ -192,6 +192,8 @@ def test_pause_survives_restart_and_resume_analyzes(agent, tracks):
     assert result.returncode == 0 and "state" in result.stdout
     assert agent.wait_for(lambda s: s["tracks"] == 1)["state"] in ("watching", "analyzing")
 
+    assert agent.cli("pause", "--until", "07:00").returncode == 0
+    assert time.localtime(agent.status()["paused_until"])[3:5] == (7, 0)
     agent.cli("pause", "--for", "1s")
     assert agent.status()["paused_until"] is not None
     shutil.copy(tracks[5], agent.music)

@@ -152,3 +152,22 @@ def test_disk_full_under_the_journal_loses_nothing_and_resumes(agent, tracks, tm
     finally:
         agent.stop(signal.SIGKILL)
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_control_over_loopback_tcp_with_a_private_token(agent):
+    """Where there are no Unix sockets the control API uses loopback TCP and a token file."""
+    import http.client
+    import stat
+
+    agent.env["CRATESENSE_CONTROL"] = "tcp"
+    agent.start()
+    endpoint_file = agent.socket.with_name("control.json")
+    assert not agent.socket.exists() and stat.S_IMODE(endpoint_file.stat().st_mode) == 0o600
+    result = agent.cli("pause")  # the CLI finds the endpoint itself
+    assert result.returncode == 0 and agent.status()["paused"]
+    port = json.loads(endpoint_file.read_text())["port"]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("POST", "/v1/resume", body="{}", headers={"Authorization": "Bearer guessed"})
+    assert connection.getresponse().status == 401 and agent.status()["paused"]
+    agent.stop()
+    assert not endpoint_file.exists()

@@ -83,6 +83,12 @@ def test_menu_actions_reach_the_agent(tmp_path):
         wait_until(lambda: agent.status()["paused_until"] is not None)
         assert 3500 < agent.status()["paused_until"] - time.time() <= 3600
 
+        items["Pause until tomorrow"](icon)  # 06:00 next
+        wait_until(lambda: 0 < agent.status()["paused_until"] - time.time() <= 86400
+                   and time.localtime(agent.status()["paused_until"]).tm_hour == 6)
+        items["Paused"](icon)
+        wait_until(lambda: not agent.status()["paused"])
+
         items["Contribute to shared catalog"](icon)
         wait_until(lambda: agent.status()["contribute"] is False)
 

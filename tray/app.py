@@ -8,6 +8,7 @@ threads, so the menu never waits for the agent.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cratesense.daemon.control import ControlError, NotRunningError, request, socket_path
+from cratesense.daemon.control import ControlError, NotRunningError, request, seconds_until, socket_path
 from cratesense.errors import CrateSenseError
 from cratesense.tray.icons import draw_icon, state_of
 
@@ -110,6 +111,9 @@ class TrayController:
     def pause_for_an_hour(self) -> None:
         self._do("POST", "pause", {"seconds": 3600})
 
+    def pause_until_tomorrow(self) -> None:
+        self._do("POST", "pause", {"seconds": seconds_until(datetime.time(6, 0))})
+
     def toggle_contribute(self) -> None:
         contribute = not (self.status and self.status.get("contribute"))
         self._do("PUT", "settings", {"contribute": contribute})
@@ -164,6 +168,7 @@ class TrayController:
             item("Paused", lambda: self.toggle_pause(), checked=lambda _item: bool(self.status and self.status["paused"]),
                  visible=up),
             item("Pause for 1 hour", lambda: self.pause_for_an_hour(), visible=up),
+            item("Pause until tomorrow", lambda: self.pause_until_tomorrow(), visible=up),
             item("Contribute to shared catalog", lambda: self.toggle_contribute(),
                  checked=lambda _item: bool(self.status and self.status.get("contribute")), visible=up),
             item("Sync now", lambda: self.sync_now(), visible=up),
