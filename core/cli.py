@@ -412,6 +412,7 @@ def _print_status(status: dict) -> None:
         ("tracks known", f"{status['tracks']} ({status['files']} files)"),
         ("queued for analysis", status["queued"] + status["analyzing"]),
         ("waiting to sync", status["waiting_to_sync"]),
+        ("known to the catalog", status.get("known_to_catalog", 0)),
         ("parked (rejected)", status["parked"]),
         ("failing files", f"{status['failing_files']}" + (" (cratesense failures)" if status["failing_files"] else "")),
         ("last scan", ago(status.get("last_scan_at"))),

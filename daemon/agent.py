@@ -259,6 +259,7 @@ class Agent:
             "queued": library.queued,
             "analyzing": library.analyzing,
             "waiting_to_sync": counts["outbox"],
+            "known_to_catalog": self.journal.known_to_catalog(),
             "parked": counts["parked"],
             "parked_reasons": [reason for _, reason in self.journal.parked(5)],
             "failing_files": counts["failed"],

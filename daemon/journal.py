@@ -71,6 +71,15 @@ _MIGRATIONS = (
     ALTER TABLE files ADD COLUMN analyzer_version TEXT;
     CREATE INDEX outbox_state ON outbox (state, next_attempt_at);
     """,
+    # 3: what the catalog knows of each track (its consensus), kept beside our own analysis and
+    # never written into the user's files; recording is 'null' when the catalog did not know it
+    """
+    CREATE TABLE consensus (
+        content_key TEXT PRIMARY KEY,
+        recording TEXT NOT NULL,
+        looked_up_at REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -306,6 +315,34 @@ class Journal:
         row = self._db.execute("SELECT analysis FROM tracks WHERE content_key = ?", (content_key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def lookup_due(self, limit: int, older_than: float) -> list[tuple[str, str, float]]:
+        """(content key, chromaprint, duration) of tracks on disk never looked up at the catalog,
+        or last looked up before ``older_than``."""
+        return self._db.execute(
+            "SELECT t.content_key, json_extract(t.analysis, '$.fingerprint.chromaprint'), "
+            "json_extract(t.analysis, '$.fingerprint.duration') FROM tracks t "
+            "LEFT JOIN consensus c ON c.content_key = t.content_key "
+            "WHERE (c.content_key IS NULL OR c.looked_up_at < ?) "
+            "AND json_extract(t.analysis, '$.fingerprint.chromaprint') IS NOT NULL "
+            "AND t.content_key IN (SELECT content_key FROM files WHERE state = 'analyzed') LIMIT ?",
+            (older_than, limit),
+        ).fetchall()
+
+    def record_consensus(self, found: list[tuple[str, dict | None]]) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO consensus VALUES (?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
+                "recording = excluded.recording, looked_up_at = excluded.looked_up_at",
+                [(key, json.dumps(recording, ensure_ascii=False), now) for key, recording in found],
+            )
+
+    def known_to_catalog(self) -> int:
+        return self._db.execute(
+            "SELECT COUNT(*) FROM consensus WHERE recording != 'null' "
+            "AND content_key IN (SELECT content_key FROM files WHERE state = 'analyzed')"
+        ).fetchone()[0]
+
     def descriptors(self) -> list[tuple]:
         """(bpm, camelot, loudness, embedding) of every analyzed track still on disk (for the
         taste profile)."""
@@ -331,6 +368,10 @@ class Journal:
                   for o, state, reason, payload in self._db.execute(
                       "SELECT observation_id, state, reason, payload FROM outbox ORDER BY seq")]
         settings = {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM settings")}
+        consensus = {key: json.loads(recording) for key, recording in self._db.execute(
+            "SELECT content_key, recording FROM consensus")}
+        for track in tracks:  # the catalog's view beside our own, per track
+            track["catalog_consensus"] = consensus.get(track["content_key"])
         return {"files": files, "tracks": tracks, "outbox": outbox, "settings": settings}
 
     def counts(self) -> dict[str, int]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from cratesense.catalog.contract import MAX_BATCH
+from cratesense.catalog.contract import MAX_BATCH, MAX_LOOKUP
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import Journal
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 1024 * 1024
 MAX_BACKOFF = 3600.0
+LOOKUP_AGAIN_AFTER = 7 * 86400.0  # consensus changes as others contribute
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
 _ITEM_FIELD = re.compile(r"^observations\[(\d+)\]")
 
@@ -142,6 +143,7 @@ class Syncer:
                 await self._push_settings()
                 await self._send_deletion()
                 await self._send_observations()
+                await self._look_up()
                 if self._profile_due:
                     await self._send_profile()
         except Backoff as exc:
@@ -298,6 +300,22 @@ class Syncer:
                 log.warning("the catalog rejected observation %s: %s", batch[index][1]["id"], reason)
             else:
                 raise Backoff(f"unexpected answer {status} from the catalog")
+
+    async def _look_up(self, batches: int = 20) -> None:
+        """Gap filling: the catalog's consensus for our tracks, fetched in batches and kept in the
+        journal (shown in status and export, never written into the user's files). A look-up
+        sends fingerprints, so it happens only while contributing."""
+        for _ in range(batches):
+            if not self.contribute:
+                return
+            due = self._journal.lookup_due(MAX_LOOKUP, older_than=time.time() - LOOKUP_AGAIN_AFTER)
+            if not due:
+                return
+            query = {"fingerprints": [{"chromaprint": fp, "duration": max(1.0, duration)} for _, fp, duration in due]}
+            status, answer = await self._authorized("POST", "/v1/lookup", query)
+            if status != 200 or len(answer.get("results", [])) != len(due):
+                raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
+            self._journal.record_consensus([(key, result) for (key, _, _), result in zip(due, answer["results"])])
 
     async def _send_profile(self) -> None:
         profile = taste_profile(self._journal.descriptors())

@@ -287,3 +287,48 @@ def test_nothing_path_like_ever_leaves_and_outages_lose_nothing(agent, tracks, t
     for leak in (str(agent.music), "Private Folder Name", "Secret Album", "my-file-name", "another-name", ".flac",
                  str(agent.home), "/tmp"):
         assert leak not in everything, leak
+
+
+def test_gap_filling_brings_the_catalogs_consensus_to_an_untagged_copy(tmp_path, tracks):
+    """Agent A has tagged files; agent B has the same audio untagged: after B syncs it holds the
+    catalog's consensus beside its own analysis, and its files are left untouched."""
+    from mutagen.flac import FLAC
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "cratesense", "catalog", "serve", "--port", str(port),
+                               "--db", str(tmp_path / "shared.sqlite")], stderr=subprocess.DEVNULL)
+    agents = []
+    try:
+        for name in ("a", "b"):
+            home = tmp_path / name
+            music = home / "music"
+            music.mkdir(parents=True)
+            write_config(home, music, sync={"quiet_seconds": 0.5, "catalog_url": f"http://127.0.0.1:{port}"})
+            agents.append(AgentProcess(home))
+            agents[-1].music = music
+        a, b = agents
+        tagged = shutil.copy(tracks[0], a.music / "tagged.flac")
+        tags = FLAC(tagged)
+        tags["artist"], tags["title"] = "Sigur Rós", "Hoppípolla"
+        tags.save()
+        untagged = shutil.copy(tracks[0], b.music / "untagged.flac")
+        before = untagged.read_bytes()
+        time.sleep(1)
+        a.start()
+        a.wait_for(lambda s: s["tracks"] == 1 and s["waiting_to_sync"] == 0 and s["last_sync_at"])
+        b.start()
+        b.wait_for(lambda s: s["tracks"] == 1 and s["waiting_to_sync"] == 0)
+        assert b.cli("sync").returncode == 0
+        assert b.status()["known_to_catalog"] == 1
+        out = tmp_path / "export"
+        b.cli("export", "--output", str(out))
+        [track] = json.loads((out / "cratesense-journal.json").read_text())["tracks"]
+        consensus = track["catalog_consensus"]
+        assert consensus["metadata"]["title"] == "Hoppípolla" and consensus["metadata"]["artist"] == "Sigur Rós"
+        assert track["analysis"]["tags"]["title"] is None  # our own reading stays our own
+        assert untagged.read_bytes() == before  # never written into the user's files
+    finally:
+        for agent in agents:
+            agent.stop(signal.SIGKILL)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
