@@ -358,16 +358,9 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cratesense.daemon.control import request
+    from cratesense.daemon.control import request, write_export
 
-    answer = request("GET", "export", timeout=120)
-    folder = Path(args.output)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("journal", "catalog"):
-        path = folder / f"cratesense-{name}.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds your file paths
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(answer[name], file, indent=1, ensure_ascii=False)
+    for path in write_export(request("GET", "export", timeout=120), Path(args.output)):
         print(f"wrote {path}")
     return EXIT_OK
 

@@ -108,7 +108,7 @@ class Agent:
         await control.start()
         on_stop("control socket", control.stop)
 
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        self.scheduler = scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         interval = settings.scan_interval_minutes * 60
         scheduler.add_job(
             self._scan,
@@ -223,7 +223,8 @@ class Agent:
         return self.status()
 
     async def _rescan(self, _body: dict) -> dict:
-        _task(self._scan(), "rescan")
+        # the scheduler's job, run now: its own lock keeps scans from overlapping
+        self.scheduler.modify_job("scan", next_run_time=datetime.now())
         return self.status()
 
     def status(self) -> dict:

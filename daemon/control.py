@@ -183,3 +183,17 @@ def seconds_until(target: datetime.time) -> float:
     if when <= now:
         when += datetime.timedelta(days=1)
     return (when - now).total_seconds()
+
+
+def write_export(answer: dict, folder: Path) -> list[Path]:
+    """The two documents of an export as JSON files in ``folder``, readable by the user only
+    (the journal's holds file paths)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("journal", "catalog"):
+        path = folder / f"cratesense-{name}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(answer[name], file, indent=1, ensure_ascii=False)
+        written.append(path)
+    return written

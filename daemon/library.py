@@ -101,9 +101,7 @@ class Library:
         self.paused = True
         self._journal.set_setting("paused", True)
         self._journal.set_setting("paused_until", until)
-        if self._resume_timer:
-            self._resume_timer.cancel()
-            self._resume_timer = None
+        self._cancel_resume_timer()
         if until is not None:
             self._schedule_resume(until)
 
@@ -111,14 +109,17 @@ class Library:
         self.paused = False
         self._journal.set_setting("paused", False)
         self._journal.set_setting("paused_until", None)
-        if self._resume_timer:
-            self._resume_timer.cancel()
-            self._resume_timer = None
+        self._cancel_resume_timer()
         self._wake.set()
 
     @property
     def paused_until(self) -> float | None:
         return self._journal.setting("paused_until") if self.paused else None
+
+    def _cancel_resume_timer(self) -> None:
+        if self._resume_timer:
+            self._resume_timer.cancel()
+            self._resume_timer = None
 
     def _schedule_resume(self, until: float) -> None:
         loop = asyncio.get_running_loop()

@@ -221,14 +221,14 @@ class Watcher:
             self._pending[path] = (first, now, origin)
         self._has_pending.set()
 
-    def _due(self, first: float, last: float, origin: float = 0.0) -> float:
+    def _due(self, first: float, last: float) -> float:
         return min(last + self._quiet, first + self._max_wait)
 
     async def _flush_loop(self) -> None:
         while True:
             await self._has_pending.wait()
             now = time.monotonic()
-            next_due = min(self._due(*times) for times in self._pending.values())
+            next_due = min(self._due(first, last) for first, last, _ in self._pending.values())
             if next_due > now:
                 await asyncio.sleep(next_due - now)
                 continue

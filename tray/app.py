@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cratesense.daemon.control import ControlError, NotRunningError, request, seconds_until, socket_path
+from cratesense.daemon.control import (
+    ControlError,
+    NotRunningError,
+    request,
+    seconds_until,
+    socket_path,
+    write_export,
+)
 from cratesense.errors import CrateSenseError
 from cratesense.tray.icons import draw_icon, state_of
 
@@ -132,13 +138,7 @@ class TrayController:
             try:
                 answer = request("GET", "export", path=self.socket, timeout=120)
                 folder = self._export_folder / time.strftime("%Y-%m-%d %H.%M")
-                folder.mkdir(parents=True, exist_ok=True)
-                import json
-
-                for name in ("journal", "catalog"):
-                    fd = os.open(folder / f"cratesense-{name}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                    with os.fdopen(fd, "w", encoding="utf-8") as file:
-                        json.dump(answer[name], file, indent=1, ensure_ascii=False)
+                write_export(answer, folder)
                 self.message = f"exported to {folder}"
                 _open_folder(folder)
             except (CrateSenseError, OSError) as exc:
