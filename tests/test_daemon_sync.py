@@ -332,3 +332,71 @@ def test_gap_filling_brings_the_catalogs_consensus_to_an_untagged_copy(tmp_path,
             agent.stop(signal.SIGKILL)
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
+
+
+def queue_synthetic(journal_path, count: int, seed: int = 11) -> set[str]:
+    """``count`` valid observations of different (random-walk) fingerprints, straight into a
+    journal's outbox, as if that many files had been analyzed."""
+    import secrets as random_ids
+
+    import chromaprint
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ids = set()
+    with Journal(journal_path) as journal:
+        for index in range(count):
+            masks = np.bitwise_or.reduce(np.left_shift(np.uint32(1), rng.integers(0, 32, (948, 5), dtype=np.uint32)), axis=1)
+            masks[0] = rng.integers(0, 2**32, dtype=np.uint64)
+            items = np.bitwise_xor.accumulate(masks.astype(np.uint32)).tolist()
+            payload = observation((chromaprint.encode_fingerprint(items, 1).decode(), 180.0))
+            oid = random_ids.token_hex(16)
+            del payload["id"]
+            journal.record_analysis(f"/m/{index}.flac", FileIdentity(1, index, 1, 1), f"k{index}", {}, "v",
+                                    Observation(oid, payload))
+            ids.add(oid)
+    return ids
+
+
+@pytest.mark.asyncio
+async def test_turning_contribution_off_mid_sync_stops_the_very_next_batch(tmp_path):
+    queue_synthetic(tmp_path / "journal.sqlite", 1200)
+    store = Store(tmp_path / "catalog.sqlite")
+    runner, url = await start(store)
+    try:
+        with Journal(tmp_path / "journal.sqlite") as journal:
+            syncer = Syncer(journal, Identity(tmp_path / "identity.json"), url, aiohttp.ClientSession, label=url)
+            real_acknowledge = journal.acknowledge
+            first_batch = []
+
+            def acknowledge_then_flip(seqs):  # the user flips the switch while the first batch lands
+                real_acknowledge(seqs)
+                first_batch.append(len(seqs))
+                syncer.set_contribute(False)
+
+            journal.acknowledge = acknowledge_then_flip
+            task = asyncio.create_task(syncer.run())
+            await syncer.sync_now()
+            task.cancel()
+            [sent] = first_batch  # one batch (size-capped at 1 MiB), then nothing more
+            assert 0 < sent < 1200 and store.counts()["observations"] == sent
+            assert journal.counts()["outbox"] == 1200 - sent
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+def test_kill_9_mid_sync_then_restart_loses_and_duplicates_nothing(agent, tmp_path):
+    journal_path = agent.home / "data" / "cratesense" / "journal.sqlite"
+    journal_path.parent.mkdir(parents=True)
+    ids = queue_synthetic(journal_path, 3000)
+    agent.start(wait=False)
+    agent.wait_for(lambda s: 0 < s["waiting_to_sync"] < 3000, what="the sync to be under way")
+    agent.stop(signal.SIGKILL)
+    agent.start()
+    agent.wait_for(lambda s: s["waiting_to_sync"] == 0 and s["last_sync_at"], timeout=120)
+    with sqlite3.connect(agent.catalog_path) as db:
+        stored = [oid for (oid,) in db.execute("SELECT id FROM observations")]
+        contributors = db.execute("SELECT COUNT(*) FROM contributors").fetchone()[0]
+    assert set(stored) == ids and len(stored) == 3000 and contributors == 1
+    assert agent.status()["parked"] == 0
