@@ -30,22 +30,14 @@ import time
 from pathlib import Path
 
 import chromaprint
-import numpy as np
 
-from cratesense.catalog import matching
-from cratesense.catalog.server import start
-from cratesense.catalog.store import Store
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-ITEMS = 948
+from catalogkit import random_fingerprint  # noqa: E402
+from cratesense.catalog import matching  # noqa: E402
+from cratesense.catalog.server import start  # noqa: E402
+from cratesense.catalog.store import Store  # noqa: E402
 
-
-def random_fingerprint(rng: random.Random, length: int = ITEMS) -> list[int]:
-    """A random walk: each item differs from the previous one in about 5 bits."""
-    generator = np.random.default_rng(rng.getrandbits(64))
-    bits = generator.integers(0, 32, size=(length, 5), dtype=np.uint32)
-    masks = np.bitwise_or.reduce(np.left_shift(np.uint32(1), bits), axis=1).astype(np.uint32)
-    masks[0] = generator.integers(0, 2**32, dtype=np.uint64)
-    return np.bitwise_xor.accumulate(masks).tolist()
 
 
 def noisy(rng: random.Random, items: list[int], bit_error_rate: float = 0.03, shift: int = 0) -> list[int]:

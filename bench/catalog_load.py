@@ -28,8 +28,8 @@ from pathlib import Path
 import aiohttp
 import chromaprint
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog import random_fingerprint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from catalogkit import random_fingerprint  # noqa: E402
 
 
 def percentile(values, share):

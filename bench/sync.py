@@ -22,8 +22,8 @@ from pathlib import Path
 import aiohttp
 import chromaprint
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog import random_fingerprint  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from catalogkit import random_fingerprint  # noqa: E402
 
 from cratesense.catalog.server import start_unix  # noqa: E402
 from cratesense.catalog.store import Store  # noqa: E402

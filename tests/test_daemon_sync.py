@@ -337,18 +337,18 @@ def test_gap_filling_brings_the_catalogs_consensus_to_an_untagged_copy(tmp_path,
 def queue_synthetic(journal_path, count: int, seed: int = 11) -> set[str]:
     """``count`` valid observations of different (random-walk) fingerprints, straight into a
     journal's outbox, as if that many files had been analyzed."""
+    import random
     import secrets as random_ids
 
     import chromaprint
-    import numpy as np
 
-    rng = np.random.default_rng(seed)
+    from catalogkit import random_fingerprint
+
+    rng = random.Random(seed)
     ids = set()
     with Journal(journal_path) as journal:
         for index in range(count):
-            masks = np.bitwise_or.reduce(np.left_shift(np.uint32(1), rng.integers(0, 32, (948, 5), dtype=np.uint32)), axis=1)
-            masks[0] = rng.integers(0, 2**32, dtype=np.uint64)
-            items = np.bitwise_xor.accumulate(masks.astype(np.uint32)).tolist()
+            items = random_fingerprint(rng)
             payload = observation((chromaprint.encode_fingerprint(items, 1).decode(), 180.0))
             oid = random_ids.token_hex(16)
             del payload["id"]
