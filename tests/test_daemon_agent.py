@@ -190,7 +190,7 @@ def test_pause_survives_restart_and_resume_analyzes(agent, tracks):
     assert status["state"] == "paused" and status["tracks"] == 0
     result = agent.cli("resume")
     assert result.returncode == 0 and "state" in result.stdout
-    assert agent.wait_for(lambda s: s["tracks"] == 1)["state"] in ("watching", "analyzing")
+    assert agent.wait_for(lambda s: s["tracks"] == 1)["state"] in ("watching", "analyzing", "syncing")
 
     assert agent.cli("pause", "--until", "07:00").returncode == 0
     assert time.localtime(agent.status()["paused_until"])[3:5] == (7, 0)

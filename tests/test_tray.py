@@ -65,6 +65,7 @@ def test_menu_actions_reach_the_agent(tmp_path):
                                 export_folder=tmp_path / "exports")
     icon = pystray.Icon("test", draw_icon("idle"), "CrateSense", controller.menu(pystray))
     try:
+        agent.wait_for(lambda s: s["state"] == "watching")  # the first sync at start is over
         controller.refresh()
         visible = [item for item in icon.menu if item.visible]
         assert visible[0].text.startswith("Up to date · 0 tracks") and not visible[0].enabled
@@ -128,7 +129,7 @@ def test_run_with_tray_and_no_display_runs_the_agent_alone(tmp_path):
     agent.env = {key: value for key, value in agent.env.items() if key not in ("DISPLAY", "PYSTRAY_BACKEND")}
     try:
         agent.start("--tray")
-        assert agent.status()["state"] == "watching"
+        agent.wait_for(lambda s: s["state"] == "watching")
         took = agent.stop()
         assert agent.process.returncode == 0 and took < 5
         log = agent.log.read_text()
