@@ -212,12 +212,17 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     return app
 
 
-async def start(store: Store, host: str = "127.0.0.1", port: int = 0, **limits) -> tuple[web.AppRunner, str]:
-    """Serve ``store`` on host:port (0: any free port); returns the runner and the base URL."""
+async def _runner(store: Store, **limits) -> web.AppRunner:
     # auto_decompress off: _body() inflates gzip itself, under the size cap
     # lingering_time: after an early answer, read at most 1 s of a body nobody wants (slow clients)
     runner = web.AppRunner(make_app(store, **limits), access_log=None, auto_decompress=False, lingering_time=1.0)
     await runner.setup()
+    return runner
+
+
+async def start(store: Store, host: str = "127.0.0.1", port: int = 0, **limits) -> tuple[web.AppRunner, str]:
+    """Serve ``store`` on host:port (0: any free port); returns the runner and the base URL."""
+    runner = await _runner(store, **limits)
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]
@@ -227,12 +232,11 @@ async def start(store: Store, host: str = "127.0.0.1", port: int = 0, **limits) 
 
 
 async def start_unix(store: Store, path) -> web.AppRunner:
-    """Serve ``store`` on a Unix socket created 0600 (the agent's embedded catalog)."""
+    """Serve ``store`` on a Unix socket created 0600 (the agent's embedded catalog; its only
+    client is this agent, so the rate limit is set out of its way)."""
     import os
 
-    runner = web.AppRunner(make_app(store, rate=1000.0, burst=1000.0), access_log=None, auto_decompress=False,
-                           lingering_time=1.0)
-    await runner.setup()
+    runner = await _runner(store, rate=1000.0, burst=1000.0)
     if os.path.exists(path):
         os.unlink(path)
     old_umask = os.umask(0o177)
