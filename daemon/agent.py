@@ -90,6 +90,10 @@ class Agent:
             secret=self.identity.secret,
             bpm_range=analysis.bpm_range,
             on_change=syncer.notify_change,
+            catalog=syncer,
+            skip_known_min_contributors=(
+                max(1, self.config.sync.known_min_contributors) if self.config.sync.skip_known_descriptors else None
+            ),
         )
         on_stop("library", _task(library.run(), "library"))
 
@@ -123,7 +127,6 @@ class Agent:
         sync_interval = self.config.sync.interval_minutes * 60
         scheduler.add_job(syncer.request, "interval", seconds=sync_interval, jitter=sync_interval / 10, id="sync",
                           coalesce=True, next_run_time=datetime.now())  # and once at start: the backlog
-        scheduler.add_job(syncer.refresh_profile, "interval", hours=6, jitter=600, id="profile", coalesce=True)
         scheduler.start()
         on_stop("scheduler", lambda: scheduler.shutdown(wait=False))
         on_stop("first scan", _task(self._scan(), "first scan"))

@@ -44,6 +44,10 @@ class SyncConfig:
     interval_minutes: float = 15.0
     quiet_seconds: float = 60.0
     contribute: bool = True
+    # fingerprint only (no tempo, key, loudness, embedding) the tracks the catalog already knows
+    # from at least this many contributors; their consensus stands in for our descriptors
+    skip_known_descriptors: bool = True
+    known_min_contributors: int = 3
 
 
 _SECTIONS = {"library": LibraryConfig, "analysis": AnalysisConfig, "sync": SyncConfig}

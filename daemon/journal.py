@@ -8,7 +8,10 @@ Tables (see shared/design.md, "The journal"):
 * ``tracks``: one analysis per content key, with the analyzer version that made it;
 * ``outbox``: observations waiting for the catalog, written in the same transaction as their
   track; unique by observation id, so a retried write never queues a duplicate;
-* ``settings``: small key/value state (contribute, paused, the deletion request).
+* ``settings``: small key/value state (contribute, paused, the deletion request);
+* ``consensus``: what the catalog knows of each track, beside our own analysis;
+* ``profile``: the taste profile's running totals, kept in step with the tracks on disk by the
+  same transactions that add or remove them (so a change never needs a pass over the library).
 
 One writer: a ``Journal`` is used from one thread. Migrations are recorded in ``migrations``.
 Raw sqlite errors become a ``JournalError`` that says what to do.
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cratesense import sqlite
+from cratesense.daemon.profile import ProfileTotals, TrackTaste
 from cratesense.errors import CrateSenseError
 
 _MIGRATIONS = (
@@ -78,6 +82,14 @@ _MIGRATIONS = (
         content_key TEXT PRIMARY KEY,
         recording TEXT NOT NULL,
         looked_up_at REAL NOT NULL
+    );
+    """,
+    # 4: the taste profile's running totals (filled from the tracks on open when missing)
+    """
+    CREATE TABLE profile (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        totals TEXT NOT NULL,
+        revision INTEGER NOT NULL
     );
     """,
 )
@@ -149,6 +161,8 @@ class Journal:
             if verify and self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
             sqlite.migrate(self._db, _MIGRATIONS)
+            if self._db.execute("SELECT 1 FROM profile").fetchone() is None:
+                self.rebuild_profile()
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 self._db.close()
@@ -206,10 +220,12 @@ class Journal:
         analysis: dict,
         analyzer_version: str,
         observation: Observation | None,
+        consensus: dict | None = None,
     ) -> None:
-        """The file, its track and its observation, in one transaction: all or nothing."""
+        """The file, its track and its observation, in one transaction: all or nothing. With
+        ``consensus`` (the catalog's view, when our descriptors were skipped for it) too."""
         now = time.time()
-        with self._transaction() as db:
+        with self._transaction() as db, self._profile_follows(db, [content_key], [path]):
             db.execute(
                 "INSERT INTO tracks VALUES (?, ?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
                 "analysis = excluded.analysis, analyzer_version = excluded.analyzer_version, "
@@ -223,28 +239,30 @@ class Journal:
                     "ON CONFLICT (observation_id) DO NOTHING",
                     (observation.id, json.dumps(observation.payload, ensure_ascii=False)),
                 )
+            if consensus is not None:
+                self._store_consensus(db, [(content_key, consensus)], now)
 
     def record_failure(
         self, path: str | bytes, identity: FileIdentity, kind: str, message: str, analyzer_version: str | None = None
     ) -> None:
         """A file that could not be analyzed: kept with its error until it or the analyzer changes."""
-        with self._transaction() as db:
+        with self._transaction() as db, self._profile_follows(db, [], [path]):
             self._upsert_file(db, path, identity, None, "failed", kind, message, time.time(), analyzer_version)
 
     def record_link(self, path: str | bytes, identity: FileIdentity, content_key: str, analyzer_version: str) -> None:
         """A file whose content is already analyzed (a copy, or a hard link): no new observation."""
-        with self._transaction() as db:
+        with self._transaction() as db, self._profile_follows(db, [content_key], [path]):
             self._upsert_file(db, path, identity, content_key, "analyzed", None, None, time.time(), analyzer_version)
 
     def move_files(self, moves: list[tuple[bytes, bytes]]) -> None:
         """Renamed or moved files keep their analysis: only the path changes."""
-        with self._transaction() as db:
+        with self._transaction() as db, self._profile_follows(db, [], [path for move in moves for path in move]):
             for old, new in moves:
                 db.execute("DELETE FROM files WHERE path = ?", (os.fsencode(new),))
                 db.execute("UPDATE files SET path = ? WHERE path = ?", (os.fsencode(new), os.fsencode(old)))
 
     def forget_files(self, paths: list[bytes]) -> None:
-        with self._transaction() as db:
+        with self._transaction() as db, self._profile_follows(db, [], paths):
             db.executemany("DELETE FROM files WHERE path = ?", [(os.fsencode(path),) for path in paths])
 
     def files_under(self, folders: list[bytes]) -> dict[bytes, FileIdentity]:
@@ -329,13 +347,16 @@ class Journal:
         ).fetchall()
 
     def record_consensus(self, found: list[tuple[str, dict | None]]) -> None:
-        now = time.time()
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO consensus VALUES (?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
-                "recording = excluded.recording, looked_up_at = excluded.looked_up_at",
-                [(key, json.dumps(recording, ensure_ascii=False), now) for key, recording in found],
-            )
+        with self._transaction() as db, self._profile_follows(db, [key for key, _ in found], []):
+            self._store_consensus(db, found, time.time())
+
+    @staticmethod
+    def _store_consensus(db, found: list[tuple[str, dict | None]], now: float) -> None:
+        db.executemany(
+            "INSERT INTO consensus VALUES (?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
+            "recording = excluded.recording, looked_up_at = excluded.looked_up_at",
+            [(key, json.dumps(recording, ensure_ascii=False), now) for key, recording in found],
+        )
 
     def known_to_catalog(self) -> int:
         return self._db.execute(
@@ -343,15 +364,77 @@ class Journal:
             "AND content_key IN (SELECT content_key FROM files WHERE state = 'analyzed')"
         ).fetchone()[0]
 
-    def descriptors(self) -> list[tuple]:
-        """(bpm, camelot, loudness, embedding) of every analyzed track still on disk (for the
-        taste profile)."""
-        rows = self._db.execute(
-            "SELECT json_extract(analysis, '$.descriptors.bpm'), json_extract(analysis, '$.descriptors.camelot'), "
-            "json_extract(analysis, '$.descriptors.loudness_lufs'), json_extract(analysis, '$.descriptors.embedding') "
-            "FROM tracks WHERE content_key IN (SELECT content_key FROM files WHERE state = 'analyzed')"
+    # --- the taste profile ------------------------------------------------------------------
+
+    def profile(self) -> tuple[dict, int]:
+        """The taste profile of the tracks on disk, and its revision (it grows with each change)."""
+        totals, revision = self._db.execute("SELECT totals, revision FROM profile").fetchone()
+        return ProfileTotals.from_json(totals).profile(), revision
+
+    def tastes(self, content_keys: list[str] | None = None, db: sqlite3.Connection | None = None) -> dict[str, TrackTaste]:
+        """What each track on disk (or each of ``content_keys`` that is on disk) adds to the
+        profile: our own descriptors, or the catalog's consensus where ours were skipped."""
+        db = db or self._db
+        query = (
+            "SELECT t.content_key, json_extract(t.analysis, '$.descriptors_from'), "
+            "json_extract(t.analysis, '$.descriptors.bpm'), json_extract(t.analysis, '$.descriptors.camelot'), "
+            "json_extract(t.analysis, '$.descriptors.loudness_lufs'), json_extract(t.analysis, '$.descriptors.embedding'), "
+            "json_extract(c.recording, '$.analysis.bpm'), json_extract(c.recording, '$.analysis.camelot'), "
+            "json_extract(c.recording, '$.analysis.loudness_lufs') "
+            "FROM tracks t LEFT JOIN consensus c ON c.content_key = t.content_key "
+            "WHERE EXISTS (SELECT 1 FROM files f WHERE f.content_key = t.content_key AND f.state = 'analyzed')"
         )
-        return [(bpm, camelot, lufs, json.loads(embedding) if embedding else None) for bpm, camelot, lufs, embedding in rows]
+        if content_keys is None:
+            rows = db.execute(query).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(content_keys), 500):
+                chunk = content_keys[start : start + 500]
+                rows += db.execute(f"{query} AND t.content_key IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+        tastes = {}
+        for key, source, bpm, camelot, lufs, embedding, c_bpm, c_camelot, c_lufs in rows:
+            if source == "catalog":
+                tastes[key] = TrackTaste(c_bpm, c_camelot, c_lufs, None)
+            else:
+                tastes[key] = TrackTaste(bpm, camelot, lufs, json.loads(embedding) if embedding else None)
+        return tastes
+
+    def rebuild_profile(self) -> None:
+        """The totals from scratch (a new or migrated journal)."""
+        totals = ProfileTotals()
+        with self._transaction() as db:
+            for taste in self.tastes(db=db).values():
+                totals.add(taste)
+            revision = (db.execute("SELECT revision FROM profile").fetchone() or (0,))[0] + 1
+            db.execute("INSERT OR REPLACE INTO profile VALUES (1, ?, ?)", (totals.to_json(), revision))
+
+    @contextmanager
+    def _profile_follows(self, db: sqlite3.Connection, content_keys: list[str], paths: list) -> Iterator[None]:
+        """Keep the profile's totals in step with a change, inside its transaction: the tracks
+        the change may add, remove or alter (``content_keys`` and those of ``paths`` now) are
+        taken out as they were and put back as they are."""
+        keys = set(content_keys)
+        encoded = [os.fsencode(path) for path in paths]
+        for start in range(0, len(encoded), 500):
+            chunk = encoded[start : start + 500]
+            keys.update(key for (key,) in db.execute(
+                f"SELECT content_key FROM files WHERE content_key IS NOT NULL AND path IN ({', '.join('?' * len(chunk))})",
+                chunk))
+        keys = sorted(keys)
+        before = self.tastes(keys, db)
+        yield
+        after = self.tastes(keys, db)
+        if before == after:
+            return
+        totals_json, revision = db.execute("SELECT totals, revision FROM profile").fetchone()
+        totals = ProfileTotals.from_json(totals_json)
+        for key in keys:
+            if before.get(key) != after.get(key):
+                if key in before:
+                    totals.add(before[key], -1)
+                if key in after:
+                    totals.add(after[key])
+        db.execute("UPDATE profile SET totals = ?, revision = ?", (totals.to_json(), revision + 1))
 
     def export(self) -> dict:
         """Everything the journal holds, paths included, for the user's own export (the

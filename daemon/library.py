@@ -6,6 +6,11 @@ forgotten) and an analysis queue, and feeds that queue to the worker pool: a fil
 key is already analyzed (a copy, a hard link, a file moved back in) is linked without decoding;
 everything else is analyzed once, and re-checked afterwards so a file that changed while it was
 read is analyzed again instead of being recorded half-written.
+
+Known tracks are cheap: when the catalog can be asked, a file is first only fingerprinted (the
+head of the file, no descriptors); if the catalog already knows that recording from enough
+contributors, its consensus is kept beside our analysis and the expensive descriptors are
+skipped; otherwise the file is analyzed in full.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.catalog.contract import sanitize_observation
@@ -28,6 +34,15 @@ from cratesense.daemon.scan import content_key, is_candidate, reconcile, walk
 log = logging.getLogger(__name__)
 
 JOURNAL_RETRY_SECONDS = 10.0
+LOOKUP_TIMEOUT = 15.0  # then the file is analyzed in full: a slow catalog never stalls the queue
+
+
+class Catalog(Protocol):
+    """What the library asks the catalog (the ``Syncer`` answers)."""
+
+    def can_look_up(self) -> bool: ...
+
+    async def look_up(self, fingerprints: list[tuple[str, float]]) -> list[dict | None]: ...
 
 
 @dataclass(slots=True)
@@ -35,6 +50,24 @@ class _InFlight:
     path: bytes
     identity: FileIdentity
     key: str
+    descriptors: bool = True  # False: only the fingerprinted head is being read
+
+
+@dataclass(slots=True)
+class _Head:
+    """A file whose head is fingerprinted, waiting for the catalog's verdict."""
+
+    flight: _InFlight
+    outcome: Outcome
+    copies: list[tuple[bytes, FileIdentity]] = field(default_factory=list)
+
+
+def known_well(consensus: dict | None, min_contributors: int) -> bool:
+    """Does the catalog know this recording well enough to skip our own descriptors?"""
+    if not consensus or consensus.get("contributors", 0) < min_contributors:
+        return False
+    analysis = consensus.get("analysis") or {}
+    return all(analysis.get(name) is not None for name in ("bpm", "key", "loudness_lufs"))
 
 
 def observation_id(secret: bytes, key: str, analyzer_version: str) -> str:
@@ -55,14 +88,24 @@ class Library:
         secret: bytes,
         bpm_range: tuple[float, float] | None = None,
         on_change: Callable[[], None] | None = None,
+        catalog: Catalog | None = None,
+        skip_known_min_contributors: int | None = None,
     ) -> None:
+        """With ``catalog`` and ``skip_known_min_contributors``, tracks the catalog knows from at
+        least that many contributors are fingerprinted but not described."""
         self._journal = journal
         self._pool = pool
         self.folders = [os.fsencode(folder).rstrip(b"/") or b"/" for folder in folders]
         self._secret = secret
         self._bpm_range = bpm_range
         self._on_change = on_change or (lambda: None)
+        self._catalog = catalog
+        self._skip_min = skip_known_min_contributors
         self._queue: dict[bytes, None] = {}  # an ordered set of paths waiting for analysis
+        self._descriptors_next: dict[bytes, None] = {}  # fingerprinted, unknown: described first
+        self._needs_descriptors: set[str] = set()  # content keys the catalog does not know well
+        self._starting: bytes | None = None  # taken off the queue, not yet in flight (being read)
+        self._judging = 0  # fingerprinted heads waiting for the catalog's answer
         self._in_flight: dict[str, _InFlight] = {}  # by the path string the worker reports
         self._waiting_for_key: dict[str, list[tuple[bytes, FileIdentity]]] = {}  # copies of an in-flight file
         self._wake = asyncio.Event()
@@ -73,7 +116,8 @@ class Library:
         self.missing_folders: dict[str, str] = {}  # folder -> why its tracks are kept
         self.unreadable: list[tuple[bytes, str]] = []  # from the last scan
         self.journal_error: str | None = None  # why the journal cannot be written now, if so
-        self.stats = {"analyzed": 0, "linked": 0, "failed": 0, "moved": 0, "deleted": 0, "requeued": 0}
+        self.stats = {"analyzed": 0, "linked": 0, "failed": 0, "moved": 0, "deleted": 0, "requeued": 0,
+                      "described_by_catalog": 0}
         paused_until = journal.setting("paused_until")
         self.paused = bool(journal.setting("paused", False))
         if self.paused and paused_until is not None:
@@ -83,15 +127,16 @@ class Library:
 
     @property
     def queued(self) -> int:
-        return len(self._queue) + sum(len(w) for w in self._waiting_for_key.values())
+        return len(self._queue) + len(self._descriptors_next) + sum(len(w) for w in self._waiting_for_key.values())
 
     @property
     def analyzing(self) -> int:
-        return len(self._in_flight)
+        """Files being read now: in a worker, being identified, or waiting for the catalog."""
+        return len(self._in_flight) + (self._starting is not None) + self._judging
 
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._in_flight and self.scanning is None
+        return not self._queue and not self._descriptors_next and not self.analyzing and self.scanning is None
 
     # --- pause ---------------------------------------------------------------------------
 
@@ -204,6 +249,7 @@ class Library:
             self._journal.forget_files(plan.deleted)
             for path in plan.deleted:
                 self._queue.pop(path, None)
+                self._descriptors_next.pop(path, None)
             log.info("%d file(s) deleted", len(plan.deleted))
         for path in plan.new + plan.changed:
             self._queue.setdefault(path)
@@ -218,17 +264,24 @@ class Library:
         """Feed the queue to the pool until cancelled. Only this coroutine touches the pool."""
         while True:
             try:
-                while not self.paused and self._queue and self._pool.idle:
+                while not self.paused and (self._queue or self._descriptors_next) and self._pool.idle:
                     # a file changed again while it is being read waits for that read to end
-                    path = next((p for p in self._queue if os.fsdecode(p) not in self._in_flight), None)
+                    path, source = next(
+                        ((p, q) for q in (self._descriptors_next, self._queue) for p in q
+                         if os.fsdecode(p) not in self._in_flight),
+                        (None, None),
+                    )
                     if path is None:
                         break
-                    del self._queue[path]
+                    del source[path]
+                    self._starting = path
                     try:
                         await self._start(path)
                     except JournalError:
-                        self._queue.setdefault(path)
+                        source.setdefault(path)
                         raise
+                    finally:
+                        self._starting = None
                 if self._pool.busy:
                     collecting = asyncio.ensure_future(asyncio.to_thread(self._pool.collect, 0.25))
                     try:
@@ -236,12 +289,17 @@ class Library:
                     except asyncio.CancelledError:
                         await collecting  # at most 0.25 s: the pool must be left alone before it closes
                         raise
-                    failures = []
+                    failures, heads = [], []
                     for outcome in outcomes:  # every outcome is settled, even after a failed write
                         try:
-                            self._finish(outcome)
+                            head = self._finish(outcome)
                         except JournalError as exc:
                             failures.append(exc)
+                        else:
+                            if head is not None:
+                                heads.append(head)
+                    if heads:
+                        failures += await self._judge(heads)
                     if failures:
                         raise failures[0]
                 self.journal_error = None
@@ -255,7 +313,7 @@ class Library:
                 continue
             if not self._pool.busy:
                 self._wake.clear()
-                if self.paused or not self._queue:
+                if self.paused or not (self._queue or self._descriptors_next):
                     await self._wake.wait()
 
     async def drain(self) -> None:
@@ -283,25 +341,80 @@ class Library:
         if key in self._waiting_for_key:  # a copy of a file being analyzed now: wait for it
             self._waiting_for_key[key].append((path, identity))
             return
-        task = Task(os.fsdecode(path), bpm_range=self._bpm_range)
-        self._in_flight[task.path] = _InFlight(path, identity, key)
+        describe = key in self._needs_descriptors or not self._may_skip_descriptors()
+        task = Task(os.fsdecode(path), descriptors=describe, bpm_range=self._bpm_range)
+        self._in_flight[task.path] = _InFlight(path, identity, key, describe)
         self._waiting_for_key[key] = []
         self._pool.submit(task)
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _may_skip_descriptors(self) -> bool:
+        return bool(self._skip_min) and self._catalog is not None and self._catalog.can_look_up()
+
+    def _finish(self, outcome: Outcome) -> _Head | None:
+        """Record ``outcome``; or, for a fingerprinted head, return it to be judged."""
         flight = self._in_flight.pop(outcome.path, None)
         if flight is None:  # not ours (cannot happen while only run() submits); never crash on it
             log.error("an analysis outcome for %s nobody asked for", outcome.path)
-            return
+            return None
         copies = self._waiting_for_key.pop(flight.key, [])
+        if flight.descriptors:
+            self._needs_descriptors.discard(flight.key)
+        elif outcome.ok and _stat_identity(flight.path) == flight.identity:
+            if outcome.observation is not None:
+                return _Head(flight, outcome, copies)
+            self._describe_next(flight, copies)  # no fingerprint to ask about
+            return None
         try:
             self._record(outcome, flight, copies)
         except JournalError:
-            for path in [flight.path, *(path for path, _ in copies)]:
-                self._queue.setdefault(path)  # analyzed again once the journal can be written
+            self._requeue(flight, copies)
             raise
+        return None
 
-    def _record(self, outcome: Outcome, flight: _InFlight, copies: list[tuple[bytes, FileIdentity]]) -> None:
+    def _requeue(self, flight: _InFlight, copies: list[tuple[bytes, FileIdentity]]) -> None:
+        for path in [flight.path, *(path for path, _ in copies)]:
+            self._queue.setdefault(path)  # analyzed again once the journal can be written
+
+    def _describe_next(self, flight: _InFlight, copies: list[tuple[bytes, FileIdentity]]) -> None:
+        """The catalog does not know this track well: analyze it in full, before other files."""
+        self._needs_descriptors.add(flight.key)
+        self._descriptors_next.setdefault(flight.path)
+        for path, _ in copies:
+            self._queue.setdefault(path)
+
+    async def _judge(self, heads: list[_Head]) -> list[JournalError]:
+        """Ask the catalog about fingerprinted heads: record those it knows well (with its
+        consensus), send the others to a full analysis. No answer means a full analysis."""
+        fingerprints = [(h.outcome.observation["fingerprint"]["chromaprint"],
+                         h.outcome.observation["fingerprint"]["duration"]) for h in heads]
+        self._judging = len(heads)
+        try:
+            verdicts = await asyncio.wait_for(self._catalog.look_up(fingerprints), LOOKUP_TIMEOUT)
+        except Exception as exc:  # offline, refused, too slow: our own analysis, as without a catalog
+            log.info("no catalog look-up (%s): analyzing %d file(s) in full", exc, len(heads))
+            verdicts = [None] * len(heads)
+        finally:
+            self._judging = 0
+        failures = []
+        for head, consensus in zip(heads, verdicts):
+            if not known_well(consensus, self._skip_min or 0):
+                self._describe_next(head.flight, head.copies)
+                continue
+            try:
+                self._record(head.outcome, head.flight, head.copies, consensus)
+            except JournalError as exc:
+                self._requeue(head.flight, head.copies)
+                failures.append(exc)
+        self._wake.set()
+        return failures
+
+    def _record(
+        self,
+        outcome: Outcome,
+        flight: _InFlight,
+        copies: list[tuple[bytes, FileIdentity]],
+        consensus: dict | None = None,
+    ) -> None:
         if _stat_identity(flight.path) != flight.identity:
             # changed (still being copied?) or gone while it was read: look again
             if os.path.lexists(flight.path):
@@ -314,7 +427,12 @@ class Library:
         if outcome.ok:
             version = outcome.analysis["analyzer_version"]
             observation = _guarded(observation_id(self._secret, flight.key, version), outcome.observation, flight.path)
-            self._journal.record_analysis(flight.path, flight.identity, flight.key, outcome.analysis, version, observation)
+            # which descriptors are ours: "local", or "catalog" when they were skipped for its consensus
+            analysis = {**outcome.analysis, "descriptors_from": "local" if consensus is None else "catalog"}
+            self._journal.record_analysis(flight.path, flight.identity, flight.key, analysis, version, observation,
+                                          consensus)
+            if consensus is not None:
+                self.stats["described_by_catalog"] += 1
             self.stats["analyzed"] += 1
             for path, identity in copies:
                 self._journal.record_link(path, identity, flight.key, version)

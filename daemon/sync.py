@@ -18,10 +18,8 @@ import asyncio
 import gzip
 import json
 import logging
-import math
 import random
 import re
-import statistics
 import time
 from collections.abc import Callable
 
@@ -78,7 +76,6 @@ class Syncer:
         self._retry_timer: asyncio.TimerHandle | None = None
         self._failures = 0
         self._batch_limit = MAX_BATCH
-        self._profile_due = True
         self.syncing = False
         self.last_success_at: float | None = None
         self.last_error: str | None = None
@@ -105,10 +102,6 @@ class Syncer:
 
     def _changes_settled(self) -> None:
         self._change_timer = None
-        self.request()
-
-    def refresh_profile(self) -> None:
-        self._profile_due = True
         self.request()
 
     async def sync_now(self, timeout: float = 60.0) -> None:
@@ -144,8 +137,7 @@ class Syncer:
                 await self._send_deletion()
                 await self._send_observations()
                 await self._look_up()
-                if self._profile_due:
-                    await self._send_profile()
+                await self._send_profile()
         except Backoff as exc:
             self._failures += 1
             delay = exc.delay if exc.delay is not None else min(MAX_BACKOFF, 5.0 * 2 ** (self._failures - 1))
@@ -165,7 +157,9 @@ class Syncer:
 
     # --- HTTP ---------------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> tuple[int, dict]:
+    async def _call(
+        self, method: str, path: str, body: dict | None = None, *, auth: bool = True, session=None
+    ) -> tuple[int, dict]:
         headers = {}
         data = None
         if auth:
@@ -174,7 +168,7 @@ class Syncer:
             data = gzip.compress(json.dumps(body, ensure_ascii=False).encode(), compresslevel=6)
             headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
         try:
-            async with self._session.request(
+            async with (session or self._session).request(
                 method, self._base_url + path, data=data, headers=headers, timeout=REQUEST_TIMEOUT
             ) as response:
                 try:
@@ -204,6 +198,7 @@ class Syncer:
             f"catalog:{self._base_url}", {"contributor_id": answer["contributor_id"], "token": answer["token"]}
         )
         self._journal.set_setting("catalog_contribute_sent", None)
+        self._journal.set_setting("catalog_profile_sent", None)
         log.info("registered with the catalog as a new pseudonymous contributor")
 
     async def _authorized(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -317,12 +312,37 @@ class Syncer:
                 raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
             self._journal.record_consensus([(key, result) for (key, _, _), result in zip(due, answer["results"])])
 
+    # --- the library asks: is this track known well enough to skip its descriptors? ----------
+
+    def can_look_up(self) -> bool:
+        """A look-up now would likely be answered: contributing (a look-up sends fingerprints),
+        registered, and the catalog not known to be unreachable."""
+        return self.contribute and bool(self._credentials().get("token")) and not self.offline
+
+    async def look_up(self, fingerprints: list[tuple[str, float]]) -> list[dict | None]:
+        """The catalog's consensus for each (chromaprint, duration), or None where it knows
+        nothing. Its own session, outside the sync run, so a long sync does not hold up the
+        analysis queue. Raises ``Backoff`` when there is no answer."""
+        if not self.can_look_up():
+            raise Backoff("look-ups are off (not contributing, not registered or offline)")
+        query = {"fingerprints": [{"chromaprint": fp, "duration": max(1.0, duration)} for fp, duration in fingerprints]}
+        async with self._session_factory() as session:
+            status, answer = await self._call("POST", "/v1/lookup", query, session=session)
+        results = answer.get("results")
+        if status != 200 or not isinstance(results, list) or len(results) != len(fingerprints):
+            raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
+        return results
+
     async def _send_profile(self) -> None:
-        profile = taste_profile(self._journal.descriptors())
+        """The profile, when it changed since the catalog last got it (the journal keeps it
+        up to date with every change; sending it is one small request)."""
+        profile, revision = self._journal.profile()
+        if self._journal.setting("catalog_profile_sent") == revision:
+            return
         status, answer = await self._authorized("PUT", "/v1/profile", profile)
         if status != 200:
             raise Backoff(f"the catalog refused the profile ({status}: {answer.get('error')})")
-        self._profile_due = False
+        self._journal.set_setting("catalog_profile_sent", revision)
 
     async def export(self) -> dict:
         async with self._conversation, self._session_factory() as session:
@@ -352,37 +372,3 @@ def _seconds(retry_after: str | None) -> float | None:
         return max(1.0, float(retry_after)) if retry_after else None
     except ValueError:
         return None
-
-
-def taste_profile(rows: list[tuple[float | None, str | None, float | None, list[float] | None]]) -> dict:
-    """Pure: (bpm, camelot, loudness, embedding) of every track -> the profile the contract
-    allows: normalized histograms and an embedding centroid, never a track list."""
-    tempo, keys, loudness = [0.0] * 24, [0.0] * 24, [0.0] * 12
-    embeddings = []
-    for bpm, camelot, lufs, embedding in rows:
-        if bpm:
-            tempo[min(23, max(0, int((bpm - 60) / (140 / 24))))] += 1
-        if camelot:
-            number, letter = int(camelot[:-1]), camelot[-1]
-            keys[(number - 1) * 2 + (letter == "B")] += 1
-        if lufs is not None:
-            loudness[min(11, max(0, int((lufs + 30) / 27 * 12)))] += 1
-        if embedding:
-            embeddings.append(embedding)
-
-    def normalized(values):
-        total = sum(values)
-        return [round(v / total, 6) for v in values] if total else values
-
-    centroid = None
-    if embeddings:
-        mean = [statistics.fmean(column) for column in zip(*embeddings)]
-        norm = math.sqrt(sum(v * v for v in mean)) or 1.0
-        centroid = [round(max(-1.0, min(1.0, v / norm)), 6) for v in mean]
-    return {
-        "track_count": len(rows),
-        "tempo_histogram": normalized(tempo),
-        "key_histogram": normalized(keys),
-        "loudness_histogram": normalized(loudness),
-        "embedding_centroid": centroid,
-    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from agentproc import AgentProcess, write_config
 from audiogen import encode, fingerprintable_track
-from catalogkit import observation
+from catalogkit import catalog_server, observation
 from cratesense.catalog.server import start
 from cratesense.catalog.store import Store
 from cratesense.daemon.identity import Identity
@@ -400,3 +401,107 @@ def test_kill_9_mid_sync_then_restart_loses_and_duplicates_nothing(agent, tmp_pa
         contributors = db.execute("SELECT COUNT(*) FROM contributors").fetchone()[0]
     assert set(stored) == ids and len(stored) == 3000 and contributors == 1
     assert agent.status()["parked"] == 0
+
+
+async def _known_by(url: str, contributors: int, path) -> dict:
+    """``contributors`` other people who analyzed ``path`` in full and shared it."""
+    import secrets as random_ids
+
+    from catalogkit import Client
+    from cratesense.analysis.model import observation_fields
+    from cratesense.analysis.pipeline import analyze_file
+
+    fields = observation_fields(analyze_file(path))
+    async with aiohttp.ClientSession() as session:
+        for _ in range(contributors):
+            client = await Client(session, url).register()
+            status, answer = await client.ingest([{"id": random_ids.token_hex(16), **fields}])
+            assert status == 200 and answer["results"][0]["status"] == "accepted", answer
+    return fields
+
+
+async def _library_pass(tmp_path, name: str, url: str, files, *, min_contributors, contribute=True, stop_catalog=None):
+    """A real library (journal, worker pool, syncer) over a folder holding ``files``: its stats
+    and journal after everything is analyzed."""
+    from cratesense.daemon.library import Library
+    from cratesense.daemon.pool import AnalysisPool
+
+    home = tmp_path / name
+    music = home / "music"
+    music.mkdir(parents=True)
+    for file in files:
+        shutil.copy(file, music)
+    journal = Journal(home / "journal.sqlite")
+    with AnalysisPool(workers=1, timeout=60) as pool:
+        syncer = Syncer(journal, Identity(home / "identity.json"), url, aiohttp.ClientSession, label=url,
+                        contribute_default=contribute)
+        sync_task = asyncio.create_task(syncer.run())
+        await syncer.sync_now()  # registers (and sends nothing yet)
+        if stop_catalog is not None:
+            await stop_catalog()
+        library = Library(journal, pool, [music], secret=b"s" * 32, catalog=syncer,
+                          skip_known_min_contributors=min_contributors)
+        run = asyncio.create_task(library.run())
+        await library.scan()
+        await asyncio.wait_for(library.drain(), 120)
+        for task in (run, sync_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return library.stats, journal
+
+
+def _analysis_of(journal: Journal, file_name: str) -> dict:
+    [key] = [key for path, key in journal._db.execute("SELECT path, content_key FROM files")
+             if path.endswith(b"/" + file_name.encode())]
+    return journal.track(key)
+
+
+@pytest.mark.asyncio
+async def test_a_track_the_catalog_knows_well_is_fingerprinted_but_not_described(tmp_path, tracks):
+    """Gap filling's saving: three others shared tracks[0]; a new agent only fingerprints it and
+    keeps the catalog's consensus, while tracks[1] (unknown) gets the full analysis."""
+    async with catalog_server(tmp_path / "catalog.sqlite") as (store, url):
+        shared = await _known_by(url, 3, tracks[0])
+        stats, journal = await _library_pass(tmp_path, "enough", url, tracks[:2], min_contributors=3)
+        with journal:
+            known, unknown = _analysis_of(journal, tracks[0].name), _analysis_of(journal, tracks[1].name)
+            assert stats["described_by_catalog"] == 1 and stats["analyzed"] == 2 and stats["failed"] == 0
+            assert known["descriptors_from"] == "catalog" and known["descriptors"]["bpm"] is None
+            assert known["fingerprint"]["chromaprint"]  # still fingerprinted locally
+            assert unknown["descriptors_from"] == "local" and unknown["descriptors"]["bpm"] is not None
+            consensus = json.loads(journal._db.execute("SELECT recording FROM consensus").fetchone()[0])
+            assert consensus["contributors"] == 3
+            assert consensus["analysis"]["bpm"] == pytest.approx(shared["analysis"]["bpm"], abs=0.01)
+            assert consensus["analysis"]["key"] == shared["analysis"]["key"]
+            assert journal.counts()["outbox"] == 2  # both are still contributed (ours: no descriptors)
+
+        # fewer contributors than the setting asks for: our own full analysis
+        stats, journal = await _library_pass(tmp_path, "too-few", url, tracks[:1], min_contributors=5)
+        with journal:
+            assert stats["described_by_catalog"] == 0
+            assert _analysis_of(journal, tracks[0].name)["descriptors"]["bpm"] is not None
+
+        # not contributing: no look-up is sent (it would carry fingerprints), so a full analysis
+        stats, journal = await _library_pass(tmp_path, "private", url, tracks[:1], min_contributors=3,
+                                             contribute=False)
+        with journal:
+            assert stats["described_by_catalog"] == 0
+            assert _analysis_of(journal, tracks[0].name)["descriptors_from"] == "local"
+
+
+@pytest.mark.asyncio
+async def test_a_catalog_that_cannot_answer_means_a_full_analysis(tmp_path, tracks):
+    store = Store(tmp_path / "catalog.sqlite")
+    runner, url = await start(store)
+    try:
+        await _known_by(url, 3, tracks[0])
+        # registered, then the catalog goes away before the look-up: nothing hangs, nothing skipped
+        stats, journal = await _library_pass(tmp_path, "a", url, tracks[:1], min_contributors=3,
+                                             stop_catalog=runner.cleanup)
+        with journal:
+            assert stats["described_by_catalog"] == 0 and stats["analyzed"] == 1
+            assert _analysis_of(journal, tracks[0].name)["descriptors"]["bpm"] is not None
+    finally:
+        await runner.cleanup()
+        store.close()
