@@ -505,3 +505,28 @@ async def test_a_catalog_that_cannot_answer_means_a_full_analysis(tmp_path, trac
     finally:
         await runner.cleanup()
         store.close()
+
+
+@pytest.mark.asyncio
+async def test_the_agent_skips_descriptors_of_a_well_known_track_with_its_defaults(tmp_path, tracks):
+    """The wiring, end to end: `cratesense run` with a shared catalog and default settings."""
+    store = Store(tmp_path / "shared.sqlite")
+    runner, url = await start(store)
+    home = tmp_path / "home"
+    music = home / "music"
+    music.mkdir(parents=True)
+    write_config(home, music, sync={"quiet_seconds": 0.5, "catalog_url": url})
+    agent = AgentProcess(home)
+    try:
+        await _known_by(url, 3, tracks[2])
+        await asyncio.to_thread(agent.start)
+        await asyncio.to_thread(agent.wait_for, lambda s: s["last_sync_at"], 60, "the first sync")
+        shutil.copy(tracks[2], music)
+        status = await asyncio.to_thread(
+            agent.wait_for, lambda s: s["tracks"] == 1 and s["waiting_to_sync"] == 0, 60, "analysis and sync")
+        assert status["session"]["described_by_catalog"] == 1 and status["known_to_catalog"] == 1
+        assert store.counts()["observations"] == 4  # ours too: fingerprint and tags, no descriptors
+    finally:
+        agent.stop(signal.SIGKILL)
+        await runner.cleanup()
+        store.close()
