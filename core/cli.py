@@ -417,6 +417,8 @@ def _print_status(status: dict) -> None:
         rows.append(("watching", f"{folder} ({watch['mode']}" + (f": {watch['reason']})" if watch["reason"] else ")")))
     for folder, why in status.get("missing_folders", {}).items():
         rows.append(("missing folder", f"{folder}: {why}"))
+    for path, why in status.get("unreadable_paths", []):
+        rows.append(("cannot read", f"{path}: {why} (its tracks are kept)"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")

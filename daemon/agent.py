@@ -27,7 +27,7 @@ from cratesense.daemon.config import Config
 from cratesense.daemon.control import ControlServer, socket_path
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.instance import InstanceLock
-from cratesense.daemon.journal import Journal
+from cratesense.daemon.journal import Journal, display_path
 from cratesense.daemon.library import Library
 from cratesense.daemon.pool import AnalysisPool
 from cratesense.daemon.sync import Backoff, Syncer
@@ -270,6 +270,7 @@ class Agent:
             "folders": list(self.config.music_folders),
             "missing_folders": library.missing_folders,
             "unreadable": len(library.unreadable),
+            "unreadable_paths": [[display_path(path), why] for path, why in library.unreadable[:20]],
             "watch": {folder: {"mode": m.mode, "reason": m.reason} for folder, m in self.watcher.modes.items()},
             "events_seen": self.watcher.events_seen,
             "session": dict(library.stats),

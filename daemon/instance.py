@@ -18,6 +18,10 @@ class AlreadyRunningError(CrateSenseError):
     kind = "already-running"
 
 
+class DataFolderError(CrateSenseError):
+    kind = "data-folder"
+
+
 class InstanceLock:
     """Held from ``acquire`` until ``release`` (or the process ends). Use as a context manager."""
 
@@ -26,8 +30,14 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> InstanceLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # the first write to the data folder: say what is wrong with it
+            raise DataFolderError(
+                f"cannot write in the data folder {self.path.parent}: {exc.strerror} "
+                "(a read-only file system, or a folder owned by another user?)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

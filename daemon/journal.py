@@ -324,6 +324,10 @@ class Journal:
             ),
         )
 
+    def failed_paths(self, kind: str) -> list[bytes]:
+        return [bytes(path) for (path,) in self._db.execute(
+            "SELECT path FROM files WHERE state = 'failed' AND error_kind = ?", (kind,))]
+
     def failures(self) -> list[tuple[bytes, str, str]]:
         return self._db.execute(
             "SELECT path, error_kind, error FROM files WHERE state = 'failed' ORDER BY path"

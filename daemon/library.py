@@ -216,6 +216,10 @@ class Library:
                 self._apply(known, disk)
                 for path in self._journal.stale_files(ANALYZER_VERSION):  # an upgraded analyzer
                     self._queue.setdefault(path)
+                # permissions fixed (chmod changes no size or mtime): try again, once per scan
+                for path in self._journal.failed_paths("unreadable"):
+                    if path in disk and os.access(path, os.R_OK):
+                        self._queue.setdefault(path)
             finally:
                 self.scanning = None
             self.missing_folders = missing

@@ -35,8 +35,9 @@ def write_config(home: Path, music: Path, **sections: dict) -> Path:
 class AgentProcess:
     """Start with ``start()``; ``status()`` asks it over the real control socket."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, unprivileged: bool = False) -> None:
         self.home = home
+        self.unprivileged = unprivileged  # permission bits apply even when tests run as root (unprivileged.py)
         self.runtime = home / "run"
         self.env = {
             **os.environ,
@@ -62,9 +63,12 @@ class AgentProcess:
     def start(self, *extra: str, wait: bool = True) -> AgentProcess:
         self.runtime.mkdir(mode=0o700, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cratesense", "run", *extra], env=self.env, stdout=log, stderr=log
-            )
+            command = [sys.executable, "-m", "cratesense", "run", *extra]
+            if self.unprivileged:
+                from unprivileged import without_bypass
+
+                command = without_bypass(command)
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
         if wait:
             self.wait_for(lambda s: s["last_scan_at"] is not None, what="the first scan")
         return self

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from unprivileged import without_bypass
 from cratesense.daemon.journal import SCHEMA_VERSION, FileIdentity, Journal, JournalError, Observation
 
 IDENTITY = FileIdentity(device=1, inode=2, size=3, mtime_ns=4)
@@ -142,10 +143,11 @@ def test_locked_journal_names_the_likely_cause(tmp_path):
 
 
 def test_unwritable_location_is_explained(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
-    with pytest.raises(JournalError):
-        Journal(folder / "sub" / "j.sqlite")
+    # in a process that cannot bypass permissions (root in CI can): see unprivileged.py
+    check = (f"from cratesense.daemon.journal import Journal, JournalError\n"
+             f"try:\n    Journal({str(folder / 'sub' / 'j.sqlite')!r})\nexcept JournalError as exc:\n    print('refused:', exc)")
+    result = subprocess.run(without_bypass([sys.executable, "-c", check]), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("refused:") and "ro" in result.stdout, result.stderr
