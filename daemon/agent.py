@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -36,6 +36,8 @@ from cratesense.daemon.watcher import Watcher
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 3.0  # per component; the whole shutdown stays under 5 s
+CLOCK_CHECK_SECONDS = 5.0
+CLOCK_JUMP_TOLERANCE = 30.0  # NTP slews; a jump this large is a step (RTC reset, manual change)
 
 
 class Agent:
@@ -112,7 +114,10 @@ class Agent:
         await control.start()
         on_stop("control socket", control.stop)
 
-        self.scheduler = scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        # a run that is late (a suspended laptop, a busy loop) still runs, once (coalesced)
+        self.scheduler = scheduler = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(), job_defaults={"misfire_grace_time": None, "coalesce": True}
+        )
         interval = settings.scan_interval_minutes * 60
         scheduler.add_job(
             self._scan,
@@ -121,14 +126,13 @@ class Agent:
             jitter=interval / 10,  # many agents, one catalog: never in lockstep
             id="scan",
             max_instances=1,
-            coalesce=True,
-            next_run_time=None,
-        )
+        )  # first run one interval from now: the scan at start is the "first scan" task below
         sync_interval = self.config.sync.interval_minutes * 60
         scheduler.add_job(syncer.request, "interval", seconds=sync_interval, jitter=sync_interval / 10, id="sync",
                           coalesce=True, next_run_time=datetime.now())  # and once at start: the backlog
         scheduler.start()
         on_stop("scheduler", lambda: scheduler.shutdown(wait=False))
+        on_stop("clock follower", _task(follow_clock_jumps(scheduler), "clock follower"))
         on_stop("first scan", _task(self._scan(), "first scan"))
 
     async def _start_sync(self, journal: Journal, on_stop) -> Syncer:
@@ -278,6 +282,24 @@ class Agent:
             "journal_error": library.journal_error,
             **sync,
         }
+
+
+async def follow_clock_jumps(scheduler: AsyncIOScheduler) -> None:
+    """APScheduler plans in wall-clock time: after the clock jumps back an hour, every periodic
+    job would wait an extra hour (after a reset to 2001, decades). Compared with the monotonic
+    clock, a jump is seen within seconds and the jobs' next runs move with it, so they keep
+    their pace."""
+    wall, steady = time.time(), time.monotonic()
+    while True:
+        await asyncio.sleep(CLOCK_CHECK_SECONDS)
+        jump = (time.time() - wall) - (time.monotonic() - steady)
+        wall, steady = time.time(), time.monotonic()
+        if abs(jump) < CLOCK_JUMP_TOLERANCE:
+            continue
+        log.warning("the system clock jumped %+.0f s; periodic scans and syncs keep their pace", jump)
+        for job in scheduler.get_jobs():
+            if job.next_run_time is not None:
+                job.modify(next_run_time=job.next_run_time + timedelta(seconds=jump))
 
 
 def notify_service_manager(message: str) -> None:

@@ -171,3 +171,44 @@ def test_control_over_loopback_tcp_with_a_private_token(agent):
     assert connection.getresponse().status == 401 and agent.status()["paused"]
     agent.stop()
     assert not endpoint_file.exists()
+
+
+def test_the_clock_jumping_backwards_stalls_nothing(tmp_path, tracks):
+    """The system clock steps back 2 hours under a running agent (an RTC reset, a manual
+    change). We cannot step this machine's clock (no CAP_SYS_TIME, and it is shared), so the
+    jump is made for the agent's process alone by libfaketime, a boundary stand-in: its wall
+    clock jumps, its monotonic clock and the files' real mtimes do not, as on a real machine.
+    Periodic scans and syncs must keep their pace, and new files (whose mtimes now lie 2 hours
+    in the agent's future) must still be analyzed and synced."""
+    import glob
+
+    libraries = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    if not libraries:
+        pytest.skip("libfaketime is not installed (scripts/setup.sh test installs it on Debian)")
+    music = tmp_path / "music"
+    music.mkdir()
+    write_config(tmp_path, music, library={"scan_interval_minutes": 0.05},
+                 sync={"interval_minutes": 0.05, "quiet_seconds": 0.5})
+    offset = tmp_path / "clock-offset"
+    offset.write_text("+0\n")
+    agent = AgentProcess(tmp_path)
+    agent.env.update(LD_PRELOAD=libraries[0], FAKETIME_TIMESTAMP_FILE=str(offset), FAKETIME_NO_CACHE="1",
+                     FAKETIME_DONT_FAKE_MONOTONIC="1", NO_FAKE_STAT="1")
+    shutil.copy(tracks[0], music)
+    try:
+        agent.start()
+        before = agent.wait_for(lambda s: s["tracks"] == 1 and s["waiting_to_sync"] == 0 and s["last_sync_at"])
+        offset.write_text("-2h\n")
+        agent.wait_for(lambda s: s["last_scan_at"] < before["last_scan_at"] - 3600, timeout=30,
+                       what="a periodic scan after the clock jumped back")
+        agent.wait_for(lambda s: s["last_sync_at"] < before["last_sync_at"] - 3600, timeout=30,
+                       what="a periodic sync after the clock jumped back")
+        shutil.copy(tracks[1], music)
+        status = agent.wait_for(lambda s: s["tracks"] == 2 and s["waiting_to_sync"] == 0 and s["queued"] == 0,
+                                timeout=60, what="a new file analyzed and synced")
+        assert status["state"] in ("watching", "syncing")
+        with sqlite3.connect(f"file:{agent.catalog_path}?mode=ro", uri=True) as db:
+            assert db.execute("SELECT COUNT(*) FROM observations").fetchone()[0] == 2
+        assert "the system clock jumped -72" in agent.log.read_text()
+    finally:
+        agent.stop(signal.SIGKILL)
