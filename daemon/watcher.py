@@ -132,6 +132,26 @@ class _Handler(FileSystemEventHandler):
             pass
 
 
+class _OverflowAlarm(logging.Handler):
+    """The kernel's inotify queue (fs.inotify.max_queued_events) overflowed: events were lost.
+    watchdog rebuilds its watches but tells handlers nothing; it only logs a warning, so that
+    warning is what we listen for (tests/test_daemon_watcher.py overflows a real queue, so a
+    watchdog that words it differently fails there, not silently here)."""
+
+    LOGGER = "watchdog.observers.inotify_c"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._loop, self._on_overflow = loop, on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            try:
+                self._loop.call_soon_threadsafe(self._on_overflow)
+            except RuntimeError:  # the loop is closed: we are shutting down
+                pass
+
+
 class Watcher:
     """Watches ``folders`` and calls ``on_paths`` with settled batches of changed paths."""
 
@@ -157,6 +177,8 @@ class Watcher:
         self._flusher: asyncio.Task | None = None
         self.modes: dict[str, WatchMode] = {}
         self.events_seen = 0
+        self.overflows = 0
+        self._alarm: _OverflowAlarm | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -173,6 +195,8 @@ class Watcher:
         folder_count = await asyncio.to_thread(count_folders, existing) if limit is not None else 0
         self.modes = choose_modes(existing, self._configured, fs_types, folder_count, limit)
         handler = _Handler(loop, self._note)
+        self._alarm = _OverflowAlarm(loop, self._overflowed)
+        logging.getLogger(_OverflowAlarm.LOGGER).addHandler(self._alarm)
         for mode in ("inotify", "polling"):
             folders = [folder for folder in existing if self.modes[folder].mode == mode]
             if folders:
@@ -208,10 +232,20 @@ class Watcher:
                 await self._flusher
             except asyncio.CancelledError:
                 pass
+        if self._alarm is not None:
+            logging.getLogger(_OverflowAlarm.LOGGER).removeHandler(self._alarm)
+            self._alarm = None
         for observer in self._observers:
             observer.stop()
         await asyncio.to_thread(lambda: [observer.join(timeout=2) for observer in self._observers])
         self._observers = []
+
+    def _overflowed(self) -> None:
+        """Events were lost: every folder inotify watches is reconciled as a whole."""
+        self.overflows += 1
+        live = [folder for folder, mode in self.modes.items() if mode.mode == "inotify"]
+        log.warning("the inotify event queue overflowed (a burst of changes): rescanning %s", ", ".join(live))
+        self._note([os.fsencode(folder) for folder in live])
 
     def _note(self, paths: list[bytes]) -> None:
         now = time.monotonic()

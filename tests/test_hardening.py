@@ -212,3 +212,55 @@ def test_the_clock_jumping_backwards_stalls_nothing(tmp_path, tracks):
         assert "the system clock jumped -72" in agent.log.read_text()
     finally:
         agent.stop(signal.SIGKILL)
+
+
+def _rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_ten_thousand_files_dropped_at_once(tmp_path, tracks):
+    """`cp -r` of 10,000 files into a watched folder (an event storm, more than the kernel's
+    inotify queue of 16,384 events): every file is accounted for, the analysis queue is the
+    pool's (one file per worker in flight, the rest waits as paths), memory stays bounded."""
+    import random
+
+    source = tmp_path / "import" / "crate"
+    for index in range(100):
+        folder = source / f"d{index:02d}"
+        folder.mkdir(parents=True)
+        for item in range(100 if index else 97):
+            # not audio (each different, so none is linked to another): recorded and skipped
+            (folder / f"{item:03d}.mp3").write_bytes(random.randbytes(2048))
+    for index in range(3):
+        shutil.copy(tracks[index], source / "d00" / f"real{index}.flac")
+    music = tmp_path / "music"
+    music.mkdir()
+    write_config(tmp_path, music, sync={"quiet_seconds": 0.5})
+    agent = AgentProcess(tmp_path)
+    try:
+        agent.start()
+        agent.settled()
+        pid = agent.status()["pid"]
+        rss_before = _rss_kb(pid)
+        subprocess.run(["cp", "-r", str(source), str(music)], check=True)
+        most_in_flight = 0
+
+        def done(status: dict) -> bool:
+            nonlocal most_in_flight
+            most_in_flight = max(most_in_flight, status["analyzing"])
+            return status["files"] == 10_000 and status["queued"] == 0 and status["analyzing"] == 0
+
+        status = agent.wait_for(done, timeout=600, what="10,000 files to be recorded")
+        peak_growth_mb = (_rss_kb(pid, "VmHWM") - rss_before) / 1024
+        assert status["tracks"] == 3 and status["failing_files"] == 9_997
+        assert most_in_flight <= 2  # one worker's file, and one being identified
+        on_disk = {os.fsdecode(p) for p in subprocess.run(["find", str(music), "-type", "f"], capture_output=True,
+                                                          check=True).stdout.split(b"\n") if p}
+        assert set(agent.files()) == on_disk
+        print(f"10,000 files: peak RSS growth {peak_growth_mb:.1f} MB over {rss_before / 1024:.1f} MB")
+        assert peak_growth_mb < 100
+    finally:
+        agent.stop(signal.SIGKILL)
