@@ -217,7 +217,7 @@ class Library:
                 for path in self._journal.stale_files(ANALYZER_VERSION):  # an upgraded analyzer
                     self._queue.setdefault(path)
                 # permissions fixed (chmod changes no size or mtime): try again, once per scan
-                for path in self._journal.failed_paths("unreadable"):
+                for path in self._journal.failed_paths("permission"):
                     if path in disk and os.access(path, os.R_OK):
                         self._queue.setdefault(path)
             finally:
@@ -335,7 +335,8 @@ class Library:
         except OSError as exc:
             identity = _stat_identity(path)
             if identity is not None:
-                self._journal.record_failure(path, identity, "unreadable", exc.strerror or str(exc), ANALYZER_VERSION)
+                kind = "permission" if isinstance(exc, PermissionError) else "unreadable"
+                self._journal.record_failure(path, identity, kind, exc.strerror or str(exc), ANALYZER_VERSION)
                 self.stats["failed"] += 1
             return
         if self._journal.track_version(key) == ANALYZER_VERSION:

@@ -102,3 +102,44 @@ def test_real_encodes_match_and_real_tracks_never_merge(tmp_path):
         by_track.setdefault(name, set()).add(recording_of[f"{i:032x}"])
     assert all(len(recordings) == 1 for recordings in by_track.values())  # every encode together
     assert len(set().union(*by_track.values())) == len(by_track)  # no two tracks merged
+
+
+def test_real_recordings_copied_into_a_watched_folder_reach_the_catalog_once_and_no_path_leaves(tmp_path):
+    """#6 with real music: 12 real recordings copied into private-looking folders of a watched
+    library reach a real catalog exactly once each, and no request body carries any part of a
+    path (captured and scanned at a tap in front of the catalog)."""
+    import json
+    import sqlite3
+
+    from agentproc import AgentProcess, write_config
+    from test_daemon_sync import RecordingCatalog
+
+    real = [path for path in fetch() if path.name != "silence.ogg"][:12]
+    catalog = RecordingCatalog(tmp_path / "shared.sqlite")
+    music = tmp_path / "music"
+    album = music / "Private Folder Name" / "Secret Album"
+    album.mkdir(parents=True)
+    write_config(tmp_path, music, sync={"quiet_seconds": 0.5, "catalog_url": catalog.url})
+    agent = AgentProcess(tmp_path)
+    try:
+        agent.start()
+        for index, path in enumerate(real):
+            shutil.copy(path, album / f"{index:02d} my-private-name{path.suffix}")
+        status = agent.wait_for(
+            lambda s: s["files"] == len(real) and s["queued"] == 0 and s["analyzing"] == 0
+            and s["waiting_to_sync"] == 0, timeout=300, what="the real recordings to be analyzed and synced")
+        agent.cli("sync")
+        assert status["failing_files"] == 0
+    finally:
+        agent.stop()
+        catalog.close()
+    with sqlite3.connect(tmp_path / "shared.sqlite") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM observations")]
+    assert len(ids) == len(set(ids)) == status["tracks"] == len(real)
+    sent = [item["id"] for body in catalog.bodies if b'"observations"' in body
+            for item in json.loads(body).get("observations", [])]
+    assert sorted(sent) == sorted(ids)  # each sent once: no retry re-sent an acknowledged row
+    everything = b"\n".join(catalog.bodies).decode("utf-8", "replace")
+    for leak in (str(music), "Private Folder Name", "Secret Album", "my-private-name", str(tmp_path), "/tmp",
+                 *{path.suffix for path in real}, *{path.parent.name for path in real}):
+        assert leak not in everything, leak

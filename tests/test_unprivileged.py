@@ -57,7 +57,7 @@ def test_unreadable_files_and_folders_are_recorded_kept_not_retried_and_picked_u
         status = agent.settled()
         assert status["tracks"] == 2 and status["files"] == 3 and status["failing_files"] == 1
         failures = agent.cli("failures").stdout
-        assert "locked.flac" in failures and "unreadable" in failures and "ermission denied" in failures
+        assert "locked.flac: permission" in failures and "Permission denied" in failures
 
         # a folder that becomes unreadable: its tracks are kept (not "deleted"), and it is named
         (music / "private").chmod(0)
