@@ -80,6 +80,15 @@ async def main_async(args, url, db_path):
         await asyncio.gather(*(one_agent(session, url, recordings, args, timings, errors, sent)
                                for _ in range(args.agents)))
         seconds = time.perf_counter() - started
+    # under load the catalog answers before matching: wait until every accepted batch is matched
+    drain_started = time.perf_counter()
+    while True:
+        with sqlite3.connect(db_path) as db:
+            waiting = db.execute("SELECT COUNT(*) FROM arrivals").fetchone()[0]
+        if waiting == 0 or time.perf_counter() - drain_started > 900:
+            break
+        await asyncio.sleep(0.5)
+    drained = time.perf_counter() - drain_started
     with sqlite3.connect(db_path) as db:
         stored = {oid for (oid,) in db.execute("SELECT id FROM observations")}
         recording_count = db.execute("SELECT COUNT(*) FROM recordings").fetchone()[0]
@@ -89,6 +98,8 @@ async def main_async(args, url, db_path):
     for kind, values in timings.items():
         print(f"  {kind}: p50 {1000 * percentile(values, 0.5):.0f} ms, p99 {1000 * percentile(values, 0.99):.0f} ms")
     print(f"  errors: {dict(errors) or 'none'}; 5xx: {sum(v for k, v in errors.items() if k >= 500)}")
+    print(f"  matching finished {drained:.1f} s after the last answer ({waiting} still waiting); "
+          f"{len(stored) / (seconds + drained):.0f} observations/s matched end to end")
     print(f"  acknowledged {len(sent)}, stored {len(stored)}, lost {len(sent - stored)}; "
           f"{recording_count} recordings from {args.recordings} distinct fingerprints")
 

@@ -29,6 +29,47 @@ GUESSES = web.AppKey("guesses", object)
 BODY_SECONDS = web.AppKey("body_seconds", float)
 
 
+class Settler:
+    """Matching, out of the way of the answers. A lone ingest request settles its batch before
+    it answers (what it sent is matched when the answer arrives); while other ingest requests
+    are in flight, or a backlog waits, the batch is only accepted (durably, cheaply) and
+    matched by ``run()`` in short slices between requests: under load an answer never waits
+    for other agents' matching."""
+
+    INLINE_MAX = 200  # a lone request settles at most this backlog itself
+    SLICE = 20  # arrivals matched between two turns of the event loop (~10 ms)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.in_flight = 0  # ingest requests being handled now
+        self.deferred = 0  # batches answered before being matched (for status and tests)
+        self._wake = asyncio.Event()
+        self._wake.set()  # arrivals left by a previous run are settled at start
+
+    def accepted(self) -> None:
+        if self.in_flight <= 1 and self.store.waiting() <= self.INLINE_MAX:
+            while self.store.settle(100):
+                pass
+        else:
+            self.deferred += 1
+            self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while self.store.settle(self.SLICE):
+                    await asyncio.sleep(0)  # answer waiting requests between slices
+            except Exception:  # a full disk, say: the arrivals stay; try again in a while
+                log.exception("matching accepted observations failed; retrying in 30 s")
+                await asyncio.sleep(30)
+                self._wake.set()
+
+
+SETTLER = web.AppKey("settler", Settler)
+
+
 class RateLimiter:
     """A token bucket per key: ``rate`` requests per second, bursts up to ``burst``."""
 
@@ -145,11 +186,18 @@ async def register(request: web.Request) -> web.Response:
 
 async def ingest(request: web.Request) -> web.Response:
     contributor, contribute = _client(request)
-    body = await _body(request)
-    if not contribute:
-        return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)", rule="contribute=false")
-    observations = contract.decode_observations(contract.decode(body, contract.IngestRequest))
-    results = request.app[STORE].ingest(contributor, observations)
+    settler = request.app[SETTLER]
+    settler.in_flight += 1
+    try:
+        body = await _body(request)
+        if not contribute:
+            return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)",
+                          rule="contribute=false")
+        observations = contract.decode_observations(contract.decode(body, contract.IngestRequest))
+        results = request.app[STORE].accept(contributor, observations)
+        settler.accepted()
+    finally:
+        settler.in_flight -= 1
     accepted = sum(1 for result in results if result["status"] == "accepted")
     return web.json_response({"results": results, "accepted": accepted})
 
@@ -201,6 +249,8 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app[BODY_SECONDS] = body_seconds
     app[LIMITER] = RateLimiter(rate, burst)
     app[GUESSES] = RateLimiter(rate=1.0, burst=10)
+    app[SETTLER] = Settler(store)
+    app.cleanup_ctx.append(_settling)
     app.router.add_post("/v1/contributors", register)
     app.router.add_post("/v1/observations", ingest)
     app.router.add_post("/v1/lookup", lookup)
@@ -210,6 +260,16 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app.router.add_get("/v1/contributors/me/export", export)
     app.router.add_get("/v1/recommendations", recommendations)
     return app
+
+
+async def _settling(app: web.Application):
+    task = asyncio.create_task(app[SETTLER].run(), name="catalog-settler")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 async def _runner(store: Store, **limits) -> web.AppRunner:

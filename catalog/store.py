@@ -83,7 +83,29 @@ _MIGRATIONS = (
         updated_at REAL NOT NULL
     );
     """,
+    # 2: observations accepted but not yet matched (under load, matching runs after the answer;
+    # same typed, length-checked columns as observations, the fingerprint as raw items)
+    f"""
+    CREATE TABLE arrivals (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE CHECK (length(id) = 32),
+        contributor TEXT NOT NULL REFERENCES contributors (id) CHECK (length(contributor) = 32),
+        items BLOB NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),
+        fingerprint_duration REAL NOT NULL,
+        {_METADATA_COLUMNS},
+        duration REAL,
+        bpm REAL,
+        loudness_lufs REAL,
+        embedding BLOB CHECK (embedding IS NULL OR length(embedding) = {4 * EMBEDDING_LENGTH}),
+        analyzer_version TEXT NOT NULL CHECK (length(analyzer_version) <= 64),
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX arrivals_contributor ON arrivals (contributor);
+    """,
 )
+# the columns an arrival carries over into its observation, in this order
+_CARRIED = ("id, contributor, fingerprint_duration, artist, title, album, isrc, catalog_number, key, camelot, "
+            "duration, bpm, loudness_lufs, embedding, analyzer_version, received_at")
 
 
 def token_hash(token: str) -> bytes:
@@ -134,27 +156,63 @@ class Store:
     # --- observations --------------------------------------------------------------------
 
     def ingest(self, contributor: str, observations: Iterable[Observation]) -> list[dict]:
-        """Store a batch; per item ``accepted``, ``duplicate`` (same id again: idempotent) or
-        ``rejected`` with a reason. Consensus of every touched recording is re-derived."""
-        results, touched = [], set()
+        """Store and match a batch at once (``accept`` then ``settle`` until nothing waits)."""
+        results = self.accept(contributor, observations)
+        while self.settle():
+            pass
+        return results
+
+    def accept(self, contributor: str, observations: Iterable[Observation]) -> list[dict]:
+        """Take a batch in durably, unmatched: per item ``accepted``, ``duplicate`` (same id
+        again: idempotent) or ``rejected`` with a reason. Cheap: matching is ``settle``'s."""
+        results = []
         now = time.time()
         with self._transaction() as db:
-            for observation in observations:
-                owner = db.execute("SELECT contributor FROM observations WHERE id = ?", (observation.id,)).fetchone()
+            for o in observations:
+                owner = db.execute(
+                    "SELECT contributor FROM observations WHERE id = ? UNION ALL "
+                    "SELECT contributor FROM arrivals WHERE id = ?", (o.id, o.id)).fetchone()
                 if owner is not None:
                     if owner[0] == contributor:
-                        results.append({"id": observation.id, "status": "duplicate"})
+                        results.append({"id": o.id, "status": "duplicate"})
                     else:
-                        results.append({"id": observation.id, "status": "rejected", "reason": "id: already used by another contributor"})
+                        results.append({"id": o.id, "status": "rejected", "reason": "id: already used by another contributor"})
                     continue
-                items = fingerprint_items("fingerprint.chromaprint", observation.fingerprint.chromaprint)
-                recording, fingerprint = self._place(db, items, observation, now)
-                self._insert_observation(db, contributor, recording, fingerprint, observation, now)
+                items = fingerprint_items("fingerprint.chromaprint", o.fingerprint.chromaprint)
+                m, a = o.metadata, o.analysis
+                embedding = struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None
+                db.execute(
+                    f"INSERT INTO arrivals (items, {_CARRIED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (matching.pack(items), o.id, contributor, o.fingerprint.duration, m.artist, m.title, m.album,
+                     m.isrc, m.catalog_number, a.key, a.camelot, m.duration, a.bpm, a.loudness_lufs, embedding,
+                     a.analyzer_version, now),
+                )
+                results.append({"id": o.id, "status": "accepted"})
+        return results
+
+    def settle(self, limit: int = 20) -> int:
+        """Match up to ``limit`` waiting arrivals (oldest first) into observations and re-derive
+        the consensus of every recording they touch; returns how many were settled."""
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT seq, items, fingerprint_duration, isrc FROM arrivals ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+            touched = set()
+            for seq, packed, duration, isrc in rows:
+                recording, fingerprint = self._place(db, matching.unpack(packed), duration, isrc, now)
+                db.execute(
+                    f"INSERT INTO observations (recording, fingerprint, {_CARRIED}) "
+                    f"SELECT ?, ?, {_CARRIED} FROM arrivals WHERE seq = ?", (recording, fingerprint, seq))
+                db.execute("DELETE FROM arrivals WHERE seq = ?", (seq,))
                 touched.add(recording)
-                results.append({"id": observation.id, "status": "accepted"})
             for recording in touched:
                 self._derive(db, recording, now)
-        return results
+        return len(rows)
+
+    def waiting(self) -> int:
+        """Arrivals not matched yet."""
+        return self._db.execute("SELECT COUNT(*) FROM arrivals").fetchone()[0]
 
     def _candidates(self, db, items: list[int], duration: float) -> list[tuple[float, int, int]]:
         """(score, fingerprint id, recording id) of stored fingerprints like ``items``, best first."""
@@ -180,45 +238,32 @@ class Store:
                     break  # the same fingerprint: nothing can do better (scores cost ~1 ms each)
         return sorted(scored, reverse=True)
 
-    def _place(self, db, items: list[int], observation: Observation, now: float) -> tuple[int, int]:
+    def _place(self, db, items: list[int], duration: float, isrc: str | None, now: float) -> tuple[int, int]:
         """The recording and fingerprint an observation belongs to, created when new."""
-        candidates = self._candidates(db, items, observation.fingerprint.duration)
+        candidates = self._candidates(db, items, duration)
         if candidates:
             best_score, fingerprint, recording = candidates[0]
             if best_score >= matching.SAME_FINGERPRINT:
                 return recording, fingerprint
-            isrc = observation.metadata.isrc
             for candidate_score, _, candidate_recording in candidates:
                 same_isrc = isrc is not None and db.execute(
                     "SELECT 1 FROM recordings WHERE id = ? AND isrc = ?", (candidate_recording, isrc)
                 ).fetchone()
                 threshold = matching.SAME_RECORDING_WITH_ISRC if same_isrc else matching.SAME_RECORDING
                 if candidate_score >= threshold:
-                    return candidate_recording, self._new_fingerprint(db, candidate_recording, items, observation)
+                    return candidate_recording, self._new_fingerprint(db, candidate_recording, items, duration)
         recording = db.execute("INSERT INTO recordings (updated_at) VALUES (?)", (now,)).lastrowid
-        return recording, self._new_fingerprint(db, recording, items, observation)
+        return recording, self._new_fingerprint(db, recording, items, duration)
 
     @staticmethod
-    def _new_fingerprint(db, recording: int, items: list[int], observation: Observation) -> int:
+    def _new_fingerprint(db, recording: int, items: list[int], duration: float) -> int:
         terms = matching.index_terms(items)
         fingerprint = db.execute(
             "INSERT INTO fingerprints (recording, items, terms, duration) VALUES (?, ?, ?, ?)",
-            (recording, matching.pack(items), matching.pack(terms), observation.fingerprint.duration),
+            (recording, matching.pack(items), matching.pack(terms), duration),
         ).lastrowid
         db.executemany("INSERT OR IGNORE INTO fingerprint_terms VALUES (?, ?)", [(term, fingerprint) for term in terms])
         return fingerprint
-
-    @staticmethod
-    def _insert_observation(db, contributor: str, recording: int, fingerprint: int, o: Observation, now: float) -> None:
-        m, a = o.metadata, o.analysis
-        embedding = struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None
-        db.execute(
-            "INSERT INTO observations (id, contributor, recording, fingerprint, fingerprint_duration, artist, title, "
-            "album, isrc, catalog_number, key, camelot, duration, bpm, loudness_lufs, embedding, analyzer_version, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (o.id, contributor, recording, fingerprint, o.fingerprint.duration, m.artist, m.title, m.album, m.isrc,
-             m.catalog_number, a.key, a.camelot, m.duration, a.bpm, a.loudness_lufs, embedding, a.analyzer_version, now),
-        )
 
     def _derive(self, db, recording: int, now: float) -> None:
         """The consensus of a recording from its observations, votes counted per contributor."""
@@ -295,6 +340,7 @@ class Store:
             fingerprints = [row[0] for row in db.execute(
                 "SELECT DISTINCT fingerprint FROM observations WHERE contributor = ?", (contributor,))]
             count = db.execute("DELETE FROM observations WHERE contributor = ?", (contributor,)).rowcount
+            count += db.execute("DELETE FROM arrivals WHERE contributor = ?", (contributor,)).rowcount
             unused = [f for f in fingerprints
                       if db.execute("SELECT 1 FROM observations WHERE fingerprint = ? LIMIT 1", (f,)).fetchone() is None]
             self._drop_fingerprints(db, unused)
@@ -313,13 +359,15 @@ class Store:
             "SELECT id, contribute, created_at, deleted_at, deleted_count FROM contributors WHERE id = ?", (contributor,)
         ).fetchone()
         observations = []
-        for o in self._db.execute(
-            "SELECT o.id, o.recording, f.items, o.fingerprint_duration, o.artist, o.title, o.album, o.isrc, "
-            "o.catalog_number, o.duration, o.bpm, o.key, o.camelot, o.loudness_lufs, o.embedding, o.analyzer_version, "
-            "o.received_at FROM observations o JOIN fingerprints f ON f.id = o.fingerprint WHERE o.contributor = ? "
-            "ORDER BY o.received_at, o.id",
-            (contributor,),
-        ):
+        fields = ("{t}.id, {recording}, items, {t}.fingerprint_duration, artist, title, album, isrc, catalog_number, "
+                  "{t}.duration, bpm, key, camelot, loudness_lufs, embedding, analyzer_version, received_at")
+        matched = self._db.execute(
+            f"SELECT {fields.format(t='o', recording='o.recording')} FROM observations o JOIN fingerprints f "
+            "ON f.id = o.fingerprint WHERE o.contributor = ?", (contributor,)).fetchall()
+        waiting = self._db.execute(  # accepted, not matched yet: no recording
+            f"SELECT {fields.format(t='arrivals', recording='NULL')} FROM arrivals WHERE contributor = ?",
+            (contributor,)).fetchall()
+        for o in sorted(matched + waiting, key=lambda row: (row[16], row[0])):
             observations.append({
                 "id": o[0],
                 "recording": o[1],
@@ -376,7 +424,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         return {table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("contributors", "recordings", "fingerprints", "observations", "profiles")}
+                for table in ("contributors", "recordings", "fingerprints", "observations", "profiles", "arrivals")}
 
 
 CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key", "camelot", "duration", "bpm", "loudness_lufs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import sqlite3
 
 import aiohttp
@@ -285,3 +286,77 @@ async def test_a_slow_client_is_cut_off(tmp_path):
         assert b" 408 " in head and asyncio.get_running_loop().time() - started < 5
         await reader.read()  # the server closes the connection
         writer.close()
+
+
+def _random_batch(seed: int, count: int) -> list[dict]:
+    import random
+
+    import chromaprint
+
+    from catalogkit import random_fingerprint
+
+    rng = random.Random(seed)
+    return [observation((chromaprint.encode_fingerprint(random_fingerprint(rng), 1).decode(), 180.0), bpm=120.0)
+            for _ in range(count)]
+
+
+async def test_under_load_batches_are_accepted_at_once_and_matched_after(tmp_path):
+    """While another ingest request is in flight (here: one whose body is still coming), a batch
+    is accepted durably and answered without waiting for matching; everything is matched
+    soon after, once each."""
+    from cratesense.catalog.server import SETTLER, start
+    from cratesense.catalog.store import Store
+
+    store = Store(tmp_path / "c.sqlite")
+    runner, url = await start(store)
+    try:
+        async with aiohttp.ClientSession() as session:
+            slow, others = await Client(session, url).register(), [await Client(session, url).register() for _ in range(5)]
+            host, port = url.removeprefix("http://").split(":")
+            body = json.dumps({"observations": _random_batch(99, 3)}).encode()
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write((f"POST /v1/observations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {slow.token}\r\n"
+                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body[:50])
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the slow request is in flight
+            answers = await asyncio.gather(*(client.ingest(_random_batch(i, 20)) for i, client in enumerate(others)))
+            assert all(status == 200 and body["accepted"] == 20 for status, body in answers)
+            assert runner.app[SETTLER].deferred == 5  # each answered before being matched
+            writer.write(body[50:])
+            await writer.drain()
+            assert b" 200 " in await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            for _ in range(100):
+                if store.counts()["arrivals"] == 0:
+                    break
+                await asyncio.sleep(0.1)
+            counts = store.counts()
+            assert counts["arrivals"] == 0 and counts["observations"] == 103 and counts["recordings"] == 103
+            status, export = await others[0].call("GET", "/v1/contributors/me/export")
+            assert status == 200 and all(o["recording"] for o in export["observations"])
+    finally:
+        await runner.cleanup()
+        store.close()
+
+
+async def test_accepted_but_unmatched_observations_survive_a_restart(tmp_path):
+    """A crash between the answer and the matching loses nothing: arrivals are in the database
+    and are matched when the catalog starts again; a re-send meanwhile is a duplicate."""
+    from cratesense.catalog import contract
+    from cratesense.catalog.store import Store
+
+    store = Store(tmp_path / "c.sqlite")
+    contributor, token = store.register()
+    batch = _random_batch(7, 30)
+    observations = contract.decode_observations(contract.decode(json.dumps({"observations": batch}).encode(),
+                                                                 contract.IngestRequest))
+    store.accept(contributor, observations)
+    assert store.counts()["arrivals"] == 30 and store.counts()["observations"] == 0
+    assert [r["status"] for r in store.accept(contributor, observations[:2])] == ["duplicate", "duplicate"]
+    store.close()  # ... the process dies here
+    async with catalog_server(tmp_path / "c.sqlite") as (store, url):
+        for _ in range(100):
+            if store.counts()["arrivals"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert store.counts()["observations"] == 30 and store.counts()["recordings"] == 30

@@ -126,9 +126,11 @@ def test_no_column_can_hold_a_path_or_audio(tmp_path):
                 assert bounded or (table, column) == ("fingerprint_terms", None), f"{table}.{column} is unbounded"
     blobs = {(t, column) for t in tables for _, column, kind, *_ in db.execute(f"PRAGMA table_info({t})") if kind == "BLOB"}
     # the only binary columns, each size-checked above: a token hash, raw fingerprint items (at
-    # most 1000 x 4 bytes) and their index terms (120 x 4), an embedding (64 floats), a profile vector
+    # most 1000 x 4 bytes) and their index terms (120 x 4), an embedding (64 floats), a profile
+    # vector; arrivals (accepted, not matched yet) hold the same items and embedding
     assert blobs == {("contributors", "token_hash"), ("fingerprints", "items"), ("fingerprints", "terms"),
-                     ("observations", "embedding"), ("profiles", "vector")}
+                     ("observations", "embedding"), ("profiles", "vector"), ("arrivals", "items"),
+                     ("arrivals", "embedding")}
 
 
 def test_consensus_counts_contributors_and_folds_octaves():
