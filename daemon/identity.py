@@ -1,9 +1,11 @@
-"""The agent's identity: its install secret and its catalog credentials, in a small file of
-their own (0600, replaced atomically) beside the journal.
+"""The agent's identity: its install secret, its catalog credentials and the user's privacy
+choices (contribute on/off, a deletion request), in a small file of their own (0600, replaced
+atomically) beside the journal.
 
 They live apart from the journal on purpose: a damaged journal is rebuilt from a rescan, and
 with the same secret the rebuilt observations get the same ids, so the catalog sees re-sends
-(idempotent), not a new contributor with duplicates of everything.
+(idempotent), not a new contributor with duplicates of everything; and a user who turned
+contribution off stays off.
 """
 
 from __future__ import annotations

@@ -212,12 +212,20 @@ class Syncer:
 
     # --- what is sent -------------------------------------------------------------------------
 
+    # The user's privacy choices live in the identity file, not the journal: a journal that is
+    # damaged or deleted is rebuilt from a rescan, and must not come back contributing.
+
+    def _choice(self, key: str):
+        value = self._identity.get(key)
+        return self._journal.setting(key) if value is None else value  # earlier versions kept it there
+
     @property
     def contribute(self) -> bool:
-        return bool(self._journal.setting("contribute", self._contribute_default))
+        value = self._choice("contribute")
+        return bool(self._contribute_default if value is None else value)
 
     def set_contribute(self, contribute: bool) -> None:
-        self._journal.set_setting("contribute", contribute)
+        self._identity.set("contribute", contribute)
         self.request()
 
     async def _push_settings(self) -> None:
@@ -230,24 +238,24 @@ class Syncer:
 
     def request_deletion(self) -> None:
         """Durable until the catalog confirms it: survives being offline and restarts."""
-        self._journal.set_setting("deletion", {"requested_at": time.time()})
+        self._identity.set("deletion", {"requested_at": time.time()})
         self.request()
 
     @property
     def deletion(self) -> dict | None:
-        return self._journal.setting("deletion")
+        return self._choice("deletion")
 
     async def _send_deletion(self) -> None:
         deletion = self.deletion
         if not deletion or deletion.get("confirmed_at"):
             return
         # contribution goes off first, so nothing is re-uploaded behind the deletion
-        self._journal.set_setting("contribute", False)
+        self._identity.set("contribute", False)
         await self._push_settings()
         status, answer = await self._authorized("DELETE", "/v1/contributors/me/observations")
         if status != 200:
             raise Backoff(f"the catalog refused the deletion ({status}: {answer.get('error')})")
-        self._journal.set_setting("deletion", {**deletion, "confirmed_at": time.time(), "deleted": answer["deleted"]})
+        self._identity.set("deletion", {**deletion, "confirmed_at": time.time(), "deleted": answer["deleted"]})
         log.info("the catalog deleted %d observation(s) of ours", answer["deleted"])
 
     def next_batch(self) -> list[tuple[int, dict]]:

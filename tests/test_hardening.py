@@ -96,6 +96,28 @@ def test_a_damaged_journal_is_moved_aside_and_rebuilt(agent, tracks):
         assert db.execute("SELECT COUNT(*) FROM contributors").fetchone()[0] == 1
 
 
+def test_a_journal_deleted_while_stopped_is_rebuilt_and_keeps_the_users_choices(agent, tracks):
+    """Contribution turned off, then the journal deleted while the agent is stopped: the rescan
+    rebuilds it, and the agent does not come back contributing (the choice lives with the
+    identity, not in the journal)."""
+    for track in tracks[:2]:
+        shutil.copy(track, agent.music)
+    agent.start()
+    assert agent.cli("contribute", "off").returncode == 0
+    agent.settled()
+    agent.stop()
+    for suffix in ("", "-wal", "-shm"):
+        path = agent.journal_path.with_name(agent.journal_path.name + suffix)
+        if path.exists():
+            path.unlink()
+    agent.start()
+    status = agent.settled()
+    assert status["files"] == 2 and status["tracks"] == 2 and status["contribute"] is False
+    assert agent.cli("sync").returncode == 0
+    with sqlite3.connect(agent.catalog_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM observations").fetchone()[0] == 0
+
+
 def test_an_analyzer_upgrade_reanalyzes_only_what_changed(agent, tracks):
     for track in tracks[:3]:
         shutil.copy(track, agent.music)
