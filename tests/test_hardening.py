@@ -286,3 +286,29 @@ def test_ten_thousand_files_dropped_at_once(tmp_path, tracks):
         assert peak_growth_mb < 100
     finally:
         agent.stop(signal.SIGKILL)
+
+
+def test_a_music_folder_on_a_read_only_file_system(tmp_path, tracks):
+    """A read-only mount (a write-protected card, an ro network share): read, watched through
+    changes made elsewhere, analyzed and synced; the agent never needs to write there."""
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(tracks[0], source)
+    music = tmp_path / "music"
+    music.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(source), str(music)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({mounted.stderr.decode().strip()}); needs root")
+    agent = AgentProcess(tmp_path)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(music)], check=True)
+        assert subprocess.run(["touch", str(music / "probe")], capture_output=True).returncode != 0
+        write_config(tmp_path, music, sync={"quiet_seconds": 0.5})
+        agent.start()
+        agent.wait_for(lambda s: s["tracks"] == 1 and s["waiting_to_sync"] == 0 and s["failing_files"] == 0)
+        shutil.copy(tracks[1], source)  # written through the writable side: seen on the read-only one
+        status = agent.wait_for(lambda s: s["tracks"] == 2 and s["waiting_to_sync"] == 0, what="the second track")
+        assert status["state"] in ("watching", "syncing") and not status["missing_folders"]
+    finally:
+        agent.stop(signal.SIGKILL)
+        subprocess.run(["umount", str(music)])
