@@ -26,6 +26,16 @@ from cratesense.catalog.contract import EMBEDDING_LENGTH, Observation, Profile, 
 _TEXT = {"artist": 256, "title": 256, "album": 256, "isrc": 12, "catalog_number": 64, "key": 8, "camelot": 3}
 _METADATA_COLUMNS = ", ".join(f"{name} TEXT CHECK (length({name}) <= {limit})" for name, limit in _TEXT.items())
 PROFILE_LENGTH = 24 + 24 + 12 + EMBEDDING_LENGTH
+# what an observation carries, as typed, length-checked columns (observations and arrivals)
+_OBSERVED_COLUMNS = f"""
+        fingerprint_duration REAL NOT NULL,
+        {_METADATA_COLUMNS},
+        duration REAL,
+        bpm REAL,
+        loudness_lufs REAL,
+        embedding BLOB CHECK (embedding IS NULL OR length(embedding) = {4 * EMBEDDING_LENGTH}),
+        analyzer_version TEXT NOT NULL CHECK (length(analyzer_version) <= 64),
+        received_at REAL NOT NULL"""
 
 _MIGRATIONS = (
     f"""
@@ -63,15 +73,7 @@ _MIGRATIONS = (
         id TEXT PRIMARY KEY CHECK (length(id) = 32),
         contributor TEXT NOT NULL REFERENCES contributors (id) CHECK (length(contributor) = 32),
         recording INTEGER NOT NULL REFERENCES recordings (id),
-        fingerprint INTEGER NOT NULL REFERENCES fingerprints (id),
-        fingerprint_duration REAL NOT NULL,
-        {_METADATA_COLUMNS},
-        duration REAL,
-        bpm REAL,
-        loudness_lufs REAL,
-        embedding BLOB CHECK (embedding IS NULL OR length(embedding) = {4 * EMBEDDING_LENGTH}),
-        analyzer_version TEXT NOT NULL CHECK (length(analyzer_version) <= 64),
-        received_at REAL NOT NULL
+        fingerprint INTEGER NOT NULL REFERENCES fingerprints (id),{_OBSERVED_COLUMNS}
     );
     CREATE INDEX observations_contributor ON observations (contributor);
     CREATE INDEX observations_recording ON observations (recording);
@@ -90,15 +92,7 @@ _MIGRATIONS = (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE CHECK (length(id) = 32),
         contributor TEXT NOT NULL REFERENCES contributors (id) CHECK (length(contributor) = 32),
-        items BLOB NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),
-        fingerprint_duration REAL NOT NULL,
-        {_METADATA_COLUMNS},
-        duration REAL,
-        bpm REAL,
-        loudness_lufs REAL,
-        embedding BLOB CHECK (embedding IS NULL OR length(embedding) = {4 * EMBEDDING_LENGTH}),
-        analyzer_version TEXT NOT NULL CHECK (length(analyzer_version) <= 64),
-        received_at REAL NOT NULL
+        items BLOB NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),{_OBSERVED_COLUMNS}
     );
     CREATE INDEX arrivals_contributor ON arrivals (contributor);
     """,

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from audiogen import FORMATS, encode, synth_track
+from audiogen import FORMATS, encode, fingerprintable_track, synth_track
 
 SR = 44100
+
+
+@pytest.fixture(scope="session")
+def tracks(tmp_path_factory) -> list[Path]:
+    """Six different 24 s tracks (FLAC) the catalog accepts, outside any watched folder."""
+    folder = tmp_path_factory.mktemp("source")
+    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(6)]
 
 
 @pytest.fixture(scope="session")

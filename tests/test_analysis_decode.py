@@ -3,7 +3,6 @@ clear error for every kind of broken file."""
 
 from __future__ import annotations
 
-import os
 import sys
 import subprocess
 import tracemalloc

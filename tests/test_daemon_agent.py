@@ -7,7 +7,6 @@ import sqlite3
 import signal
 import stat
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,13 +14,6 @@ from agentproc import AgentProcess, write_config
 from audiogen import encode, fingerprintable_track, synth_track
 
 SR = 44100
-
-
-@pytest.fixture(scope="module")
-def tracks(tmp_path_factory) -> list[Path]:
-    """Six different 24 s tracks (FLAC) the catalog accepts, outside any watched folder."""
-    folder = tmp_path_factory.mktemp("source")
-    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(6)]
 
 
 @pytest.fixture

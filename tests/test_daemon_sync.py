@@ -18,21 +18,12 @@ import pytest
 from aiohttp import web
 
 from agentproc import AgentProcess, write_config
-from audiogen import encode, fingerprintable_track
 from catalogkit import catalog_server, observation
 from cratesense.catalog.server import start
 from cratesense.catalog.store import Store
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import FileIdentity, Journal, Observation
 from cratesense.daemon.sync import Syncer
-
-SR = 44100
-
-
-@pytest.fixture(scope="module")
-def tracks(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sync-source")
-    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(4)]
 
 
 def catalog_count(path, table="observations") -> int:

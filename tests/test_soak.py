@@ -15,13 +15,10 @@ from pathlib import Path
 import pytest
 
 from agentproc import AgentProcess, write_config
-from audiogen import encode, fingerprintable_track
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import FileIdentity
 from cratesense.daemon.library import observation_id
 from cratesense.daemon.scan import walk
-
-SR = 44100
 
 
 def rss_kb(pid: int) -> int:
@@ -31,7 +28,7 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def run_soak(tmp_path: Path, sources: list[Path], seconds: float, seed: int = 7) -> dict:
+def run_soak(tmp_path: Path, tracks: list[Path], seconds: float, seed: int = 7) -> dict:
     rng = random.Random(seed)
     music = tmp_path / "music"
     music.mkdir()
@@ -52,10 +49,10 @@ def run_soak(tmp_path: Path, sources: list[Path], seconds: float, seed: int = 7)
             if op == "create" or not files:
                 folder = rng.choice(folders + [music]) if folders and rng.random() < 0.6 else music / f"crate{counter}"
                 folder.mkdir(exist_ok=True)
-                shutil.copy(rng.choice(sources), folder / f"t{counter}.flac")
+                shutil.copy(rng.choice(tracks), folder / f"t{counter}.flac")
                 figures["created"] += 1
             elif op == "modify":
-                shutil.copy(rng.choice(sources), rng.choice(files))
+                shutil.copy(rng.choice(tracks), rng.choice(files))
                 figures["modified"] += 1
             elif op == "move":
                 target = rng.choice(files)
@@ -114,19 +111,13 @@ def run_soak(tmp_path: Path, sources: list[Path], seconds: float, seed: int = 7)
         agent.stop(signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("soak-source")
-    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(6)]
-
-
-def test_soak_short(tmp_path, sources):
-    figures = run_soak(tmp_path, sources, seconds=20)
+def test_soak_short(tmp_path, tracks):
+    figures = run_soak(tmp_path, tracks, seconds=20)
     print("soak figures:", figures)
     assert figures["events"] > 20 and figures["kill -9"] == 1
 
 
 @pytest.mark.slow
-def test_soak_long(tmp_path, sources):
-    figures = run_soak(tmp_path, sources, seconds=float(os.environ.get("CRATESENSE_SOAK_SECONDS", "600")))
+def test_soak_long(tmp_path, tracks):
+    figures = run_soak(tmp_path, tracks, seconds=float(os.environ.get("CRATESENSE_SOAK_SECONDS", "600")))
     print("soak figures:", figures)

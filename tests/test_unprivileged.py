@@ -13,16 +13,7 @@ import sys
 import pytest
 
 from agentproc import AgentProcess, write_config
-from audiogen import encode, fingerprintable_track
 from unprivileged import without_bypass
-
-SR = 44100
-
-
-@pytest.fixture(scope="module")
-def tracks(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("unprivileged-source")
-    return [encode(fingerprintable_track(i), SR, folder / f"s{i}.flac") for i in range(5)]
 
 
 @pytest.fixture
