@@ -1,11 +1,15 @@
 """Catalog under load (issue #9): N concurrent agents syncing and looking up, over loopback.
 
-    python bench/catalog_load.py [--agents 200] [--batches 5] [--batch-size 20]
+    python bench/catalog_load.py [--agents 200] [--batches 5] [--batch-size 20] [--spread 0]
 
 The catalog runs as its own process (`cratesense catalog serve`), as it would in production;
 each agent registers, sends its batches (gzip'd, overlapping recordings with other agents) and
 looks up what it sent. Reports throughput, p50/p99 per request kind, errors (target: no 5xx, no
 lost observation, ingest p99 under 200 ms on this machine's 2 cores).
+
+With every agent sending back to back (the default), requests queue at the one event loop and
+a request's latency is about (agents in flight) x (time per request); ``--spread`` lets agents
+arrive over a window instead, as syncs spread over their interval do.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def percentile(values, share):
 
 
 async def one_agent(session, url, recordings, args, timings, errors, sent):
+    await asyncio.sleep(random.uniform(0, args.spread))  # 0: every agent at once (saturation)
     async with session.post(url + "/v1/contributors") as response:
         token = (await response.json())["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -110,6 +115,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--recordings", type=int, default=400)
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="agents start at random moments over this many seconds (default 0: all at once)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cratesense-load-") as temp:
         with socket.socket() as probe:
