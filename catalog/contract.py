@@ -242,7 +242,9 @@ def fingerprint_items(field: str, chromaprint: str) -> list[int]:
         raise ContractError(field, f"Chromaprint algorithm {algorithm}; only algorithm 1 is accepted")
     if not items or len(items) > 1000:
         raise ContractError(field, f"{len(items)} fingerprint items; 1 to 1000 expected")
-    return [item & 0xFFFFFFFF for item in items]
+    if min(items) < 0:  # a binding that hands out signed 32-bit items
+        items = [item & 0xFFFFFFFF for item in items]
+    return items
 
 
 def guard(value) -> None:
