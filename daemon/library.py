@@ -102,8 +102,7 @@ class Library:
         self._catalog = catalog
         self._skip_min = skip_known_min_contributors
         self._queue: dict[bytes, None] = {}  # an ordered set of paths waiting for analysis
-        self._descriptors_next: dict[bytes, None] = {}  # fingerprinted, unknown: described first
-        self._needs_descriptors: set[str] = set()  # content keys the catalog does not know well
+        self._descriptors_next: dict[bytes, None] = {}  # fingerprinted, unknown: described in full first
         self._starting: bytes | None = None  # taken off the queue, not yet in flight (being read)
         self._judging = 0  # fingerprinted heads waiting for the catalog's answer
         self._in_flight: dict[str, _InFlight] = {}  # by the path string the worker reports
@@ -280,7 +279,7 @@ class Library:
                     del source[path]
                     self._starting = path
                     try:
-                        await self._start(path)
+                        await self._start(path, describe=source is self._descriptors_next)
                     except JournalError:
                         source.setdefault(path)
                         raise
@@ -325,7 +324,7 @@ class Library:
         while not self.idle and not (self.paused and not self._in_flight):
             await asyncio.sleep(0.1)
 
-    async def _start(self, path: bytes) -> None:
+    async def _start(self, path: bytes, describe: bool = False) -> None:
         try:
             identity, key = await asyncio.to_thread(_identify, path)
         except FileNotFoundError:
@@ -346,7 +345,7 @@ class Library:
         if key in self._waiting_for_key:  # a copy of a file being analyzed now: wait for it
             self._waiting_for_key[key].append((path, identity))
             return
-        describe = key in self._needs_descriptors or not self._may_skip_descriptors()
+        describe = describe or not self._may_skip_descriptors()
         task = Task(os.fsdecode(path), descriptors=describe, bpm_range=self._bpm_range)
         self._in_flight[task.path] = _InFlight(path, identity, key, describe)
         self._waiting_for_key[key] = []
@@ -362,9 +361,7 @@ class Library:
             log.error("an analysis outcome for %s nobody asked for", outcome.path)
             return None
         copies = self._waiting_for_key.pop(flight.key, [])
-        if flight.descriptors:
-            self._needs_descriptors.discard(flight.key)
-        elif outcome.ok and _stat_identity(flight.path) == flight.identity:
+        if not flight.descriptors and outcome.ok and _stat_identity(flight.path) == flight.identity:
             if outcome.observation is not None:
                 return _Head(flight, outcome, copies)
             self._describe_next(flight, copies)  # no fingerprint to ask about
@@ -382,7 +379,6 @@ class Library:
 
     def _describe_next(self, flight: _InFlight, copies: list[tuple[bytes, FileIdentity]]) -> None:
         """The catalog does not know this track well: analyze it in full, before other files."""
-        self._needs_descriptors.add(flight.key)
         self._descriptors_next.setdefault(flight.path)
         for path, _ in copies:
             self._queue.setdefault(path)
