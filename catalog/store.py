@@ -114,7 +114,8 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread off: the store is used from the event loop's thread only, but that
         # may not be the thread that opened it (the agent's embedded catalog)
-        self._db = sqlite.connect(self.path, timeout=10, check_same_thread=False)
+        # durable: an acknowledged observation is never sent again, so it must outlive a power cut
+        self._db = sqlite.connect(self.path, timeout=10, check_same_thread=False, durable=True)
         sqlite.migrate(self._db, _MIGRATIONS)
 
     def close(self) -> None:

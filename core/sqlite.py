@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def connect(path: Path, *, timeout: float, check_same_thread: bool = True) -> sqlite3.Connection:
+def connect(path: Path, *, timeout: float, check_same_thread: bool = True, durable: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, foreign keys on.
-    synchronous=NORMAL in WAL mode survives a crash or kill -9 of the process (a power cut
-    costs at most the last transactions, never consistency)."""
+    synchronous=NORMAL in WAL mode survives a crash or kill -9 of the process; a power cut or a
+    failing disk costs at most the last transactions, never consistency. ``durable`` (FULL) makes
+    every commit reach the disk before it returns: for a store whose answers promise that."""
     db = sqlite3.connect(path, isolation_level=None, timeout=timeout, check_same_thread=check_same_thread)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     db.execute("PRAGMA foreign_keys=ON")
     return db
 

@@ -19,9 +19,11 @@ Raw sqlite errors become a ``JournalError`` that says what to do.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -142,7 +144,26 @@ def _explain(error: sqlite3.Error, path: Path) -> JournalError:
         )
     if "unable to open" in text:
         return JournalError(f"cannot open the journal {path}; check that {path.parent} exists and is writable")
+    if "disk i/o error" in text:
+        # SQLite does not say which: ask the file system (a failing disk is remounted read-only)
+        cause = _why_unwritable(path.parent)
+        if cause == errno.EROFS:
+            return JournalError(
+                f"the file system holding the journal {path} has turned read-only (a failing disk?); "
+                "check the disk, then restart the agent"
+            )
+        if cause == errno.ENOSPC:
+            return JournalError(f"the disk holding the journal {path} is full; free some space and the agent resumes")
     return JournalError(f"journal error in {path}: {error}")
+
+
+def _why_unwritable(folder: Path) -> int | None:
+    """The errno that creating a file in ``folder`` fails with, or None when it can be written."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as exc:
+        return exc.errno
 
 
 def display_path(path: bytes) -> str:

@@ -20,6 +20,8 @@ if [ "$purpose" = test ]; then
   # the clock jumping backwards, for one process (libfaketime), and permissions checked as root
   # can be made to check them (setpriv, util-linux)
   system_packages_debian+=(libfaketime util-linux)
+  # a disk that fails for real under the journal and the catalog: ext4 on a loop device (mount, e2fsck)
+  system_packages_debian+=(mount e2fsprogs)
 fi
 
 as_root() {

@@ -73,3 +73,43 @@ def catalog_fingerprints(tmp_path_factory):
     from catalogkit import make_fingerprints
 
     return make_fingerprints(tmp_path_factory.mktemp("catalog-audio"))
+
+
+class FailingDisk:
+    """A small ext4 file system on a loop device, mounted at ``folder``, that can be made to fail
+    for real: ``fail()`` has the kernel record an error, abort the file-system journal and remount
+    it read-only (errors=remount-ro), so whatever was not yet flushed to the disk is lost, as in a
+    power cut or a dying disk; ``repair()`` (everything on it closed) runs e2fsck and mounts it again."""
+
+    def __init__(self, image: Path, folder: Path) -> None:
+        self.image, self.folder = image, folder
+
+    def mount(self) -> subprocess.CompletedProcess:
+        return subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.folder)],
+                              capture_output=True, text=True)
+
+    def fail(self) -> None:
+        device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(self.folder)],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        Path(f"/sys/fs/ext4/{Path(device).name}/trigger_fs_error").write_text("cratesense test\n")
+        assert subprocess.run(["touch", str(self.folder / "probe")], capture_output=True).returncode != 0
+
+    def repair(self) -> None:
+        subprocess.run(["umount", str(self.folder)], check=True)
+        checked = subprocess.run(["e2fsck", "-f", "-y", str(self.image)], capture_output=True, text=True)
+        assert checked.returncode in (0, 1), checked.stdout  # 1: errors found and corrected
+        self.mount().check_returncode()
+
+
+@pytest.fixture
+def failing_disk(tmp_path):
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    disk = FailingDisk(tmp_path / "disk.img", folder)
+    subprocess.run(["truncate", "-s", "64M", str(disk.image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(disk.image)], check=True)
+    mounted = disk.mount()
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a loop device here ({mounted.stderr.strip()}); needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -360,3 +360,22 @@ async def test_accepted_but_unmatched_observations_survive_a_restart(tmp_path):
                 break
             await asyncio.sleep(0.1)
         assert store.counts()["observations"] == 30 and store.counts()["recordings"] == 30
+
+
+async def test_what_the_catalog_acknowledged_outlives_its_disk_failing(failing_disk):
+    """An agent never sends an acknowledged observation again, so an acknowledgement must be on
+    the disk: the disk fails right after the answers (the kernel drops whatever was not flushed)
+    and after a repair every acknowledged observation and the contributor are still there."""
+    path = failing_disk.folder / "catalog.sqlite"
+    async with catalog_server(path) as (store, url):
+        async with aiohttp.ClientSession() as session:
+            client = await Client(session, url).register()
+            status, answer = await client.ingest(_random_batch(11, 20))
+            assert status == 200 and answer["accepted"] == 20
+            failing_disk.fail()
+    failing_disk.repair()
+    async with catalog_server(path) as (store, url):
+        async with aiohttp.ClientSession() as session:
+            client.session, client.url = session, url
+            status, export = await client.call("GET", "/v1/contributors/me/export")
+            assert status == 200 and len(export["observations"]) == 20

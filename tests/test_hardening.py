@@ -303,3 +303,49 @@ def test_a_music_folder_on_a_read_only_file_system(tmp_path, tracks):
     finally:
         agent.stop(signal.SIGKILL)
         subprocess.run(["umount", str(music)])
+
+
+
+def test_the_data_folder_turning_read_only_under_the_agent_loses_nothing(tmp_path, tracks, failing_disk):
+    """The disk under the journal fails and the kernel remounts it read-only, dropping what was not
+    yet flushed (ext4's errors=remount-ro, triggered for real): the agent says so and keeps
+    answering, stops cleanly, and after a repair is still the same contributor and picks up what
+    changed meanwhile, each observation in the catalog once."""
+    music = tmp_path / "music"
+    music.mkdir()
+    write_config(tmp_path, music, sync={"quiet_seconds": 0.5})
+    agent = AgentProcess(tmp_path)
+    agent.env["XDG_DATA_HOME"] = str(failing_disk.folder)
+    data = failing_disk.folder / "cratesense"
+    try:
+        shutil.copy(tracks[0], music)
+        agent.start()
+        agent.wait_for(lambda s: s["tracks"] == 1 and s["waiting_to_sync"] == 0)
+        contributor = _contributor_id(data / "identity.json")
+        failing_disk.fail()
+        for track in tracks[1:3]:
+            shutil.copy(track, music)
+        status = agent.wait_for(lambda s: s["journal_error"] is not None, what="the read-only journal to show")
+        assert status["state"] == "error" and "read-only" in status["journal_error"], status["journal_error"]
+        assert agent.process.poll() is None
+        assert agent.stop() < 10
+        failing_disk.repair()
+        agent.start()
+        status = agent.wait_for(lambda s: s["tracks"] == 3 and s["waiting_to_sync"] == 0 and s["journal_error"] is None,
+                                what="the agent to catch up after the repair")
+        assert status["files"] == 3
+        agent.stop()
+        assert _contributor_id(data / "identity.json") == contributor
+        with sqlite3.connect(data / "journal.sqlite") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        with sqlite3.connect(f"file:{data / 'catalog.sqlite'}?mode=ro", uri=True) as db:
+            ids = [row[0] for row in db.execute("SELECT id FROM observations")]
+            assert db.execute("SELECT COUNT(*) FROM contributors").fetchone()[0] == 1
+        assert len(ids) == len(set(ids)) == 3
+    finally:
+        agent.stop(signal.SIGKILL)
+
+
+def _contributor_id(identity_file):
+    (credentials,) = [value for key, value in json.loads(identity_file.read_text()).items() if key.startswith("catalog:")]
+    return credentials["contributor_id"]
