@@ -104,6 +104,7 @@ class Agent:
             configured=settings.watch,
             quiet_seconds=settings.quiet_seconds,
             poll_interval_seconds=settings.poll_interval_seconds,
+            on_folders_changed=self._scan,  # waits for a scan in progress, then scans again
         )
         await watcher.start()  # before the first scan: nothing that changes during it is missed
         on_stop("watcher", watcher.stop)

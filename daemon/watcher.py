@@ -9,6 +9,11 @@ inotify cannot serve network file systems and silently drops sub-folder watches 
 ``fs.inotify.max_user_watches`` (see shared/platform-notes.md), so each folder is watched by
 inotify only when its file system is local and the folder count fits the limit; otherwise it is
 polled, and ``modes`` says why.
+
+A drive unmounted (or mounted) under a music folder sends no event for its files, and the old
+watch dies with the mount, so each folder's identity (device, inode) is checked every few
+seconds: when it changes, the folder is watched anew and the library reconciled (where a
+folder gone empty keeps its tracks).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -164,17 +170,27 @@ class Watcher:
         quiet_seconds: float = 2.0,
         max_wait_seconds: float = 60.0,
         poll_interval_seconds: float = 60.0,
+        on_folders_changed: Callable[[], Awaitable[None]] | None = None,
+        folder_check_seconds: float = 5.0,
     ) -> None:
         self.folders = [os.fsdecode(folder) for folder in folders]
+        self._roots = {os.fsencode(folder) for folder in self.folders}
         self._on_paths = on_paths
+        self._on_folders_changed = on_folders_changed
         self._configured = configured
         self._quiet = quiet_seconds
         self._max_wait = max_wait_seconds
         self._poll_interval = poll_interval_seconds
+        self._folder_check = folder_check_seconds
         self._pending: dict[bytes, tuple[float, float, float]] = {}  # path -> (first, last, origin)
         self._has_pending = asyncio.Event()
-        self._observers: list = []
-        self._flusher: asyncio.Task | None = None
+        self._observers: dict[str, object] = {}  # folder -> its own observer (re-watched on its own)
+        self._identities: dict[str, tuple[int, int] | None] = {}  # folder -> (device, inode) when watched
+        self._recheck: set[str] = set()  # folders an event says were deleted or replaced
+        self._folder_count = 0
+        self._watch_limit: int | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._handler: _Handler | None = None
         self.modes: dict[str, WatchMode] = {}
         self.events_seen = 0
         self.overflows = 0
@@ -184,76 +200,115 @@ class Watcher:
         loop = asyncio.get_running_loop()
         existing = [folder for folder in self.folders if os.path.isdir(folder)]
         try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
-        except OSError:
-            mountinfo = ""
-        fs_types = {folder: file_system_type(os.path.realpath(folder), mountinfo) for folder in existing}
-        try:
-            limit = int(MAX_USER_WATCHES.read_text())
+            self._watch_limit = int(MAX_USER_WATCHES.read_text())
         except (OSError, ValueError):
-            limit = None
-        folder_count = await asyncio.to_thread(count_folders, existing) if limit is not None else 0
-        self.modes = choose_modes(existing, self._configured, fs_types, folder_count, limit)
-        handler = _Handler(loop, self._note)
+            self._watch_limit = None
+        if self._watch_limit is not None:
+            self._folder_count = await asyncio.to_thread(count_folders, existing)
+        self._handler = _Handler(loop, self._note)
         self._alarm = _OverflowAlarm(loop, self._overflowed)
         logging.getLogger(_OverflowAlarm.LOGGER).addHandler(self._alarm)
-        for mode in ("inotify", "polling"):
-            folders = [folder for folder in existing if self.modes[folder].mode == mode]
-            if folders:
-                await asyncio.to_thread(self._observe, mode, folders, handler)
         for folder in self.folders:
-            if folder not in self.modes:
-                self.modes[folder] = WatchMode("none", "the folder does not exist; the periodic scan looks again")
-        for folder, mode in self.modes.items():
-            log.info("watching %s: %s%s", folder, mode.mode, f" ({mode.reason})" if mode.reason else "")
-        self._flusher = asyncio.create_task(self._flush_loop(), name="watcher-flush")
+            await asyncio.to_thread(self._watch, folder)
+        self._tasks = [asyncio.create_task(self._flush_loop(), name="watcher-flush"),
+                       asyncio.create_task(self._check_folders_loop(), name="watcher-folders")]
 
-    def _observe(self, mode: str, folders: list[str], handler: _Handler) -> None:
+    def _watch(self, folder: str) -> None:
+        """(Re)start ``folder``'s own observer, in the mode its file system calls for now."""
+        old = self._observers.pop(folder, None)
+        if old is not None:
+            old.stop()
+            old.join(timeout=2)
+        self._identities[folder] = folder_identity(folder)
+        if self._identities[folder] is None:
+            self.modes[folder] = WatchMode("none", "the folder does not exist; watched as soon as it does")
+        else:
+            try:
+                mountinfo = Path("/proc/self/mountinfo").read_text()
+            except OSError:
+                mountinfo = ""
+            fs_types = {folder: file_system_type(os.path.realpath(folder), mountinfo)}
+            self.modes[folder] = choose_modes([folder], self._configured, fs_types, self._folder_count,
+                                              self._watch_limit)[folder]
+            self._observe(folder, self.modes[folder].mode)
+        mode = self.modes[folder]
+        log.info("watching %s: %s%s", folder, mode.mode, f" ({mode.reason})" if mode.reason else "")
+
+    def _observe(self, folder: str, mode: str) -> None:
         observer = InotifyObserver() if mode == "inotify" else PollingObserver(timeout=self._poll_interval)
         try:
-            for folder in folders:
-                observer.schedule(handler, folder, recursive=True, event_filter=_EVENTS)
+            observer.schedule(self._handler, folder, recursive=True, event_filter=_EVENTS)
             observer.start()
         except OSError as exc:  # ENOSPC/EMFILE: out of inotify watches or instances
             observer.stop()
             if mode != "inotify":
                 raise
             reason = f"inotify failed ({exc.strerror or exc}); raise fs.inotify.max_user_watches / max_user_instances"
-            for folder in folders:
-                self.modes[folder] = WatchMode("polling", reason)
-            self._observe("polling", folders, handler)
+            self.modes[folder] = WatchMode("polling", reason)
+            self._observe(folder, "polling")
             return
-        self._observers.append(observer)
+        self._observers[folder] = observer
+
+    async def _check_folders_loop(self) -> None:
+        """A folder that is now another folder (a drive mounted or unmounted there, deleted and
+        made again) or that came into being: watch it anew and have the library reconciled."""
+        while True:
+            await asyncio.sleep(self._folder_check)
+            changed = []
+            for folder in self.folders:
+                # in a thread: a stat on a dead network mount may hang
+                identity = await asyncio.to_thread(folder_identity, folder)
+                if identity != self._identities[folder] or folder in self._recheck:
+                    self._recheck.discard(folder)
+                    await asyncio.to_thread(self._watch, folder)
+                    changed.append(folder)
+            if changed:
+                log.warning("music folder changed under us (a drive mounted or unmounted?): %s", ", ".join(changed))
+                if self._on_folders_changed is not None:
+                    await self._on_folders_changed()
 
     async def stop(self) -> None:
-        if self._flusher:
-            self._flusher.cancel()
+        for task in self._tasks:
+            task.cancel()
             try:
-                await self._flusher
+                await task
             except asyncio.CancelledError:
                 pass
+        self._tasks = []
         if self._alarm is not None:
             logging.getLogger(_OverflowAlarm.LOGGER).removeHandler(self._alarm)
             self._alarm = None
-        for observer in self._observers:
+        observers = list(self._observers.values())
+        for observer in observers:
             observer.stop()
-        await asyncio.to_thread(lambda: [observer.join(timeout=2) for observer in self._observers])
-        self._observers = []
+        await asyncio.to_thread(lambda: [observer.join(timeout=2) for observer in observers])
+        self._observers = {}
 
     def _overflowed(self) -> None:
         """Events were lost: every folder inotify watches is reconciled as a whole."""
         self.overflows += 1
         live = [folder for folder, mode in self.modes.items() if mode.mode == "inotify"]
         log.warning("the inotify event queue overflowed (a burst of changes): rescanning %s", ", ".join(live))
-        self._note([os.fsencode(folder) for folder in live])
+        self._hold([os.fsencode(folder) for folder in live])
 
     def _note(self, paths: list[bytes]) -> None:
-        now = time.monotonic()
+        """An event's paths (on the loop's thread)."""
         self.events_seen += 1
+        for root in self._roots.intersection(paths):
+            # the folder itself deleted (its watch is dead; a new folder there may even get the
+            # same inode): the folder check decides, and a full scan, where a missing folder
+            # keeps its tracks
+            self._recheck.add(os.fsdecode(root))
+        self._hold([path for path in paths if path not in self._roots])
+
+    def _hold(self, paths: list[bytes]) -> None:
+        """Hand ``paths`` over once quiet."""
+        now = time.monotonic()
         for path in paths:
             first, _, origin = self._pending.get(path, (now, now, now))
             self._pending[path] = (first, now, origin)
-        self._has_pending.set()
+        if paths:
+            self._has_pending.set()
 
     def _due(self, first: float, last: float) -> float:
         return min(last + self._quiet, first + self._max_wait)
@@ -291,6 +346,16 @@ class Watcher:
         except OSError:
             return False
         return 0 <= age < self._quiet
+
+
+def folder_identity(folder: str) -> tuple[int, int] | None:
+    """(device, inode) of ``folder``, None when it is not a folder: changes when a drive is
+    mounted or unmounted there."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
 
 
 def collapse(paths: set[bytes]) -> set[bytes]:

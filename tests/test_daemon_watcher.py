@@ -128,3 +128,41 @@ async def test_an_overflowing_inotify_queue_means_a_rescan_of_the_whole_folder(t
         assert COLLAPSE_AT > 50  # (else the top folder would be handed over anyway)
     finally:
         await watcher.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_folder_that_appears_or_is_replaced_is_watched_anew(tmp_path):
+    """A music folder missing at start (a drive not yet mounted) is watched once it exists; one
+    replaced under us (deleted and made again, as a mount does) is watched again; each time
+    the library is told to reconcile."""
+    folder = tmp_path / "music"
+    batches: list[set[bytes]] = []
+    changes = []
+
+    async def on_paths(paths):
+        batches.append(paths)
+
+    async def on_folders_changed():
+        changes.append(watcher.modes[str(folder)].mode)
+
+    watcher = Watcher([folder], on_paths, quiet_seconds=0.2, max_wait_seconds=1.0,
+                      on_folders_changed=on_folders_changed, folder_check_seconds=0.2)
+    await watcher.start()
+    try:
+        assert watcher.modes[str(folder)].mode == "none"
+        folder.mkdir()
+        await asyncio.sleep(0.6)
+        assert changes == ["inotify"]
+        (folder / "a.flac").write_bytes(b"x")
+        await asyncio.sleep(0.8)
+        assert batches == [{bytes(folder / "a.flac")}]
+        shutil.rmtree(folder)
+        folder.mkdir()
+        await asyncio.sleep(0.6)
+        assert changes == ["inotify", "inotify"]
+        batches.clear()
+        (folder / "b.flac").write_bytes(b"x")  # the old watch died with the old folder
+        await asyncio.sleep(0.8)
+        assert bytes(folder / "b.flac") in set().union(*batches)
+    finally:
+        await watcher.stop()

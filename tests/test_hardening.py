@@ -350,3 +350,37 @@ def test_the_data_folder_turning_read_only_under_the_agent_loses_nothing(tmp_pat
 def _contributor_id(identity_file):
     (credentials,) = [value for key, value in json.loads(identity_file.read_text()).items() if key.startswith("catalog:")]
     return credentials["contributor_id"]
+
+
+def test_a_drive_unmounted_and_mounted_again_while_the_agent_runs(tmp_path, tracks):
+    """A music folder on a drive that is unmounted under the running agent: its tracks are kept
+    (not "every track deleted") and the folder is reported missing; once the drive is mounted
+    again, files added to it meanwhile and afterwards are analyzed without a restart."""
+    drive, music = tmp_path / "drive", tmp_path / "music"
+    drive.mkdir()
+    music.mkdir()
+    for track in tracks[:2]:
+        shutil.copy(track, drive)
+    mounted = subprocess.run(["mount", "--bind", str(drive), str(music)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({mounted.stderr.decode().strip()}); needs root")
+    write_config(tmp_path, music, sync={"quiet_seconds": 0.5})
+    agent = AgentProcess(tmp_path)
+    try:
+        agent.start()
+        agent.wait_for(lambda s: s["tracks"] == 2 and s["waiting_to_sync"] == 0)
+        subprocess.run(["umount", str(music)], check=True)
+        status = agent.wait_for(lambda s: str(music) in s["missing_folders"], timeout=30,
+                                what="the unmounted folder to be reported")
+        assert status["files"] == 2 and status["tracks"] == 2
+        shutil.copy(tracks[2], drive)  # added elsewhere while the drive is away
+        subprocess.run(["mount", "--bind", str(drive), str(music)], check=True)
+        status = agent.wait_for(lambda s: s["tracks"] == 3 and not s["missing_folders"], timeout=60,
+                                what="the drive to be back and its new file analyzed")
+        shutil.copy(tracks[3], music)
+        status = agent.wait_for(lambda s: s["tracks"] == 4 and s["waiting_to_sync"] == 0, timeout=30,
+                                what="a file added after the drive came back (the folder watched again)")
+        assert status["files"] == 4
+    finally:
+        agent.stop(signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(music)], capture_output=True)
