@@ -134,7 +134,9 @@ def _explain(error: sqlite3.Error, path: Path) -> JournalError:
     text = str(error).lower()
     if "locked" in text or "busy" in text:
         return JournalError(f"the journal {path} is locked by another process; is another CrateSense agent running?")
-    if "full" in text:
+    # for a bare "disk I/O error" SQLite does not say why: ask the file system
+    cause = _why_unwritable(path.parent) if "disk i/o error" in text else None
+    if "full" in text or cause == errno.ENOSPC:
         return JournalError(f"the disk holding the journal {path} is full; free some space and the agent resumes")
     if "readonly" in text or "read-only" in text:
         return JournalError(f"the journal {path} is read-only; check the permissions of {path.parent}")
@@ -144,16 +146,11 @@ def _explain(error: sqlite3.Error, path: Path) -> JournalError:
         )
     if "unable to open" in text:
         return JournalError(f"cannot open the journal {path}; check that {path.parent} exists and is writable")
-    if "disk i/o error" in text:
-        # SQLite does not say which: ask the file system (a failing disk is remounted read-only)
-        cause = _why_unwritable(path.parent)
-        if cause == errno.EROFS:
-            return JournalError(
-                f"the file system holding the journal {path} has turned read-only (a failing disk?); "
-                "check the disk, then restart the agent"
-            )
-        if cause == errno.ENOSPC:
-            return JournalError(f"the disk holding the journal {path} is full; free some space and the agent resumes")
+    if cause == errno.EROFS:  # a failing disk is remounted read-only by the kernel
+        return JournalError(
+            f"the file system holding the journal {path} has turned read-only (a failing disk?); "
+            "check the disk, then restart the agent"
+        )
     return JournalError(f"journal error in {path}: {error}")
 
 
