@@ -44,9 +44,7 @@ class Identity:
             self._values.pop(key, None)
         else:
             self._values[key] = value
-        folder = self.path.parent
-        new_folder = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temporary = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -54,11 +52,9 @@ class Identity:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.path)
-        # the rename (and a folder just made) are durable only once their folders are synced: a
-        # power cut right after registering must not turn us into a new contributor
-        _sync_folder(folder)
-        if new_folder:
-            _sync_folder(folder.parent)
+        # the rename is durable only once the folder is synced: a power cut right after
+        # registering must not turn us into a new contributor
+        _sync_folder(self.path.parent)
 
 
 def _sync_folder(folder: Path) -> None:
