@@ -288,9 +288,7 @@ def test_a_music_folder_on_a_read_only_file_system(tmp_path, tracks):
     shutil.copy(tracks[0], source)
     music = tmp_path / "music"
     music.mkdir()
-    mounted = subprocess.run(["mount", "--bind", str(source), str(music)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here ({mounted.stderr.decode().strip()}); needs root")
+    _bind_mount_or_skip(source, music)
     agent = AgentProcess(tmp_path)
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(music)], check=True)
@@ -361,9 +359,7 @@ def test_a_drive_unmounted_and_mounted_again_while_the_agent_runs(tmp_path, trac
     music.mkdir()
     for track in tracks[:2]:
         shutil.copy(track, drive)
-    mounted = subprocess.run(["mount", "--bind", str(drive), str(music)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here ({mounted.stderr.decode().strip()}); needs root")
+    _bind_mount_or_skip(drive, music)
     write_config(tmp_path, music, sync={"quiet_seconds": 0.5})
     agent = AgentProcess(tmp_path)
     try:
@@ -384,3 +380,9 @@ def test_a_drive_unmounted_and_mounted_again_while_the_agent_runs(tmp_path, trac
     finally:
         agent.stop(signal.SIGKILL)
         subprocess.run(["umount", "-l", str(music)], capture_output=True)
+
+
+def _bind_mount_or_skip(source, target):
+    mounted = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({mounted.stderr.decode().strip()}); needs root")
