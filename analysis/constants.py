@@ -8,6 +8,8 @@ STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness":
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in
+BPM_LIMITS = (20.0, 300.0)  # any tempo anywhere (config, flags, the wire contract) lies within these
+EMBEDDING_LENGTH = 64  # floats in a track's embedding (the wire contract checks this length)
 
 # What a music folder's audio files are called; anything else found in a folder is not looked at
 # (a file named explicitly is decoded whatever its name says: FFmpeg probes the content).

@@ -24,9 +24,10 @@ import numpy as np
 
 from cratesense.analysis.features import ONSET_RATE, FrameFeatures
 from cratesense.analysis.tempo import autocorrelation
+from cratesense.analysis.constants import EMBEDDING_LENGTH
 
 EMBEDDING_VERSION = 1
-EMBEDDING_SIZE = 64
+EMBEDDING_SIZE = EMBEDDING_LENGTH
 _GROUP_WEIGHTS = {"timbre": 1.0, "dynamics": 0.6, "harmony": 0.7, "rhythm": 0.8}
 _RHYTHM_TEMPI = np.geomspace(60.0, 240.0, 12)
 

@@ -21,12 +21,13 @@ import mutagen.mp3
 import mutagen.mp4
 
 from cratesense.analysis.keys import parse_key
+from cratesense.analysis.constants import BPM_LIMITS
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_LENGTH = 256
 MAX_CATALOG_NUMBER_LENGTH = 64
-BPM_RANGE = (20.0, 300.0)
+BPM_RANGE = BPM_LIMITS  # a tag outside these is not a tempo
 _ISRC_RE = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
 _WHITESPACE_RE = re.compile(r"\s+")
 

@@ -26,9 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cratesense.analysis.model import ANALYZER_VERSION  # noqa: E402
+from cratesense.analysis.constants import ANALYZER_VERSION  # noqa: E402
 from cratesense.daemon.journal import Journal  # noqa: E402
+from cratesense.daemon.journal_io import JournalIO  # noqa: E402
 from cratesense.daemon.library import Library  # noqa: E402
+from cratesense.daemon.pool import AnalysisPool  # noqa: E402
 from cratesense.daemon.scan import walk  # noqa: E402
 
 
@@ -42,12 +44,10 @@ def make_tree(root: Path, files: int, per_folder: int = 100) -> None:
 
 def known_journal(root: Path, journal_path: Path) -> None:
     """A journal that already knows every file (as after a first scan)."""
+    found = list(walk([root]))
     with Journal(journal_path) as journal:
-        journal.set_setting("install_secret", "00" * 32)
-        for index, (path, identity) in enumerate(walk([root])):
-            if index == 0:
-                journal.record_analysis(path, identity, "bench", {}, ANALYZER_VERSION, None)
-            journal.record_link(path, identity, "bench", ANALYZER_VERSION)
+        (first, identity), links = found[0], found[1:]
+        journal.record_analysis(first, identity, "bench", {}, ANALYZER_VERSION, None, links=links)
 
 
 def best_of(repeat: int, action) -> float:
@@ -65,10 +65,16 @@ def rescan_ratio(root: Path, journal_path: Path) -> None:
 
     def rescan() -> None:
         async def scan() -> None:
-            with Journal(journal_path) as journal:
-                library = Library(journal, pool=None, folders=[root], secret=b"0" * 32)
-                await library.scan()
-                assert library.stats["deleted"] == 0 and library.queued == 0
+            io = JournalIO(journal_path)
+            await io.open()
+            with AnalysisPool(workers=1) as pool:  # workers start on demand: none here
+                library = await Library.assemble(io, pool, [root], secret=b"0" * 32)
+                running = asyncio.create_task(library.run())
+                library.request_scan()
+                await library.wait_idle()
+                running.cancel()
+                assert library.stats["deleted"] == 0 and library.queue.empty
+            await io.close()
 
         asyncio.run(scan())
 
@@ -100,7 +106,7 @@ def _env(home: Path, music: Path) -> dict:
 
 
 def idle_daemon(root: Path, home: Path, files: int) -> None:
-    from cratesense.daemon.control import request
+    from cratesense.daemon.control_client import request
 
     env = _env(home, root)
     known_journal(root, home / "data" / "cratesense" / "journal.sqlite")

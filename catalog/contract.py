@@ -25,7 +25,8 @@ import msgspec
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 500
 MAX_LOOKUP = 100
-EMBEDDING_LENGTH = 64
+from cratesense.analysis.constants import BPM_LIMITS, EMBEDDING_LENGTH  # noqa: E402 (owned there)
+
 MAX_FINGERPRINT_CHARS = 12_000  # a 120 s fingerprint is about 2,600 characters
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -35,7 +36,7 @@ Isrc = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")]
 Camelot = Annotated[str, msgspec.Meta(pattern=r"^(1[0-2]|[1-9])[AB]$")]
 KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-G][#b]? (major|minor)$")]
 Duration = Annotated[float, msgspec.Meta(ge=1.0, le=6 * 3600.0)]
-Bpm = Annotated[float, msgspec.Meta(ge=20.0, le=300.0)]
+Bpm = Annotated[float, msgspec.Meta(ge=BPM_LIMITS[0], le=BPM_LIMITS[1])]
 Lufs = Annotated[float, msgspec.Meta(ge=-70.0, le=10.0)]
 AnalyzerVersion = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9.]{1,64}$")]
 UnitFloat = Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # the command ran, but some files failed
-EXIT_ERROR = 2  # the command could not run
-EXIT_NOT_RUNNING = 3  # the command needs the agent, and it is not running
+EXIT_ERROR = 2  # the command could not run (a bad flag or query, a broken setup)
+EXIT_NOT_RUNNING = 3  # the command needs the agent, and it is not running (NotRunningError.exit_code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"cratesense: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING if getattr(exc, "kind", "") == "not-running" else EXIT_ERROR
+        return exc.exit_code
     except KeyboardInterrupt:
         print("cratesense: interrupted", file=sys.stderr)
         return 130
@@ -195,7 +195,7 @@ def _cmd_catalog_serve(args: argparse.Namespace) -> int:
 
     from cratesense.catalog.server import serve
     from cratesense.catalog.store import Store
-    from cratesense.daemon.config import data_dir
+    from cratesense.daemon.paths import data_dir
 
     logging.getLogger("cratesense").setLevel(logging.DEBUG if args.debug else logging.INFO)
     store = Store(args.db or data_dir() / "catalog.sqlite")
@@ -235,24 +235,23 @@ def _agent_config(args: argparse.Namespace):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from cratesense.daemon.agent import Agent, run_forever, run_with_tray
-    from cratesense.daemon.config import data_dir
-    from cratesense.daemon.control import runtime_dir
-    from cratesense.daemon.instance import AlreadyRunningError
+    from cratesense.daemon.paths import data_dir, runtime_dir
 
     if not args.debug:
         logging.getLogger("cratesense").setLevel(logging.INFO)
-    try:
-        agent = Agent(_agent_config(args), data_dir(), runtime_dir())
-        (run_with_tray if args.tray else run_forever)(agent)
-    except AlreadyRunningError as exc:
-        print(f"cratesense: {exc}", file=sys.stderr)
-        return EXIT_FAILURES
+        # the agent's requests to its own embedded catalog are not news to the user
+        logging.getLogger("cratesense.catalog.access").setLevel(logging.WARNING)
+    agent = Agent(_agent_config(args), data_dir(), runtime_dir())
+    (run_with_tray if args.tray else run_forever)(agent)
     return EXIT_OK
 
 
 def _cmd_service(args: argparse.Namespace) -> int:
-    from cratesense.daemon.service import carry_out, current_plan
+    from cratesense.daemon.service import carry_out, current_plan, is_installed
 
+    if args.action == "status" and not is_installed():
+        print("the CrateSense service is not installed (cratesense service install)")
+        return EXIT_NOT_RUNNING
     steps = current_plan(args.action, tray=not args.no_tray)
     if args.dry_run:
         for step in steps:
@@ -274,72 +273,60 @@ def _cmd_tray(args: argparse.Namespace) -> int:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
+    """The agent for one pass (the same composition as ``run``, without watching): reconcile,
+    analyze what changed, sync, and exit, with a progress line on a terminal."""
     import asyncio
 
-    from cratesense.daemon.config import data_dir
-    from cratesense.daemon.identity import Identity
-    from cratesense.daemon.instance import InstanceLock
-    from cratesense.daemon.journal import Journal
-    from cratesense.daemon.library import Library
-    from cratesense.daemon.pool import AnalysisPool
+    from cratesense.daemon.agent import Agent
+    from cratesense.daemon.paths import data_dir, runtime_dir
 
-    config = _agent_config(args)
-    folder = data_dir()
+    agent = Agent(_agent_config(args), data_dir(), runtime_dir())
     progress = sys.stderr.isatty()
+    told = {"paused": False}
 
-    async def scan(journal: Journal, pool: AnalysisPool) -> Library:
-        library = Library(journal, pool, config.music_folders, secret=Identity(folder / "identity.json").secret,
-                          bpm_range=config.analysis.bpm_range)
-        if library.paused:
+    def show(status) -> None:
+        if status.paused and not told["paused"]:
+            told["paused"] = True
             print("cratesense: analysis is paused (cratesense resume, or the agent's menu); scanning only",
                   file=sys.stderr)
-        runner = asyncio.create_task(library.run())
-        scanning = asyncio.create_task(library.scan())
-        total = None
-        while not scanning.done() or not library.idle and not (library.paused and not library.analyzing):
-            await asyncio.sleep(0.2)
-            if progress:
-                if library.scanning:
-                    sys.stderr.write(f"\r\033[Kscanning: {library.scanning[0]} files seen")
-                elif scanning.done():
-                    remaining = library.queued + library.analyzing
-                    total = max(total or 0, remaining)
-                    done = total - remaining
-                    sys.stderr.write(f"\r\033[Kanalyzing: {done}/{total} files")
-                sys.stderr.flush()
-        await scanning
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-        if progress:
-            sys.stderr.write("\r\033[K")
-        return library
+        if not progress:
+            return
+        if status.scanning:
+            sys.stderr.write(f"\r\033[Kscanning: {status.scanning[0]} files seen")
+        elif status.progress:
+            sys.stderr.write(f"\r\033[Kanalyzing: {status.progress.done}/{status.progress.total} files")
+        sys.stderr.flush()
 
-    with InstanceLock(folder / "agent.lock"), Journal(folder / "journal.sqlite") as journal:
-        with AnalysisPool(config.workers, config.analysis.timeout_seconds, config.analysis.nice) as pool:
-            library = asyncio.run(scan(journal, pool))
-        stats, counts = library.stats, journal.counts()
+    status = asyncio.run(agent.run_once(show))
+    if progress:
+        sys.stderr.write("\r\033[K")
+    stats = status.session
     print(
-        f"{counts['files']} files, {counts['tracks']} tracks; this scan: {stats['analyzed']} analyzed, "
-        f"{stats['linked']} linked to known audio, {stats['moved']} moved, {stats['deleted']} deleted, "
-        f"{stats['failed']} failed"
+        f"{status.files} files, {status.tracks} tracks; this scan: {stats.get('analyzed', 0)} analyzed, "
+        f"{stats.get('linked', 0)} linked to known audio, {stats.get('moved', 0)} moved, "
+        f"{stats.get('deleted', 0)} deleted, {stats.get('failed', 0)} failed"
     )
-    for folder_path, why in library.missing_folders.items():
+    for folder_path, why in status.missing_folders.items():
         print(f"  {folder_path}: {why}")
-    return EXIT_FAILURES if stats["failed"] else EXIT_OK
+    if status.journal_error:
+        print(f"  {status.journal_error}")
+    return EXIT_FAILURES if stats.get("failed") or status.journal_error else EXIT_OK
 
 
 def _control(method: str, name: str, body: dict | None = None, timeout: float = 10.0) -> int:
-    from cratesense.daemon.control import request
+    from cratesense.daemon.control_client import request_raw
+    from cratesense.daemon.status import decode
 
-    _print_status(request(method, name, body, timeout=timeout))
+    _print_status(decode(request_raw(method, name, body, timeout=timeout)))
     return EXIT_OK
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
-    from cratesense.daemon.control import request
+    from cratesense.daemon.control_client import status as agent_status
+    from cratesense.daemon.control_client import request_raw
+    from cratesense.daemon.status import decode
 
-    request("GET", "status")  # says "not running" before asking anything
+    agent_status()  # says "not running" before asking anything
     if not args.yes:
         if not sys.stdin.isatty():
             print("cratesense: forget needs --yes when not run from a terminal", file=sys.stderr)
@@ -348,8 +335,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return EXIT_OK
-    status = request("POST", "forget", timeout=90)
-    deletion = status.get("deletion") or {}
+    status = decode(request_raw("POST", "forget", timeout=90))
+    deletion = status.deletion or {}
     if deletion.get("confirmed_at"):
         print(f"the catalog deleted {deletion['deleted']} observation(s); contribution is now off")
     else:
@@ -358,7 +345,7 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cratesense.daemon.control import request, write_export
+    from cratesense.daemon.control_client import request, write_export
 
     for path in write_export(request("GET", "export", timeout=120), Path(args.output)):
         print(f"wrote {path}")
@@ -366,7 +353,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from cratesense.daemon.control import request
+    from cratesense.daemon.control_client import request
 
     preview = request("GET", "preview")
     if not preview["contribute"]:
@@ -376,17 +363,19 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from cratesense.daemon.control import request
+    from cratesense.daemon.control_client import request_raw
+    from cratesense.daemon.status import decode, to_dict
 
-    status = request("GET", "status")
+    data = request_raw("GET", "status")
     if args.json:
-        print(json.dumps(status, indent=2, ensure_ascii=False))
+        print(json.dumps(to_dict(decode(data)), indent=2, ensure_ascii=False))
     else:
-        _print_status(status)
+        _print_status(decode(data))
     return EXIT_OK
 
 
-def _print_status(status: dict) -> None:
+def status_rows(status) -> list[tuple[str, str]]:
+    """The status in a person's words, a row each (the tray and the web page say the same)."""
     import time
 
     def ago(timestamp):
@@ -395,48 +384,75 @@ def _print_status(status: dict) -> None:
         seconds = max(0, time.time() - timestamp)
         return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
-    state = status["state"]
-    if state == "scanning" and status.get("scanning"):
-        state = f"scanning ({status['scanning'][0]} files seen)"
-    if status.get("paused_until"):
-        state += time.strftime(" until %Y-%m-%d %H:%M", time.localtime(status["paused_until"]))
+    state = status.state
+    if state == "error":
+        state = f"{status.error_kind or 'an'} error"
+    if status.state == "scanning" and status.scanning:
+        state = f"scanning ({status.scanning[0]} files seen)"
+    if status.paused_until:
+        state += time.strftime(" until %Y-%m-%d %H:%M", time.localtime(status.paused_until))
+    queued = f"{status.queued + status.analyzing}"
+    if status.progress and status.progress.total > 1:
+        queued += f" ({status.progress.done} of {status.progress.total} done"
+        if status.progress.eta_seconds is not None:
+            queued += f", about {_duration_words(status.progress.eta_seconds)} left"
+        queued += ")"
     rows = [
         ("state", state),
-        ("tracks known", f"{status['tracks']} ({status['files']} files)"),
-        ("queued for analysis", status["queued"] + status["analyzing"]),
-        ("waiting to sync", status["waiting_to_sync"]),
-        ("known to the catalog", status.get("known_to_catalog", 0)),
-        ("parked (rejected)", status["parked"]),
-        ("failing files", f"{status['failing_files']}" + (" (cratesense failures)" if status["failing_files"] else "")),
-        ("last scan", ago(status.get("last_scan_at"))),
-        ("catalog", status.get("catalog", "-")),
-        ("contribute", "on" if status.get("contribute") else "off"),
-        ("last sync", ago(status.get("last_sync_at")) + (f" ({status['last_sync_error']})" if status.get("last_sync_error") else "")),
+        ("tracks known", f"{status.tracks} ({status.files} files)"),
+        ("queued for analysis", queued),
+        ("waiting to sync", str(status.waiting_to_sync)),
+        ("known to the catalog", str(status.known_to_catalog)),
+        ("parked (rejected)", str(status.parked)),
+        ("failing files", f"{status.failing_files}" + (" (cratesense failures)" if status.failing_files else "")),
+        ("last scan", ago(status.last_scan_at)),
+        ("catalog", status.catalog),
+        ("contribute", "on" if status.contribute else "off"),
+        ("last sync", ago(status.last_sync_at) + (f" ({status.last_sync_error})" if status.last_sync_error else "")),
     ]
-    for folder, watch in status.get("watch", {}).items():
-        rows.append(("watching", f"{folder} ({watch['mode']}" + (f": {watch['reason']})" if watch["reason"] else ")")))
-    for folder, why in status.get("missing_folders", {}).items():
+    if status.journal_error:
+        rows.append(("journal", status.journal_error))
+    if status.journal_rebuilt_from:
+        rows.append(("journal", f"was damaged: moved to {status.journal_rebuilt_from} and rebuilt"))
+    for folder, watch in status.watch.items():
+        rows.append(("watching", f"{folder} ({watch.mode}" + (f": {watch.reason})" if watch.reason else ")")))
+    for folder, why in status.missing_folders.items():
         rows.append(("missing folder", f"{folder}: {why}"))
-    for path, why in status.get("unreadable_paths", []):
+    for path, why in status.unreadable_paths:
         rows.append(("cannot read", f"{path}: {why} (its tracks are kept)"))
+    for reason in status.parked_reasons[:3]:
+        rows.append(("refused", reason))
+    return rows
+
+
+def _duration_words(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _print_status(status) -> None:
+    rows = status_rows(status)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
 
 
 def _cmd_failures(args: argparse.Namespace) -> int:
-    from cratesense.daemon.config import data_dir
-    from cratesense.daemon.journal import Journal
+    """Read-only: it opens the journal for reading only (never migrating it under a running
+    agent of another version), and works with the agent stopped."""
+    from cratesense.daemon.journal import Journal, display_path
+    from cratesense.daemon.paths import journal_path
 
-    path = data_dir() / "journal.sqlite"
+    path = journal_path()
     if not path.exists():
         print("no journal yet: the agent has not run")
         return EXIT_OK
-    with Journal(path) as journal:
+    with Journal(path, read_only=True) as journal:
         failures = journal.failures()
         parked = journal.parked()
-    from cratesense.daemon.journal import display_path
-
     for file_path, kind, message in failures:
         print(f"{display_path(file_path)}: {kind}: {message}")
     if not failures:
@@ -455,7 +471,7 @@ def _until(text: str) -> float:
         target = datetime.time(hour, minute)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a time such as 07:00, got {text!r}") from None
-    from cratesense.daemon.control import seconds_until
+    from cratesense.daemon.control_client import seconds_until
 
     return seconds_until(target)
 
@@ -487,8 +503,11 @@ def _bpm_range(text: str) -> tuple[float, float]:
         low, high = (float(part) for part in text.split("-"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LOW-HIGH such as 70-180, got {text!r}") from None
-    if not 20 <= low < high <= 300 or high < 2 * low:
-        raise argparse.ArgumentTypeError("the range must lie within 20-300 BPM and span at least an octave")
+    from cratesense.analysis.constants import BPM_LIMITS
+
+    if not BPM_LIMITS[0] <= low < high <= BPM_LIMITS[1] or high < 2 * low:
+        raise argparse.ArgumentTypeError(
+            f"the range must lie within {BPM_LIMITS[0]:g}-{BPM_LIMITS[1]:g} BPM and span at least an octave")
     return low, high
 
 

@@ -1,31 +1,47 @@
-"""The one exception root of CrateSense.
+"""The one exception tree of CrateSense.
 
 Every error a user can meet is a ``CrateSenseError`` subclass, raised by the component that
-knows what went wrong and handled only at the edge (the CLI prints one line and sets the exit
-code; the daemon records it as a status). Tree::
+knows what went wrong and handled only at the edge: the CLI prints ``cratesense: <message>``
+on one line and exits with the error's ``exit_code``; the daemon turns it into a status. Each
+class has a stable ``kind`` (for journals, statuses and JSON) and an exit code::
 
-    CrateSenseError
-    ├── AnalysisError            a file could not be analyzed (analysis/)
-    │   ├── UnreadableFileError  missing, unreadable or zero-byte file
-    │   ├── DecodeError          not decodable audio (corrupt, wrong format, no audio stream)
-    │   ├── TruncatedAudioError  decodes, but ends well before its declared length
-    │   ├── TooShortError        shorter than the minimum we can analyze
-    │   ├── SilentAudioError     decodes to digital silence
-    │   └── AnalysisTimeoutError exceeded its per-file time limit
-    ├── ConfigError              bad configuration (daemon/config.py)
-    ├── JournalError             the journal cannot be used; says what to do (daemon/journal.py)
-    └── AlreadyRunningError      another agent holds the instance lock (daemon/instance.py)
+    CrateSenseError                     exit 2 unless said otherwise
+    ├── AnalysisError                   a file could not be analyzed (analysis/)     exit 1
+    │   ├── UnreadableFileError         missing, unreadable or zero-byte file
+    │   ├── DecodeError                 not decodable audio (corrupt, wrong format, no audio stream)
+    │   ├── TruncatedAudioError         decodes, but ends well before its declared length
+    │   ├── TooShortError               shorter than the minimum we can analyze
+    │   ├── SilentAudioError            decodes to digital silence
+    │   └── AnalysisTimeoutError        exceeded its per-file time limit
+    ├── ConfigError                     bad configuration (daemon/config.py)
+    ├── JournalError                    the journal cannot be used; says what to do (daemon/journal.py)
+    │   ├── JournalDamagedError         not a sound database: moved aside and rebuilt
+    │   └── JournalVersionError         written by another schema version than this program reads
+    ├── DataFolderError                 the data folder cannot be written (daemon/instance.py)
+    ├── AlreadyRunningError             another agent holds the instance lock                 exit 1
+    ├── IdentityError                   the identity file cannot be read (daemon/identity.py)
+    ├── AgentError                      talking to the running agent (daemon/control_client.py)
+    │   ├── NotRunningError             no agent is running                                   exit 3
+    │   └── ControlError                the agent did not answer, or refused the request
+    ├── QueryError                      a library query that cannot be answered (bad track, range...)
+    ├── ExportError                     an export or tag write that cannot be done
+    ├── ServiceError                    installing the login service (daemon/service.py)
+    └── TrayUnavailableError            no tray can be shown here (tray/app.py)
 """
 
 
 class CrateSenseError(Exception):
     """Root of every error CrateSense reports to a person."""
 
+    kind = "error"
+    exit_code = 2
+
 
 class AnalysisError(CrateSenseError):
     """A file could not be analyzed; ``kind`` is a stable short name for journals and status."""
 
     kind = "analysis"
+    exit_code = 1
 
 
 class UnreadableFileError(AnalysisError):
@@ -54,3 +70,62 @@ class AnalysisTimeoutError(AnalysisError):
 
 class ConfigError(CrateSenseError):
     kind = "config"
+
+
+class JournalError(CrateSenseError):
+    kind = "journal"
+
+
+class JournalDamagedError(JournalError):
+    """The file is not a sound SQLite database: the agent moves it aside and rebuilds."""
+
+    kind = "journal-damaged"
+
+
+class JournalVersionError(JournalError):
+    """A read-only command met a journal of another schema version: it reads nothing and
+    changes nothing (migrating is the running agent's job)."""
+
+    kind = "journal-version"
+
+
+class DataFolderError(CrateSenseError):
+    kind = "data-folder"
+
+
+class AlreadyRunningError(CrateSenseError):
+    kind = "already-running"
+    exit_code = 1
+
+
+class IdentityError(CrateSenseError):
+    kind = "identity"
+
+
+class AgentError(CrateSenseError):
+    kind = "agent"
+
+
+class NotRunningError(AgentError):
+    kind = "not-running"
+    exit_code = 3
+
+
+class ControlError(AgentError):
+    kind = "control"
+
+
+class QueryError(CrateSenseError):
+    kind = "query"
+
+
+class ExportError(CrateSenseError):
+    kind = "export"
+
+
+class ServiceError(CrateSenseError):
+    kind = "service"
+
+
+class TrayUnavailableError(CrateSenseError):
+    kind = "tray-unavailable"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 
 def connect(path: Path, *, timeout: float, check_same_thread: bool = True, durable: bool = False) -> sqlite3.Connection:
@@ -20,6 +21,13 @@ def connect(path: Path, *, timeout: float, check_same_thread: bool = True, durab
     db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     db.execute("PRAGMA foreign_keys=ON")
     return db
+
+
+def connect_read_only(path: Path, *, timeout: float, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A connection that can only read: it never creates, migrates or writes the database (a
+    missing file is an error, not a new empty database)."""
+    uri = f"file:{quote(str(Path(path).absolute()))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=check_same_thread)
 
 
 @contextmanager

@@ -1,9 +1,11 @@
-"""The agent's composition root: ``cratesense run``.
+"""The agent's composition root: ``cratesense run`` (and ``cratesense scan``, the same agent for
+one pass).
 
-Starts every component in dependency order (instance lock, journal, analysis pool, library,
-watcher, control socket, scheduler) and stops them in reverse in a ``finally``, each within a
-timeout, logging anything that did not stop. A failure inside a component becomes a status,
-not a crash of the daemon.
+Starts every component in dependency order (instance lock, journal, identity, analysis pool,
+catalog and sync, library, watcher, control socket, scheduler) and stops them in reverse in a
+``finally``, each within a timeout, logging anything that did not stop. It only wires parts
+together: a file's life is in ``analysis_queue.py``, the disk in ``reconciler.py``, the one
+loop over both in ``library.py``, the control routes in ``api.py``.
 """
 
 from __future__ import annotations
@@ -18,19 +20,17 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import aiohttp
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from cratesense import __version__
-from cratesense.analysis.constants import ANALYZER_VERSION
+from cratesense.daemon.api import ControlAPI, Parts
 from cratesense.daemon.config import Config
-from cratesense.daemon.control import ControlServer, socket_path
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.instance import InstanceLock
-from cratesense.daemon.journal import Journal, display_path
+from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.library import Library
+from cratesense.daemon.paths import socket_path
 from cratesense.daemon.pool import AnalysisPool
-from cratesense.daemon.sync import Backoff, Syncer
+from cratesense.daemon.status import Status
+from cratesense.daemon.sync import Syncer, adopt_choices
 from cratesense.daemon.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 3.0  # per component; the whole shutdown stays under 5 s
 CLOCK_CHECK_SECONDS = 5.0
 CLOCK_JUMP_TOLERANCE = 30.0  # NTP slews; a jump this large is a step (RTC reset, manual change)
+WRITE_DELAY_VARIABLE = "CRATESENSE_DEBUG_WRITE_DELAY"  # seconds added to every journal write (tests)
 
 
 class Agent:
@@ -48,15 +49,14 @@ class Agent:
         self.data_dir = data_dir
         self.socket_path = socket_path(runtime_dir)
         self.started_at = time.time()
-        self.journal: Journal | None = None
-        self.library: Library | None = None
-        self.watcher: Watcher | None = None
         self.ready = asyncio.Event()
-        self.journal_rebuilt_from: str | None = None
+        self.api: ControlAPI | None = None
+        self.library: Library | None = None
+        self.syncer: Syncer | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            await self._start(stack)
+            await self._start(stack, live=True)
             self.ready.set()
             notify_service_manager("READY=1")
             log.info("agent %s ready: watching %s", __version__, ", ".join(self.config.music_folders))
@@ -64,98 +64,120 @@ class Agent:
             notify_service_manager("STOPPING=1")
             log.info("stopping")
 
-    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+    async def run_once(self, on_status: Callable[[Status], None] | None = None) -> Status:
+        """One reconciliation and analysis pass, then a sync, then stop (``cratesense scan``):
+        the same parts as ``run``, without the watcher, the control socket and the timers."""
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack, live=False)
+            self.library.request_scan()
+            while True:
+                await asyncio.sleep(0.2)
+                if on_status is not None:
+                    on_status(await self.api.status())
+                if self.library.idle:
+                    break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await self.syncer.sync_now(timeout=120)
+            return await self.api.status()
+
+    async def _start(self, stack: contextlib.AsyncExitStack, *, live: bool) -> None:
         def on_stop(name: str, stop: Callable[[], Awaitable[None] | None]) -> None:
             stack.push_async_callback(_stop_within, name, stop)
 
         lock = InstanceLock(self.data_dir / "agent.lock").acquire()
         on_stop("instance lock", lock.release)
 
-        self.journal, damaged = Journal.open_or_rebuild(self.data_dir / "journal.sqlite")
-        journal = self.journal
-        on_stop("journal", journal.close)
+        io = JournalIO(self.data_dir / "journal.sqlite", write_delay=float(os.environ.get(WRITE_DELAY_VARIABLE) or 0))
+        damaged = await io.open()
+        on_stop("journal", io.close)
         if damaged:
             log.warning("the journal was damaged; moved it to %s and started a new one (a rescan fills it)", damaged)
-            self.journal_rebuilt_from = str(damaged)
+
+        identity = Identity(self.data_dir / "identity.json")
+        await io.read(lambda journal: adopt_choices(identity, journal))
 
         analysis = self.config.analysis
-        pool = await asyncio.to_thread(AnalysisPool, self.config.workers, analysis.timeout_seconds, analysis.nice)
+        pool = AnalysisPool(self.config.workers, analysis.timeout_seconds, analysis.nice,
+                            idle_seconds=analysis.idle_worker_seconds)
         on_stop("analysis pool", lambda: asyncio.to_thread(pool.close))
 
-        self.identity = Identity(self.data_dir / "identity.json")
-        self.syncer = syncer = await self._start_sync(journal, on_stop)
+        self.syncer = syncer = await self._start_sync(io, identity, on_stop)
 
-        self.library = library = Library(
-            journal,
-            pool,
-            self.config.music_folders,
-            secret=self.identity.secret,
-            bpm_range=analysis.bpm_range,
-            on_change=syncer.notify_change,
-            catalog=syncer,
-            skip_known_min_contributors=self._skip_known_min_contributors(),
-        )
+        self.library = library = await Library.assemble(
+            io, pool, self.config.music_folders, secret=identity.secret, catalog=syncer,
+            skip_known_min_contributors=self._skip_known_min_contributors(), bpm_range=analysis.bpm_range,
+            on_change=syncer.notify_change)
         on_stop("library", _task(library.run(), "library"))
 
         settings = self.config.library
-        self.watcher = watcher = Watcher(
-            self.config.music_folders,
-            library.refresh,
+        watcher = Watcher(
+            self.config.music_folders if live else (),
+            library.paths_changed,
             configured=settings.watch,
             quiet_seconds=settings.quiet_seconds,
             poll_interval_seconds=settings.poll_interval_seconds,
-            on_folders_changed=self._scan,  # waits for a scan in progress, then scans again
+            on_folders_changed=library.request_scan,
         )
-        await watcher.start()  # before the first scan: nothing that changes during it is missed
-        on_stop("watcher", watcher.stop)
+        if live:
+            await watcher.start()  # before the first scan: nothing that changes during it is missed
+            on_stop("watcher", watcher.stop)
 
-        control = ControlServer(self.socket_path, self._routes())
+        self.api = api = ControlAPI(Parts(io, library, pool, syncer, watcher, self.config.music_folders,
+                                          self.started_at, str(damaged) if damaged else None))
+        if not live:
+            return
+
+        from cratesense.daemon.control import ControlServer
+
+        control = ControlServer(self.socket_path, api.routes())
         await control.start()
         on_stop("control socket", control.stop)
 
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         # a run that is late (a suspended laptop, a busy loop) still runs, once (coalesced)
-        self.scheduler = scheduler = AsyncIOScheduler(
+        scheduler = AsyncIOScheduler(
             event_loop=asyncio.get_running_loop(), job_defaults={"misfire_grace_time": None, "coalesce": True}
         )
+
+        async def scan_due() -> None:  # a coroutine: it runs on the loop, not in a thread
+            library.request_scan()
+
+        async def sync_due() -> None:
+            syncer.request()
+
         interval = settings.scan_interval_minutes * 60
-        scheduler.add_job(
-            self._scan,
-            "interval",
-            seconds=interval,
-            jitter=interval / 10,  # many agents, one catalog: never in lockstep
-            id="scan",
-            max_instances=1,
-        )  # first run one interval from now: the scan at start is the "first scan" task below
+        # many agents, one catalog: never in lockstep; the first run is one interval from now
+        scheduler.add_job(scan_due, "interval", seconds=interval, jitter=interval / 10, id="scan")
         sync_interval = self.config.sync.interval_minutes * 60
-        scheduler.add_job(syncer.request, "interval", seconds=sync_interval, jitter=sync_interval / 10, id="sync",
-                          coalesce=True, next_run_time=datetime.now())  # and once at start: the backlog
+        scheduler.add_job(sync_due, "interval", seconds=sync_interval, jitter=sync_interval / 10, id="sync",
+                          next_run_time=datetime.now())  # and once at start: the backlog
         scheduler.start()
         on_stop("scheduler", lambda: scheduler.shutdown(wait=False))
         on_stop("clock follower", _task(follow_clock_jumps(scheduler), "clock follower"))
-        on_stop("first scan", _task(self._scan(), "first scan"))
+        library.request_scan()  # the first scan
 
-    async def _start_sync(self, journal: Journal, on_stop) -> Syncer:
+    async def _start_sync(self, io: JournalIO, identity: Identity, on_stop) -> Syncer:
         """The sync client, and the embedded catalog when no catalog URL is configured: the
-        same HTTP code path, over a private Unix socket, with its database in the data folder."""
+        same HTTP code path, over a private Unix socket, with its database in the data folder,
+        served from its own thread."""
+        import aiohttp
+
         settings = self.config.sync
         if settings.catalog_url:
             url, label, connector = settings.catalog_url, settings.catalog_url, None
         else:
-            from cratesense.catalog.server import start_unix
-            from cratesense.catalog.store import Store
+            from cratesense.daemon.embedded_catalog import EmbeddedCatalog
 
-            store = Store(self.data_dir / "catalog.sqlite")
-            on_stop("embedded catalog database", store.close)
-            catalog_socket = self.socket_path.parent / "catalog.sock"
-            catalog_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            runner = await start_unix(store, catalog_socket)
-            on_stop("embedded catalog", runner.cleanup)
-            url, label, connector = "http://embedded-catalog", "embedded", str(catalog_socket)
+            catalog = EmbeddedCatalog(self.data_dir / "catalog.sqlite", self.socket_path.parent / "catalog.sock")
+            await asyncio.to_thread(catalog.start)
+            on_stop("embedded catalog", lambda: asyncio.to_thread(catalog.stop))
+            url, label, connector = "http://embedded-catalog", "embedded", str(catalog.socket)
 
         def session() -> aiohttp.ClientSession:
             return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=connector) if connector else None)
 
-        syncer = Syncer(journal, self.identity, url, session, label=label, quiet_seconds=settings.quiet_seconds,
+        syncer = Syncer(io, identity, url, session, label=label, quiet_seconds=settings.quiet_seconds,
                         contribute_default=settings.contribute)
         on_stop("sync", _task(syncer.run(), "sync"))
         return syncer
@@ -168,130 +190,8 @@ class Agent:
             return None
         return max(1, settings.known_min_contributors)
 
-    async def _scan(self) -> None:
-        try:
-            await self.library.scan()
-        except Exception:  # recorded as a status; the next scan tries again
-            log.exception("scan failed")
 
-    # --- control API ---------------------------------------------------------------------
-
-    def _routes(self):
-        return {
-            ("GET", "status"): self._status,
-            ("POST", "pause"): self._pause,
-            ("POST", "resume"): self._resume,
-            ("POST", "rescan"): self._rescan,
-            ("POST", "sync"): self._sync,
-            ("PUT", "settings"): self._settings,
-            ("POST", "forget"): self._forget,
-            ("GET", "export"): self._export,
-            ("GET", "preview"): self._preview,
-        }
-
-    async def _sync(self, _body: dict) -> dict:
-        await self.syncer.sync_now(timeout=120)
-        return self.status()
-
-    async def _settings(self, body: dict) -> dict:
-        if not isinstance(body.get("contribute"), bool):
-            raise ValueError("contribute must be true or false")
-        self.syncer.set_contribute(body["contribute"])
-        return self.status()
-
-    async def _forget(self, _body: dict) -> dict:
-        self.syncer.request_deletion()
-        try:
-            await self.syncer.sync_now(timeout=60)
-        except asyncio.TimeoutError:
-            pass  # durable: it is sent when the catalog can be reached
-        return self.status()
-
-    async def _export(self, _body: dict) -> dict:
-        try:
-            catalog = await self.syncer.export()
-        except Backoff as exc:
-            catalog = {"error": f"the catalog could not be reached: {exc}"}
-        return {"journal": self.journal.export(), "catalog": catalog}
-
-    async def _preview(self, _body: dict) -> dict:
-        batch = self.syncer.next_batch()
-        return {
-            "contribute": self.syncer.contribute,
-            "catalog": self.syncer.label,
-            "request": {"method": "POST", "path": "/v1/observations", "body": {"observations": [i for _, i in batch]}},
-        }
-
-    async def _status(self, _body: dict) -> dict:
-        return self.status()
-
-    async def _pause(self, body: dict) -> dict:
-        seconds = body.get("seconds")
-        if seconds is not None and (not isinstance(seconds, (int, float)) or seconds <= 0):
-            raise ValueError("seconds must be a positive number")
-        self.library.pause(time.time() + seconds if seconds else None)
-        return self.status()
-
-    async def _resume(self, _body: dict) -> dict:
-        self.library.resume()
-        return self.status()
-
-    async def _rescan(self, _body: dict) -> dict:
-        # the scheduler's job, run now: its own lock keeps scans from overlapping
-        self.scheduler.modify_job("scan", next_run_time=datetime.now())
-        return self.status()
-
-    def status(self) -> dict:
-        library, counts, sync = self.library, self.journal.counts(), self.syncer.status()
-        if library.journal_error:
-            state = "error"
-        elif library.paused:
-            state = "paused"
-        elif sync["offline"]:
-            state = "offline"
-        elif library.scanning is not None:
-            state = "scanning"
-        elif library.analyzing or library.queued:
-            state = "analyzing"
-        elif sync["syncing"]:
-            state = "syncing"
-        elif sync["last_sync_error"]:
-            state = "error"
-        else:
-            state = "watching"
-        return {
-            "state": state,
-            "version": __version__,
-            "analyzer_version": ANALYZER_VERSION,
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-            "paused": library.paused,
-            "paused_until": library.paused_until,
-            "scanning": list(library.scanning) if library.scanning else None,
-            "last_scan_at": library.last_scan_at,
-            "tracks": counts["tracks"],
-            "files": counts["files"],
-            "queued": library.queued,
-            "analyzing": library.analyzing,
-            "waiting_to_sync": counts["outbox"],
-            "known_to_catalog": self.journal.known_to_catalog(),
-            "parked": counts["parked"],
-            "parked_reasons": [reason for _, reason in self.journal.parked(5)],
-            "failing_files": counts["failed"],
-            "folders": list(self.config.music_folders),
-            "missing_folders": library.missing_folders,
-            "unreadable": len(library.unreadable),
-            "unreadable_paths": [[display_path(path), why] for path, why in library.unreadable[:20]],
-            "watch": {folder: {"mode": m.mode, "reason": m.reason} for folder, m in self.watcher.modes.items()},
-            "events_seen": self.watcher.events_seen,
-            "session": dict(library.stats),
-            "journal_rebuilt_from": self.journal_rebuilt_from,
-            "journal_error": library.journal_error,
-            **sync,
-        }
-
-
-async def follow_clock_jumps(scheduler: AsyncIOScheduler) -> None:
+async def follow_clock_jumps(scheduler) -> None:
     """APScheduler plans in wall-clock time: after the clock jumps back an hour, every periodic
     job would wait an extra hour (after a reset to 2001, decades). Compared with the monotonic
     clock, a jump is seen within seconds and the jobs' next runs move with it, so they keep
@@ -367,7 +267,8 @@ def run_with_tray(agent: Agent) -> None:
     tray host the agent runs on alone, and says so once."""
     import threading
 
-    from cratesense.tray.app import TrayUnavailableError, run_tray
+    from cratesense.errors import TrayUnavailableError
+    from cratesense.tray.app import run_tray
 
     started = threading.Event()
     handles: dict = {}

@@ -13,12 +13,9 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import platformdirs
-
-from cratesense.analysis.constants import DEFAULT_BPM_RANGE
+from cratesense.analysis.constants import BPM_LIMITS, DEFAULT_BPM_RANGE
+from cratesense.daemon import paths
 from cratesense.errors import ConfigError
-
-APP_NAME = "cratesense"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +33,7 @@ class AnalysisConfig:
     timeout_seconds: float = 300.0
     bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE
     nice: int = 10
+    idle_worker_seconds: float = 60.0  # an analysis process with no work leaves after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +62,8 @@ class Config:
 
     @property
     def music_folders(self) -> tuple[str, ...]:
+        import platformdirs
+
         return self.library.folders or (platformdirs.user_music_dir(),)
 
     @property
@@ -72,11 +72,11 @@ class Config:
 
 
 def default_path() -> Path:
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+    return paths.config_path()
 
 
 def data_dir() -> Path:
-    return Path(platformdirs.user_data_dir(APP_NAME))
+    return paths.data_dir()
 
 
 def load(path: str | os.PathLike | None = None, overrides: dict[str, object] | None = None) -> Config:
@@ -158,9 +158,9 @@ def _coerce(value, default):
             not isinstance(value, (list, tuple))
             or len(value) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or not 20 <= value[0] < value[1] <= 300
+            or not BPM_LIMITS[0] <= value[0] < value[1] <= BPM_LIMITS[1]
         ):
-            raise ValueError(f"expected [low, high] within 20-300 BPM, got {value!r}")
+            raise ValueError(f"expected [low, high] within {BPM_LIMITS[0]:g}-{BPM_LIMITS[1]:g} BPM, got {value!r}")
         return (float(value[0]), float(value[1]))
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):

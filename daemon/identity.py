@@ -15,11 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
-from cratesense.errors import CrateSenseError
-
-
-class IdentityError(CrateSenseError):
-    kind = "identity"
+from cratesense.errors import IdentityError
 
 
 class Identity:

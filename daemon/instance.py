@@ -11,15 +11,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from cratesense.errors import CrateSenseError
+from cratesense.errors import AlreadyRunningError, DataFolderError
 
-
-class AlreadyRunningError(CrateSenseError):
-    kind = "already-running"
-
-
-class DataFolderError(CrateSenseError):
-    kind = "data-folder"
+__all__ = ["InstanceLock", "AlreadyRunningError", "DataFolderError"]
 
 
 class InstanceLock:

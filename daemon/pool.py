@@ -2,18 +2,31 @@
 
 A decoder can hang or crash inside FFmpeg, where no Python timeout reaches; so analysis runs in
 separate processes: a worker that exceeds the limit is killed, one that dies is noticed, and
-either way the file gets an error and a fresh worker takes the next file. Workers run at low
-CPU and I/O priority with one BLAS thread each, so a laptop stays usable during a big import.
+either way the file gets an error and the next file gets a worker. Workers run at low CPU and
+I/O priority with one BLAS thread each, so a laptop stays usable during a big import.
+
+Workers are started when there is work and leave after ``idle_seconds`` without any, so an
+idle agent holds no ~100 MB analysis process. They die with the agent however it dies (a
+``kill -9`` included): the parent-death signal on Linux, a watch on the parent elsewhere.
+
+One thread owns the workers (``_serve``): it starts them, hands out tasks, waits for answers,
+deadlines and deaths, and reaps idle workers. Callers only ``submit`` a task and get a future
+(``await pool.analyze(task)`` in the agent, ``pool.run(tasks)`` for the CLI).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -21,10 +34,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-_BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-_IOPRIO_CLASS_IDLE = 3
-_IOPRIO_CLASS_SHIFT = 13
-_IOPRIO_WHO_PROCESS = 1
+IDLE_SECONDS = 60.0
+BOOT_SECONDS = 120.0  # a worker's imports (numpy, PyAV) take ~1 s; a busy machine, much more
+READY = "ready"  # a new worker's first message: its clock for a file starts after its imports
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,61 +61,32 @@ class Outcome:
         return self.analysis is not None
 
 
-def _lower_priority(nice: int) -> None:
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-    if sys.platform.startswith("linux"):  # idle I/O class through ioprio_set(2)
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            syscall_number = {"x86_64": 251, "aarch64": 30}.get(os.uname().machine)
-            if syscall_number is not None:
-                libc.syscall(syscall_number, _IOPRIO_WHO_PROCESS, 0, _IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT)
-        except OSError:
-            pass
-
-
-def _worker_main(connection: multiprocessing.connection.Connection, nice: int) -> None:
-    """A worker's loop: analyze each task it is sent, answer with an ``Outcome``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
-    for variable in _BLAS_THREAD_VARIABLES:
-        os.environ[variable] = "1"
-    _lower_priority(nice)
-    from cratesense.analysis.model import observation_fields
-    from cratesense.analysis.pipeline import analyze_file  # after the BLAS limits are set
-    from cratesense.errors import AnalysisError
-
-    while True:
-        try:
-            task = connection.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        try:
-            options = {"bpm_range": task.bpm_range} if task.bpm_range else {}
-            track = analyze_file(task.path, descriptors=task.descriptors, **options)
-            observation = observation_fields(track) if track.fingerprint.chromaprint else None
-            outcome = Outcome(task.path, analysis=track.to_dict(), observation=observation)
-        except AnalysisError as exc:
-            outcome = Outcome(task.path, error_kind=exc.kind, error=str(exc))
-        except Exception as exc:  # a bug of ours on this file: record it, keep the worker
-            outcome = Outcome(task.path, error_kind="internal", error=f"{type(exc).__name__}: {exc}")
-        connection.send(outcome)
-
-
 class _Worker:
-    def __init__(self, context, nice: int) -> None:
-        self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, nice), daemon=True)
-        self.process.start()
-        child.close()
+    """One analysis process (``python -m cratesense.daemon.worker``), talking over a socket pair.
+    A plain subprocess, not multiprocessing's: that would leave its resource-tracker process
+    running beside an idle agent for good."""
+
+    def __init__(self, nice: int) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cratesense.daemon.worker", str(theirs.fileno()), str(nice), str(os.getpid())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.connection = multiprocessing.connection.Connection(ours.detach())
         self.task: Task | None = None
-        self.deadline = 0.0
+        self.future: concurrent.futures.Future | None = None
+        self.ready = False  # its imports are done
+        self.deadline = time.monotonic() + BOOT_SECONDS
+        self.idle_since = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -113,21 +96,34 @@ class _Worker:
                 self.connection.send(None)
             except OSError:
                 pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join()
+            self.process.wait()
         self.connection.close()
 
 
 class AnalysisPool:
-    """A fixed number of analysis worker processes; use as a context manager."""
+    """Up to ``workers`` analysis processes, started on demand; use as a context manager."""
 
-    def __init__(self, workers: int = 1, timeout: float = 300.0, nice: int = 10) -> None:
+    def __init__(self, workers: int = 1, timeout: float = 300.0, nice: int = 10,
+                 idle_seconds: float = IDLE_SECONDS) -> None:
+        self.max_workers = max(1, workers)
         self.timeout = timeout
         self._nice = nice
-        self._context = multiprocessing.get_context("spawn")  # no fork of a threaded daemon
-        self._workers = [_Worker(self._context, nice) for _ in range(max(1, workers))]
+        self._idle_seconds = idle_seconds
+        self._workers: list[_Worker] = []  # only the owner thread touches these
+        self._pending: deque[tuple[Task, concurrent.futures.Future]] = deque()
+        self._lock = threading.Lock()  # guards _pending and _closing
+        self._closing = False
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._started = 0  # workers started so far (status, tests)
+        self._alive = 0
+        self._busy_pids: dict[str, int] = {}
+        self._owner = threading.Thread(target=self._serve, name="analysis-pool", daemon=True)
+        self._owner.start()
 
     def __enter__(self) -> AnalysisPool:
         return self
@@ -135,81 +131,189 @@ class AnalysisPool:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def close(self) -> None:
-        for worker in self._workers:
-            worker.stop(kill=worker.task is not None)
-        self._workers = []
+    # --- callers (any thread) -----------------------------------------------------------------
 
-    def busy_pids(self) -> dict[str, int]:
-        """Path -> pid of the worker analyzing it now (for status and diagnostics)."""
-        return {w.task.path: w.process.pid for w in self._workers if w.task is not None}
+    def submit(self, task: Task) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the analysis pool is closed")
+            self._pending.append((task, future))
+        self._wake()
+        return future
 
-    @property
-    def idle(self) -> int:
-        """How many workers could take a task now (the pool's queue is its workers: bounded)."""
-        return sum(1 for worker in self._workers if worker.task is None)
-
-    @property
-    def busy(self) -> int:
-        return len(self._workers) - self.idle
-
-    def submit(self, task: Task) -> None:
-        """Hand ``task`` to an idle worker (call only when ``idle`` > 0)."""
-        worker = next(worker for worker in self._workers if worker.task is None)
-        worker.task = task
-        worker.deadline = time.monotonic() + self.timeout
-        worker.connection.send(task)
+    async def analyze(self, task: Task) -> Outcome:
+        return await asyncio.wrap_future(self.submit(task))
 
     def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
-        """Analyze every task, yielding outcomes as they finish (not in task order)."""
-        pending = deque(tasks)
-        while pending or self.busy:
-            while pending and self.idle:
-                self.submit(pending.popleft())
-            yield from self.collect()
+        """Analyze every task, yielding outcomes as they finish (not in task order); at most
+        as many tasks are handed over at a time as there are workers."""
+        tasks = iter(tasks)
+        running: set[concurrent.futures.Future] = set()
+        while True:
+            while len(running) < self.max_workers:
+                task = next(tasks, None)
+                if task is None:
+                    break
+                running.add(self.submit(task))
+            if not running:
+                return
+            done, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
 
-    def collect(self, timeout: float | None = None) -> list[Outcome]:
-        """Outcomes that are ready within ``timeout`` seconds (None: until the first one, or
-        until a worker's deadline passes). Workers that died or overran are replaced."""
-        busy = [worker for worker in self._workers if worker.task is not None]
-        if not busy:
-            return []
-        wait_for = min(worker.deadline for worker in busy) - time.monotonic()
-        if timeout is not None:
-            wait_for = min(wait_for, timeout)
-        waitables = [w.connection for w in busy] + [w.process.sentinel for w in busy]
-        ready = set(multiprocessing.connection.wait(waitables, timeout=max(0.0, wait_for)))
+    def busy_pids(self) -> dict[str, int]:
+        """Path -> pid of the worker analyzing it now (for diagnostics and tests)."""
+        return dict(self._busy_pids)
+
+    @property
+    def alive(self) -> int:
+        """Worker processes running now (busy or waiting for work)."""
+        return self._alive
+
+    @property
+    def started(self) -> int:
+        return self._started
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._wake()
+        self._owner.join(timeout=15)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")
+        except BlockingIOError:  # the pipe is full: the owner is awake anyway
+            pass
+
+    # --- the owner thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    closing = self._closing
+                if closing:
+                    break
+                self._hand_out()
+                self._wait_and_collect()
+                self._reap_idle()
+        finally:
+            self._shut_down()
+
+    def _hand_out(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                worker = next((w for w in self._workers if w.task is None), None)
+                if worker is None and len(self._workers) >= self.max_workers:
+                    return
+                task, future = self._pending.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up (the agent is stopping)
+            if worker is None:
+                worker = self._start_worker()
+            worker.task, worker.future = task, future
+            if worker.ready:
+                worker.deadline = time.monotonic() + self.timeout
+            try:
+                worker.connection.send(task)
+            except OSError:
+                pass  # a worker that died before its task: seen as a death below
+            self._busy_pids[task.path] = worker.pid
+
+    def _start_worker(self) -> _Worker:
+        worker = _Worker(self._nice)
+        self._workers.append(worker)
+        self._started += 1
+        self._alive = len(self._workers)
+        return worker
+
+    def _wait_and_collect(self) -> None:
         now = time.monotonic()
-        outcomes = []
-        for index, worker in enumerate(self._workers):
-            if worker.task is None:
-                continue
+        busy = [w for w in self._workers if w.task is not None or not w.ready]
+        waits = [w.deadline - now for w in busy]
+        idle = [w for w in self._workers if w.task is None and w.ready]
+        waits += [w.idle_since + self._idle_seconds - now for w in idle]
+        timeout = max(0.0, min(waits)) if waits else None
+        # a worker that dies closes its end of the socket: its connection turns readable (EOF)
+        waitables = [self._wake_read] + [w.connection for w in self._workers]
+        ready = set(multiprocessing.connection.wait(waitables, timeout=timeout))
+        if self._wake_read in ready:
+            os.read(self._wake_read, 4096)
+        now = time.monotonic()
+        for worker in list(self._workers):
+            dead = False
             if worker.connection in ready:
                 try:
                     outcome = worker.connection.recv()
                 except (EOFError, OSError):
-                    outcome = None
-                if outcome is not None:
-                    worker.task = None
-                    outcomes.append(outcome)
+                    outcome, dead = None, True
+                if outcome == READY:
+                    worker.ready, worker.idle_since = True, now
+                    worker.deadline = now + self.timeout  # the file's clock starts now
                     continue
-            if worker.process.sentinel in ready or not worker.process.is_alive():
-                worker.process.join(timeout=1)
-                outcomes.append(self._replace(index, "crash", _death_message(worker.process.exitcode)))
-            elif now >= worker.deadline:
-                outcomes.append(
-                    self._replace(index, "timeout", f"analysis took longer than the {self.timeout:.0f} s limit")
-                )
-        return outcomes
+                if outcome is not None and worker.task is not None:
+                    self._finish(worker, outcome)
+                    continue
+            if dead or not worker.alive():
+                try:
+                    exitcode = worker.process.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    exitcode = None
+                if worker.task is not None:
+                    self._fail(worker, "crash", _death_message(exitcode))
+                self._remove(worker, kill=True)
+            elif worker.task is not None and now >= worker.deadline:
+                if worker.ready:
+                    self._fail(worker, "timeout", f"analysis took longer than the {self.timeout:.0f} s limit")
+                else:
+                    self._fail(worker, "crash", f"the analysis process did not start within {BOOT_SECONDS:.0f} s")
+                self._remove(worker, kill=True)
+            elif not worker.ready and now >= worker.deadline:
+                log.warning("an analysis process did not start within %.0f s", BOOT_SECONDS)
+                self._remove(worker, kill=True)
 
-    def _replace(self, index: int, kind: str, message: str) -> Outcome:
-        worker = self._workers[index]
-        task = worker.task
-        log.warning("analysis worker for %s replaced: %s", task.path, message)
-        worker.task = None
-        worker.stop(kill=True)
-        self._workers[index] = _Worker(self._context, self._nice)
-        return Outcome(task.path, error_kind=kind, error=message)
+    def _finish(self, worker: _Worker, outcome: Outcome) -> None:
+        future = worker.future
+        self._busy_pids.pop(worker.task.path, None)
+        worker.task, worker.future = None, None
+        worker.idle_since = time.monotonic()
+        future.set_result(outcome)
+
+    def _fail(self, worker: _Worker, kind: str, message: str) -> None:
+        log.warning("analysis worker for %s replaced: %s", worker.task.path, message)
+        self._finish(worker, Outcome(worker.task.path, error_kind=kind, error=message))
+
+    def _remove(self, worker: _Worker, kill: bool = False) -> None:
+        worker.stop(kill=kill)
+        self._workers.remove(worker)
+        self._alive = len(self._workers)
+
+    def _reap_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            waiting = bool(self._pending)
+        for worker in list(self._workers):
+            if worker.task is None and worker.ready and not waiting and now - worker.idle_since >= self._idle_seconds:
+                log.debug("analysis worker %d idle for %.0f s: stopping it", worker.pid, self._idle_seconds)
+                self._remove(worker)
+
+    def _shut_down(self) -> None:
+        for worker in list(self._workers):
+            if worker.future is not None:  # running: it can no longer be cancelled, only failed
+                worker.future.set_exception(RuntimeError("the analysis pool closed"))
+            self._remove(worker, kill=worker.task is not None)
+        with self._lock:
+            pending, self._pending = list(self._pending), deque()
+        for _, future in pending:
+            future.cancel()
 
 
 def _death_message(exitcode: int | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cratesense.analysis.constants import AUDIO_EXTENSIONS
@@ -83,6 +83,36 @@ def reconcile(known: dict[bytes, FileIdentity], disk: dict[bytes, FileIdentity])
     new, moved = [], []
     for path in appeared:
         old = gone.pop(disk[path], None)  # same inode, size and mtime under a new name: a move
+        if old is None:
+            new.append(path)
+        else:
+            moved.append((old, path))
+    return Plan(new=new, changed=changed, moved=moved, deleted=list(gone.values()), unchanged=unchanged)
+
+
+def reconcile_walk(
+    known: dict[bytes, FileIdentity],
+    walked: Iterable[tuple[bytes, FileIdentity]],
+    keep: Callable[[bytes], bool] = lambda path: False,
+) -> Plan:
+    """``reconcile`` for a walk streamed past the journal's view (``known``, which it consumes):
+    an unchanged file costs one dict look-up and nothing is kept of it, so a rescan of 100,000
+    unchanged files builds no second dict of them. ``keep(path)``, asked after the walk, spares
+    a known file that was not seen (one below a missing, emptied or unreadable folder)."""
+    new, changed, unchanged = [], [], 0
+    appeared: list[tuple[bytes, FileIdentity]] = []
+    for path, identity in walked:
+        old = known.pop(path, None)
+        if old is None:
+            appeared.append((path, identity))
+        elif old != identity:
+            changed.append(path)
+        else:
+            unchanged += 1
+    gone = {identity: path for path, identity in known.items() if not keep(path)}
+    moved = []
+    for path, identity in appeared:
+        old = gone.pop(identity, None)  # same inode, size and mtime under a new name: a move
         if old is None:
             new.append(path)
         else:

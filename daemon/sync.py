@@ -9,7 +9,8 @@ retried in a loop. Network errors and 5xx back off exponentially with jitter (ca
 
 Sync runs are requested, never overlapped: ``request()`` sets a flag that the single sync loop
 picks up, so a request during a run is not lost (APScheduler drops a run-now while its job
-runs; see shared/platform-notes.md).
+runs; see shared/platform-notes.md). The journal is read and written through its own threads
+(``JournalIO``), and batches are encoded and compressed off the event loop.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import aiohttp
 from cratesense.catalog.contract import MAX_BATCH, MAX_LOOKUP
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import Journal
+from cratesense.daemon.journal_io import JournalIO
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class Syncer:
 
     def __init__(
         self,
-        journal: Journal,
+        io: JournalIO,
         identity: Identity,
         base_url: str,
         session_factory: Callable[[], aiohttp.ClientSession],
@@ -60,7 +62,7 @@ class Syncer:
         quiet_seconds: float = 60.0,
         contribute_default: bool = True,
     ) -> None:
-        self._journal = journal
+        self._io = io
         self._identity = identity
         self._base_url = base_url.rstrip("/")
         self._session_factory = session_factory
@@ -164,8 +166,8 @@ class Syncer:
         data = None
         if auth:
             headers["Authorization"] = f"Bearer {self._credentials()['token']}"
-        if body is not None:
-            data = gzip.compress(json.dumps(body, ensure_ascii=False).encode(), compresslevel=6)
+        if body is not None:  # a batch is up to 1 MiB of JSON: encoded and compressed off the loop
+            data = await asyncio.to_thread(_compressed, body)
             headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
         try:
             async with (session or self._session).request(
@@ -197,8 +199,8 @@ class Syncer:
         self._identity.set(
             f"catalog:{self._base_url}", {"contributor_id": answer["contributor_id"], "token": answer["token"]}
         )
-        self._journal.set_setting("catalog_contribute_sent", None)
-        self._journal.set_setting("catalog_profile_sent", None)
+        await self._set("catalog_contribute_sent", None)
+        await self._set("catalog_profile_sent", None)
         log.info("registered with the catalog as a new pseudonymous contributor")
 
     async def _authorized(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -212,29 +214,33 @@ class Syncer:
 
     # --- what is sent -------------------------------------------------------------------------
 
-    # The user's privacy choices live in the identity file, not the journal: a journal that is
-    # damaged or deleted is rebuilt from a rescan, and must not come back contributing.
-
-    def _choice(self, key: str):
-        value = self._identity.get(key)
-        return self._journal.setting(key) if value is None else value  # earlier versions kept it there
+    # The user's privacy choices live in the identity file (their one owner), not the journal: a
+    # journal that is damaged or deleted is rebuilt from a rescan, and must not come back
+    # contributing. (Earlier versions kept them in the journal: ``adopt_choices`` moves them.)
 
     @property
     def contribute(self) -> bool:
-        value = self._choice("contribute")
+        value = self._identity.get("contribute")
         return bool(self._contribute_default if value is None else value)
+
+    async def _setting(self, key: str):
+        return await self._io.read(lambda journal: journal.setting(key))
+
+    async def _set(self, key: str, value) -> None:
+        await self._io.write(lambda journal: journal.set_setting(key, value))
 
     def set_contribute(self, contribute: bool) -> None:
         self._identity.set("contribute", contribute)
         self.request()
 
     async def _push_settings(self) -> None:
-        if self._journal.setting("catalog_contribute_sent") == self.contribute:
+        contribute = self.contribute
+        if await self._setting("catalog_contribute_sent") == contribute:
             return
-        status, answer = await self._authorized("PUT", "/v1/contributors/me", {"contribute": self.contribute})
+        status, answer = await self._authorized("PUT", "/v1/contributors/me", {"contribute": contribute})
         if status != 200:
             raise Backoff(f"the catalog refused the contribute setting ({status}: {answer.get('error')})")
-        self._journal.set_setting("catalog_contribute_sent", self.contribute)
+        await self._set("catalog_contribute_sent", contribute)
 
     def request_deletion(self) -> None:
         """Durable until the catalog confirms it: survives being offline and restarts."""
@@ -243,7 +249,7 @@ class Syncer:
 
     @property
     def deletion(self) -> dict | None:
-        return self._choice("deletion")
+        return self._identity.get("deletion")
 
     async def _send_deletion(self) -> None:
         deletion = self.deletion
@@ -258,27 +264,32 @@ class Syncer:
         self._identity.set("deletion", {**deletion, "confirmed_at": time.time(), "deleted": answer["deleted"]})
         log.info("the catalog deleted %d observation(s) of ours", answer["deleted"])
 
-    def next_batch(self) -> list[tuple[int, dict]]:
+    async def next_batch(self) -> list[tuple[int, dict]]:
         """The next rows to send, as sent: (outbox seq, observation with its id)."""
-        batch, size = [], 2
-        for seq, observation_id, payload in self._journal.pending(self._batch_limit):
-            item = {"id": observation_id, **payload}
-            item_size = len(json.dumps(item, ensure_ascii=False).encode()) + 1
-            if batch and size + item_size > MAX_BATCH_BYTES:
-                break
-            batch.append((seq, item))
-            size += item_size
-        return batch
+        limit = self._batch_limit
+
+        def read(journal: Journal) -> list[tuple[int, dict]]:
+            batch, size = [], 2
+            for seq, observation_id, payload in journal.pending(limit):
+                item = {"id": observation_id, **payload}
+                item_size = len(json.dumps(item, ensure_ascii=False).encode()) + 1
+                if batch and size + item_size > MAX_BATCH_BYTES:
+                    break
+                batch.append((seq, item))
+                size += item_size
+            return batch
+
+        return await self._io.read(read)
 
     async def _send_observations(self) -> None:
         while self.contribute:  # checked before each request: a toggle takes effect at once
-            batch = self.next_batch()
+            batch = await self.next_batch()
             if not batch:
                 return
             status, answer = await self._authorized("POST", "/v1/observations", {"observations": [i for _, i in batch]})
             if status == 200:
                 by_id = {item["id"]: seq for seq, item in batch}
-                done = []
+                done, refused = [], []
                 for result in answer.get("results", []):
                     seq = by_id.get(result.get("id"))
                     if seq is None:
@@ -286,20 +297,27 @@ class Syncer:
                     if result["status"] in ("accepted", "duplicate"):
                         done.append(seq)
                     else:
-                        self._journal.park(seq, result.get("reason") or "rejected")
-                self._journal.acknowledge(done)
+                        refused.append((seq, result.get("reason") or "rejected"))
+
+                def settle(journal: Journal) -> None:
+                    for seq, reason in refused:
+                        journal.park(seq, reason)
+                    journal.acknowledge(done)
+
+                await self._io.write(settle)
                 self.sent_total += len(done)
                 self._batch_limit = min(MAX_BATCH, self._batch_limit * 2)
             elif status == 413 and len(batch) > 1:
                 self._batch_limit = max(1, len(batch) // 2)
             elif status == 403 and answer.get("rule") == "contribute=false":
-                self._journal.set_setting("catalog_contribute_sent", None)
+                await self._set("catalog_contribute_sent", None)
                 await self._push_settings()
             elif 400 <= status < 500:
                 match = _ITEM_FIELD.match(answer.get("field") or "")
                 index = int(match.group(1)) if match and int(match.group(1)) < len(batch) else 0
                 reason = answer.get("error") or f"rejected ({status})"
-                self._journal.park(batch[index][0], reason)
+                seq = batch[index][0]
+                await self._io.write(lambda journal: journal.park(seq, reason))
                 log.warning("the catalog rejected observation %s: %s", batch[index][1]["id"], reason)
             else:
                 raise Backoff(f"unexpected answer {status} from the catalog")
@@ -311,14 +329,16 @@ class Syncer:
         for _ in range(batches):
             if not self.contribute:
                 return
-            due = self._journal.lookup_due(MAX_LOOKUP, older_than=time.time() - LOOKUP_AGAIN_AFTER)
+            older_than = time.time() - LOOKUP_AGAIN_AFTER
+            due = await self._io.read(lambda journal: journal.lookup_due(MAX_LOOKUP, older_than=older_than))
             if not due:
                 return
             query = {"fingerprints": [{"chromaprint": fp, "duration": max(1.0, duration)} for _, fp, duration in due]}
             status, answer = await self._authorized("POST", "/v1/lookup", query)
             if status != 200 or len(answer.get("results", [])) != len(due):
                 raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
-            self._journal.record_consensus([(key, result) for (key, _, _), result in zip(due, answer["results"])])
+            found = [(key, result) for (key, _, _), result in zip(due, answer["results"])]
+            await self._io.write(lambda journal: journal.record_consensus(found))
 
     # --- the library asks: is this track known well enough to skip its descriptors? ----------
 
@@ -344,13 +364,13 @@ class Syncer:
     async def _send_profile(self) -> None:
         """The profile, when it changed since the catalog last got it (the journal keeps it
         up to date with every change; sending it is one small request)."""
-        profile, revision = self._journal.profile()
-        if self._journal.setting("catalog_profile_sent") == revision:
+        profile, revision = await self._io.read(lambda journal: journal.profile())
+        if await self._setting("catalog_profile_sent") == revision:
             return
         status, answer = await self._authorized("PUT", "/v1/profile", profile)
         if status != 200:
             raise Backoff(f"the catalog refused the profile ({status}: {answer.get('error')})")
-        self._journal.set_setting("catalog_profile_sent", revision)
+        await self._set("catalog_profile_sent", revision)
 
     async def export(self) -> dict:
         async with self._conversation, self._session_factory() as session:
@@ -373,6 +393,18 @@ class Syncer:
             "deletion": self.deletion,
             "sent_this_session": self.sent_total,
         }
+
+
+def adopt_choices(identity: Identity, journal: Journal) -> None:
+    """Privacy choices an earlier version kept in the journal move into the identity file once
+    (the identity file is their one owner from then on)."""
+    for key in ("contribute", "deletion"):
+        if identity.get(key) is None and journal.setting(key) is not None:
+            identity.set(key, journal.setting(key))
+
+
+def _compressed(body: dict) -> bytes:
+    return gzip.compress(json.dumps(body, ensure_ascii=False).encode(), compresslevel=6)
 
 
 def _seconds(retry_after: str | None) -> float | None:

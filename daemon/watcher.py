@@ -23,7 +23,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,18 +159,20 @@ class _OverflowAlarm(logging.Handler):
 
 
 class Watcher:
-    """Watches ``folders`` and calls ``on_paths`` with settled batches of changed paths."""
+    """Watches ``folders`` and hands settled batches of changed paths to ``on_paths``, and a
+    folder that changed under us to ``on_folders_changed``. Both only post the news (to the
+    library loop) and return at once: the watcher never waits for a scan."""
 
     def __init__(
         self,
         folders: Iterable[str | bytes],
-        on_paths: Callable[[set[bytes]], Awaitable[None]],
+        on_paths: Callable[[set[bytes]], None],
         *,
         configured: str = "auto",
         quiet_seconds: float = 2.0,
         max_wait_seconds: float = 60.0,
         poll_interval_seconds: float = 60.0,
-        on_folders_changed: Callable[[], Awaitable[None]] | None = None,
+        on_folders_changed: Callable[[], None] | None = None,
         folder_check_seconds: float = 5.0,
     ) -> None:
         self.folders = [os.fsdecode(folder) for folder in folders]
@@ -265,7 +267,7 @@ class Watcher:
             if changed:
                 log.warning("music folder changed under us (a drive mounted or unmounted?): %s", ", ".join(changed))
                 if self._on_folders_changed is not None:
-                    await self._on_folders_changed()
+                    self._on_folders_changed()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -321,12 +323,19 @@ class Watcher:
             if next_due > now:
                 await asyncio.sleep(next_due - now)
                 continue
-            batch = set()
             grace = now + self._quiet / 2  # events a moment apart (mkdir, then mv into it) go together
-            for path, (first, last, origin) in list(self._pending.items()):
-                if self._due(first, last) > grace:
+            due = [path for path, (first, last, _) in self._pending.items() if self._due(first, last) <= grace]
+            # in a thread: a stat on a dead network mount may hang
+            still_written = await asyncio.to_thread(lambda: {path for path in due if self._still_written(path)})
+            now = time.monotonic()
+            batch = set()
+            for path in due:
+                if path not in self._pending:
                     continue
-                if self._still_written(path) and now - origin < 10 * self._max_wait:
+                first, last, origin = self._pending[path]
+                if self._due(first, last) > grace:
+                    continue  # a new event came in while we looked
+                if path in still_written and now - origin < 10 * self._max_wait:
                     self._pending[path] = (now, now, origin)  # look again after another quiet period
                     continue
                 del self._pending[path]
@@ -335,9 +344,9 @@ class Watcher:
                 self._has_pending.clear()
             if batch:
                 try:
-                    await self._on_paths(collapse(batch))
+                    self._on_paths(collapse(batch))
                 except Exception:  # a failure here must not stop watching; the scan catches up
-                    log.exception("could not reconcile %d changed path(s)", len(batch))
+                    log.exception("could not hand over %d changed path(s)", len(batch))
 
     def _still_written(self, path: bytes) -> bool:
         """Modified within the quiet period (a copy that paused is still a copy in progress)."""

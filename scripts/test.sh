@@ -4,4 +4,4 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 "$here/scripts/setup.sh" test
 cd "$here"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -P -m pytest "$@"  # -P: the checkout root is not on sys.path (tests import the installed package)

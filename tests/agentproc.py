@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from cratesense.daemon.control import NotRunningError, request
+from cratesense.daemon.control_client import request
+from cratesense.errors import NotRunningError
 
 
 def write_config(home: Path, music: Path, **sections: dict) -> Path:

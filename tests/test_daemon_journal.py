@@ -151,3 +151,33 @@ def test_unwritable_location_is_explained(tmp_path):
              f"try:\n    Journal({str(folder / 'sub' / 'j.sqlite')!r})\nexcept JournalError as exc:\n    print('refused:', exc)")
     result = subprocess.run(without_bypass([sys.executable, "-c", check]), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("refused:") and "ro" in result.stdout, result.stderr
+
+
+def test_a_read_only_command_refuses_a_journal_of_another_schema_and_changes_nothing(tmp_path):
+    """`cratesense failures` reads the journal read-only: never migrating it under a running
+    agent of another version. A newer schema: it says so (exit 2) and leaves the file as it was."""
+    import hashlib
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = tmp_path / "data" / "cratesense" / "journal.sqlite"
+    with Journal(path) as journal:
+        journal.record_failure(b"/m/x.flac", FileIdentity(1, 1, 1, 1), "decode", "not audio")
+        journal._db.execute("INSERT INTO migrations VALUES (?, 0)", (SCHEMA_VERSION + 1,))  # a newer agent's
+    before = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+
+    def failures() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cratesense", "failures"], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    result = failures()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "newer CrateSense" in result.stderr and "nothing was changed" in result.stderr
+    assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before
+    with sqlite3.connect(path) as db:  # the same journal at this version's schema reads fine
+        db.execute("DELETE FROM migrations WHERE version = ?", (SCHEMA_VERSION + 1,))
+    result = failures()
+    assert result.returncode == 0 and "/m/x.flac: decode: not audio" in result.stdout

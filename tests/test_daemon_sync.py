@@ -23,7 +23,19 @@ from cratesense.catalog.server import start
 from cratesense.catalog.store import Store
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import FileIdentity, Journal, Observation
+from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.sync import Syncer
+
+
+@contextlib.asynccontextmanager
+async def journal_io(path):
+    """The journal as the agent uses it: one writer thread, reader threads."""
+    io = JournalIO(path)
+    await io.open()
+    try:
+        yield io
+    finally:
+        await io.close()
 
 
 def catalog_count(path, table="observations") -> int:
@@ -171,14 +183,16 @@ async def test_rejected_rows_are_parked_and_413_halves_the_batch(tmp_path, catal
                     payload["metadata"]["title"] = "/home/alice/Music/x.flac"
                 identity = FileIdentity(1, index, 1, 1)
                 journal.record_analysis(f"/m/{index}.flac", identity, f"k{index}", {}, "v", Observation(oid, payload))
+        async with journal_io(tmp_path / "journal.sqlite") as io:
             identity = Identity(tmp_path / "identity.json")
-            syncer = Syncer(journal, identity, proxy_url, aiohttp.ClientSession, label=proxy_url, quiet_seconds=0.1)
+            syncer = Syncer(io, identity, proxy_url, aiohttp.ClientSession, label=proxy_url, quiet_seconds=0.1)
             loop_task = asyncio.create_task(syncer.run())
             await syncer.sync_now()
             assert syncer.status()["next_retry_at"] and "wait" in syncer.status()["last_sync_error"]
             await asyncio.sleep(1.5)  # the Retry-After passes; the retry timer runs the sync
             await syncer.sync_now()
             loop_task.cancel()
+        with Journal(tmp_path / "journal.sqlite") as journal:
             counts = journal.counts()
             assert counts["outbox"] == 0 and counts["parked"] == 1
             [(reason,)] = journal._db.execute("SELECT reason FROM outbox WHERE state = 'parked'")
@@ -356,23 +370,25 @@ async def test_turning_contribution_off_mid_sync_stops_the_very_next_batch(tmp_p
     store = Store(tmp_path / "catalog.sqlite")
     runner, url = await start(store)
     try:
-        with Journal(tmp_path / "journal.sqlite") as journal:
-            syncer = Syncer(journal, Identity(tmp_path / "identity.json"), url, aiohttp.ClientSession, label=url)
-            real_acknowledge = journal.acknowledge
+        async with journal_io(tmp_path / "journal.sqlite") as io:
+            syncer = Syncer(io, Identity(tmp_path / "identity.json"), url, aiohttp.ClientSession, label=url)
+            loop = asyncio.get_running_loop()
             first_batch = []
 
-            def acknowledge_then_flip(seqs):  # the user flips the switch while the first batch lands
-                real_acknowledge(seqs)
-                first_batch.append(len(seqs))
-                syncer.set_contribute(False)
+            async def write_then_flip(fn, real_write=io.write):  # the user flips the switch as the first batch lands
+                result = await real_write(fn)
+                if "settle" in getattr(fn, "__name__", "") and not first_batch:
+                    first_batch.append(await io.read(lambda journal: 1200 - journal.counts()["outbox"]))
+                    syncer.set_contribute(False)
+                return result
 
-            journal.acknowledge = acknowledge_then_flip
+            io.write = write_then_flip
             task = asyncio.create_task(syncer.run())
             await syncer.sync_now()
             task.cancel()
             [sent] = first_batch  # one batch (size-capped at 1 MiB), then nothing more
             assert 0 < sent < 1200 and store.counts()["observations"] == sent
-            assert journal.counts()["outbox"] == 1200 - sent
+            assert await io.read(lambda journal: journal.counts()["outbox"]) == 1200 - sent
     finally:
         await runner.cleanup()
         store.close()
@@ -387,6 +403,9 @@ def test_kill_9_mid_sync_then_restart_loses_and_duplicates_nothing(agent, tmp_pa
     agent.stop(signal.SIGKILL)
     agent.start()
     agent.wait_for(lambda s: s["waiting_to_sync"] == 0 and s["last_sync_at"], timeout=120)
+    # the embedded catalog (its own thread) may still be matching what it accepted: wait for it
+    agent.wait_for(lambda s: catalog_count(agent.catalog_path, "arrivals") == 0, timeout=120,
+                   what="the embedded catalog to match what it accepted")
     with sqlite3.connect(agent.catalog_path) as db:
         stored = [oid for (oid,) in db.execute("SELECT id FROM observations")]
         contributors = db.execute("SELECT COUNT(*) FROM contributors").fetchone()[0]
@@ -422,24 +441,24 @@ async def _library_pass(tmp_path, name: str, url: str, files, *, min_contributor
     music.mkdir(parents=True)
     for file in files:
         shutil.copy(file, music)
-    journal = Journal(home / "journal.sqlite")
-    with AnalysisPool(workers=1, timeout=60) as pool:
-        syncer = Syncer(journal, Identity(home / "identity.json"), url, aiohttp.ClientSession, label=url,
-                        contribute_default=contribute)
-        sync_task = asyncio.create_task(syncer.run())
-        await syncer.sync_now()  # registers (and sends nothing yet)
-        if stop_catalog is not None:
-            await stop_catalog()
-        library = Library(journal, pool, [music], secret=b"s" * 32, catalog=syncer,
-                          skip_known_min_contributors=min_contributors)
-        run = asyncio.create_task(library.run())
-        await library.scan()
-        await asyncio.wait_for(library.drain(), 120)
-        for task in (run, sync_task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return library.stats, journal
+    async with journal_io(home / "journal.sqlite") as io:
+        with AnalysisPool(workers=1, timeout=60) as pool:
+            syncer = Syncer(io, Identity(home / "identity.json"), url, aiohttp.ClientSession, label=url,
+                            contribute_default=contribute)
+            sync_task = asyncio.create_task(syncer.run())
+            await syncer.sync_now()  # registers (and sends nothing yet)
+            if stop_catalog is not None:
+                await stop_catalog()
+            library = await Library.assemble(io, pool, [music], secret=b"s" * 32, catalog=syncer,
+                                             skip_known_min_contributors=min_contributors)
+            run = asyncio.create_task(library.run())
+            library.request_scan()
+            await asyncio.wait_for(library.wait_idle(), 120)
+            for task in (run, sync_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return library.stats, Journal(home / "journal.sqlite")
 
 
 def _analysis_of(journal: Journal, file_name: str) -> dict:

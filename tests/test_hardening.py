@@ -155,6 +155,19 @@ def test_disk_full_under_the_journal_loses_nothing_and_resumes(agent, tracks, tm
         status = agent.wait_for(lambda s: s["journal_error"] is not None, timeout=60, what="the full disk to show")
         assert status["state"] == "error" and "full" in status["journal_error"]
         assert "free some space" in status["journal_error"]
+        # one meaning everywhere: the CLI, the tray and the typed status all call it a journal error
+        assert status["error_kind"] == "journal" and {"kind": "journal", "message": status["journal_error"]} in status["problems"]
+        printed = agent.cli("status").stdout
+        assert "journal error" in printed and "free some space" in printed
+        from cratesense.tray.app import TrayController
+
+        tray = TrayController(agent.socket)
+        try:
+            tray.refresh()
+            assert tray.status_line().startswith("Journal error") and "free some space" in tray.status_line()
+            assert tray.icon_state == "error"
+        finally:
+            tray.close()
         filler.unlink()
         status = agent.wait_for(lambda s: s["tracks"] == 3 and s["journal_error"] is None, timeout=60,
                                 what="the agent to resume once space is back")

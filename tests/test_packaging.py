@@ -32,7 +32,8 @@ def rendered(relative: str) -> str:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing (apt-get install systemd)")
 def test_systemd_unit_verifies_without_a_single_warning(tmp_path):
     unit = tmp_path / "cratesense.service"  # verify checks that ExecStart exists: this interpreter
-    unit.write_text(template("systemd/cratesense.service", sys.executable, tmp_path))
+    data = tmp_path / "data" / "cratesense"
+    unit.write_text(template("systemd/cratesense.service", sys.executable, tmp_path, data_dir=data))
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     result = subprocess.run(["systemd-analyze", "--user", "verify", str(unit)], capture_output=True, text=True,
@@ -44,7 +45,7 @@ def test_systemd_unit_verifies_without_a_single_warning(tmp_path):
     service = parser["Service"]
     assert service["ExecStart"] == f"{sys.executable} -m cratesense run" and service["Type"] == "notify"
     assert service["Restart"] == "on-failure" and service["IOSchedulingClass"] == "idle"
-    assert service["ProtectHome"] == "read-only" and "%h/.local/share/cratesense" in service["ReadWritePaths"]
+    assert service["ProtectHome"] == "read-only" and f"-{data} " in service["ReadWritePaths"]
 
 
 @pytest.mark.parametrize("name", ["org.cratesense.agent", "org.cratesense.tray"])
@@ -69,7 +70,9 @@ def test_tray_autostart_entry():
 
 def test_plans_for_linux_and_macos():
     home = Path("/home/dj")
-    install = [step.describe() for step in plan("install", platform="linux", python=PYTHON, home=home, uid=1000)]
+    data = home / ".local" / "share" / "cratesense"
+    install = [step.describe() for step in plan("install", platform="linux", python=PYTHON, home=home, uid=1000,
+                                                data_dir=data)]
     assert install == [
         "mkdir  /home/dj/.local/share/cratesense",
         "write  /home/dj/.config/systemd/user/cratesense.service",
@@ -78,10 +81,12 @@ def test_plans_for_linux_and_macos():
         "run    systemctl --user restart cratesense.service",
         "write  /home/dj/.config/autostart/cratesense-tray.desktop",
     ]
-    uninstall = [s.describe() for s in plan("uninstall", platform="linux", python=PYTHON, home=home, uid=1000)]
+    uninstall = [s.describe() for s in plan("uninstall", platform="linux", python=PYTHON, home=home, uid=1000,
+                                            data_dir=data)]
     assert uninstall[0] == "run    systemctl --user disable --now cratesense.service"
     assert "remove /home/dj/.config/autostart/cratesense-tray.desktop" in uninstall
-    mac = [s.describe() for s in plan("install", platform="darwin", python=PYTHON, home=Path("/Users/dj"), uid=501)]
+    mac = [s.describe() for s in plan("install", platform="darwin", python=PYTHON, home=Path("/Users/dj"), uid=501,
+                                      data_dir=Path("/Users/dj/Library/Application Support/cratesense"))]
     assert "run    launchctl bootstrap gui/501 /Users/dj/Library/LaunchAgents/org.cratesense.agent.plist" in mac
     assert "run    launchctl bootstrap gui/501 /Users/dj/Library/LaunchAgents/org.cratesense.tray.plist" in mac
 
@@ -93,6 +98,56 @@ def test_dry_run_prints_the_files_with_this_interpreter(tmp_path):
     assert f"write  {tmp_path}/.config/systemd/user/cratesense.service" in result.stdout
     assert f"| ExecStart={sys.executable} -m cratesense run" in result.stdout
     assert not (tmp_path / ".config").exists()  # nothing was done
+
+
+def test_the_unit_writes_where_the_cli_reads_with_xdg_data_home_set(tmp_path):
+    """With XDG_DATA_HOME set, the hardened unit's one writable folder is that data folder (it
+    was ~/.local/share/cratesense, so the service got a read-only data folder), and the service
+    is told the same variables, so it reads the same config and journal as the CLI."""
+    data_home, config_home = tmp_path / "xdg-data", tmp_path / "xdg-config"
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(data_home), "XDG_CONFIG_HOME": str(config_home)}
+    result = subprocess.run([sys.executable, "-m", "cratesense", "service", "install", "--dry-run"],
+                            env=env, capture_output=True, text=True, check=True)
+    unit = "\n".join(line.removeprefix("       | ") for line in result.stdout.splitlines() if line.startswith("       | "))
+    assert f"mkdir  {data_home}/cratesense" in result.stdout
+    assert f"ReadWritePaths=-{data_home}/cratesense -%t/cratesense" in unit
+    assert f'Environment="XDG_DATA_HOME={data_home}"' in unit and f'Environment="XDG_CONFIG_HOME={config_home}"' in unit
+    assert ".local/share" not in unit
+
+
+def test_service_status_and_install_where_there_is_no_user_session(tmp_path):
+    """Nothing installed: status says so (exit 3, not silence). No systemd user manager (this
+    container, ssh without lingering): install says what that means and what to do, and leaves
+    nothing behind."""
+    env = {key: value for key, value in os.environ.items() if key not in ("DBUS_SESSION_BUS_ADDRESS",)}
+    env.update(HOME=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path / "no-runtime"))
+    status = subprocess.run([sys.executable, "-m", "cratesense", "service", "status"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 3 and "not installed" in status.stdout
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl missing: no user-session check to exercise")
+    install = subprocess.run([sys.executable, "-m", "cratesense", "service", "install"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert install.returncode == 2 and "Traceback" not in install.stderr, install.stderr
+    [line] = install.stderr.strip().splitlines()
+    assert "no systemd user session" in line and "loginctl enable-linger" in line and "nothing was installed" in line
+    assert not (tmp_path / ".config" / "systemd" / "user" / "cratesense.service").exists()
+    assert not (tmp_path / ".config" / "autostart").exists()
+
+
+def test_pip_install_prints_no_setuptools_warning(tmp_path):
+    """The service templates are package data, not look-alike packages: a build prints no
+    "absent from packages" warning (it did for cratesense.packaging.launchd)."""
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w",
+                             str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "absent from" not in result.stdout + result.stderr and "SetuptoolsDeprecationWarning" not in result.stderr
+    import zipfile
+
+    [wheel] = tmp_path.glob("cratesense-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cratesense/daemon/service-files/systemd/cratesense.service" in names
+    assert not any(name.startswith("packaging/") for name in names)
 
 
 def test_the_agent_tells_systemd_when_it_is_ready_and_stopping(tmp_path):
@@ -123,7 +178,7 @@ def test_install_and_forget_from_a_fresh_virtualenv(tmp_path):
     python = str(venv / "bin" / "python")
     install = subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr[-2000:]
-    unit = template("systemd/cratesense.service", python, tmp_path)
+    unit = template("systemd/cratesense.service", python, tmp_path, data_dir=tmp_path / "data")
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart=")).split("=", 1)[1].split()
     assert exec_start[0] == python
 

@@ -17,7 +17,7 @@ import pytest
 from agentproc import AgentProcess, write_config
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import FileIdentity
-from cratesense.daemon.library import observation_id
+from cratesense.daemon.recorder import observation_id
 from cratesense.daemon.scan import walk
 
 

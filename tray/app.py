@@ -19,24 +19,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cratesense.daemon.control import (
-    ControlError,
-    NotRunningError,
-    request,
-    seconds_until,
-    socket_path,
-    write_export,
-)
-from cratesense.errors import CrateSenseError
+from cratesense.daemon.control_client import request, seconds_until, write_export
+from cratesense.daemon.control_client import status as agent_status
+from cratesense.daemon.paths import socket_path
+from cratesense.daemon.status import Status
+from cratesense.errors import ControlError, CrateSenseError, NotRunningError, TrayUnavailableError
 from cratesense.tray.icons import draw_icon, state_of
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
-
-
-class TrayUnavailableError(CrateSenseError):
-    kind = "tray-unavailable"
 
 
 def load_pystray():
@@ -56,7 +48,7 @@ class TrayController:
     def __init__(self, socket: Path | None = None, *, start_agent: Callable[[], None] | None = None,
                  export_folder: Path | None = None) -> None:
         self.socket = socket or socket_path()
-        self.status: dict | None = None
+        self.status: Status | None = None
         self.message = ""  # the outcome of the last action, shown in the status line
         self._start_agent = start_agent or _start_agent_process
         self._export_folder = export_folder or Path.home() / "CrateSense export"
@@ -67,7 +59,7 @@ class TrayController:
 
     def refresh(self) -> None:
         try:
-            self.status = request("GET", "status", path=self.socket, timeout=5)
+            self.status = agent_status(path=self.socket, timeout=5)
         except NotRunningError:
             self.status = None
         except ControlError as exc:
@@ -87,15 +79,19 @@ class TrayController:
         if s is None:
             return "CrateSense agent is not running"
         words = {"watching": "Up to date", "scanning": "Scanning", "analyzing": "Analyzing", "syncing": "Syncing",
-                 "paused": "Paused", "offline": "Offline", "error": "Sync error"}
-        line = f"{words.get(s['state'], s['state'])} · {s['tracks']} tracks"
-        busy = s["queued"] + s["analyzing"]
+                 "paused": "Paused", "offline": "Offline"}
+        errors = {"journal": "Journal error", "sync": "Sync error"}
+        state = errors.get(s.error_kind, "Error") if s.state == "error" else words.get(s.state, s.state)
+        line = f"{state} · {s.tracks} tracks"
+        busy = s.queued + s.analyzing
         if busy:
             line += f" · {busy} to analyze"
-        if s.get("waiting_to_sync"):
-            line += f" · {s['waiting_to_sync']} to sync"
-        if s.get("failing_files"):
-            line += f" · {s['failing_files']} failing"
+        if s.waiting_to_sync:
+            line += f" · {s.waiting_to_sync} to sync"
+        if s.failing_files:
+            line += f" · {s.failing_files} failing"
+        if s.state == "error" and s.error_kind == "journal" and s.journal_error:
+            line += f" — {s.journal_error}"
         return line + (f" — {self.message}" if self.message else "")
 
     # --- actions (each on the worker thread) -----------------------------------------------
@@ -112,7 +108,7 @@ class TrayController:
         self._workers.submit(work)
 
     def toggle_pause(self) -> None:
-        self._do("POST", "resume" if self.status and self.status["paused"] else "pause")
+        self._do("POST", "resume" if self.status and self.status.paused else "pause")
 
     def pause_for_an_hour(self) -> None:
         self._do("POST", "pause", {"seconds": 3600})
@@ -121,7 +117,7 @@ class TrayController:
         self._do("POST", "pause", {"seconds": seconds_until(datetime.time(6, 0))})
 
     def toggle_contribute(self) -> None:
-        contribute = not (self.status and self.status.get("contribute"))
+        contribute = not (self.status and self.status.contribute)
         self._do("PUT", "settings", {"contribute": contribute})
 
     def sync_now(self) -> None:
@@ -165,12 +161,12 @@ class TrayController:
             item(lambda _item: self.status_line(), None, enabled=False),
             menu.SEPARATOR,
             item("Start the agent", lambda: self.start_agent(), visible=lambda _item: not self.running),
-            item("Paused", lambda: self.toggle_pause(), checked=lambda _item: bool(self.status and self.status["paused"]),
+            item("Paused", lambda: self.toggle_pause(), checked=lambda _item: bool(self.status and self.status.paused),
                  visible=up),
             item("Pause for 1 hour", lambda: self.pause_for_an_hour(), visible=up),
             item("Pause until tomorrow", lambda: self.pause_until_tomorrow(), visible=up),
             item("Contribute to shared catalog", lambda: self.toggle_contribute(),
-                 checked=lambda _item: bool(self.status and self.status.get("contribute")), visible=up),
+                 checked=lambda _item: bool(self.status and self.status.contribute), visible=up),
             item("Sync now", lambda: self.sync_now(), visible=up),
             item("Rescan library", lambda: self.rescan(), visible=up),
             item("Open export…", lambda: self.export(), visible=up),

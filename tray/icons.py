@@ -51,10 +51,12 @@ def draw_icon(state: str, size: int = 64) -> Image.Image:
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def state_of(status: dict | None) -> str:
-    """The icon for an agent status (None: the agent is not running)."""
+def state_of(status) -> str:
+    """The icon for an agent status (a ``Status``, or its JSON as a dict; None: the agent is not
+    running)."""
     if status is None:
         return "offline"
+    state = status.get("state") if isinstance(status, dict) else status.state
     return {
         "paused": "paused",
         "offline": "offline",
@@ -62,4 +64,4 @@ def state_of(status: dict | None) -> str:
         "scanning": "working",
         "analyzing": "working",
         "syncing": "working",
-    }.get(status.get("state"), "idle")
+    }.get(state, "idle")
