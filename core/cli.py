@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cratesense import __version__
+from cratesense import __version__, cli_dj
 from cratesense.errors import CrateSenseError
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag or value is one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cratesense",
         description="CrateSense knows every track on your disk: fingerprints, tags, tempo, key and "
         "loudness, derived locally. Only derived data ever leaves the machine.",
@@ -163,15 +170,26 @@ def _build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     forget.set_defaults(handler=_cmd_forget)
     export = commands.add_parser(
-        "export", help="write everything the agent and the catalog hold about you to JSON files"
-    )
-    export.add_argument("--output", default=".", metavar="DIR", help="folder for the two files (default: here)")
+        "export", help="the library as rekordbox XML, Traktor NML or M3U8; or what the agent and the catalog hold about you",
+        description="--format rekordbox|traktor|m3u writes the tracks (the filters select them, as in "
+        "`tracks`) to FILE as one collection and playlist. --format json (the default) writes "
+        "everything the agent and the catalog hold about you to two JSON files in the DIR --output names.")
+    export.add_argument("--format", default="json", choices=("json", "rekordbox", "traktor", "m3u"))
+    export.add_argument("--output", default=".", metavar="FILE|DIR",
+                        help="the file to write (the folder for --format json; default: here)")
+    export.add_argument("--name", default="CrateSense", help="the playlist's name in the DJ program")
+    export.add_argument("--relative-to", metavar="DIR", help="m3u: paths relative to this folder")
+    cli_dj.add_filters(export)
+    export.add_argument("--sort", default="artist", choices=cli_dj.SORTS)
+    export.add_argument("--limit", type=cli_dj.positive, metavar="N")
     export.set_defaults(handler=_cmd_export)
     preview = commands.add_parser("preview", help="print exactly the next request that would leave this machine")
     preview.set_defaults(handler=_cmd_preview)
     failures = commands.add_parser("failures", help="files that could not be analyzed, and why")
     failures.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
     failures.set_defaults(handler=_cmd_failures)
+
+    cli_dj.add_commands(commands)
 
     catalog = commands.add_parser("catalog", help="run a shared catalog server")
     catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND")
@@ -252,7 +270,12 @@ def _cmd_service(args: argparse.Namespace) -> int:
     if args.action == "status" and not is_installed():
         print("the CrateSense service is not installed (cratesense service install)")
         return EXIT_NOT_RUNNING
-    steps = current_plan(args.action, tray=not args.no_tray)
+    from cratesense.daemon.config import load
+
+    config = load()
+    # the unit mounts the home folder read-only; writing tags into new files needs the music folders
+    writable = tuple(Path(folder) for folder in config.music_folders) if config.tags.write_new else ()
+    steps = current_plan(args.action, tray=not args.no_tray, writable=writable)
     if args.dry_run:
         for step in steps:
             print(step.describe())
@@ -345,6 +368,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.format != "json":
+        return cli_dj.export_library(args)
     from cratesense.daemon.control_client import request, write_export
 
     for path in write_export(request("GET", "export", timeout=120), Path(args.output)):

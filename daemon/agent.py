@@ -31,6 +31,7 @@ from cratesense.daemon.paths import socket_path
 from cratesense.daemon.pool import AnalysisPool
 from cratesense.daemon.status import Status
 from cratesense.daemon.sync import Syncer, adopt_choices
+from cratesense.daemon.tag_writer import TagWriter
 from cratesense.daemon.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,9 @@ class Agent:
             skip_known_min_contributors=self._skip_known_min_contributors(), bpm_range=analysis.bpm_range,
             on_change=syncer.notify_change)
         on_stop("library", _task(library.run(), "library"))
+        tag_writer = TagWriter(io, pool, self.config.tags, self.config.dj.key_notation)
+        if self.config.tags.write_new:
+            library.queue.after_recorded = tag_writer.after_analysis
 
         settings = self.config.library
         watcher = Watcher(
@@ -123,7 +127,8 @@ class Agent:
             on_stop("watcher", watcher.stop)
 
         self.api = api = ControlAPI(Parts(io, library, pool, syncer, watcher, self.config.music_folders,
-                                          self.started_at, str(damaged) if damaged else None))
+                                          self.started_at, str(damaged) if damaged else None, self.config.dj,
+                                          tag_writer))
         if not live:
             return
 

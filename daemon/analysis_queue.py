@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.filejob import FileJob, Phase
@@ -64,6 +64,8 @@ class AnalysisQueue:
         self._wake = asyncio.Event()
         self.journal_error: str | None = None  # why the journal cannot be written now, if so
         self._journal_retry_at = 0.0
+        # what follows a file's own analysis being recorded (tags written, when asked for)
+        self.after_recorded: Callable[[list[bytes], dict], Awaitable[None]] | None = None
         self.completed = 0  # jobs done this session (for progress)
         self.backlog_started_at: float | None = None
         self.backlog_done = 0
@@ -144,14 +146,17 @@ class AnalysisQueue:
                         break
                     self._in_hand += 1
                     job.phase = Phase.IDENTIFYING
-                    task = asyncio.create_task(self._process(job), name="file job")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._spawn(self._process(job), "file job")
                 await self._wake.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)  # kept until done: a bare task can be garbage-collected mid-run
+        task.add_done_callback(self._tasks.discard)
 
     def _next(self) -> FileJob | None:
         for source in (self._first, self._queued):
@@ -236,6 +241,9 @@ class AnalysisQueue:
                 return self._describe_next(job)
         job.phase = Phase.RECORDING
         if await self._recorder.analysis(job, outcome, consensus):
+            if outcome.ok and consensus is None and self.after_recorded is not None:
+                self._spawn(self.after_recorded([job.path, *(copy.path for copy in job.copies)], outcome.analysis),
+                            "after recording")
             return self._finish(job)
         self._requeue(job)
 

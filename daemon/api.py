@@ -13,13 +13,16 @@ from dataclasses import dataclass
 
 from cratesense import __version__
 from cratesense.analysis.constants import ANALYZER_VERSION
+from cratesense.daemon.config import DjConfig
 from cratesense.daemon.journal import Journal, display_path
 from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.library import Library
 from cratesense.daemon.pool import AnalysisPool
 from cratesense.daemon.status import Problem, Progress, Status, WatchMode, overall_state
 from cratesense.daemon.sync import Backoff, Syncer
+from cratesense.daemon.tag_writer import TagWriter
 from cratesense.daemon.watcher import Watcher
+from cratesense.errors import QueryError
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Parts:
     folders: tuple[str, ...]
     started_at: float
     journal_rebuilt_from: str | None = None
+    dj: DjConfig = DjConfig()
+    tag_writer: TagWriter | None = None
 
 
 def _journal_view(journal: Journal) -> dict:
@@ -56,6 +61,15 @@ class ControlAPI:
             ("POST", "forget"): self.forget,
             ("GET", "export"): self.export,
             ("GET", "preview"): self.preview,
+            # the DJ's library (dj/): the same code as the CLI's commands, over read-only connections
+            ("GET", "tracks"): self.tracks,
+            ("GET", "next"): self.next,
+            ("GET", "similar"): self.similar,
+            ("GET", "playlist"): self.playlist,
+            ("GET", "duplicates"): self.duplicates,
+            ("GET", "library-export"): self.library_export,
+            ("POST", "tags"): self.tags,
+            ("GET", "recommendations"): self.recommendations,
         }
 
     async def status_route(self, _body: dict) -> Status:
@@ -169,6 +183,148 @@ class ControlAPI:
             "catalog": syncer.label,
             "request": {"method": "POST", "path": "/v1/observations", "body": {"observations": [i for _, i in batch]}},
         }
+
+
+    # --- the DJ's library ------------------------------------------------------------------
+
+    async def _on_collection(self, work):
+        from cratesense.dj.collection import Collection
+
+        return await self._parts.io.read(lambda journal: work(Collection(journal)))
+
+    async def tracks(self, body: dict) -> dict:
+        from cratesense.dj.collection import parse_filters
+        from cratesense.dj.views import track_json
+
+        filters = parse_filters(body)
+        offset = _whole(body.get("offset"), "offset", 0)
+        notation = self._parts.dj.key_notation
+
+        def work(collection):
+            return {"total": collection.count(filters), "offset": offset,
+                    "tracks": [track_json(track, notation) for track in collection.tracks(filters, offset=offset)]}
+
+        return await self._on_collection(work)
+
+    async def next(self, body: dict) -> dict:
+        from cratesense.dj.mixing import next_tracks
+        from cratesense.dj.views import suggestion_json, track_json
+
+        notation, limit = self._parts.dj.key_notation, _whole(body.get("limit"), "limit", 10)
+        pitch_range = float(body.get("pitch_range") or self._parts.dj.pitch_range_percent / 100)
+
+        def work(collection):
+            current = _named(collection, body)
+            found = next_tracks(collection, current, limit=limit, pitch_range=pitch_range, notation=notation)
+            return {"track": track_json(current, notation), "next": [suggestion_json(s, notation) for s in found]}
+
+        return await self._on_collection(work)
+
+    async def similar(self, body: dict) -> dict:
+        from cratesense.dj.mixing import similar_tracks
+        from cratesense.dj.views import suggestion_json, track_json
+
+        notation, limit = self._parts.dj.key_notation, _whole(body.get("limit"), "limit", 10)
+
+        def work(collection):
+            current = _named(collection, body)
+            found = similar_tracks(collection, current, limit=limit)
+            return {"track": track_json(current, notation), "similar": [suggestion_json(s, notation) for s in found]}
+
+        return await self._on_collection(work)
+
+    async def playlist(self, body: dict) -> dict:
+        from cratesense.dj.collection import parse_filters
+        from cratesense.dj.mixing import playlist
+        from cratesense.dj.views import suggestion_json
+
+        settings = self._parts.dj
+        filters = parse_filters({**body, "sort": body.get("sort") or "bpm"})
+        length = _whole(body.get("length"), "length", 20)
+        per_artist = _whole(body.get("per_artist"), "per_artist", 2)
+
+        def work(collection):
+            start = _named(collection, body) if body.get("track") or body.get("content_key") else None
+            steps = playlist(collection, start, length=length, filters=filters, per_artist=per_artist,
+                             pitch_range=settings.pitch_range_percent / 100, notation=settings.key_notation)
+            return {"playlist": [suggestion_json(step, settings.key_notation) for step in steps]}
+
+        return await self._on_collection(work)
+
+    async def duplicates(self, _body: dict) -> dict:
+        from cratesense.dj.duplicates import find_groups, group_json
+
+        return await self._on_collection(lambda collection: {"groups": [group_json(g) for g in find_groups(collection)]})
+
+    async def library_export(self, body: dict) -> dict:
+        """A DJ program's document for some tracks (a list of content keys, or filters)."""
+        from cratesense.dj.collection import parse_filters
+        from cratesense.dj.exports import FORMATS, MEDIA_TYPES, render
+
+        format = body.get("format") or "m3u"
+        if format not in FORMATS:
+            raise QueryError(f"unknown export format {format!r}; one of {', '.join(FORMATS)}")
+        keys = body.get("content_keys")
+        filters = parse_filters(body)
+
+        def work(collection):
+            if keys:
+                tracks = [track for key in keys if (track := collection.track(key)) is not None]
+            else:
+                tracks = collection.tracks(filters)
+            document = render(tracks, format, name=body.get("name") or "CrateSense")
+            return {"format": format, "media_type": MEDIA_TYPES[format], "tracks": len(tracks),
+                    "document": document.decode("utf-8")}
+
+        return await self._on_collection(work)
+
+    async def tags(self, body: dict) -> dict:
+        """Write (or with ``dry_run`` only show) BPM, key and ReplayGain into the files of the
+        named tracks (all tracks when none are named)."""
+        from cratesense.daemon.config import TAG_FIELDS
+
+        writer = self._parts.tag_writer
+        fields = tuple(body.get("fields") or TAG_FIELDS)
+        if not set(fields) <= set(TAG_FIELDS):
+            raise QueryError(f"unknown tag field(s): {', '.join(sorted(set(fields) - set(TAG_FIELDS)))}")
+        specs = body.get("tracks") or []
+
+        def work(collection):
+            tracks = [collection.find(spec) for spec in specs] if specs else collection.tracks()
+            return [(track, [path for path, _ in collection.files(track.content_key)]) for track in tracks]
+
+        chosen = await self._on_collection(work)
+        files = dict((track.content_key, paths) for track, paths in chosen)
+        results = await writer.write_tracks([track for track, _ in chosen], fields, dry_run=bool(body.get("dry_run")),
+                                            files_of=lambda track: files[track.content_key])
+        return {"dry_run": bool(body.get("dry_run")), "files": [
+            {"path": r.path, "changes": [c.describe() for c in r.changes], "error": r.error} for r in results]}
+
+    async def recommendations(self, _body: dict) -> dict:
+        return await self._parts.syncer.recommendations()
+
+
+def _whole(value, name: str, default: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise QueryError(f"{name} must be a whole number, got {value!r}") from None
+    if number < 0 or (number == 0 and name != "offset"):
+        raise QueryError(f"{name} must be positive, got {number}")
+    return number
+
+
+def _named(collection, body: dict):
+    if body.get("content_key"):
+        track = collection.track(body["content_key"])
+        if track is None:
+            raise QueryError("no such track in the library")
+        return track
+    if not body.get("track"):
+        raise QueryError("say which track: track=PATH or text, or content_key=KEY")
+    return collection.find(body["track"])
 
 
 def _progress(queue) -> Progress | None:

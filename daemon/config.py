@@ -48,8 +48,23 @@ class SyncConfig:
     known_min_contributors: int = 3
 
 
-_SECTIONS = {"library": LibraryConfig, "analysis": AnalysisConfig, "sync": SyncConfig}
-_CHOICES = {"library.watch": ("auto", "polling")}
+@dataclass(frozen=True, slots=True)
+class DjConfig:
+    key_notation: str = "camelot"  # how keys are shown and written: "camelot", "open-key" or "musical"
+    pitch_range_percent: float = 6.0  # how far "next" may pitch a track to match tempo
+
+
+@dataclass(frozen=True, slots=True)
+class TagsConfig:
+    write_new: bool = False  # write BPM, key and ReplayGain into each newly analyzed file (opt-in)
+    fields: tuple[str, ...] = ("bpm", "key", "replaygain")
+
+
+TAG_FIELDS = ("bpm", "key", "replaygain")
+_SECTIONS = {"library": LibraryConfig, "analysis": AnalysisConfig, "sync": SyncConfig, "dj": DjConfig,
+             "tags": TagsConfig}
+_CHOICES = {"library.watch": ("auto", "polling"), "dj.key_notation": ("camelot", "open-key", "musical")}
+_SUBSETS = {"tags.fields": TAG_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,8 @@ class Config:
     library: LibraryConfig
     analysis: AnalysisConfig
     sync: SyncConfig
+    dj: DjConfig
+    tags: TagsConfig
     path: Path  # the file it was read from (it may not exist)
     sources: dict  # "section.key" -> "default" | "file" | "flag"
 
@@ -129,6 +146,9 @@ def _accept(section, key, value, source, values, sources, problems) -> None:
         choices = _CHOICES.get(f"{section}.{key}")
         if choices and value not in choices:
             raise ValueError(f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        allowed = _SUBSETS.get(f"{section}.{key}")
+        if allowed and not set(value) <= set(allowed):
+            raise ValueError(f"expected some of {', '.join(map(repr, allowed))}, got {value!r}")
     except (TypeError, ValueError) as exc:
         problems.append(f"{section}.{key}: {exc}")
         return
@@ -164,7 +184,7 @@ def _coerce(value, default):
         return (float(value[0]), float(value[1]))
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"expected a list of folder paths, got {value!r}")
+            raise ValueError(f"expected a list of strings, got {value!r}")
         return tuple(os.path.expanduser(v) for v in value)
     raise TypeError(f"unsupported setting type {type(default).__name__}")
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cratesense import sqlite
+from cratesense.daemon import trackview
 from cratesense.daemon.profile import ProfileTotals, TrackTaste
 from cratesense.errors import JournalDamagedError, JournalError, JournalVersionError
 
@@ -98,6 +99,20 @@ _MIGRATIONS = (
         totals TEXT NOT NULL,
         revision INTEGER NOT NULL
     );
+    """,
+    # 5: the library view (daemon/trackview.py): a query-ready row per track, kept in step with
+    # its analysis and the catalog's consensus (filled from the tracks on open when missing)
+    """
+    CREATE TABLE library (
+        content_key TEXT PRIMARY KEY,
+        artist TEXT, title TEXT, album TEXT, isrc TEXT, catalog_number TEXT, filled TEXT,
+        duration REAL, bpm REAL, key TEXT, camelot TEXT, loudness REAL, replaygain REAL, true_peak REAL,
+        beat_offset REAL, downbeat_offset REAL, beats_per_bar INTEGER,
+        codec TEXT, sample_rate INTEGER, channels INTEGER,
+        embedding BLOB, sound_sketch BLOB, fingerprint_sketch BLOB, fingerprint_duration REAL
+    );
+    CREATE INDEX library_bpm ON library (bpm);
+    CREATE INDEX library_camelot ON library (camelot, bpm);
     """,
 )
 
@@ -182,6 +197,8 @@ class Journal:
             sqlite.migrate(self._db, _MIGRATIONS)
             if self._db.execute("SELECT 1 FROM profile").fetchone() is None:
                 self.rebuild_profile()
+            if self._db.execute("SELECT (SELECT COUNT(*) FROM tracks) != (SELECT COUNT(*) FROM library)").fetchone()[0]:
+                self.rebuild_library()
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 self._db.close()
@@ -283,6 +300,8 @@ class Journal:
                 )
             if consensus is not None:
                 self._store_consensus(db, [(content_key, consensus)], now)
+            else:
+                self._refresh_library(db, [content_key])
             for link, link_identity in links:
                 self._upsert_file(db, link, link_identity, content_key, "analyzed", None, None, now, analyzer_version)
 
@@ -306,6 +325,29 @@ class Journal:
         """A file whose content is already analyzed (a copy, or a hard link): no new observation."""
         with self._transaction() as db, self._profile_follows(db, [content_key], [path]):
             self._upsert_file(db, path, identity, content_key, "analyzed", None, None, time.time(), analyzer_version)
+
+    def retagged(self, path: str | bytes, identity: FileIdentity, content_key: str) -> None:
+        """Our own tag write changed ``path``'s bytes but not its audio: it keeps its analysis
+        under its new identity and content key (so neither the scan nor a watcher event sees
+        something to analyze again)."""
+        now = time.time()
+        encoded = os.fsencode(path)
+        with self._transaction() as db, self._profile_follows(db, [content_key], [path]):
+            row = db.execute("SELECT content_key, analyzer_version FROM files WHERE path = ?", (encoded,)).fetchone()
+            if row is None or row[0] is None:
+                return
+            old_key, version = row
+            if old_key != content_key:
+                db.execute("INSERT OR IGNORE INTO tracks SELECT ?, analysis, analyzer_version, analyzed_at FROM tracks "
+                           "WHERE content_key = ?", (content_key, old_key))
+                db.execute("INSERT OR IGNORE INTO consensus SELECT ?, recording, looked_up_at FROM consensus "
+                           "WHERE content_key = ?", (content_key, old_key))
+                self._refresh_library(db, [content_key])
+            self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now, version)
+            if old_key != content_key and db.execute("SELECT 1 FROM files WHERE content_key = ? LIMIT 1",
+                                                     (old_key,)).fetchone() is None:
+                for table in ("tracks", "library", "consensus"):  # nothing holds that content any more
+                    db.execute(f"DELETE FROM {table} WHERE content_key = ?", (old_key,))
 
     def move_files(self, moves: list[tuple[bytes, bytes]]) -> None:
         """Renamed or moved files keep their analysis: only the path changes."""
@@ -416,13 +458,37 @@ class Journal:
         with self._transaction() as db, self._profile_follows(db, [key for key, _ in found], []):
             self._store_consensus(db, found, time.time())
 
-    @staticmethod
-    def _store_consensus(db, found: list[tuple[str, dict | None]], now: float) -> None:
+    @classmethod
+    def _store_consensus(cls, db, found: list[tuple[str, dict | None]], now: float) -> None:
         db.executemany(
             "INSERT INTO consensus VALUES (?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
             "recording = excluded.recording, looked_up_at = excluded.looked_up_at",
             [(key, json.dumps(recording, ensure_ascii=False), now) for key, recording in found],
         )
+        cls._refresh_library(db, [key for key, _ in found])
+
+    # --- the library view (daemon/trackview.py) ---------------------------------------------
+
+    @staticmethod
+    def _refresh_library(db: sqlite3.Connection, content_keys: list[str]) -> None:
+        """The library rows of ``content_keys``, derived again from their analysis and consensus."""
+        placeholders = ", ".join(["?"] * len(trackview.COLUMNS))
+        for start in range(0, len(content_keys), 500):
+            chunk = content_keys[start : start + 500]
+            rows = db.execute(
+                "SELECT t.content_key, t.analysis, c.recording FROM tracks t LEFT JOIN consensus c "
+                f"ON c.content_key = t.content_key WHERE t.content_key IN ({', '.join('?' * len(chunk))})", chunk)
+            db.executemany(
+                f"INSERT OR REPLACE INTO library ({', '.join(trackview.COLUMNS)}) VALUES ({placeholders})",
+                [trackview.library_row(key, json.loads(analysis), json.loads(recording) if recording else None)
+                 for key, analysis, recording in rows.fetchall()])
+
+    def rebuild_library(self) -> None:
+        """Every library row from scratch (a new or migrated journal)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM library")
+            keys = [key for (key,) in db.execute("SELECT content_key FROM tracks")]
+            self._refresh_library(db, keys)
 
     def known_to_catalog(self) -> int:
         return self._db.execute(

@@ -47,6 +47,17 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class TagTask:
+    """Write tags into one file (``dj/tagging.py``): in a worker, so the agent never loads mutagen."""
+
+    path: str
+    wanted: object  # dj.tagging.Wanted
+    fields: tuple[str, ...]
+    notation: str
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one file: an analysis, or an error kind and message."""
 
@@ -133,7 +144,7 @@ class AnalysisPool:
 
     # --- callers (any thread) -----------------------------------------------------------------
 
-    def submit(self, task: Task) -> concurrent.futures.Future:
+    def submit(self, task: Task | TagTask) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             if self._closing:
@@ -143,6 +154,10 @@ class AnalysisPool:
         return future
 
     async def analyze(self, task: Task) -> Outcome:
+        return await asyncio.wrap_future(self.submit(task))
+
+    async def retag(self, task: TagTask):
+        """A ``dj.tagging.Retagged``; or an ``Outcome`` with the error when its worker died."""
         return await asyncio.wrap_future(self.submit(task))
 
     def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:

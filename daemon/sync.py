@@ -381,6 +381,26 @@ class Syncer:
             raise Backoff(f"the catalog refused the export ({status})")
         return answer
 
+    async def recommendations(self) -> dict:
+        """"DJs with similar taste also have": from a shared catalog, which compares our taste
+        profile (histograms, never a track list) with other contributors'."""
+        from cratesense.errors import QueryError
+
+        if self.label == "embedded":
+            raise QueryError("recommendations come from a shared catalog (set sync.catalog_url): the embedded "
+                             "catalog knows only your own library")
+        try:
+            async with self._conversation, self._session_factory() as session:
+                self._session = session
+                await self._registered()
+                await self._send_profile()
+                status, answer = await self._authorized("GET", "/v1/recommendations")
+        except Backoff as exc:
+            raise QueryError(f"the catalog cannot be asked now: {exc}") from None
+        if status != 200:
+            raise QueryError(f"the catalog refused ({status}: {answer.get('error')})")
+        return answer
+
     def status(self) -> dict:
         return {
             "catalog": self.label,

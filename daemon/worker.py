@@ -75,7 +75,8 @@ def main(fd: int, nice: int, parent: int) -> None:
     connection = multiprocessing.connection.Connection(fd)
     from cratesense.analysis.model import observation_fields
     from cratesense.analysis.pipeline import analyze_file  # after the BLAS limits are set
-    from cratesense.daemon.pool import READY, Outcome
+    from cratesense.daemon.pool import READY, Outcome, TagTask
+    from cratesense.dj.tagging import retag
     from cratesense.errors import AnalysisError
 
     connection.send(READY)
@@ -86,6 +87,9 @@ def main(fd: int, nice: int, parent: int) -> None:
             return
         if task is None:
             return
+        if isinstance(task, TagTask):
+            _send(connection, retag(task.path, task.wanted, task.fields, task.notation, dry_run=task.dry_run))
+            continue
         try:
             options = {"bpm_range": task.bpm_range} if task.bpm_range else {}
             track = analyze_file(task.path, descriptors=task.descriptors, **options)
@@ -95,10 +99,16 @@ def main(fd: int, nice: int, parent: int) -> None:
             outcome = Outcome(task.path, error_kind=exc.kind, error=str(exc))
         except Exception as exc:  # a bug of ours on this file: record it, keep the worker
             outcome = Outcome(task.path, error_kind="internal", error=f"{type(exc).__name__}: {exc}")
-        try:
-            connection.send(outcome)
-        except (BrokenPipeError, ConnectionResetError):  # the agent is gone
+        if not _send(connection, outcome):
             return
+
+
+def _send(connection, answer) -> bool:
+    try:
+        connection.send(answer)
+        return True
+    except (BrokenPipeError, ConnectionResetError):  # the agent is gone
+        return False
 
 
 if __name__ == "__main__":

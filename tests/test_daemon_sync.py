@@ -332,7 +332,15 @@ def test_gap_filling_brings_the_catalogs_consensus_to_an_untagged_copy(tmp_path,
         consensus = track["catalog_consensus"]
         assert consensus["metadata"]["title"] == "Hoppípolla" and consensus["metadata"]["artist"] == "Sigur Rós"
         assert track["analysis"]["tags"]["title"] is None  # our own reading stays our own
-        assert untagged.read_bytes() == before  # never written into the user's files
+        # the library shows the consensus where the file's tags are empty, marked as the catalog's
+        [row] = json.loads(b.cli("tracks", "--json").stdout)["tracks"]
+        assert row["title"] == "Hoppípolla" and row["artist"] == "Sigur Rós"
+        assert set(row["from_catalog"]) >= {"artist", "title"} and "bpm" not in row["from_catalog"]
+        table = b.cli("tracks").stdout
+        assert "Hoppípolla*" in table and "from the catalog's consensus" in table
+        b.cli("tags", "write")  # and tags written by us carry only our own analysis
+        assert "ARTIST" not in {name.upper() for name in FLAC(untagged).keys()}
+        assert FLAC(untagged)["BPM"]
     finally:
         for agent in agents:
             agent.stop(signal.SIGKILL)

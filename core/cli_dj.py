@@ -1,0 +1,387 @@
+"""The DJ commands of the command line: tracks, next, similar, playlist, duplicates, export,
+tags, recommendations. They read the journal read-only (the agent may run or not); what they
+print is ``dj/views.py``'s, the same the control API and the web page show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+SORTS = ("bpm", "key", "loudness", "added", "artist", "title", "duration")
+
+_FILTER_HELP = {
+    "bpm": "a tempo range, e.g. 120-128 (double/half time are not folded here)",
+    "key": "a key: 8A, Am, \"A minor\" or 1m",
+    "compatible_with": "keys that mix with this one on the Camelot wheel",
+    "search": "text in the artist, title, album or file name",
+}
+
+
+def add_commands(commands) -> None:
+    tracks = commands.add_parser(
+        "tracks", help="list the library: artist, title, BPM, key, loudness, time, path",
+        description="The tracks on disk, one row per recording (copies of a file are counted, not "
+        "repeated). Values the catalog's consensus filled, where the file's own tags were empty, "
+        "are marked *. Works with the agent stopped.")
+    add_filters(tracks)
+    tracks.add_argument("--sort", default="artist", choices=SORTS)
+    tracks.add_argument("--limit", type=positive, metavar="N")
+    tracks.add_argument("--json", action="store_true", help="one JSON document")
+    tracks.set_defaults(handler=_cmd_tracks)
+
+    next_ = commands.add_parser(
+        "next", help="what can follow a track in a mix, best first, with reasons",
+        description="Harmonic compatibility (Camelot: same key, one step round the wheel, the relative "
+        "major/minor, the diagonal weighted lower), tempo within the pitch range (double and half "
+        "time counted) and sound. TRACK is a file's path or text that matches one track.")
+    next_.add_argument("track", metavar="TRACK")
+    next_.add_argument("--limit", type=positive, default=10, metavar="N")
+    next_.add_argument("--pitch-range", type=_percent, metavar="PERCENT",
+                       help="how far a track may be pitched to match (default: dj.pitch_range_percent, 6)")
+    next_.add_argument("--json", action="store_true")
+    next_.set_defaults(handler=_cmd_next)
+
+    similar = commands.add_parser("similar", help="tracks that sound alike, with scores")
+    similar.add_argument("track", metavar="TRACK")
+    similar.add_argument("--limit", type=positive, default=10, metavar="N")
+    similar.add_argument("--json", action="store_true")
+    similar.set_defaults(handler=_cmd_similar)
+
+    playlist = commands.add_parser(
+        "playlist", help="a mixable playlist from a track, or the tracks that match filters",
+        description="With --from: a path through the library, each step mixable after the last (as "
+        "`next` ranks them), no track twice, a cap per artist. Without: the tracks the filters "
+        "select. Printed, or saved as M3U8 with --output.")
+    playlist.add_argument("--from", dest="start", metavar="TRACK")
+    playlist.add_argument("--length", type=positive, default=20, metavar="N")
+    playlist.add_argument("--per-artist", type=positive, default=2, metavar="N")
+    add_filters(playlist)
+    playlist.add_argument("--sort", default="bpm", choices=SORTS)
+    playlist.add_argument("--output", metavar="FILE.m3u8")
+    playlist.add_argument("--relative-to", metavar="DIR", help="write paths relative to this folder")
+    playlist.add_argument("--json", action="store_true")
+    playlist.set_defaults(handler=_cmd_playlist)
+    _add_more_commands(commands)
+
+
+def _add_more_commands(commands) -> None:
+    duplicates = commands.add_parser(
+        "duplicates", help="files that hold the same recording (other formats, bitrates, a trimmed head)",
+        description="Groups of files of one recording, found by fingerprint (not only identical bytes), each "
+        "ranked with the copy to keep first: lossless, then bitrate, then the more complete tags. "
+        "Nothing is deleted.")
+    duplicates.add_argument("--json", action="store_true")
+    duplicates.set_defaults(handler=_cmd_duplicates)
+
+    tags = commands.add_parser("tags", help="write BPM, key and ReplayGain into your files (opt-in)")
+    tag_commands = tags.add_subparsers(title="tags commands", metavar="COMMAND")
+    write = tag_commands.add_parser(
+        "write", help="write the analysis into the files' standard tags",
+        description="Writes BPM (ID3 TBPM, MP4 tmpo, Vorbis BPM), the key (ID3 TKEY as \"Am\"; MP4 "
+        "initialkey and Vorbis INITIALKEY in your notation) and ReplayGain (REPLAYGAIN_TRACK_GAIN/PEAK; "
+        "Opus R128_TRACK_GAIN) into the files of TRACK... (all tracks when none is named). Only our own "
+        "analysis is written, never the catalog's consensus; never Mixed In Key's fields; never the "
+        "audio. Each file is rewritten atomically with its permissions kept.")
+    write.add_argument("tracks", nargs="*", metavar="TRACK")
+    write.add_argument("--fields", type=_fields, default=("bpm", "key", "replaygain"), metavar="LIST",
+                       help="comma-separated: bpm,key,replaygain (default: all three)")
+    write.add_argument("--dry-run", action="store_true", help="show each change, write nothing")
+    write.set_defaults(handler=_cmd_tags_write)
+    tags.set_defaults(handler=lambda args: tags.print_help() or 2)
+
+    recommendations = commands.add_parser(
+        "recommendations", help='"DJs with similar taste also have", from a shared catalog',
+        description="Recordings held by contributors whose taste profile (histograms, never a track list) "
+        "is nearest yours, with the catalog's artist, title, BPM and key. Needs the agent running and "
+        "a shared catalog (sync.catalog_url).")
+    recommendations.add_argument("--json", action="store_true")
+    recommendations.set_defaults(handler=_cmd_recommendations)
+
+
+def add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bpm", metavar="LOW-HIGH", help=_FILTER_HELP["bpm"])
+    parser.add_argument("--key", metavar="KEY", help=_FILTER_HELP["key"])
+    parser.add_argument("--compatible-with", metavar="KEY", help=_FILTER_HELP["compatible_with"])
+    parser.add_argument("--search", metavar="TEXT", help=_FILTER_HELP["search"])
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a number of at least 1")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage such as 6, got {text!r}") from None
+    if not 0 < value < 50:
+        raise argparse.ArgumentTypeError("the pitch range must be between 0 and 50 %")
+    return value / 100
+
+
+def _settings(args):
+    from cratesense.daemon.config import load
+
+    return load(getattr(args, "config", None)).dj
+
+
+def _collection():
+    from cratesense.daemon.paths import journal_path
+    from cratesense.dj.collection import Collection
+    from cratesense.errors import QueryError
+
+    path = journal_path()
+    if not path.exists():
+        raise QueryError("there is no library yet: the agent has not run (cratesense run ~/Music)")
+    return Collection.open(path)
+
+
+def _filters(args, **extra):
+    from cratesense.dj.collection import parse_filters
+
+    return parse_filters({"bpm": args.bpm, "key": args.key, "compatible_with": args.compatible_with,
+                          "search": args.search, **extra})
+
+
+def _print_tracks(tracks, notation: str) -> None:
+    from cratesense.dj.views import CATALOG_MARK, TRACK_COLUMNS, cells, table
+
+    rows = [cells(track, notation) for track in tracks]
+    for line in table(rows, TRACK_COLUMNS):
+        print(line)
+    if any(track.filled for track in tracks):
+        print(f"\n{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none)")
+
+
+def _cmd_tracks(args) -> int:
+    from cratesense.dj.views import track_json
+
+    notation = _settings(args).key_notation
+    filters = _filters(args, sort=args.sort, limit=args.limit)
+    with _collection() as collection:
+        tracks = collection.tracks(filters)
+    if args.json:
+        print(json.dumps({"tracks": [track_json(track, notation) for track in tracks]}, indent=1, ensure_ascii=False))
+    elif tracks:
+        _print_tracks(tracks, notation)
+    else:
+        print("no track matches", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_suggestions(title: str, suggestions, notation: str) -> None:
+    from cratesense.dj.views import cells, table
+
+    print(title)
+    rows = []
+    for index, suggestion in enumerate(suggestions, start=1):
+        row = cells(suggestion.track, notation)
+        row.update(rank=str(index), score=f"{suggestion.score:.2f}", why="; ".join(suggestion.reasons))
+        rows.append(row)
+    columns = [("rank", "#", 3), ("score", "score", 5), ("artist", "artist", 20), ("title", "title", 26),
+               ("bpm", "BPM", 7), ("key", "key", 7), ("why", "why", 400)]
+    for line in table(rows, columns):
+        print(line)
+
+
+def _cmd_next(args) -> int:
+    from cratesense.dj.mixing import next_tracks
+    from cratesense.dj.views import suggestion_json, track_json
+
+    settings = _settings(args)
+    pitch_range = args.pitch_range or settings.pitch_range_percent / 100
+    with _collection() as collection:
+        current = collection.find(args.track)
+        suggestions = next_tracks(collection, current, limit=args.limit, pitch_range=pitch_range,
+                                  notation=settings.key_notation)
+    if args.json:
+        print(json.dumps({"track": track_json(current, settings.key_notation),
+                          "next": [suggestion_json(s, settings.key_notation) for s in suggestions]},
+                         indent=1, ensure_ascii=False))
+        return EXIT_OK
+    if not suggestions:
+        print(f"nothing in the library can follow {current.label} (no other track with a tempo)")
+        return EXIT_OK
+    _print_suggestions(f"after {current.label} ({_describe(current, settings.key_notation)}):", suggestions,
+                       settings.key_notation)
+    return EXIT_OK
+
+
+def _describe(track, notation: str) -> str:
+    from cratesense.dj.harmony import in_notation
+
+    parts = [f"{track.bpm:.1f} BPM" if track.bpm else "tempo unknown", in_notation(track.key, notation) or "key unknown"]
+    return ", ".join(parts)
+
+
+def _cmd_similar(args) -> int:
+    from cratesense.dj.mixing import similar_tracks
+    from cratesense.dj.views import suggestion_json, track_json
+
+    notation = _settings(args).key_notation
+    with _collection() as collection:
+        current = collection.find(args.track)
+        suggestions = similar_tracks(collection, current, limit=args.limit)
+    if args.json:
+        print(json.dumps({"track": track_json(current, notation),
+                          "similar": [suggestion_json(s, notation) for s in suggestions]}, indent=1, ensure_ascii=False))
+    else:
+        _print_suggestions(f"sounds like {current.label}:", suggestions, notation)
+    return EXIT_OK
+
+
+def _cmd_playlist(args) -> int:
+    from cratesense.dj.exports import write_m3u8
+    from cratesense.dj.mixing import playlist
+    from cratesense.dj.views import suggestion_json
+
+    settings = _settings(args)
+    filters = _filters(args, sort=args.sort)
+    with _collection() as collection:
+        start = collection.find(args.start) if args.start else None
+        steps = playlist(collection, start, length=args.length, filters=filters, per_artist=args.per_artist,
+                         pitch_range=settings.pitch_range_percent / 100, notation=settings.key_notation)
+    tracks = [step.track for step in steps]
+    if args.output:
+        write_m3u8(tracks, Path(args.output), relative_to=Path(args.relative_to) if args.relative_to else None)
+        print(f"wrote {args.output}: {len(tracks)} tracks")
+    elif args.json:
+        print(json.dumps({"playlist": [suggestion_json(step, settings.key_notation) for step in steps]}, indent=1,
+                         ensure_ascii=False))
+    else:
+        _print_suggestions(f"{len(steps)} tracks:", steps, settings.key_notation)
+    if start is not None and len(steps) < args.length:
+        print(f"(only {len(steps)} of {args.length}: nothing more mixes after the last one within the rules)",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def export_library(args) -> int:
+    """``cratesense export --format rekordbox|traktor|m3u --output FILE [filters]``."""
+    from cratesense.dj.exports import export
+
+    filters = _filters(args, sort=args.sort, limit=args.limit)
+    with _collection() as collection:
+        tracks = collection.tracks(filters)
+    output = Path(args.output)
+    if output.is_dir():
+        output = output / {"rekordbox": "cratesense-rekordbox.xml", "traktor": "cratesense.nml",
+                           "m3u": "cratesense.m3u8"}[args.format]
+    export(tracks, args.format, output, name=args.name,
+           relative_to=Path(args.relative_to) if args.relative_to else None)
+    print(f"wrote {output}: {len(tracks)} tracks")
+    return EXIT_OK
+
+
+def _cmd_duplicates(args) -> int:
+    from cratesense.dj.duplicates import find_groups, group_json
+
+    with _collection() as collection:
+        groups = find_groups(collection)
+    if args.json:
+        print(json.dumps({"groups": [group_json(group) for group in groups]}, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    if not groups:
+        print("no duplicates: every recording is in one file")
+        return EXIT_OK
+    for group in groups:
+        first = group.copies[0].track
+        print(f"{first.label} — {len(group.copies)} files" + (f" (fingerprints match at {group.score:.2f})"
+                                                              if group.score < 1 else ""))
+        for copy in group.copies:
+            quality = "lossless" if copy.lossless else f"{copy.bitrate_kbps:.0f} kb/s" if copy.bitrate_kbps else "?"
+            print(f"  {'keep' if copy.keep else '    '}  {copy.track.codec or '?':<10} {quality:<9} "
+                  f"tags {copy.tags_filled}/5  {copy.path}")
+    print(f"\n{len(groups)} group(s); nothing was deleted")
+    return EXIT_OK
+
+
+def _fields(text: str) -> tuple[str, ...]:
+    fields = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(fields) - {"bpm", "key", "replaygain"})
+    if not fields or unknown:
+        raise argparse.ArgumentTypeError(f"expected some of bpm,key,replaygain, got {text!r}")
+    return fields
+
+
+def _cmd_tags_write(args) -> int:
+    """Through the running agent (its worker writes, its journal learns the new identities), or,
+    with the agent stopped, here, holding the agent's lock so none starts meanwhile."""
+    from cratesense.daemon.control_client import request
+    from cratesense.errors import NotRunningError
+
+    try:
+        answer = request("POST", "tags", {"tracks": args.tracks, "fields": list(args.fields),
+                                          "dry_run": args.dry_run}, timeout=3600)
+        files = answer["files"]
+    except NotRunningError:
+        files = _write_tags_here(args)
+    failed = 0
+    for result in files:
+        if result["error"]:
+            failed += 1
+            continue
+        for change in result["changes"]:
+            print(f"{result['path']}: {change}")
+    changed = sum(1 for result in files if result["changes"] and not result["error"])
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{verb} {changed} of {len(files)} file(s)" + (" (dry run: nothing written)" if args.dry_run else ""))
+    for result in files:
+        if result["error"]:
+            print(f"cratesense: {result['error']}", file=sys.stderr)
+    return 1 if failed else EXIT_OK
+
+
+def _write_tags_here(args) -> list[dict]:
+    from cratesense.daemon.instance import InstanceLock
+    from cratesense.daemon.journal import FileIdentity, Journal
+    from cratesense.daemon.paths import data_dir, journal_path
+    from cratesense.dj.collection import Collection
+    from cratesense.dj.tagging import retag, wanted_for
+    from cratesense.errors import QueryError
+
+    notation = _settings(args).key_notation
+    if not journal_path().exists():
+        raise QueryError("there is no library yet: the agent has not run (cratesense run ~/Music)")
+    results = []
+    with InstanceLock(data_dir() / "agent.lock"), Journal(journal_path()) as journal:
+        collection = Collection(journal)
+        tracks = [collection.find(spec) for spec in args.tracks] if args.tracks else collection.tracks()
+        for track in tracks:
+            for path, _ in collection.files(track.content_key):
+                done = retag(path, wanted_for(track), args.fields, notation, dry_run=args.dry_run)
+                if done.identity is not None:
+                    journal.retagged(path, FileIdentity(*done.identity), done.content_key)
+                results.append({"path": done.path, "changes": [c.describe() for c in done.changes],
+                                "error": done.error})
+    return results
+
+
+def _cmd_recommendations(args) -> int:
+    from cratesense.daemon.control_client import request
+
+    answer = request("GET", "recommendations", timeout=60)
+    if args.json:
+        print(json.dumps(answer, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    found = answer.get("recommendations") or []
+    if not found:
+        print("nothing to recommend yet (the catalog needs contributors whose taste is near yours)")
+        return EXIT_OK
+    print("DJs with similar taste also have:")
+    for item in found:
+        metadata, analysis = item.get("metadata") or {}, item.get("analysis") or {}
+        name = " - ".join(part for part in (metadata.get("artist"), metadata.get("title")) if part) or "(untitled)"
+        bpm = f"{analysis['bpm']:.1f} BPM" if analysis.get("bpm") else ""
+        key = analysis.get("camelot") or ""
+        print(f"  {name}  {bpm} {key}  (held by {item.get('contributors', 0)} contributor(s), weight {item['weight']})")
+    return EXIT_OK

@@ -1,0 +1,210 @@
+"""The collection in the DJ programs' own formats: rekordbox XML, Traktor NML, M3U8.
+
+Written to a temporary file beside the target and renamed over it, so a reader never sees half
+a collection. Structure as the programs read it (shared/platform-notes.md, "DJ formats"):
+
+* rekordbox: ``DJ_PLAYLISTS Version="1.0.0"`` > ``PRODUCT``, ``COLLECTION Entries`` > ``TRACK``
+  (TrackID, Name, Artist, Album, TotalTime in s, AverageBpm "%.2f", Tonality, Location
+  ``file://localhost/`` + the percent-encoded path) with a ``TEMPO`` (Inizio, Bpm, Metro
+  "4/4", Battito: the beat of the bar at Inizio), and ``PLAYLISTS`` > ``NODE Type="0"
+  Name="ROOT"`` > ``NODE Type="1" KeyType="0" Entries`` > ``TRACK Key=TrackID`` (without
+  KeyType, rekordbox shows the playlist empty).
+* Traktor NML 19: ``COLLECTION`` > ``ENTRY`` with ``LOCATION DIR="/:Users/:me/:Music/:" FILE
+  VOLUME``, ``INFO`` (KEY in Open Key), ``TEMPO BPM``, ``MUSICAL_KEY VALUE`` (0-11 C..B major,
+  12-23 C..B minor) and a ``CUE_V2`` grid marker (TYPE 4, START in ms); playlist entries are
+  ``PRIMARYKEY KEY`` = volume + dir + file.
+* M3U8: UTF-8, ``#EXTM3U``, ``#EXTINF:<seconds>,Artist - Title``, then the path.
+
+Beat times are seconds from the start of the decoded audio (FFmpeg's decode, as CrateSense
+analyzes it). For MP3s with an encoder delay, DJ programs disagree by ~26 ms about where that
+zero is (LAME/LAVC gapless headers); the README says so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from cratesense import __version__
+from cratesense.dj.collection import Track
+from cratesense.errors import ExportError
+
+FORMATS = ("rekordbox", "traktor", "m3u")
+_KIND = {"mp3": "MP3 File", "flac": "FLAC File", "aac": "M4A File", "alac": "M4A File", "pcm_s16le": "WAV File",
+         "pcm_s24le": "WAV File", "pcm_s16be": "AIFF File", "pcm_s24be": "AIFF File", "vorbis": "OGG File",
+         "opus": "OPUS File"}
+
+
+MEDIA_TYPES = {"rekordbox": "application/xml", "traktor": "application/xml", "m3u": "audio/x-mpegurl"}
+SUFFIXES = {"rekordbox": ".xml", "traktor": ".nml", "m3u": ".m3u8"}
+
+
+def render(tracks: list[Track], format: str, *, name: str = "CrateSense", relative_to: Path | None = None) -> bytes:
+    """The document's bytes (for a download from the web page, or a file)."""
+    if format == "rekordbox":
+        return rekordbox(tracks, playlist=name)
+    if format == "traktor":
+        return traktor(tracks, playlist=name)
+    if format == "m3u":
+        return m3u8(tracks, relative_to=relative_to)
+    raise ExportError(f"unknown export format {format!r}; one of {', '.join(FORMATS)}")
+
+
+def export(tracks: list[Track], format: str, output: Path, *, name: str = "CrateSense",
+           relative_to: Path | None = None) -> Path:
+    return _write_atomically(output, render(tracks, format, name=name, relative_to=relative_to))
+
+
+def write_m3u8(tracks: list[Track], output: Path, *, relative_to: Path | None = None) -> Path:
+    return export(tracks, "m3u", output, relative_to=relative_to)
+
+
+def _existing(tracks: Iterable[Track]) -> list[Track]:
+    """Every exported track resolves to a file that exists (a file deleted since the last scan
+    is left out rather than exported as a broken entry)."""
+    return [track for track in tracks if track.path and os.path.isfile(track.path)]
+
+
+def location_uri(path: str) -> str:
+    """``file://localhost/`` + the percent-encoded absolute path, as rekordbox writes it."""
+    absolute = os.path.abspath(path)
+    return "file://localhost" + quote(absolute, safe="/")
+
+
+def _rekordbox_key(track: Track) -> str:
+    """Tonality as rekordbox writes it in musical notation: "Am", "F#", "Ebm"."""
+    if track.key is None:
+        return ""
+    name, mode = track.key.name.split()
+    return name + ("m" if mode == "minor" else "")
+
+
+def _grid_start(track: Track) -> tuple[float, int]:
+    """(Inizio: a beat's time in s, Battito: that beat's place in the bar, 1-4)."""
+    if track.downbeat_offset is not None:
+        return track.downbeat_offset, 1
+    return track.beat_offset or 0.0, 1  # the bar is not known: the first beat counts as one
+
+
+def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
+    tracks = _existing(tracks)
+    root = ET.Element("DJ_PLAYLISTS", Version="1.0.0")
+    ET.SubElement(root, "PRODUCT", Name="CrateSense", Version=__version__, Company="CrateSense")
+    collection = ET.SubElement(root, "COLLECTION", Entries=str(len(tracks)))
+    for track_id, track in enumerate(tracks, start=1):
+        attributes = {
+            "TrackID": str(track_id),
+            "Name": track.title or Path(track.path).stem,
+            "Artist": track.artist or "",
+            "Album": track.album or "",
+            "Kind": _KIND.get(track.codec or "", "Audio File"),
+            "Size": str(os.path.getsize(track.path)),
+            "TotalTime": str(round(track.duration or 0)),
+            "AverageBpm": f"{track.bpm:.2f}" if track.bpm else "0.00",
+            "Tonality": _rekordbox_key(track),
+            "SampleRate": str(track.sample_rate or 0),
+            "Location": location_uri(track.path),
+        }
+        element = ET.SubElement(collection, "TRACK", attributes)
+        if track.bpm:
+            start, beat = _grid_start(track)
+            ET.SubElement(element, "TEMPO", Inizio=f"{start:.3f}", Bpm=f"{track.bpm:.2f}", Metro="4/4",
+                          Battito=str(beat))
+    playlists = ET.SubElement(root, "PLAYLISTS")
+    top = ET.SubElement(playlists, "NODE", Type="0", Name="ROOT", Count="1")
+    node = ET.SubElement(top, "NODE", Name=playlist, Type="1", KeyType="0", Entries=str(len(tracks)))
+    for track_id in range(1, len(tracks) + 1):
+        ET.SubElement(node, "TRACK", Key=str(track_id))
+    return _xml(root)
+
+
+def traktor_location(path: str) -> tuple[str, str, str]:
+    """(VOLUME, DIR, FILE) as Traktor writes them: DIR is every folder followed by "/:"."""
+    absolute = PurePosixPath(os.path.abspath(path))
+    folders = absolute.parent.parts[1:]
+    directory = "/:" + "".join(f"{folder}/:" for folder in folders)
+    return "", directory, absolute.name
+
+
+def _traktor_key(track: Track) -> int | None:
+    """MUSICAL_KEY VALUE: 0-11 C..B major, 12-23 C..B minor."""
+    if track.key is None:
+        return None
+    return track.key.tonic + (12 if track.key.minor else 0)
+
+
+def traktor(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
+    tracks = _existing(tracks)
+    root = ET.Element("NML", VERSION="19")
+    ET.SubElement(root, "HEAD", COMPANY="www.native-instruments.com", PROGRAM="Traktor")
+    ET.SubElement(root, "MUSICFOLDERS")
+    collection = ET.SubElement(root, "COLLECTION", ENTRIES=str(len(tracks)))
+    today = time.strftime("%Y/%-m/%-d")
+    keys = []
+    for track in tracks:
+        entry = ET.SubElement(collection, "ENTRY", MODIFIED_DATE=today, TITLE=track.title or Path(track.path).stem,
+                              ARTIST=track.artist or "")
+        volume, directory, file = traktor_location(track.path)
+        ET.SubElement(entry, "LOCATION", DIR=directory, FILE=file, VOLUME=volume, VOLUMEID=volume)
+        keys.append(volume + directory + file)
+        if track.album:
+            ET.SubElement(entry, "ALBUM", TITLE=track.album)
+        info = {"PLAYTIME": str(round(track.duration or 0)), "PLAYTIME_FLOAT": f"{track.duration or 0:.6f}",
+                "FILESIZE": str(os.path.getsize(track.path) // 1024)}
+        if track.key is not None:
+            info["KEY"] = track.key.open_key
+        ET.SubElement(entry, "INFO", info)
+        if track.bpm:
+            ET.SubElement(entry, "TEMPO", BPM=f"{track.bpm:.6f}", BPM_QUALITY="100.000000")
+        if _traktor_key(track) is not None:
+            ET.SubElement(entry, "MUSICAL_KEY", VALUE=str(_traktor_key(track)))
+        if track.bpm:
+            start, _ = _grid_start(track)
+            ET.SubElement(entry, "CUE_V2", NAME="AutoGrid", DISPL_ORDER="0", TYPE="4", START=f"{1000 * start:.6f}",
+                          LEN="0.000000", REPEATS="-1", HOTCUE="0")
+    ET.SubElement(root, "SETS", ENTRIES="0")
+    playlists = ET.SubElement(root, "PLAYLISTS")
+    top = ET.SubElement(playlists, "NODE", TYPE="FOLDER", NAME="$ROOT")
+    subnodes = ET.SubElement(top, "SUBNODES", COUNT="1")
+    node = ET.SubElement(subnodes, "NODE", TYPE="PLAYLIST", NAME=playlist)
+    listing = ET.SubElement(node, "PLAYLIST", ENTRIES=str(len(tracks)), TYPE="LIST", UUID=uuid.uuid4().hex)
+    for key in keys:
+        entry = ET.SubElement(listing, "ENTRY")
+        ET.SubElement(entry, "PRIMARYKEY", TYPE="TRACK", KEY=key)
+    return _xml(root)
+
+
+def m3u8(tracks: list[Track], *, relative_to: Path | None = None) -> bytes:
+    lines = ["#EXTM3U"]
+    for track in _existing(tracks):
+        path = os.path.relpath(track.path, relative_to) if relative_to else os.path.abspath(track.path)
+        lines.append(f"#EXTINF:{round(track.duration or 0)},{track.label}")
+        lines.append(path)
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _xml(root: ET.Element) -> bytes:
+    ET.indent(root)
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True) + b"\n"
+
+
+def _write_atomically(output: Path, data: bytes) -> Path:
+    output = Path(output)
+    folder = output.parent if str(output.parent) else Path(".")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, output)
+    except OSError as exc:
+        raise ExportError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return output

@@ -1,0 +1,213 @@
+"""What to play next, what sounds alike, and a mixable playlist, each with its reasons.
+
+``next``: harmonic compatibility on the Camelot wheel (``harmony.py``), tempo within a pitch
+range (±6 % by default, double and half time counted), and sound (the embedding's cosine).
+Only key-compatible tracks within the pitch range are proposed while there are any; when there
+are none, the tempo and then the key are relaxed, and the reasons say so.
+
+The sound part is found without numpy: each track's 128-bit sketch (``daemon/trackview.py``)
+ranks every candidate by one XOR and popcount; the best few hundred are then ranked by their
+exact cosine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cratesense.daemon.trackview import cosine, sketch_similarity
+from cratesense.dj.collection import Collection, Filters, Track
+from cratesense.dj.harmony import (
+    WEIGHTS,
+    compatible_codes,
+    in_notation,
+    relation,
+    semitones,
+    shifted,
+    tempo_fit,
+)
+from cratesense.errors import QueryError
+
+PITCH_RANGE = 0.06
+HARMONY, TEMPO, SOUND = 0.45, 0.30, 0.25  # how much each part weighs in a "next" score
+RERANK = 300  # candidates ranked by their exact cosine, after the sketches picked them
+FOLDS = (1.0, 2.0, 0.5)  # the tempo counted as is, at double time, at half time
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    track: Track
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    harmony: float | None = None
+    tempo: float | None = None
+    sound: float | None = None
+
+
+def _tempo_windows(bpm: float, pitch_range: float) -> list[tuple[float, float]]:
+    """The BPM a candidate may have to be played at ``bpm`` within ``pitch_range``."""
+    low, high = bpm / (1 + pitch_range), bpm / (1 - pitch_range)
+    return [(low * fold, high * fold) for fold in FOLDS]
+
+
+def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitch_range: float = PITCH_RANGE,
+                notation: str = "camelot", exclude: set[str] = frozenset(), per_artist: dict[str, int] | None = None,
+                artist_cap: int | None = None, strict: bool = False) -> list[Suggestion]:
+    """What can follow ``current`` in a mix, best first. ``strict``: only key-compatible tracks
+    within the pitch range, never a relaxed choice (a playlist stops instead)."""
+    if limit < 1:
+        raise QueryError("the limit must be a positive number")
+    if not 0 < pitch_range < 0.5:
+        raise QueryError("the pitch range must be between 0 and 50 %")
+    codes = compatible_codes(current.camelot) if current.camelot else None
+    windows = _tempo_windows(current.bpm, pitch_range) if current.bpm else []
+    relaxed = []
+    attempts = [(codes, windows, None),
+                (codes, [], "no compatible track within the pitch range: tempo relaxed"),
+                (None, windows, "no key-compatible track: key relaxed"),
+                (None, [], "nothing compatible: key and tempo relaxed")]
+    for keys, tempi, note in attempts[:1] if strict else attempts:
+        candidates = [c for c in collection.mix_candidates(keys, tempi) if _allowed(c, current, exclude, per_artist,
+                                                                                    artist_cap)]
+        if candidates:
+            if note:
+                relaxed.append(note)
+            break
+    else:
+        return []
+    me = collection.sound_sketches("l.content_key = ?", (current.content_key,))
+    my_sketch = me[0][1] if me else None
+
+    def preliminary(candidate) -> float:
+        key, bpm, camelot, _, sketch = candidate
+        sound = sketch_similarity(my_sketch, sketch) if my_sketch is not None and sketch is not None else 0.0
+        return HARMONY * _harmony(current.camelot, camelot) + TEMPO * _tempo(current.bpm, bpm, pitch_range) \
+            + SOUND * max(0.0, sound)
+
+    shortlist = sorted(candidates, key=preliminary, reverse=True)[:RERANK]
+    embeddings = collection.embeddings([current.content_key, *(c[0] for c in shortlist)])
+    mine = embeddings.get(current.content_key)
+    suggestions = []
+    for key, bpm, camelot, _, _ in shortlist:
+        harmony = _harmony(current.camelot, camelot)
+        tempo = _tempo(current.bpm, bpm, pitch_range)
+        sound = max(0.0, cosine(mine, embeddings[key])) if mine is not None and key in embeddings else None
+        score = HARMONY * harmony + TEMPO * tempo + SOUND * (sound or 0.0)
+        suggestions.append((score, key, harmony, tempo, sound))
+    suggestions.sort(reverse=True)
+    result = []
+    for score, key, harmony, tempo, sound in suggestions[:limit]:
+        track = collection.track(key)
+        reasons = [*relaxed, *_reasons(current, track, pitch_range, notation)]
+        if sound is not None:
+            reasons.append(f"sounds {_alike(sound)} (similarity {sound:.2f})")
+        result.append(Suggestion(track, round(score, 4), reasons, round(harmony, 3), round(tempo, 3),
+                                 None if sound is None else round(sound, 3)))
+    return result
+
+
+def _allowed(candidate, current: Track, exclude, per_artist, artist_cap) -> bool:
+    key, _, _, artist, _ = candidate
+    if key == current.content_key or key in exclude:
+        return False
+    return not (artist_cap and per_artist and artist and per_artist.get(artist.casefold(), 0) >= artist_cap)
+
+
+def _harmony(current: str | None, candidate: str | None) -> float:
+    if current is None or candidate is None:
+        return 0.5  # unknown: neither a match nor a clash
+    found = relation(current, candidate)
+    return WEIGHTS[found] if found else 0.0
+
+
+def _tempo(current: float | None, candidate: float | None, pitch_range: float) -> float:
+    if current is None or candidate is None:
+        return 0.5
+    change = abs(tempo_fit(current, candidate).change)
+    return max(0.0, 1.0 - change / pitch_range)
+
+
+def _alike(similarity: float) -> str:
+    return "very much alike" if similarity >= 0.9 else "alike" if similarity >= 0.75 else "somewhat alike" \
+        if similarity >= 0.5 else "different"
+
+
+def _reasons(current: Track, track: Track, pitch_range: float, notation: str) -> list[str]:
+    reasons = []
+    if current.key and track.key:
+        found = relation(current.camelot, track.camelot)
+        here, there = in_notation(current.key, notation), in_notation(track.key, notation)
+        reasons.append(f"{here} → {there}: {found}" if found else f"{here} → {there}: keys clash")
+    elif not track.key:
+        reasons.append("its key is unknown")
+    if current.bpm and track.bpm:
+        fit = tempo_fit(current.bpm, track.bpm)
+        counted = f" (at {fit.counted_as})" if fit.counted_as else ""
+        within = "" if abs(fit.change) <= pitch_range else f", beyond the ±{100 * pitch_range:g} % pitch range"
+        how = "as it is" if abs(fit.change) < 0.0005 else \
+            f"{100 * abs(fit.change):.1f} % {'faster' if fit.change > 0 else 'slower'}"
+        reasons.append(f"{track.bpm:.1f} BPM{counted}: played {how} to match {current.bpm:.1f}{within}")
+        shift = semitones(fit.speed)
+        if track.key and abs(shift) >= 0.5:
+            moved = shifted(track.key, round(shift))
+            fits = relation(current.camelot, moved.camelot) if current.key else None
+            reasons.append(f"without key lock, {shift:+.1f} semitones: it would sound in "
+                           f"{in_notation(moved, notation)} ({fits or 'clashes'})")
+    elif not track.bpm:
+        reasons.append("its tempo is unknown")
+    return reasons
+
+
+def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> list[Suggestion]:
+    """Tracks that sound like ``track`` (the embedding's cosine), best first."""
+    if limit < 1:
+        raise QueryError("the limit must be a positive number")
+    sketches = collection.sound_sketches()
+    mine = next((sketch for key, sketch in sketches if key == track.content_key), None)
+    if mine is None:
+        raise QueryError(f"{track.label} has no sound description yet (analysis pending, or described by the "
+                         "catalog only)")
+    nearest = sorted((sketch_similarity(mine, sketch), key) for key, sketch in sketches if key != track.content_key)
+    shortlist = [key for _, key in nearest[-RERANK:]]
+    embeddings = collection.embeddings([track.content_key, *shortlist])
+    reference = embeddings[track.content_key]
+    ranked = sorted(((cosine(reference, embeddings[key]), key) for key in shortlist if key in embeddings), reverse=True)
+    return [Suggestion(collection.track(key), round(score, 4), [f"sounds {_alike(score)} (similarity {score:.2f})"],
+                       sound=round(score, 4)) for score, key in ranked[:limit]]
+
+
+def playlist(collection: Collection, start: Track | None, *, length: int, filters: Filters = Filters(),
+             per_artist: int = 2, pitch_range: float = PITCH_RANGE, notation: str = "camelot") -> list[Suggestion]:
+    """A mixable path from ``start``: each step compatible with the last (as ``next`` ranks
+    them), no track twice, at most ``per_artist`` tracks by one artist. Without ``start``, the
+    tracks ``filters`` select, in their order."""
+    if length < 1:
+        raise QueryError("the playlist length must be a positive number")
+    if start is None:
+        tracks = collection.tracks(Filters(**{**filters.__dict__, "limit": length}))
+        if not tracks:
+            raise QueryError("no track matches these filters")
+        return [Suggestion(track, 1.0, []) for track in tracks]
+    steps = [Suggestion(start, 1.0, ["the first track"])]
+    used = {start.content_key}
+    artists: dict[str, int] = {}
+    if start.artist:
+        artists[start.artist.casefold()] = 1
+    while len(steps) < length:
+        options = next_tracks(collection, steps[-1].track, limit=50, pitch_range=pitch_range, notation=notation,
+                              exclude=used, per_artist=artists, artist_cap=per_artist, strict=True)
+        options = [option for option in options if _matches(option.track, filters)]
+        if not options:
+            break
+        chosen = options[0]
+        steps.append(chosen)
+        used.add(chosen.track.content_key)
+        if chosen.track.artist:
+            artists[chosen.track.artist.casefold()] = artists.get(chosen.track.artist.casefold(), 0) + 1
+    return steps
+
+
+def _matches(track: Track, filters: Filters) -> bool:
+    if filters.bpm and not (track.bpm and filters.bpm[0] <= track.bpm <= filters.bpm[1]):
+        return False
+    return not (filters.key and track.camelot != filters.key.camelot)
+

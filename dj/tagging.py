@@ -1,0 +1,278 @@
+"""Writing BPM, key and ReplayGain into the user's files: opt-in, standard fields only, atomic,
+never touching the audio.
+
+Fields (shared/platform-notes.md, "DJ formats"):
+
+* BPM: ID3 ``TBPM`` (a whole number, as the ID3 standard says), MP4 ``tmpo``, Vorbis ``BPM``.
+* key: ID3 ``TKEY`` in its at-most-3-character musical form ("Am", "C#m", "Eb": the standard
+  allows nothing else); MP4 ``----:com.apple.iTunes:initialkey`` and Vorbis ``INITIALKEY`` in the
+  user's notation (Camelot, Open Key or musical).
+* ReplayGain: ID3 ``TXXX:REPLAYGAIN_TRACK_GAIN`` "-6.52 dB" and ``_PEAK`` (6 decimals), the same
+  names as Vorbis comments and MP4 freeform atoms; Opus: ``R128_TRACK_GAIN`` (Q7.8, relative to
+  -23 LUFS) and no peak (the Opus convention).
+
+Never Mixed In Key's own fields (Vorbis ``KEY``, ``ENERGY``, ``CUEPOINTS``; ID3 GEOB "Key",
+"Energy", "CuePoints": base64 JSON there, which plain text would break), never another
+program's private frames, never the audio: the file is copied beside itself, the copy's tags
+are changed by mutagen (which rewrites only tag blocks), synced, and renamed over the
+original, so a crash mid-write leaves the old file whole; its permissions are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from cratesense.analysis.keys import Key
+from cratesense.dj.harmony import in_notation
+from cratesense.errors import ExportError
+
+FIELDS = ("bpm", "key", "replaygain")
+R128_REFERENCE = -23.0
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The values to write into one file (None: not known, not written)."""
+
+    bpm: float | None = None
+    key: Key | None = None
+    replaygain_db: float | None = None
+    peak_dbtp: float | None = None
+    loudness_lufs: float | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    field: str  # the tag's own name: "TBPM", "INITIALKEY", "----:com.apple.iTunes:initialkey", ...
+    old: str | None
+    new: str
+
+    def describe(self) -> str:
+        return f"{self.field}: {self.old if self.old is not None else '(none)'} -> {self.new}"
+
+
+def _id3_key(key: Key) -> str:
+    name, mode = key.name.split()
+    return name + ("m" if mode == "minor" else "")
+
+
+def _gain(db: float) -> str:
+    return f"{db:.2f} dB"
+
+
+def _peak(dbtp: float) -> str:
+    return f"{10 ** (dbtp / 20):.6f}"
+
+
+def _bpm_text(bpm: float, whole: bool) -> str:
+    return str(round(bpm)) if whole or abs(bpm - round(bpm)) < 0.05 else f"{bpm:.1f}"
+
+
+def plan(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str) -> list[Change]:
+    """The changes writing ``wanted`` into ``path`` would make (nothing for what is already so)."""
+    import mutagen
+
+    try:
+        audio = mutagen.File(path)
+    except Exception as exc:
+        raise ExportError(f"{path}: its tags cannot be read ({exc})") from None
+    if audio is None:
+        raise ExportError(f"{path}: not a file whose tags can be written")
+    kind = _family(audio)
+    desired = _desired(kind, audio, wanted, fields, notation)
+    current = _current(kind, audio)
+    return [Change(name, current.get(name), value) for name, value in desired.items() if current.get(name) != value]
+
+
+def _family(audio) -> str:
+    import mutagen.id3
+    import mutagen.mp4
+    import mutagen.oggopus
+
+    if isinstance(audio, mutagen.mp4.MP4):
+        return "mp4"
+    if isinstance(audio, mutagen.oggopus.OggOpus):
+        return "opus"
+    if isinstance(getattr(audio, "tags", None), mutagen.id3.ID3) or type(audio).__name__ in ("MP3", "AIFF", "WAVE"):
+        return "id3"
+    if hasattr(audio, "tags") and type(audio).__name__ in ("FLAC", "OggVorbis", "OggFLAC", "OggSpeex"):
+        return "vorbis"
+    raise ExportError(f"{type(audio).__name__} files: writing their tags is not supported")
+
+
+def _desired(kind: str, audio, wanted: Wanted, fields, notation: str) -> dict[str, str]:
+    desired: dict[str, str] = {}
+    if "bpm" in fields and wanted.bpm:
+        name = {"id3": "TBPM", "mp4": "tmpo"}.get(kind, "BPM")
+        desired[name] = _bpm_text(wanted.bpm, whole=kind in ("id3", "mp4"))
+    if "key" in fields and wanted.key is not None:
+        if kind == "id3":
+            desired["TKEY"] = _id3_key(wanted.key)
+        elif kind == "mp4":
+            desired["----:com.apple.iTunes:initialkey"] = in_notation(wanted.key, notation)
+        else:
+            desired["INITIALKEY"] = in_notation(wanted.key, notation)
+    if "replaygain" in fields:
+        if kind == "opus":
+            if wanted.loudness_lufs is not None:
+                desired["R128_TRACK_GAIN"] = str(round((R128_REFERENCE - wanted.loudness_lufs) * 256))
+        elif wanted.replaygain_db is not None:
+            prefix = {"id3": "TXXX:", "mp4": "----:com.apple.iTunes:"}.get(kind, "")
+            gain, peak = "REPLAYGAIN_TRACK_GAIN", "REPLAYGAIN_TRACK_PEAK"
+            if kind == "mp4":
+                gain, peak = gain.lower(), peak.lower()
+            desired[prefix + gain] = _gain(wanted.replaygain_db)
+            if wanted.peak_dbtp is not None:
+                desired[prefix + peak] = _peak(wanted.peak_dbtp)
+    return desired
+
+
+def _current(kind: str, audio) -> dict[str, str]:
+    tags = audio.tags
+    if tags is None:
+        return {}
+    found: dict[str, str] = {}
+    if kind == "id3":
+        for frame in tags.values():
+            if frame.FrameID in ("TBPM", "TKEY") and frame.text:
+                found[frame.FrameID] = str(frame.text[0])
+            elif frame.FrameID == "TXXX" and frame.text:
+                found[f"TXXX:{frame.desc.upper()}"] = str(frame.text[0])
+    elif kind == "mp4":
+        for name, values in tags.items():
+            if values:
+                value = values[0]
+                found[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    else:
+        for name, value in tags.items():  # (name, text) pairs, or (name, [texts]) in a dict view
+            if isinstance(value, list):
+                value = value[0] if value else ""
+            found[name.upper()] = str(value)
+    return found
+
+
+def write(path: str, changes: list[Change]) -> os.stat_result:
+    """Make ``changes`` to ``path`` atomically; the file's new stat. ExportError (the file
+    untouched) when it cannot be written."""
+    if not changes:
+        return os.stat(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(path, os.W_OK) or not os.access(folder, os.W_OK):
+        raise ExportError(f"{path}: cannot write it (read-only file or folder); nothing was changed")
+    before = os.stat(path)
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".cratesense-tags")
+    os.close(fd)
+    try:
+        shutil.copyfile(path, temporary)
+        os.chmod(temporary, before.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(temporary, before.st_uid, before.st_gid)
+        _apply(temporary, changes)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise ExportError(f"{path}: cannot write its tags ({exc.strerror or exc}); nothing was changed") from None
+        raise
+    _sync_folder(folder)
+    return os.stat(path)
+
+
+def _apply(path: str, changes: list[Change]) -> None:
+    import mutagen
+    import mutagen.id3
+    import mutagen.mp4
+
+    audio = mutagen.File(path)
+    kind = _family(audio)
+    if audio.tags is None:
+        audio.add_tags()
+    tags = audio.tags
+    for change in changes:
+        if kind == "id3":
+            if change.field.startswith("TXXX:"):
+                description = change.field[len("TXXX:"):]
+                tags.delall(f"TXXX:{description}")
+                for existing in [f for f in tags.getall("TXXX") if f.desc.upper() == description]:
+                    tags.delall(existing.HashKey)
+                tags.add(mutagen.id3.TXXX(encoding=3, desc=description, text=[change.new]))
+            else:
+                frame = getattr(mutagen.id3, change.field)
+                tags.setall(change.field, [frame(encoding=3, text=[change.new])])
+        elif kind == "mp4":
+            if change.field == "tmpo":
+                tags["tmpo"] = [int(change.new)]
+            else:
+                tags[change.field] = [mutagen.mp4.MP4FreeForm(change.new.encode("utf-8"))]
+        else:
+            for existing in [name for name in tags.keys() if name.upper() == change.field]:
+                del tags[existing]
+            tags[change.field] = [change.new]
+    audio.save()
+
+
+@dataclass(frozen=True)
+class Retagged:
+    """What became of one file: the changes (made, or only planned), and after a write the
+    file's new identity and content key (the journal relinks it: no re-analysis)."""
+
+    path: str
+    changes: list[Change]
+    identity: tuple[int, int, int, int] | None = None  # (device, inode, size, mtime_ns)
+    content_key: str | None = None
+    error: str | None = None
+
+
+def retag(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str, *, dry_run: bool = False) -> Retagged:
+    """Plan, and unless ``dry_run`` write, ``wanted`` into ``path``; errors become ``error``."""
+    from cratesense.daemon.scan import content_key
+
+    try:
+        changes = plan(path, wanted, fields, notation)
+        if dry_run or not changes:
+            return Retagged(path, changes)
+        stat = write(path, changes)
+        return Retagged(path, changes, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns),
+                        content_key(path, stat.st_size))
+    except ExportError as exc:
+        return Retagged(path, [], error=str(exc))
+    except OSError as exc:
+        return Retagged(path, [], error=f"{path}: {exc.strerror or exc}")
+    except Exception as exc:  # mutagen on a hostile file: this file's error, not the run's
+        return Retagged(path, [], error=f"{path}: cannot write its tags ({type(exc).__name__}: {exc})")
+
+
+def wanted_for(track) -> Wanted:
+    """The values a library ``Track`` has to write: our own analysis only (the catalog's
+    consensus is shown beside it, never written into the user's files)."""
+    ours = lambda name, value: None if name in track.filled else value  # noqa: E731
+    return Wanted(bpm=ours("bpm", track.bpm), key=ours("key", track.key), replaygain_db=ours("loudness", track.replaygain),
+                  peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness))
+
+
+def wanted_from_analysis(analysis: dict) -> Wanted:
+    """The values a fresh analysis (``TrackAnalysis.to_dict()``) has to write."""
+    from cratesense.analysis.keys import parse_key
+
+    descriptors = analysis.get("descriptors") or {}
+    if analysis.get("descriptors_from") == "catalog":
+        return Wanted()
+    return Wanted(bpm=descriptors.get("bpm"), key=parse_key(descriptors.get("key") or ""),
+                  replaygain_db=descriptors.get("replaygain_db"), peak_dbtp=descriptors.get("true_peak_dbtp"),
+                  loudness_lufs=descriptors.get("loudness_lufs"))
+
+
+def _sync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,424 @@
+"""The DJ's library end to end: a real agent analyzes real (synthesized, encoded) files; the
+commands read its journal the way a DJ runs them; exports are read back by real readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import unquote
+
+import mutagen
+import numpy as np
+import pytest
+
+from agentproc import AgentProcess, write_config
+from audiogen import encode, fingerprintable_track, synth_track
+from cratesense.dj.harmony import relation
+
+SR = 44100
+# name -> (BPM, tonic, minor, pattern): keys around 8A (A minor) to test the wheel
+LIBRARY = {
+    "alpha": (124, 9, True, "four"),  # 8A
+    "bravo": (125, 9, True, "boombap"),  # 8A, same key
+    "charlie": (126, 4, True, "four"),  # 9A, one step
+    "delta": (124, 0, False, "boombap"),  # 8B, relative major
+    "echo": (124, 6, True, "four"),  # 11A: clashes with 8A
+    "foxtrot": (140, 9, True, "four"),  # 8A, but far outside the pitch range
+    "golf": (174, 9, True, "breakbeat"),  # 8A drum & bass: double time of 87
+    "hotel": (87, 9, True, "boombap"),  # 8A
+}
+ARTISTS = {"alpha": "Ann", "bravo": "Ann", "charlie": "Ann", "delta": "Bob", "echo": "Cy", "foxtrot": "Bob",
+           "golf": "Dee", "hotel": "Eve"}
+
+
+def tag(path: Path, artist: str, title: str) -> None:
+    audio = mutagen.File(path, easy=True)
+    audio["artist"], audio["title"] = artist, title
+    audio.save()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """A real agent's journal over eight tagged tracks (its agent stopped: the commands read the
+    journal on their own)."""
+    home = tmp_path_factory.mktemp("dj")
+    music = home / "music"
+    music.mkdir()
+    for name, (bpm, tonic, minor, pattern) in LIBRARY.items():
+        path = encode(synth_track(bpm=bpm, tonic=tonic, minor=minor, seconds=24, seed=len(name), pattern=pattern),
+                      SR, music / f"{name}.flac")
+        tag(path, ARTISTS[name], name.title())
+    write_config(home, music, analysis={"workers": 2})
+    agent = AgentProcess(home)
+    agent.music = music
+    agent.start()
+    try:
+        agent.wait_for(lambda s: s["tracks"] == len(LIBRARY) and s["queued"] + s["analyzing"] == 0, timeout=180,
+                       what="the library to be analyzed")
+    finally:
+        agent.stop()
+    return agent
+
+
+def cli(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess:
+    return agent.cli(*args, timeout=120)
+
+
+def as_json(agent: AgentProcess, *args: str) -> dict:
+    result = cli(agent, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_tracks_filters_by_bpm_and_key_in_every_notation(library):
+    every = as_json(library, "tracks")["tracks"]
+    assert sorted(track["title"] for track in every) == sorted(name.title() for name in LIBRARY)
+    by_title = {track["title"]: track for track in every}
+    assert by_title["Alpha"]["key"] == "8A" and abs(by_title["Alpha"]["bpm"] - 124) < 1
+    assert by_title["Alpha"]["path"].endswith("/alpha.flac") and os.path.isfile(by_title["Alpha"]["path"])
+    for key in ("8A", "Am", "A minor", "1m"):
+        found = as_json(library, "tracks", "--bpm", "120-128", "--key", key)["tracks"]
+        assert sorted(track["title"] for track in found) == ["Alpha", "Bravo"], key
+    compatible = as_json(library, "tracks", "--compatible-with", "8A", "--bpm", "120-130")["tracks"]
+    assert sorted(track["title"] for track in compatible) == ["Alpha", "Bravo", "Charlie", "Delta"]
+    assert [t["title"] for t in as_json(library, "tracks", "--search", "echo")["tracks"]] == ["Echo"]
+    by_bpm = [track["bpm"] for track in as_json(library, "tracks", "--sort", "bpm")["tracks"]]
+    assert by_bpm == sorted(by_bpm)
+    assert len(as_json(library, "tracks", "--limit", "3")["tracks"]) == 3
+    table = cli(library, "tracks", "--sort", "bpm")
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:4] == ["artist", "title", "BPM", "key"]
+    assert "Hotel" in table.stdout.splitlines()[1]  # the slowest first
+
+
+def test_the_users_key_notation_is_used_everywhere(library):
+    config = library.home / "config" / "cratesense" / "config.toml"
+    original = config.read_text()
+    try:
+        config.write_text(original + '[dj]\nkey_notation = "musical"\n')
+        assert as_json(library, "tracks", "--search", "alpha")["tracks"][0]["key"] == "A minor"
+        assert "A minor" in cli(library, "next", "alpha").stdout
+        config.write_text(original + '[dj]\nkey_notation = "open-key"\n')
+        assert as_json(library, "tracks", "--search", "alpha")["tracks"][0]["key"] == "1m"
+    finally:
+        config.write_text(original)
+
+
+def test_next_proposes_only_compatible_tracks_with_reasons(library):
+    answer = as_json(library, "next", "alpha", "--limit", "10")
+    titles = [item["track"]["title"] for item in answer["next"]]
+    assert set(titles) == {"Bravo", "Charlie", "Delta"}  # echo clashes, foxtrot is too fast, golf/hotel too
+    for item in answer["next"]:
+        assert relation("8A", item["track"]["camelot"]) is not None
+        assert any("BPM" in reason for reason in item["reasons"]) and any("→" in r for r in item["reasons"])
+    scores = [item["score"] for item in answer["next"]]
+    assert scores == sorted(scores, reverse=True)
+    delta = next(item for item in answer["next"] if item["track"]["title"] == "Delta")
+    assert any("relative major/minor" in reason for reason in delta["reasons"])
+    # double time counts: drum & bass at 174 mixes with 87
+    golf = as_json(library, "next", "golf")["next"]
+    assert [item["track"]["title"] for item in golf] == ["Hotel"]
+    assert any("half time" in reason for reason in golf[0]["reasons"])
+    # pitched without key lock, a semitone's move is named
+    wide = as_json(library, "next", "alpha", "--pitch-range", "15")["next"]
+    foxtrot = next(item for item in wide if item["track"]["title"] == "Foxtrot")
+    assert any("without key lock" in reason and "semitones" in reason for reason in foxtrot["reasons"])
+    printed = cli(library, "next", str(library.music / "alpha.flac"))  # a path names the track too
+    assert printed.returncode == 0 and "Bravo" in printed.stdout and "same key" in printed.stdout
+
+
+def test_when_nothing_is_compatible_the_reasons_say_what_was_relaxed(library):
+    answer = as_json(library, "next", "echo")["next"]  # 11A: nothing in the library mixes with it
+    assert answer and all("relaxed" in item["reasons"][0] for item in answer)
+
+
+def test_similar_ranks_by_sound(library):
+    answer = as_json(library, "similar", "alpha", "--limit", "7")["similar"]
+    assert len(answer) == 7 and "Alpha" not in [item["track"]["title"] for item in answer]
+    scores = [item["score"] for item in answer]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= score <= 1 for score in scores)
+
+
+def test_playlist_is_a_mixable_path_with_an_artist_cap(library, tmp_path):
+    result = cli(library, "playlist", "--from", "alpha", "--length", "6", "--per-artist", "2", "--json")
+    tracks = [item["track"] for item in json.loads(result.stdout)["playlist"]]
+    # Ann's third track is capped, the rest clash or are too far in tempo: it stops, and says so
+    assert [t["title"] for t in tracks[:2]] == ["Alpha", "Bravo"] and len(tracks) >= 3
+    assert "only" in result.stderr and len({t["content_key"] for t in tracks}) == len(tracks)
+    for before, after in zip(tracks, tracks[1:]):
+        assert relation(before["camelot"], after["camelot"]) is not None, (before, after)
+    artists = [ARTISTS[t["title"].lower()] for t in tracks]
+    assert max(artists.count(artist) for artist in artists) <= 2
+    output = tmp_path / "set.m3u8"
+    result = cli(library, "playlist", "--from", "alpha", "--length", "3", "--output", str(output))
+    assert result.returncode == 0
+    lines = output.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "#EXTM3U" and lines[1].startswith("#EXTINF:24,Ann - Alpha")
+    assert all(os.path.isfile(line) for line in lines[2::2]) and len(lines) == 7
+    relative = tmp_path / "rel.m3u8"
+    cli(library, "playlist", "--bpm", "120-130", "--length", "10", "--output", str(relative),
+        "--relative-to", str(library.music))
+    assert "alpha.flac" in relative.read_text().splitlines()
+
+
+def test_bad_input_is_one_line_and_exit_2(library):
+    for args, words in ((("next", "nothing-like-this"), "no track matches"),
+                        (("tracks", "--bpm", "130-120"), "backwards"),
+                        (("tracks", "--key", "H#"), "not a key"),
+                        (("next", "a"), "matches"),  # several tracks
+                        (("next", "alpha", "--limit", "0"), "at least 1"),
+                        (("export", "--format", "rekordbox", "--output", "/nonexistent/x.xml"), "cannot write")):
+        result = cli(library, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr and words in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_rekordbox_export_is_read_by_pyrekordbox(library, tmp_path):
+    from pyrekordbox.rbxml import RekordboxXml
+
+    output = tmp_path / "collection.xml"
+    result = cli(library, "export", "--format", "rekordbox", "--output", str(output), "--compatible-with", "8A")
+    assert result.returncode == 0, result.stderr
+    xml = RekordboxXml(str(output))
+    tracks = xml.get_tracks()
+    assert xml.num_tracks == len(tracks) == 7  # every 8A, 9A and 8B track
+    for track in tracks:  # every exported track resolves to a file that exists
+        assert os.path.isfile("/" + track["Location"]), track["Location"]
+        assert track["AverageBpm"] > 0 and track["Tonality"] in ("Am", "Em", "C")
+        assert track.tempos and track.tempos[0].Battito == 1 and track.tempos[0].Metro == "4/4"
+    playlist = xml.get_playlist("CrateSense")
+    assert playlist.key_type == "TrackID" and len(playlist.get_tracks()) == 7
+    root = ET.parse(output).getroot()  # the published structure, beyond what pyrekordbox checks
+    assert root.tag == "DJ_PLAYLISTS" and root.get("Version") == "1.0.0" and root.find("PRODUCT") is not None
+    first = root.find("COLLECTION/TRACK")
+    assert first.get("Location").startswith("file://localhost/") and "%20" not in first.get("Location")
+    assert float(first.get("AverageBpm")) == round(float(first.get("AverageBpm")), 2)
+    node = root.find("PLAYLISTS/NODE[@Name='ROOT']/NODE")
+    assert node.get("Type") == "1" and node.get("KeyType") == "0" and node.get("Entries") == "7"
+
+
+def test_traktor_export_follows_the_nml_structure(library, tmp_path):
+    output = tmp_path / "collection.nml"
+    assert cli(library, "export", "--format", "traktor", "--output", str(output)).returncode == 0
+    root = ET.parse(output).getroot()
+    assert root.tag == "NML" and root.get("VERSION") == "19"
+    entries = root.findall("COLLECTION/ENTRY")
+    assert len(entries) == len(LIBRARY) == int(root.find("COLLECTION").get("ENTRIES"))
+    keys = []
+    for entry in entries:
+        location = entry.find("LOCATION")
+        directory = location.get("DIR")
+        assert directory.startswith("/:") and directory.endswith("/:")
+        path = "/" + "/".join(part for part in directory.split("/:") if part) + "/" + location.get("FILE")
+        assert os.path.isfile(path), path
+        keys.append(location.get("VOLUME") + directory + location.get("FILE"))
+        value = int(entry.find("MUSICAL_KEY").get("VALUE"))
+        title = entry.get("TITLE").lower()
+        tonic, minor = LIBRARY[title][1], LIBRARY[title][2]
+        assert value == tonic + (12 if minor else 0)  # 0-11 C..B major, 12-23 C..B minor
+        assert abs(float(entry.find("TEMPO").get("BPM")) - LIBRARY[title][0]) < 1
+        assert entry.find("CUE_V2").get("TYPE") == "4"
+    playlist = root.find("PLAYLISTS/NODE/SUBNODES/NODE/PLAYLIST")
+    assert [e.find("PRIMARYKEY").get("KEY") for e in playlist.findall("ENTRY")] == keys
+
+
+def test_duplicates_finds_every_encode_and_no_false_group(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    for index in range(3):  # three recordings, each in four versions
+        samples = fingerprintable_track(index)
+        encode(samples, SR, music / f"r{index}.flac")
+        encode(samples, SR, music / f"r{index}-128k.mp3", bitrate=128_000)
+        encode(samples, SR, music / f"r{index}-64k.opus", bitrate=64_000)
+        encode(samples[:, 2 * SR:], SR, music / f"r{index}-trimmed.flac")
+    for index in range(3, 6):  # three more, once each
+        encode(fingerprintable_track(index), SR, music / f"single{index}.flac")
+    shutil.copy(music / "single3.flac", music / "single3-copy.flac")  # identical bytes
+    write_config(tmp_path, music, analysis={"workers": 2})
+    agent = AgentProcess(tmp_path)
+    assert agent.cli("scan", timeout=600).returncode == 0
+    groups = as_json(agent, "duplicates")["groups"]
+    found = sorted(sorted(Path(f["path"]).name for f in group["files"]) for group in groups)
+    assert found == sorted([sorted([f"r{i}.flac", f"r{i}-128k.mp3", f"r{i}-64k.opus", f"r{i}-trimmed.flac"])
+                            for i in range(3)] + [["single3-copy.flac", "single3.flac"]])
+    for group in groups:
+        keep = [f for f in group["files"] if f["keep"]]
+        assert len(keep) == 1 and group["files"][0]["keep"] and keep[0]["lossless"]  # lossless first
+    printed = agent.cli("duplicates").stdout
+    assert "keep" in printed and "nothing was deleted" in printed
+    assert all(path.exists() for path in music.iterdir())  # it never deletes
+
+
+def _decoded(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+
+
+@pytest.fixture
+def taggable(tmp_path):
+    """A fresh library of one file per format, analyzed (the agent stopped)."""
+    music = tmp_path / "music"
+    music.mkdir()
+    samples = synth_track(bpm=124, tonic=9, minor=True, seconds=20, seed=3)
+    files = {ext: encode(samples, SR, music / f"song.{ext}") for ext in ("mp3", "flac", "m4a", "opus")}
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(files["flac"]), "-c:a", "libvorbis", str(music / "song.ogg")],
+                   check=True)
+    files["ogg"] = music / "song.ogg"
+    write_config(tmp_path, music, analysis={"workers": 2})
+    agent = AgentProcess(tmp_path)
+    agent.music, agent.files = music, files
+    assert agent.cli("scan", timeout=600).returncode == 0
+    yield agent
+    agent.stop(signal.SIGKILL)
+
+
+def test_tags_are_written_in_each_formats_standard_fields_and_the_audio_is_untouched(taggable):
+    import mediafile
+
+    files = taggable.files
+    audio_before = {ext: _decoded(path) for ext, path in files.items()}
+    modes = {}
+    for ext, path in files.items():
+        os.chmod(path, 0o640)
+        modes[ext] = os.stat(path).st_mode
+    dry = taggable.cli("tags", "write", "--dry-run")
+    assert dry.returncode == 0 and "TBPM: (none) -> 124" in dry.stdout and "dry run" in dry.stdout
+    assert mutagen.File(files["mp3"]).tags is None or "TBPM" not in mutagen.File(files["mp3"]).tags
+    result = taggable.cli("tags", "write")
+    assert result.returncode == 0, result.stderr
+    id3 = mutagen.File(files["mp3"]).tags
+    assert str(id3["TBPM"]) == "124" and str(id3["TKEY"]) == "Am"
+    assert str(id3["TXXX:REPLAYGAIN_TRACK_GAIN"]).endswith(" dB") and "." in str(id3["TXXX:REPLAYGAIN_TRACK_PEAK"])
+    flac = mutagen.File(files["flac"]).tags
+    assert abs(float(flac["BPM"][0]) - 124) < 0.5 and flac["INITIALKEY"] == ["8A"]
+    assert "KEY" not in flac  # never Mixed In Key's own field
+    mp4 = mutagen.File(files["m4a"]).tags
+    assert mp4["tmpo"] == [124] and bytes(mp4["----:com.apple.iTunes:initialkey"][0]) == b"8A"
+    opus = mutagen.File(files["opus"]).tags
+    assert "R128_TRACK_GAIN" in opus and "REPLAYGAIN_TRACK_GAIN" not in opus and int(opus["R128_TRACK_GAIN"][0])
+    for ext in ("mp3", "flac", "m4a", "ogg"):  # a second reader agrees
+        second = mediafile.MediaFile(str(files[ext]))
+        assert abs(second.bpm - 124) <= 0.5 and second.initial_key in ("Am", "8A"), ext
+    for ext, path in files.items():
+        assert np.array_equal(_decoded(path), audio_before[ext]), f"the audio of {ext} changed"
+        assert os.stat(path).st_mode == modes[ext]
+    again = taggable.cli("scan", timeout=300)  # our own write is not a change to analyze
+    assert "0 analyzed" in again.stdout and "0 failed" in again.stdout, again.stdout
+    assert "changed 0 of" in taggable.cli("tags", "write").stdout  # nothing left to write
+
+
+def test_a_tag_write_that_fails_midway_leaves_the_old_file(taggable, monkeypatch):
+    """mutagen (a boundary we do not own) fails half-way through saving: the file is as before."""
+    from cratesense.dj import tagging
+
+    path = taggable.files["flac"]
+    before = path.read_bytes()
+    import mutagen.flac
+
+    def half_then_fail(self, *args, **kwargs):
+        with open(self.filename, "r+b") as file:
+            file.write(b"\0" * 4096)  # the copy is damaged ...
+        raise OSError(28, "No space left on device")  # ... then the disk fills
+
+    monkeypatch.setattr(mutagen.flac.FLAC, "save", half_then_fail)
+    result = tagging.retag(str(path), tagging.Wanted(bpm=124.0), ("bpm",), "camelot")
+    assert result.error and "nothing was changed" in result.error
+    assert path.read_bytes() == before
+    assert not [name for name in os.listdir(path.parent) if name.endswith(".cratesense-tags")]  # no leftovers
+
+
+def test_a_read_only_file_is_reported_not_failed_silently(taggable):
+    from unprivileged import without_bypass
+
+    path = taggable.files["mp3"]
+    os.chmod(path, 0o444)
+    command = without_bypass([sys.executable, "-m", "cratesense", "tags", "write", "--fields", "bpm", "song.mp3"])
+    result = subprocess.run(command, env=taggable.env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "read-only" in result.stderr and "Traceback" not in result.stderr
+    assert "TBPM" not in (mutagen.File(path).tags or {})
+
+
+def test_the_running_agent_writes_tags_itself_and_into_new_files_when_asked(taggable, tracks):
+    write_config(taggable.home, taggable.music, analysis={"workers": 2}, tags={"write_new": True})
+    taggable.start()
+    analyzed = taggable.status()["session"]["analyzed"]
+    result = taggable.cli("tags", "write", "--fields", "bpm", "song.flac")  # through the agent
+    assert result.returncode == 0 and "BPM: (none) -> 124" in result.stdout, result.stderr
+    assert mutagen.File(taggable.files["flac"]).tags["BPM"] == ["124"]
+    new = taggable.music / "new.flac"
+    shutil.copy(tracks[0], new)  # a new file: tagged right after its analysis
+    status = taggable.wait_for(lambda s: s["session"]["analyzed"] == analyzed + 1 and s["queued"] + s["analyzing"] == 0)
+    taggable.wait_for(lambda s: "BPM" in (mutagen.File(new).tags or {}), what="the new file's tags")
+    later = taggable.call("POST", "rescan")
+    status = taggable.wait_for(lambda s: s["scans_completed"] > later["scans_completed"] and s["queued"] == 0
+                               and s["analyzing"] == 0, what="a rescan after the writes")
+    assert status["session"]["analyzed"] == analyzed + 1  # neither write made a re-analysis
+
+
+def test_the_control_api_answers_the_library_questions(library):
+    library.start()
+    try:
+        answer = library.call("GET", "tracks")
+        assert answer["total"] == len(LIBRARY) and len(answer["tracks"]) == len(LIBRARY)
+        from cratesense.daemon.control_client import request
+
+        page = request("GET", "tracks", path=library.socket, query="bpm=120-128&key=8A&limit=1&offset=1")
+        assert page["total"] == 2 and len(page["tracks"]) == 1
+        nxt = request("GET", "next", path=library.socket, query="track=alpha&limit=2")
+        assert len(nxt["next"]) == 2 and {item["track"]["title"] for item in nxt["next"]} <= {"Bravo", "Charlie", "Delta"}
+        document = request("GET", "library-export", path=library.socket, query="format=m3u&key=8A")
+        assert document["document"].startswith("#EXTM3U") and document["tracks"] == 5
+        from cratesense.errors import ControlError
+
+        with pytest.raises(ControlError, match="backwards"):
+            request("GET", "tracks", path=library.socket, query="bpm=130-120")
+        refused = library.cli("recommendations")
+        assert refused.returncode == 2 and "shared catalog" in refused.stderr
+    finally:
+        library.stop()
+    assert library.cli("recommendations").returncode == 3  # it needs the agent
+
+
+def test_recommendations_come_from_djs_with_similar_taste(tmp_path, tracks):
+    """Two agents share a catalog; B holds two of A's three tracks: B is recommended the third,
+    with the catalog's artist and title."""
+    import socket as sockets
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "cratesense", "catalog", "serve", "--port", str(port),
+                               "--db", str(tmp_path / "shared.sqlite")], stderr=subprocess.DEVNULL)
+    agents = []
+    try:
+        for name, held in (("a", tracks[:3]), ("b", tracks[:2])):
+            home = tmp_path / name
+            music = home / "music"
+            music.mkdir(parents=True)
+            for index, track in enumerate(held):
+                tag(shutil.copy(track, music / track.name), f"Artist {index}", f"Title {index}")
+            write_config(home, music, sync={"quiet_seconds": 0.5, "catalog_url": f"http://127.0.0.1:{port}",
+                                            "skip_known_descriptors": False})
+            agent = AgentProcess(home)
+            agents.append(agent)
+            agent.start()
+            agent.wait_for(lambda s, n=len(held): s["tracks"] == n and s["queued"] + s["analyzing"] == 0, timeout=120)
+            assert agent.cli("sync").returncode == 0
+        answer = json.loads(agents[1].cli("recommendations", "--json").stdout)
+        titles = [item["metadata"]["title"] for item in answer["recommendations"]]
+        assert titles == ["Title 2"], answer
+        printed = agents[1].cli("recommendations").stdout
+        assert "Artist 2 - Title 2" in printed and "DJs with similar taste" in printed
+    finally:
+        for agent in agents:
+            agent.stop(signal.SIGKILL)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
