@@ -183,6 +183,11 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--sort", default="artist", choices=cli_dj.SORTS)
     export.add_argument("--limit", type=cli_dj.positive, metavar="N")
     export.set_defaults(handler=_cmd_export)
+    open_page = commands.add_parser(
+        "open", help="open the local web page: the library, the agent, the privacy controls",
+        description="Opens the agent's page (on 127.0.0.1 only, behind an access token) in your browser.")
+    open_page.add_argument("--print-url", action="store_true", help="print the address (with its token) and exit")
+    open_page.set_defaults(handler=_cmd_open)
     preview = commands.add_parser("preview", help="print exactly the next request that would leave this machine")
     preview.set_defaults(handler=_cmd_preview)
     failures = commands.add_parser("failures", help="files that could not be analyzed, and why")
@@ -377,6 +382,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_open(args: argparse.Namespace) -> int:
+    from cratesense.daemon.control_client import request
+
+    url = request("GET", "web")["url"]
+    if args.print_url:
+        print(url)
+        return EXIT_OK
+    import webbrowser
+
+    if not webbrowser.open(url):
+        print(f"no browser could be started here; open this address: {url}")
+    return EXIT_OK
+
+
 def _cmd_preview(args: argparse.Namespace) -> int:
     from cratesense.daemon.control_client import request
 
@@ -399,67 +418,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def status_rows(status) -> list[tuple[str, str]]:
-    """The status in a person's words, a row each (the tray and the web page say the same)."""
-    import time
-
-    def ago(timestamp):
-        if not timestamp:
-            return "never"
-        seconds = max(0, time.time() - timestamp)
-        return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
-
-    state = status.state
-    if state == "error":
-        state = f"{status.error_kind or 'an'} error"
-    if status.state == "scanning" and status.scanning:
-        state = f"scanning ({status.scanning[0]} files seen)"
-    if status.paused_until:
-        state += time.strftime(" until %Y-%m-%d %H:%M", time.localtime(status.paused_until))
-    queued = f"{status.queued + status.analyzing}"
-    if status.progress and status.progress.total > 1:
-        queued += f" ({status.progress.done} of {status.progress.total} done"
-        if status.progress.eta_seconds is not None:
-            queued += f", about {_duration_words(status.progress.eta_seconds)} left"
-        queued += ")"
-    rows = [
-        ("state", state),
-        ("tracks known", f"{status.tracks} ({status.files} files)"),
-        ("queued for analysis", queued),
-        ("waiting to sync", str(status.waiting_to_sync)),
-        ("known to the catalog", str(status.known_to_catalog)),
-        ("parked (rejected)", str(status.parked)),
-        ("failing files", f"{status.failing_files}" + (" (cratesense failures)" if status.failing_files else "")),
-        ("last scan", ago(status.last_scan_at)),
-        ("catalog", status.catalog),
-        ("contribute", "on" if status.contribute else "off"),
-        ("last sync", ago(status.last_sync_at) + (f" ({status.last_sync_error})" if status.last_sync_error else "")),
-    ]
-    if status.journal_error:
-        rows.append(("journal", status.journal_error))
-    if status.journal_rebuilt_from:
-        rows.append(("journal", f"was damaged: moved to {status.journal_rebuilt_from} and rebuilt"))
-    for folder, watch in status.watch.items():
-        rows.append(("watching", f"{folder} ({watch.mode}" + (f": {watch.reason})" if watch.reason else ")")))
-    for folder, why in status.missing_folders.items():
-        rows.append(("missing folder", f"{folder}: {why}"))
-    for path, why in status.unreadable_paths:
-        rows.append(("cannot read", f"{path}: {why} (its tracks are kept)"))
-    for reason in status.parked_reasons[:3]:
-        rows.append(("refused", reason))
-    return rows
-
-
-def _duration_words(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _print_status(status) -> None:
-    rows = status_rows(status)
+    from cratesense.daemon.status import describe
+
+    rows = describe(status)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")

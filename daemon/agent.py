@@ -138,6 +138,18 @@ class Agent:
         await control.start()
         on_stop("control socket", control.stop)
 
+        if self.config.web.enabled:
+            from cratesense.daemon.web import WebPage, new_token
+
+            token = identity.get("web_token")
+            if token is None:  # kept: a page open in the browser stays open across restarts
+                token = new_token()
+                identity.set("web_token", token)
+            page = WebPage(api, token, self.config.web.port)
+            await page.start()  # a port in use is a status, not a failure to start
+            api.attach_web(page)
+            on_stop("web page", page.stop)
+
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         # a run that is late (a suspended laptop, a busy loop) still runs, once (coalesced)

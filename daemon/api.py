@@ -39,6 +39,7 @@ class Parts:
     journal_rebuilt_from: str | None = None
     dj: DjConfig = DjConfig()
     tag_writer: TagWriter | None = None
+    web: object | None = None  # the WebPage, when it is on
 
 
 def _journal_view(journal: Journal) -> dict:
@@ -49,6 +50,9 @@ def _journal_view(journal: Journal) -> dict:
 class ControlAPI:
     def __init__(self, parts: Parts) -> None:
         self._parts = parts
+
+    def attach_web(self, page) -> None:
+        self._parts.web = page
 
     def routes(self) -> dict:
         return {
@@ -70,6 +74,9 @@ class ControlAPI:
             ("GET", "library-export"): self.library_export,
             ("POST", "tags"): self.tags,
             ("GET", "recommendations"): self.recommendations,
+            ("GET", "overview"): self.overview,
+            ("GET", "failures"): self.failures,
+            ("GET", "web"): self.web,
         }
 
     async def status_route(self, _body: dict) -> Status:
@@ -302,6 +309,43 @@ class ControlAPI:
 
     async def recommendations(self, _body: dict) -> dict:
         return await self._parts.syncer.recommendations()
+
+    async def overview(self, _body: dict | None = None) -> dict:
+        """The library as a whole: its tempi, its keys (per Camelot code), its loudness."""
+        return await self._parts.io.read(_overview)
+
+    async def failures(self, _body: dict | None = None) -> dict:
+        def read(journal: Journal) -> dict:
+            return {"files": [{"path": display_path(path), "kind": kind, "reason": reason}
+                              for path, kind, reason in journal.failures()],
+                    "parked": [{"observation": oid, "reason": reason} for oid, reason in journal.parked()]}
+
+        return await self._parts.io.read(read)
+
+    async def web(self, _body: dict) -> dict:
+        """The local web page's address, with its access token (``cratesense open``)."""
+        page = self._parts.web
+        if page is None:
+            raise QueryError("the web page is off (web.enabled = false in the config)")
+        if page.url is None:
+            raise QueryError(page.error or "the web page is not up")
+        return {"url": page.url}
+
+
+_ON_DISK = "EXISTS (SELECT 1 FROM files f WHERE f.content_key = l.content_key AND f.state = 'analyzed')"
+
+
+def _overview(journal: Journal) -> dict:
+    db = journal._db
+    tempo = dict(db.execute(f"SELECT CAST(bpm / 2 AS INTEGER) * 2, COUNT(*) FROM library l WHERE bpm IS NOT NULL "
+                            f"AND {_ON_DISK} GROUP BY 1"))
+    keys = dict(db.execute(f"SELECT camelot, COUNT(*) FROM library l WHERE camelot IS NOT NULL AND {_ON_DISK} "
+                           "GROUP BY 1"))
+    loudness = dict(db.execute(f"SELECT CAST(floor(loudness) AS INTEGER), COUNT(*) FROM library l "
+                               f"WHERE loudness IS NOT NULL AND {_ON_DISK} GROUP BY 1"))
+    total = db.execute(f"SELECT COUNT(*) FROM library l WHERE {_ON_DISK}").fetchone()[0]
+    return {"tracks": total, "tempo": {"bin": 2, "counts": {str(k): v for k, v in sorted(tempo.items())}},
+            "keys": keys, "loudness": {"bin": 1, "counts": {str(k): v for k, v in sorted(loudness.items())}}}
 
 
 def _whole(value, name: str, default: int) -> int:

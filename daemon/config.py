@@ -60,9 +60,15 @@ class TagsConfig:
     fields: tuple[str, ...] = ("bpm", "key", "replaygain")
 
 
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    enabled: bool = True  # the local web page (loopback only, behind an access token)
+    port: int = 8764  # clear of Syncthing (8384), Jellyfin (8096), Navidrome (4533) and our catalog (8750)
+
+
 TAG_FIELDS = ("bpm", "key", "replaygain")
 _SECTIONS = {"library": LibraryConfig, "analysis": AnalysisConfig, "sync": SyncConfig, "dj": DjConfig,
-             "tags": TagsConfig}
+             "tags": TagsConfig, "web": WebConfig}
 _CHOICES = {"library.watch": ("auto", "polling"), "dj.key_notation": ("camelot", "open-key", "musical")}
 _SUBSETS = {"tags.fields": TAG_FIELDS}
 
@@ -74,6 +80,7 @@ class Config:
     sync: SyncConfig
     dj: DjConfig
     tags: TagsConfig
+    web: WebConfig
     path: Path  # the file it was read from (it may not exist)
     sources: dict  # "section.key" -> "default" | "file" | "flag"
 

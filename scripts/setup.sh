@@ -22,6 +22,8 @@ if [ "$purpose" = test ]; then
   system_packages_debian+=(libfaketime util-linux)
   # a disk that fails for real under the journal and the catalog: ext4 on a loop device (mount, e2fsck)
   system_packages_debian+=(mount e2fsprogs)
+  # the local web page in a real headless browser (selenium drives Debian's Chromium)
+  system_packages_debian+=(chromium chromium-driver)
 fi
 
 as_root() {

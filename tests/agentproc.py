@@ -20,6 +20,7 @@ def write_config(home: Path, music: Path, **sections: dict) -> Path:
     settings = {
         "library": {"folders": [str(music)], "quiet_seconds": 0.5},
         "analysis": {"workers": 1, "timeout_seconds": 60},
+        "web": {"port": 0},  # any free port: tests run agents side by side
     }
     for name, values in sections.items():
         settings.setdefault(name, {}).update(values)

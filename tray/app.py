@@ -143,6 +143,22 @@ class TrayController:
 
         self._workers.submit(work)
 
+    def open_page(self) -> None:
+        """The local web page, in the default browser."""
+
+        def work() -> None:
+            try:
+                url = request("GET", "web", path=self.socket, timeout=5)["url"]
+                import webbrowser
+
+                if not webbrowser.open(url):
+                    self.message = f"open {url}"
+            except CrateSenseError as exc:
+                self.message = str(exc)
+            self.on_change()
+
+        self._workers.submit(work)
+
     def start_agent(self) -> None:
         self._start_agent()
         self.message = "starting the agent…"
@@ -161,6 +177,7 @@ class TrayController:
             item(lambda _item: self.status_line(), None, enabled=False),
             menu.SEPARATOR,
             item("Start the agent", lambda: self.start_agent(), visible=lambda _item: not self.running),
+            item("Open CrateSense…", lambda: self.open_page(), visible=up),
             item("Paused", lambda: self.toggle_pause(), checked=lambda _item: bool(self.status and self.status.paused),
                  visible=up),
             item("Pause for 1 hour", lambda: self.pause_for_an_hour(), visible=up),

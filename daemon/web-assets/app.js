@@ -1,0 +1,336 @@
+// CrateSense's local page: plain JavaScript, no framework, nothing loaded from elsewhere.
+// Everything it shows comes from the agent's own API under /api (the same answers the CLI gives).
+"use strict";
+
+const PAGE = 50; // rows per page: the table never holds the whole library
+const CODES = [];
+for (let n = 1; n <= 12; n++) CODES.push(`${n}A`, `${n}B`);
+
+const state = { offset: 0, total: 0, tracks: [], current: null, playlist: [], status: null, asked: 0 };
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, attributes = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  return node;
+};
+const svg = (tag, attributes = {}) => {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  return node;
+};
+
+async function api(path, params = {}) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v != null));
+  const response = await fetch(`/api/${path}${query.size ? "?" + query : ""}`, { credentials: "same-origin" });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || response.statusText);
+  return answer;
+}
+
+async function post(path, body = {}) {
+  const response = await fetch(`/api/${path}`, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    let message = response.statusText;
+    try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+function minutes(seconds) {
+  if (seconds == null) return "-";
+  const s = Math.round(seconds);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function folderOf(path) {
+  const parts = path.split("/");
+  return parts.slice(0, -1).join("/") || "/";
+}
+
+// a value the catalog's consensus filled is shown in italics with a mark
+function cell(track, name, value, field = name) {
+  const filled = track.from_catalog.includes(field);
+  return el("td", filled ? { class: "catalog", title: "from the catalog's consensus" } : {},
+    value == null || value === "" ? "-" : `${value}${filled ? "*" : ""}`);
+}
+
+// --- the library ---------------------------------------------------------------------------
+
+function filters() {
+  const low = $("bpm-low").value, high = $("bpm-high").value;
+  let bpm = "";
+  if (low && high) bpm = `${low}-${high}`;
+  else if (low || high) bpm = low || high;
+  return { bpm, key: $("key").value, compatible_with: $("compatible").value, search: $("search").value.trim(),
+           sort: $("sort").value };
+}
+
+async function loadTracks() {
+  const asked = ++state.asked;  // an older answer arriving late must not replace a newer one
+  try {
+    const answer = await api("tracks", { ...filters(), limit: PAGE, offset: state.offset });
+    if (asked !== state.asked) return;
+    state.total = answer.total;
+    state.tracks = answer.tracks;
+    const body = $("tracks").tBodies[0];
+    body.replaceChildren(...answer.tracks.map((track) => {
+      const row = el("tr", { "data-key": track.content_key, tabindex: "0", onclick: () => openTrack(track) },
+        cell(track, "artist", track.artist), cell(track, "title", track.title || track.path.split("/").pop()),
+        cell(track, "bpm", track.bpm == null ? null : track.bpm.toFixed(1)), cell(track, "key", track.key),
+        cell(track, "lufs", track.loudness_lufs == null ? null : track.loudness_lufs.toFixed(1), "loudness"),
+        el("td", {}, minutes(track.duration)), el("td", { class: "path", title: track.path }, folderOf(track.path)));
+      return row;
+    }));
+    const last = Math.min(state.offset + PAGE, state.total);
+    $("page-info").textContent = state.total
+      ? `${state.offset + 1}–${last} of ${state.total.toLocaleString()} tracks` : "no track matches";
+    $("previous").disabled = state.offset === 0;
+    $("next-page").disabled = last >= state.total;
+  } catch (error) {
+    $("page-info").textContent = error.message;
+  }
+}
+
+function wheel(target, counts, highlight) {
+  // the Camelot wheel: 12 numbers round the circle, minor (A) inside, major (B) outside
+  target.replaceChildren();
+  const max = Math.max(1, ...Object.values(counts || {}));
+  for (let n = 1; n <= 12; n++) {
+    for (const [letter, inner, outer] of [["A", 45, 75], ["B", 75, 105]]) {
+      const code = `${n}${letter}`;
+      const start = (n * 30 - 105) * Math.PI / 180, end = start + 30 * Math.PI / 180;  // 12 at the top
+      const point = (r, a) => `${(r * Math.cos(a)).toFixed(2)} ${(r * Math.sin(a)).toFixed(2)}`;
+      const path = `M ${point(inner, start)} L ${point(outer, start)} A ${outer} ${outer} 0 0 1 ${point(outer, end)} ` +
+                   `L ${point(inner, end)} A ${inner} ${inner} 0 0 0 ${point(inner, start)} Z`;
+      let fill = "#e8e8ee";
+      if (counts) fill = `rgba(40, 110, 220, ${(0.08 + 0.92 * (counts[code] || 0) / max).toFixed(3)})`;
+      if (highlight) {
+        if (code === highlight.key) fill = "#e0533d";
+        else if (highlight.compatible.includes(code)) fill = "#f3b3a6";
+      }
+      const segment = svg("path", { d: path, fill, stroke: "#fff", "stroke-width": "1.5", "data-code": code });
+      const title = svg("title");
+      title.textContent = counts ? `${code}: ${counts[code] || 0} tracks` : code;
+      segment.append(title);
+      target.append(segment);
+      const middle = (start + end) / 2, r = (inner + outer) / 2;
+      const label = svg("text", { x: (r * Math.cos(middle)).toFixed(1), y: (r * Math.sin(middle) + 3).toFixed(1),
+                                  "text-anchor": "middle", "font-size": "9", fill: "#222" });
+      label.textContent = code;
+      target.append(label);
+    }
+  }
+}
+
+function compatibleCodes(code) {
+  if (!code) return [];
+  const n = parseInt(code, 10), letter = code.slice(-1);
+  const step = (k) => ((n - 1 + k + 12) % 12) + 1;
+  const other = letter === "A" ? "B" : "A";
+  return [`${step(1)}${letter}`, `${step(-1)}${letter}`, `${n}${other}`, letter === "A" ? `${step(1)}B` : `${step(-1)}A`];
+}
+
+function suggestionItem(item) {
+  const track = item.track;
+  return el("li", { "data-key": track.content_key },
+    el("button", { type: "button", class: "link", onclick: () => openTrack(track) },
+      `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`),
+    el("span", { class: "facts" }, ` ${track.bpm ? track.bpm.toFixed(1) + " BPM" : ""} ${track.key || ""} · ${item.score.toFixed(2)}`),
+    el("div", { class: "reasons" }, item.reasons.join("; ")),
+    el("button", { type: "button", class: "small", onclick: () => addToPlaylist(track) }, "+ playlist"));
+}
+
+async function openTrack(track) {
+  state.current = track;
+  $("track").classList.remove("hidden");
+  $("track-title").textContent = `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`;
+  $("track-facts").textContent = [track.bpm ? `${track.bpm.toFixed(1)} BPM` : "tempo unknown",
+    track.key || "key unknown", track.loudness_lufs == null ? "" : `${track.loudness_lufs.toFixed(1)} LUFS`,
+    minutes(track.duration), track.path].filter(Boolean).join(" · ");
+  wheel($("wheel"), null, { key: track.camelot, compatible: compatibleCodes(track.camelot) });
+  $("next-list").replaceChildren(el("li", {}, "…"));
+  $("similar-list").replaceChildren(el("li", {}, "…"));
+  const [next, similar] = await Promise.allSettled([
+    api("next", { content_key: track.content_key, limit: 10 }),
+    api("similar", { content_key: track.content_key, limit: 10 }),
+  ]);
+  $("next-list").replaceChildren(...(next.status === "fulfilled" ? next.value.next.map(suggestionItem)
+    : [el("li", {}, next.reason.message)]));
+  $("similar-list").replaceChildren(...(similar.status === "fulfilled" ? similar.value.similar.map(suggestionItem)
+    : [el("li", {}, similar.reason.message)]));
+}
+
+// --- the playlist being built --------------------------------------------------------------
+
+function addToPlaylist(track) {
+  if (!state.playlist.some((t) => t.content_key === track.content_key)) state.playlist.push(track);
+  renderPlaylist();
+}
+
+function renderPlaylist() {
+  $("playlist-tracks").replaceChildren(...state.playlist.map((track, index) => el("li", { "data-key": track.content_key },
+    `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`,
+    el("span", { class: "facts" }, ` ${track.bpm ? track.bpm.toFixed(1) : "-"} BPM ${track.key || ""}`),
+    el("button", { type: "button", class: "small", onclick: () => { state.playlist.splice(index, 1); renderPlaylist(); } }, "remove"))));
+}
+
+async function suggestNext() {
+  const last = state.playlist[state.playlist.length - 1];
+  if (!last) return;
+  const answer = await api("next", { content_key: last.content_key, limit: 25 });
+  const choice = answer.next.find((item) => !state.playlist.some((t) => t.content_key === item.track.content_key));
+  if (choice) addToPlaylist(choice.track);
+}
+
+async function savePlaylist(format) {
+  if (!state.playlist.length) return;
+  const name = $("playlist-name").value || "CrateSense set";
+  const response = await post("playlist-export", { format, name, tracks: state.playlist.map((t) => t.content_key) });
+  const blob = await response.blob();
+  const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+  const link = el("a", { href: URL.createObjectURL(blob), download: match ? match[1] : "playlist" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+// --- the overview --------------------------------------------------------------------------
+
+function bars(target, counts, bin, label) {
+  target.replaceChildren();
+  const entries = Object.entries(counts).map(([k, v]) => [Number(k), v]).sort((a, b) => a[0] - b[0]);
+  if (!entries.length) return;
+  const low = entries[0][0], high = entries[entries.length - 1][0] + bin;
+  const width = 700 / Math.max(1, (high - low) / bin), max = Math.max(...entries.map((e) => e[1]));
+  for (const [value, count] of entries) {
+    const x = 10 + (value - low) / bin * width, h = 170 * count / max;
+    const bar = svg("rect", { x: x.toFixed(1), y: (180 - h).toFixed(1), width: Math.max(1, width - 1).toFixed(1),
+                              height: h.toFixed(1), fill: "#2a6edc", "data-value": value });
+    const title = svg("title");
+    title.textContent = `${value}–${value + bin} ${label}: ${count}`;
+    bar.append(title);
+    target.append(bar);
+  }
+  for (const [value] of entries.filter((_, i) => i % Math.ceil(entries.length / 10) === 0)) {
+    const text = svg("text", { x: (10 + (value - low) / bin * width).toFixed(1), y: "196", "font-size": "11" });
+    text.textContent = value;
+    target.append(text);
+  }
+}
+
+async function loadOverview() {
+  const overview = await api("overview");
+  bars($("tempo-chart"), overview.tempo.counts, overview.tempo.bin, "BPM");
+  wheel($("key-wheel"), overview.keys, null);
+  bars($("loudness-chart"), overview.loudness.counts, overview.loudness.bin, "LUFS");
+}
+
+// --- the agent and privacy -------------------------------------------------------------------
+
+function showStatus(status) {
+  state.status = status;
+  const busy = status.queued + status.analyzing;
+  $("pill").textContent = status.state === "error" ? `${status.error_kind} error` : status.state +
+    (busy ? ` · ${busy} to analyze` : "");
+  $("pill").dataset.state = status.state;
+  const progress = status.progress;
+  $("progress-bar").style.width = progress && progress.total ? `${(100 * progress.done / progress.total).toFixed(1)}%` : "0%";
+  $("progress-text").textContent = progress
+    ? `${progress.done} of ${progress.total} files analyzed` +
+      (progress.eta_seconds != null ? ` · about ${Math.ceil(progress.eta_seconds / 60)} min left` : "")
+    : "nothing waiting for analysis";
+  $("status-rows").tBodies[0].replaceChildren(...status.rows.map(([name, value]) => el("tr", {}, el("th", {}, name), el("td", {}, value))));
+  $("problems").replaceChildren(...(status.problems.length ? status.problems.map((p) => el("li", { class: p.kind }, p.message))
+    : [el("li", {}, "none")]));
+  $("contribute").checked = status.contribute;
+}
+
+async function refreshStatus() {
+  try { showStatus(await api("status")); } catch (error) { $("pill").textContent = error.message; }
+}
+
+async function loadFailures() {
+  const answer = await api("failures");
+  $("failures").replaceChildren(...(answer.files.length ? answer.files.map((f) => el("li", {}, `${f.path}: ${f.kind}: ${f.reason}`))
+    : [el("li", {}, "none")]));
+}
+
+async function loadPreview() {
+  const preview = await api("preview");
+  $("preview").textContent = (preview.contribute ? "" : "# contribution is off: no observation leaves this machine\n") +
+    JSON.stringify(preview.request, null, 2);
+}
+
+async function act(path, body, message) {
+  try {
+    const answer = await (await post(path, body)).json();
+    if (answer.state) showStatus({ ...state.status, ...answer, rows: state.status ? state.status.rows : [] });
+    $("privacy-message").textContent = message;
+    refreshStatus();
+    loadPreview();
+  } catch (error) {
+    $("privacy-message").textContent = error.message;
+  }
+}
+
+function secondsUntil(hour) {
+  const now = new Date(), when = new Date(now);
+  when.setHours(hour, 0, 0, 0);
+  if (when <= now) when.setDate(when.getDate() + 1);
+  return Math.round((when - now) / 1000);
+}
+
+function showView(name) {
+  for (const view of document.querySelectorAll(".view")) view.classList.toggle("active", view.id === name);
+  for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.view === name);
+  if (name === "overview") loadOverview();
+  if (name === "agent") loadFailures();
+  if (name === "privacy") loadPreview();
+}
+
+function start() {
+  for (const select of [$("key"), $("compatible")]) for (const code of CODES) select.append(el("option", { value: code }, code));
+  for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
+  let typing = null;
+  for (const event of ["input", "change"]) {
+    $("filters").addEventListener(event, () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { state.offset = 0; loadTracks(); }, 250);
+    });
+  }
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
+  $("previous").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadTracks(); });
+  $("next-page").addEventListener("click", () => { state.offset += PAGE; loadTracks(); });
+  $("start-playlist").addEventListener("click", () => { state.playlist = [state.current]; renderPlaylist(); });
+  $("add-to-playlist").addEventListener("click", () => addToPlaylist(state.current));
+  $("suggest").addEventListener("click", suggestNext);
+  $("clear").addEventListener("click", () => { state.playlist = []; renderPlaylist(); });
+  $("save-m3u").addEventListener("click", () => savePlaylist("m3u"));
+  $("save-rekordbox").addEventListener("click", () => savePlaylist("rekordbox"));
+  $("rescan").addEventListener("click", () => act("rescan", {}, "a rescan was asked for"));
+  $("contribute").addEventListener("change", (event) =>
+    act("settings", { contribute: event.target.checked }, event.target.checked ? "contribution is on" : "contribution is off"));
+  $("pause-hour").addEventListener("click", () => act("pause", { seconds: 3600 }, "paused for an hour"));
+  $("pause-night").addEventListener("click", () => act("pause", { seconds: secondsUntil(6) }, "paused until 06:00"));
+  $("resume").addEventListener("click", () => act("resume", {}, "analysis resumed"));
+  $("forget").addEventListener("click", () => {
+    if (confirm("Delete every observation you contributed from the catalog, and stop contributing?")) {
+      act("forget", {}, "deletion requested: the catalog erases everything you contributed");
+    }
+  });
+  loadTracks();
+  refreshStatus();
+  setInterval(refreshStatus, 2000);
+}
+
+document.addEventListener("DOMContentLoaded", start);
