@@ -99,7 +99,7 @@ def _cpu_seconds(pid: int) -> float:
 def _env(home: Path, music: Path) -> dict:
     config = home / "config" / "cratesense" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(f'[library]\nfolders = ["{music}"]\n[analysis]\nworkers = 1\n')
+    config.write_text(f'[library]\nfolders = ["{music}"]\n[analysis]\nworkers = 1\n[web]\nport = 0\n')
     (home / "run").mkdir(mode=0o700, exist_ok=True)
     return {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data"),
             "XDG_RUNTIME_DIR": str(home / "run")}
@@ -120,16 +120,18 @@ def idle_daemon(root: Path, home: Path, files: int) -> None:
                 status = request("GET", "status", path=socket)
             except Exception:
                 pass
-        children = [int(pid) for task in Path(f"/proc/{agent.pid}/task").iterdir()
-                    for pid in (task / "children").read_text().split()]
         before = _cpu_seconds(agent.pid)
         time.sleep(20)
         idle_cpu = _cpu_seconds(agent.pid) - before
-        daemon_rss = _proc_value(agent.pid, "VmHWM") / 1024
-        worker_rss = [_proc_value(pid, "VmHWM") / 1024 for pid in children]
-        print(f"idle daemon watching {files} files ({status['watch'][str(root)]['mode']}): "
-              f"{idle_cpu:.2f} CPU s over 20 s, peak RSS {daemon_rss:.0f} MB (target < 150); "
-              f"analysis worker(s), idle: {', '.join(f'{r:.0f} MB' for r in worker_rss)}")
+        daemon_peak = _proc_value(agent.pid, "VmHWM") / 1024
+        daemon_now = _proc_value(agent.pid, "VmRSS") / 1024
+        children = [int(pid) for task in Path(f"/proc/{agent.pid}/task").iterdir()
+                    for pid in (task / "children").read_text().split()]
+        worker_rss = [_proc_value(pid, "VmRSS") / 1024 for pid in children]
+        print(f"idle agent watching {files} files ({status['watch'][str(root)]['mode']}): "
+              f"{idle_cpu:.2f} CPU s over 20 s; RSS now {daemon_now:.0f} MB (peak {daemon_peak:.0f} MB during its "
+              f"first scan); child processes: {len(children)} ({sum(worker_rss):.0f} MB); "
+              f"total {daemon_now + sum(worker_rss):.0f} MB (target < 80)")
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=10)
