@@ -5,8 +5,11 @@ Each block carries the audio twice, both produced from the same decoded frames:
 * ``analysis``: mono int16 at ``ANALYSIS_RATE`` (11025 Hz), resampled exactly as Chromaprint's
   own ``fpcalc`` does (swresample in Chromaprint's "compatible mode"), so fingerprints are
   bit-identical to ``fpcalc``'s. Tempo, key and the embedding read the same samples.
-* ``native``: float32 ``(channels, n)`` at the file's own rate, only when asked for (loudness
-  must be measured on the channels as decoded, at their own rate).
+* ``native``: float32 ``(channels, n)`` at the file's own rate (that of its first frame), only
+  when asked for (loudness must be measured on the channels as decoded, at their own rate).
+
+FFmpeg's filter graph does the conversion, resampling and batching into blocks of a second or so:
+Python handles each decoded frame only to push it on, and sees a few hundred blocks per track.
 
 Memory is bounded by the block size, never by the file's length (a 2-hour mix streams through).
 """
@@ -39,9 +42,11 @@ _COMPAT_RESAMPLE = (
     ":linear_interp=1:tsf=s16p:cutoff=0.8"
 )
 
-# Frames pushed between two pulls, and the size of the frames the resampler hands back.
-_FRAMES_PER_PULL = 32
-_OUTPUT_FRAME_SAMPLES = 8192
+# Decoded frames pushed between two pulls, and the size of the blocks the filter graph hands back
+# (about 1.5 s of audio each: a 4-minute track is ~160 blocks per view).
+_FRAMES_PER_PULL = 64
+_ANALYSIS_BLOCK_SAMPLES = 16384
+_NATIVE_BLOCK_SAMPLES = 65536
 
 # A few broken packets are normal in real files (a bad frame in an old rip); many are not.
 _MIN_TOLERATED_BAD_PACKETS = 10
@@ -88,84 +93,110 @@ def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
-def _to_float(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded frame as float32 ``(channels, n)`` in [-1, 1], whatever its sample format."""
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if not frame.format.is_planar:
-        data = data.reshape(-1, channels).T
-    kind = data.dtype.kind
-    if kind == "f":
-        return data.astype(np.float32, copy=False)
-    if kind == "u":  # u8 is offset binary
-        return (data.astype(np.float32) - 128.0) / 128.0
-    return data.astype(np.float32) / float(2 ** (8 * data.dtype.itemsize - 1))
+class _FilterGraph:
+    """One FFmpeg filter graph doing all per-sample work in C: format conversion, resampling and
+    batching into large blocks, for the analysis view and (optionally) the native view.
 
+        abuffer ─┬─ aresample (Chromaprint's compatible mode) ─ asetnsamples ─ sink: analysis
+                 └─ aformat (fltp at the stream's first rate and layout) ─ asetnsamples ─ sink: native
 
-class _CompatResampler:
-    """FFmpeg's aresample filter set up like Chromaprint's; rebuilt if the input format changes
-    mid-stream (some MP3 and AAC streams switch sample rate or channel count).
-
-    Frames are pushed one by one but pulled in batches: ``asetnsamples`` makes FFmpeg hand back
-    large frames, so Python touches the output a few times a second of audio, not per codec frame.
+    Python pushes decoded frames and pulls a block every second or so. The native view keeps the
+    rate and layout of the stream's first frame, so a stream that switches mid-way (some MP3 and
+    AAC streams do) is resampled to it and the loudness meter sees one continuous signal.
     """
 
-    def __init__(self) -> None:
-        self._graph: av.filter.Graph | None = None
+    def __init__(self, frame: av.AudioFrame, native: tuple[int, str] | None) -> None:
+        self._graph = av.filter.Graph()
+        source = self._graph.add_abuffer(
+            format=frame.format.name, sample_rate=frame.sample_rate, layout=frame.layout.name
+        )
+        branches = [("aresample", _COMPAT_RESAMPLE, _ANALYSIS_BLOCK_SAMPLES)]
+        if native is not None:
+            rate, layout = native
+            branches.append(
+                ("aformat", f"sample_fmts=fltp:sample_rates={rate}:channel_layouts={layout}", _NATIVE_BLOCK_SAMPLES)
+            )
+        if len(branches) > 1:
+            split = self._graph.add("asplit", str(len(branches)))
+            source.link_to(split)
+        self._sinks = []
+        for output, (name, args, block) in enumerate(branches):
+            convert = self._graph.add(name, args)
+            if len(branches) > 1:
+                split.link_to(convert, output, 0)
+            else:
+                source.link_to(convert)
+            batch = self._graph.add("asetnsamples", f"n={block}:p=0")
+            sink = self._graph.add("abuffersink")
+            convert.link_to(batch)
+            batch.link_to(sink)
+            self._sinks.append(sink)
+        self._graph.configure()
+
+    def push(self, frame: av.AudioFrame | None) -> None:
+        """The next decoded frame; None at the end of the stream (the rest is flushed out)."""
+        self._graph.push(frame)
+
+    def pull(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The blocks ready so far: analysis int16 ``(n,)`` and native float32 ``(channels, n)``."""
+        views: list[list[np.ndarray]] = [[], []]
+        for pieces, sink in zip(views, self._sinks):
+            while True:
+                try:
+                    frame = sink.pull()
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    break
+                pieces.append(frame.to_ndarray())
+        analysis, native = views
+        return [piece.reshape(-1) for piece in analysis], native
+
+
+class _Converter:
+    """The filter graph over a whole stream: rebuilt (after flushing the old one) when the decoded
+    frames change format, rate or layout, which a filter graph cannot follow by itself."""
+
+    def __init__(self, native: bool) -> None:
+        self._native = native
+        self._native_format: tuple[int, str] | None = None
+        self._graph: _FilterGraph | None = None
         self._input_key: tuple | None = None
-        self._drained: list[np.ndarray] = []
+        self._analysis: list[np.ndarray] = []
+        self._native_blocks: list[np.ndarray] = []
+
+    @property
+    def native_rate(self) -> int | None:
+        return self._native_format[0] if self._native_format else None
 
     def push(self, frame: av.AudioFrame) -> None:
         key = (frame.format.name, frame.sample_rate, frame.layout.name)
         if key != self._input_key:
             self._close()
-            self._graph = self._build(frame)
+            if self._native and self._native_format is None:
+                self._native_format = (frame.sample_rate, frame.layout.name)
+            self._graph = _FilterGraph(frame, self._native_format)
             self._input_key = key
-        frame.pts = None  # the filter works on sample counts; broken timestamps must not matter
+        frame.pts = None  # the filters work on sample counts; broken timestamps must not matter
         self._graph.push(frame)
 
-    def pull(self) -> np.ndarray:
-        """All resampled audio available so far."""
-        pieces = self._drained + self._pull_graph()
-        self._drained = []
-        return _join(pieces)
+    def take(self, final: bool = False) -> AudioBlock:
+        """Everything converted so far (at the end, ``final`` flushes the graph)."""
+        if final:
+            self._close()
+        elif self._graph is not None:
+            self._collect()
+        block = AudioBlock(_join(self._analysis), _join_native(self._native_blocks), self.native_rate or 0)
+        self._analysis, self._native_blocks = [], []
+        return block
 
-    def flush(self) -> np.ndarray:
-        """The rest, at the end of the stream."""
-        self._close()
-        return self.pull()
-
-    @staticmethod
-    def _build(frame: av.AudioFrame) -> av.filter.Graph:
-        graph = av.filter.Graph()
-        source = graph.add_abuffer(
-            format=frame.format.name,
-            sample_rate=frame.sample_rate,
-            layout=frame.layout.name,
-        )
-        resample = graph.add("aresample", _COMPAT_RESAMPLE)
-        batch = graph.add("asetnsamples", f"n={_OUTPUT_FRAME_SAMPLES}:p=0")
-        sink = graph.add("abuffersink")
-        source.link_to(resample)
-        resample.link_to(batch)
-        batch.link_to(sink)
-        graph.configure()
-        return graph
-
-    def _pull_graph(self) -> list[np.ndarray]:
-        out = []
-        while self._graph is not None:
-            try:
-                frame = self._graph.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                break
-            out.append(frame.to_ndarray().reshape(-1))
-        return out
+    def _collect(self) -> None:
+        analysis, native = self._graph.pull()
+        self._analysis.extend(analysis)
+        self._native_blocks.extend(native)
 
     def _close(self) -> None:
         if self._graph is not None:
             self._graph.push(None)
-            self._drained.extend(self._pull_graph())
+            self._collect()
             self._graph = None
             self._input_key = None
 
@@ -174,6 +205,12 @@ def _join(pieces: list[np.ndarray]) -> np.ndarray:
     if not pieces:
         return np.empty(0, np.int16)
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _join_native(pieces: list[np.ndarray]) -> np.ndarray | None:
+    if not pieces:
+        return None
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
 
 class AudioFile:
@@ -237,28 +274,29 @@ class AudioFile:
         max_seconds: float | None = None,
         deadline: float | None = None,
     ) -> Iterator[AudioBlock]:
-        """Decode the audio stream, yielding blocks in order.
+        """Decode the audio stream, yielding blocks in order (a block's views may be empty).
 
-        ``max_seconds`` stops after that much analysis audio (the stream is not read further).
-        ``deadline`` is a ``time.monotonic()`` value after which decoding raises
-        ``AnalysisTimeoutError``.
+        ``max_seconds`` stops after that much analysis audio: the stream is not demuxed, decoded
+        or converted further. ``deadline`` is a ``time.monotonic()`` value after which decoding
+        raises ``AnalysisTimeoutError``.
         """
         limit = None if max_seconds is None else int(max_seconds * ANALYSIS_RATE)
         produced = 0
-        for block in self._decoded_blocks(native, deadline):
+        for block in self._decoded_blocks(native, max_seconds, deadline):
             if limit is not None and produced + block.analysis.size >= limit:
                 yield AudioBlock(block.analysis[: limit - produced], block.native, block.native_rate)
-                return  # closing the generator below stops demuxing: the rest is never read
+                return
             produced += block.analysis.size
             yield block
 
-    def _decoded_blocks(self, native: bool, deadline: float | None) -> Iterator[AudioBlock]:
-        resampler = _CompatResampler()
+    def _decoded_blocks(self, native: bool, max_seconds: float | None, deadline: float | None) -> Iterator[AudioBlock]:
+        converter = _Converter(native)
         packets = bad_packets = 0
         last_error = ""
-        native_pieces: list[np.ndarray] = []
-        native_rate = self.info.sample_rate
         pushed = 0
+        decoded_seconds = 0.0
+        # The resampler holds back a few ms; stop feeding it a little after the span asked for.
+        enough = None if max_seconds is None else max_seconds + 1.0
         for packet in self._demux():
             if deadline is not None and time.monotonic() > deadline:
                 raise AnalysisTimeoutError("decoding took longer than the per-file time limit")
@@ -275,27 +313,15 @@ class AudioFile:
                     ) from exc
                 continue
             for frame in frames:
-                if native:
-                    if native_pieces and frame.sample_rate != native_rate:
-                        yield AudioBlock(resampler.pull(), _join_native(native_pieces), native_rate)
-                        native_pieces = []
-                    native_rate = frame.sample_rate
-                    native_pieces.append(_to_float(frame))
-                resampler.push(frame)
+                converter.push(frame)
                 pushed += 1
+                if enough is not None:
+                    decoded_seconds += frame.samples / frame.sample_rate
+            if enough is not None and decoded_seconds >= enough:
+                break  # the rest of the file is never demuxed
             if pushed >= _FRAMES_PER_PULL:
                 pushed = 0
-                yield AudioBlock(resampler.pull(), _join_native(native_pieces), native_rate)
-                native_pieces = []
+                yield converter.take()
         if packets and bad_packets == packets:
             raise DecodeError(f"no audio packet could be decoded ({last_error})")
-        yield AudioBlock(resampler.flush(), _join_native(native_pieces), native_rate)
-
-
-def _join_native(pieces: list[np.ndarray]) -> np.ndarray | None:
-    if not pieces:
-        return None
-    if len({piece.shape[0] for piece in pieces}) > 1:  # channel count changed mid-stream
-        channels = min(piece.shape[0] for piece in pieces)
-        pieces = [piece[:channels] for piece in pieces]
-    return np.concatenate(pieces, axis=1)
+        yield converter.take(final=True)

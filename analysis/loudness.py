@@ -1,9 +1,12 @@
 """Loudness as EBU R128 defines it (ITU-R BS.1770-4): integrated loudness (LUFS), loudness range
-(EBU Tech 3342) and true peak (4x oversampled), measured on the channels as decoded, at their own
-sample rate, while the audio streams by.
+(EBU Tech 3342) and true peak, measured on the channels as decoded, at their own sample rate,
+while the audio streams by.
 
-The meter keeps only 100 ms mean-square values per channel (a 2-hour mix: ~70,000 numbers), and
-the gating is a pure function of those.
+Integrated loudness and range come from FFmpeg's ``ebur128`` filter (PyAV's bundled FFmpeg: the
+K-weighting, the gating and the histograms run in C, and the figures are those of
+``ffmpeg -af ebur128``). The true peak is ours: the filter's own true-peak mode oversamples every
+sample to 192 kHz and costs more than everything else in the pipeline together, while an
+inter-sample peak can only rise next to a sample that is already near the peak.
 """
 
 from __future__ import annotations
@@ -11,15 +14,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import av
+import av.error
+import av.filter
 import numpy as np
 from scipy import signal
 
-_ABSOLUTE_GATE = -70.0
-_RELATIVE_GATE_INTEGRATED = -10.0
-_RELATIVE_GATE_RANGE = -20.0
-_SUBBLOCK_SECONDS = 0.1  # gating blocks (400 ms) and short-term windows (3 s) are made of these
 REPLAYGAIN_REFERENCE_LUFS = -18.0
-_SURROUND = {"SL", "SR", "BL", "BR", "LS", "RS"}
+_ABSOLUTE_GATE = -70.0  # what ebur128 reports when no block is above the absolute gate
 _TRUE_PEAK_OVERSAMPLING = 4
 _TRUE_PEAK_HISTORY = 32  # samples carried between blocks so the oversampling filter is continuous
 _TRUE_PEAK_LOOKAHEAD = 9  # samples after a candidate the filter needs
@@ -39,49 +41,28 @@ class Loudness:
         return round(REPLAYGAIN_REFERENCE_LUFS - self.integrated_lufs, 2)
 
 
-def k_weighting(sample_rate: int) -> np.ndarray:
-    """The two K-weighting biquads (high shelf, then RLB high-pass) for any rate, as second-order
-    sections, from the analog prototypes BS.1770 specifies at 48 kHz."""
-    # Stage 1: high shelf, +4 dB above ~1.5 kHz (models the head).
-    gain_db, q, f0 = 3.999843853973347, 0.7071752369554196, 1681.974450955533
-    k = math.tan(math.pi * f0 / sample_rate)
-    vh = 10 ** (gain_db / 20)
-    vb = vh**0.4996667741545416
-    a0 = 1 + k / q + k * k
-    shelf = [
-        (vh + vb * k / q + k * k) / a0,
-        2 * (k * k - vh) / a0,
-        (vh - vb * k / q + k * k) / a0,
-        1.0,
-        2 * (k * k - 1) / a0,
-        (1 - k / q + k * k) / a0,
-    ]
-    # Stage 2: RLB high-pass at ~38 Hz.
-    q, f0 = 0.5003270373238773, 38.13547087602444
-    k = math.tan(math.pi * f0 / sample_rate)
-    a0 = 1 + k / q + k * k
-    highpass = [1.0, -2.0, 1.0, 1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]
-    return np.array([shelf, highpass])
-
-
-def channel_weights(names: tuple[str, ...]) -> np.ndarray:
-    """BS.1770 channel weights: 1.41 for surround channels, 0 for LFE, 1 otherwise."""
-    return np.array(
-        [0.0 if name.upper() == "LFE" else 1.41 if name.upper() in _SURROUND else 1.0 for name in names]
-    )
-
-
 class LoudnessMeter:
-    """Feed native blocks ``(channels, n)`` float32 in order, then ``finish``."""
+    """Feed native blocks ``(channels, n)`` float32 in order, then ``finish``.
+
+    ``channel_names`` are FFmpeg's (FL, FR, FC, LFE, BL, BR, SL, SR, ...): they give BS.1770's
+    channel weights (surround 1.41, LFE 0); unknown names count as front channels.
+    """
 
     def __init__(self, sample_rate: int, channel_names: tuple[str, ...]) -> None:
+        self.sample_rate = sample_rate
         self._channels = len(channel_names)
-        self._weights = channel_weights(channel_names)
-        self._set_rate(sample_rate)
-        self._subblock_power: list[np.ndarray] = []  # (n, channels) mean squares per 100 ms
+        self._layout = _layout(channel_names)
+        self._graph = av.filter.Graph()
+        source = self._graph.add_abuffer(format="fltp", sample_rate=sample_rate, layout=self._layout)
+        meter = self._graph.add("ebur128", "metadata=1:framelog=quiet")
+        self._sink = self._graph.add("abuffersink")
+        source.link_to(meter)
+        meter.link_to(self._sink)
+        self._graph.configure()
+        self._figures: dict[str, str] = {}  # the filter's latest running figures
         self._sample_peak = 0.0
         self._true_peak = 0.0
-        self._history = np.zeros((self._channels, _TRUE_PEAK_HISTORY))
+        self._history = np.zeros((self._channels, _TRUE_PEAK_HISTORY), np.float32)
         oversampler = signal.firwin(
             _TRUE_PEAK_OVERSAMPLING * 12, 0.9 / _TRUE_PEAK_OVERSAMPLING, window=("kaiser", 8.0)
         ) * _TRUE_PEAK_OVERSAMPLING
@@ -89,36 +70,27 @@ class LoudnessMeter:
         # Column p holds the taps of phase p, reversed to match a window of x[i-11 .. i].
         self._polyphase = np.stack(
             [oversampler[phase::_TRUE_PEAK_OVERSAMPLING][::-1] for phase in range(_TRUE_PEAK_OVERSAMPLING)], axis=1
-        )
+        ).astype(np.float32)
 
-    def _set_rate(self, sample_rate: int) -> None:
-        """Filters for ``sample_rate``. Measurements so far are 100 ms powers, which do not depend
-        on the rate, so a stream that changes rate mid-way keeps them."""
-        self.sample_rate = sample_rate
-        self._sos = k_weighting(sample_rate)
-        self._state = np.zeros((self._sos.shape[0], self._channels, 2))
-        self._subblock = int(round(_SUBBLOCK_SECONDS * sample_rate))
-        self._carry = np.zeros((self._channels, 0))
-
-    def feed(self, block: np.ndarray, sample_rate: int | None = None) -> None:
-        """Add the next block; ``sample_rate`` only when it differs from the meter's."""
+    def feed(self, block: np.ndarray) -> None:
+        """Add the next block of ``(channels, n)`` samples."""
         if block is None or block.size == 0:
             return
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            self._set_rate(sample_rate)
-        if block.shape[0] != self._channels:  # channel count changed mid-stream: keep the first ones
-            block = block[: self._channels] if block.shape[0] > self._channels else np.vstack(
-                [block, np.zeros((self._channels - block.shape[0], block.shape[1]), block.dtype)]
-            )
-        block = block.astype(np.float64)
+        block = np.ascontiguousarray(block, dtype=np.float32)
         self._measure_peaks(block)
-        filtered, self._state = signal.sosfilt(self._sos, block, axis=1, zi=self._state)
-        pending = np.concatenate([self._carry, filtered], axis=1)
-        whole = pending.shape[1] // self._subblock
-        if whole:
-            squares = pending[:, : whole * self._subblock].reshape(self._channels, whole, self._subblock) ** 2
-            self._subblock_power.append(squares.mean(axis=2).T)
-        self._carry = pending[:, whole * self._subblock :]
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=self._layout)
+        frame.sample_rate = self.sample_rate
+        self._graph.push(frame)
+        self._read_figures()
+
+    def _read_figures(self) -> None:
+        while True:
+            try:
+                frame = self._sink.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return
+            if "lavfi.r128.I" in frame.metadata:
+                self._figures = dict(frame.metadata)
 
     def _measure_peaks(self, block: np.ndarray) -> None:
         """Sample peak, and the true peak (BS.1770 annex 2: 4x oversampling, 48-tap filter).
@@ -154,15 +126,27 @@ class LoudnessMeter:
         return float(np.abs(values).max())
 
     def finish(self) -> Loudness:
-        power = (
-            np.concatenate(self._subblock_power) if self._subblock_power else np.zeros((0, self._channels))
-        )
+        self._graph.push(None)
+        self._read_figures()
+        integrated = float(self._figures.get("lavfi.r128.I", _ABSOLUTE_GATE))
+        audible = integrated > _ABSOLUTE_GATE
         return Loudness(
-            integrated_lufs=_round(integrated_loudness(power, self._weights)),
-            range_lu=_round(loudness_range(power, self._weights)),
+            integrated_lufs=_round(integrated) if audible else None,
+            range_lu=_round(float(self._figures["lavfi.r128.LRA"])) if audible else None,
             true_peak_dbtp=_round(_db(self._true_peak)),
             sample_peak_dbfs=_round(_db(self._sample_peak)),
         )
+
+
+def _layout(channel_names: tuple[str, ...]) -> str:
+    """An FFmpeg channel layout for the names, or the default layout of that many channels."""
+    try:
+        layout = av.AudioLayout("+".join(channel_names))
+        if len(layout.channels) == len(channel_names):
+            return layout.name
+    except (ValueError, av.error.FFmpegError):
+        pass
+    return av.AudioLayout(f"{len(channel_names)}c").name
 
 
 def _db(amplitude: float) -> float | None:
@@ -171,42 +155,3 @@ def _db(amplitude: float) -> float | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
-
-
-def _loudness(power: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return -0.691 + 10 * np.log10(power)
-
-
-def _windows(power: np.ndarray, weights: np.ndarray, subblocks: int, step: int) -> np.ndarray:
-    """Channel-weighted mean square of windows of ``subblocks`` 100 ms sub-blocks."""
-    weighted = power @ weights
-    if weighted.size < subblocks:
-        return np.zeros(0)
-    sums = np.convolve(weighted, np.ones(subblocks), mode="valid") / subblocks
-    return sums[::step]
-
-
-def integrated_loudness(power: np.ndarray, weights: np.ndarray) -> float | None:
-    """Gated integrated loudness from 100 ms per-channel mean squares (400 ms blocks, 75% overlap)."""
-    blocks = _windows(power, weights, subblocks=4, step=1)
-    blocks = blocks[_loudness(blocks) > _ABSOLUTE_GATE]
-    if blocks.size == 0:
-        return None
-    relative_gate = _loudness(np.array([blocks.mean()]))[0] + _RELATIVE_GATE_INTEGRATED
-    gated = blocks[_loudness(blocks) > relative_gate]
-    return float(_loudness(np.array([gated.mean()]))[0])
-
-
-def loudness_range(power: np.ndarray, weights: np.ndarray) -> float | None:
-    """EBU Tech 3342: spread (10th to 95th percentile) of gated 3 s short-term loudness."""
-    windows = _windows(power, weights, subblocks=30, step=1)
-    levels = _loudness(windows)
-    levels = levels[levels > _ABSOLUTE_GATE]
-    if levels.size == 0:
-        return None
-    relative_gate = _loudness(np.array([np.mean(10 ** ((levels + 0.691) / 10))]))[0] + _RELATIVE_GATE_RANGE
-    levels = levels[levels > relative_gate]
-    if levels.size == 0:
-        return None
-    return float(np.percentile(levels, 95) - np.percentile(levels, 10))

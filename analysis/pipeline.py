@@ -44,7 +44,7 @@ def analyze_file(
         info = audio.info
         fingerprinter = FingerprintBuilder(ANALYSIS_RATE)
         features = FeatureExtractor() if descriptors else None
-        meter: LoudnessMeter | None = None  # made from the first decoded block's real rate
+        meter: LoudnessMeter | None = None  # made from the first native block's real rate and channels
         decoded = 0
         peak = 0
         for block in audio.blocks(
@@ -55,7 +55,7 @@ def analyze_file(
             if block.native is not None:
                 if meter is None:
                     meter = LoudnessMeter(block.native_rate, _channel_names(info, block.native.shape[0]))
-                meter.feed(block.native, block.native_rate)
+                meter.feed(block.native)
             if block.analysis.size:
                 if features is not None:
                     features.feed(block.analysis)

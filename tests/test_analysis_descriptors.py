@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
 from audiogen import encode, synth_track
+from cratesense.analysis.decode import AudioFile
 from cratesense.analysis.embedding import EMBEDDING_SIZE, compute_embedding, cosine
 from cratesense.analysis.features import ONSET_RATE, FeatureExtractor
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
@@ -156,15 +158,37 @@ def test_true_peak_catches_intersample_overs():
     assert result.true_peak_dbtp == pytest.approx(20 * np.log10(0.9), abs=0.3)
 
 
-def test_rate_change_mid_stream_keeps_what_was_measured():
-    """Some streams switch sample rate mid-way: both parts count towards the loudness."""
-    loudness = LoudnessMeter(48000, ("FL", "FR"))
+def _mp3(samples: np.ndarray, rate: int, path) -> bytes:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libmp3lame", rate=rate, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout="stereo")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path.read_bytes()
+
+
+def test_rate_change_mid_stream_keeps_what_was_measured(tmp_path):
+    """Some MP3 streams switch sample rate mid-way: the native view stays at the first rate (the
+    rest is resampled to it), both parts count towards the loudness, and none is lost."""
     first = sine_at(-20, 10, rate=48000)
     second = sine_at(-26, 10, rate=44100)
-    loudness.feed(np.stack([first, first]))
-    loudness.feed(np.stack([second, second]), 44100)
-    # Energy mean of the two halves: 10 log10((10^-2 + 10^-2.6) / 2) = -22.04 (the second alone: -26).
-    assert loudness.finish().integrated_lufs == pytest.approx(-22.04, abs=0.1)
+    parts = [_mp3(np.stack([first, first]), 48000, tmp_path / "a.mp3"),
+             _mp3(np.stack([second, second]), 44100, tmp_path / "b.mp3")]
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(b"".join(parts))
+    with AudioFile(joined) as audio:
+        blocks = list(audio.blocks(native=True))
+    native = [block.native for block in blocks if block.native is not None]
+    assert {block.native_rate for block in blocks} == {48000}
+    assert sum(piece.shape[1] for piece in native) == pytest.approx(20 * 48000, abs=0.05 * 48000)
+    assert sum(block.analysis.size for block in blocks) == pytest.approx(20 * ANALYSIS_SR, abs=0.05 * ANALYSIS_SR)
+    # The energy mean of the two halves (about -22.0: 10 log10((10^-2 + 10^-2.6) / 2); the second
+    # alone would be -26), each half measured on its own file.
+    halves = [analyze_file(tmp_path / name).descriptors.loudness_lufs for name in ("a.mp3", "b.mp3")]
+    expected = 10 * np.log10(np.mean([10 ** (level / 10) for level in halves]))
+    assert halves[1] - halves[0] == pytest.approx(-6.0, abs=0.1)
+    assert analyze_file(joined).descriptors.loudness_lufs == pytest.approx(expected, abs=0.05)
 
 
 def test_silence_has_no_loudness():
