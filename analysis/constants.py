@@ -4,7 +4,9 @@ loads in the worker processes."""
 
 # One version per stage: a change to a stage bumps its number, and the agent re-analyzes only
 # tracks whose stage versions differ. The combined string is what observations carry.
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 1, "embedding": 1}
+# loudness 2: integrated loudness and range from FFmpeg's ebur128 filter (the range of short
+# tracks moved by up to 1.3 LU, to what `ffmpeg -af ebur128` says).
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 2, "embedding": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in

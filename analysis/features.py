@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from cratesense.analysis.decode import ANALYSIS_RATE
 
@@ -129,7 +130,7 @@ class FeatureExtractor:
     def _process(self, final_limit: int | None = None) -> None:
         frames, self._next_onset = self._frames(self._next_onset, ONSET_FFT, ONSET_HOP, final_limit)
         if len(frames):
-            spectrum = np.abs(np.fft.rfft(frames * self._window_onset, axis=1)).astype(np.float32)
+            spectrum = np.abs(scipy.fft.rfft(frames * self._window_onset, axis=1))
             log_mel = np.log1p(1000.0 * (spectrum**2 @ self._mel_bank))
             previous = self._previous_mel if self._previous_mel is not None else log_mel[:1]
             flux = np.diff(np.concatenate([previous, log_mel]), axis=0)
@@ -140,7 +141,7 @@ class FeatureExtractor:
             self._mel_phase = (self._mel_phase + len(log_mel)) % MEL_DECIMATION
         frames, self._next_chroma = self._frames(self._next_chroma, CHROMA_FFT, CHROMA_HOP, final_limit)
         if len(frames):
-            spectrum = np.abs(np.fft.rfft(frames * self._window_chroma, axis=1))[:, self._pitch_bins]
+            spectrum = np.abs(scipy.fft.rfft(frames * self._window_chroma, axis=1))[:, self._pitch_bins]
             self._pitch.append(spectrum.astype(np.float32) @ self._pitch_fold)
             self._energy.append(np.sqrt(np.mean(frames**2, axis=1)).astype(np.float32))
         keep_from = min(self._next_onset, self._next_chroma) - self._consumed

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+
 import av
 import numpy as np
 import pytest
@@ -205,6 +209,59 @@ def test_loudness_of_a_decoded_file_uses_its_channels(tmp_path):
     one = analyze_file(encode(np.stack([wave, np.zeros_like(wave)]), 44100, tmp_path / "one.wav")).descriptors
     assert both.loudness_lufs - one.loudness_lufs == pytest.approx(3.01, abs=0.1)
     assert both.replaygain_db == pytest.approx(-18 - both.loudness_lufs, abs=0.01)
+
+
+def ffmpeg_ebur128(path) -> tuple[float, float]:
+    """Integrated loudness and loudness range as Debian's ``ffmpeg -af ebur128`` measures them
+    (its own decoders and FFmpeg 5.1: an independent build of the reference)."""
+    result = subprocess.run(
+        ["ffmpeg", "-nostats", "-hide_banner", "-i", str(path), "-af",
+         "ebur128=metadata=1,ametadata=mode=print:key=lavfi.r128.I,ametadata=mode=print:key=lavfi.r128.LRA",
+         "-f", "null", "-"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )
+    values = {key: float(value) for key, value in re.findall(r"lavfi\.r128\.(I|LRA)=(-?[\d.]+)", result.stderr)}
+    return values["I"], values["LRA"]
+
+
+requires_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+
+
+@requires_ffmpeg
+def test_loudness_agrees_with_ffmpeg_ebur128(tmp_path):
+    """A music-like stereo track with quiet and loud parts: integrated loudness within 0.1 LU and
+    loudness range within 0.2 LU of ``ffmpeg -af ebur128``."""
+    loud = synth_track(bpm=124, seconds=20, seed=3)
+    quiet = synth_track(bpm=124, seconds=20, seed=4) * 0.2
+    path = encode(np.concatenate([quiet, loud, quiet], axis=1), 44100, tmp_path / "dynamic.flac")
+    reference_integrated, reference_range = ffmpeg_ebur128(path)
+    ours = analyze_file(path).descriptors
+    assert ours.loudness_lufs == pytest.approx(reference_integrated, abs=0.1)
+    assert ours.loudness_range == pytest.approx(reference_range, abs=0.2)
+    assert ours.loudness_range > 5  # the quiet parts count: this is not a constant signal
+
+
+@requires_ffmpeg
+@pytest.mark.real_recordings
+def test_loudness_agrees_with_ffmpeg_ebur128_on_real_music():
+    """Every real recording of the Debian music packages (opt-in: ``pytest -m real_recordings``)."""
+    from realaudio import fetch
+
+    from cratesense.errors import AnalysisError
+
+    compared = 0
+    for path in fetch():
+        try:
+            ours = analyze_file(path).descriptors
+        except AnalysisError:
+            continue
+        if ours.loudness_lufs is None:
+            continue
+        integrated, loudness_range = ffmpeg_ebur128(path)
+        assert ours.loudness_lufs == pytest.approx(integrated, abs=0.1), path.name
+        assert ours.loudness_range == pytest.approx(loudness_range, abs=0.2), path.name
+        compared += 1
+    assert compared >= 20
 
 
 # --- embedding ----------------------------------------------------------------------------------
