@@ -1,0 +1,239 @@
+"""Analysis cost on real recordings, side by side in one run: our pipeline against one plain decode
+of the same file, librosa, Essentia and fpcalc; per-format costs and a first-pass estimate.
+
+    flock -x /work/heavy.lock .venv/bin/python bench/speed.py [--files 8] [--repeat 2] [--no-peers]
+
+The recordings are the Debian music packages the opt-in tests use (tests/realaudio.py: Ogg
+Vorbis); the first ``--files`` of 2-5 minutes are also transcoded with Debian's ffmpeg into the
+formats a DJ library holds (MP3 320 kb/s, AAC 256 kb/s, FLAC), cached beside them. Every side is
+measured as CPU time (its process, its threads and any child it starts), one BLAS thread each,
+best of ``--repeat`` rounds; only ratios are meant to be compared across machines.
+
+Peers (benchmark-only extras, never runtime dependencies; skipped when missing): librosa (load
+at 22050 Hz, ``beat.beat_track``, chroma + Krumhansl-Kessler key) and Essentia (AudioLoader,
+RhythmExtractor2013, KeyExtractor, LoudnessEBUR128): tempo, key and loudness, our fields.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"  # as in the agent's workers; before numpy is imported
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from cratesense.analysis.pipeline import analyze_file  # noqa: E402
+from cratesense.errors import AnalysisError  # noqa: E402
+from realaudio import CACHE, fetch  # noqa: E402
+
+FORMATS = {  # what a DJ library typically holds, made from the real recordings
+    "mp3": ["-c:a", "libmp3lame", "-b:a", "320k"],
+    "m4a": ["-c:a", "aac", "-b:a", "256k"],
+    "flac": ["-c:a", "flac", "-sample_fmt", "s16"],
+}
+TRACK_SECONDS = 240  # a typical track, for the library estimate
+LIBRARY_TRACKS = 100_000
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of the children it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def duration_of(path: Path) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        if stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        return (container.duration or 0) / av.time_base
+
+
+def choose_recordings(count: int) -> list[Path]:
+    chosen = []
+    for path in fetch():
+        if path.suffix == ".ogg" and 120 <= duration_of(path) <= 300:
+            chosen.append(path)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def transcoded(sources: list[Path], ext: str) -> list[Path]:
+    folder = CACHE / "speed-bench" / ext
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for source in sources:
+        target = folder / f"{source.stem}.{ext}"
+        if not target.exists():
+            partial = target.with_suffix(f".part.{ext}")
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-vn", *FORMATS[ext], str(partial)],
+                           check=True)
+            partial.rename(target)
+        out.append(target)
+    return out
+
+
+# --- the sides ----------------------------------------------------------------------------------
+
+
+def one_decode(path: Path) -> None:
+    """The reference: one PyAV decode of the file at its own rate, nothing else."""
+    with av.open(str(path)) as container:
+        for _ in container.decode(container.streams.audio[0]):
+            pass
+
+
+def ours(path: Path) -> None:
+    try:
+        analyze_file(path)
+    except AnalysisError:
+        pass
+
+
+def ours_fingerprint_only(path: Path) -> None:
+    try:
+        analyze_file(path, descriptors=False)
+    except AnalysisError:
+        pass
+
+
+def fpcalc(path: Path) -> None:
+    subprocess.run(["fpcalc", "-json", str(path)], capture_output=True, check=False)
+
+
+_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def librosa_side():
+    try:
+        import librosa
+    except ImportError:
+        return None
+    librosa.beat.beat_track(y=np.zeros(22050 * 5, np.float32), sr=22050)  # numba compiles outside the timing
+
+    def run(path: Path) -> None:
+        y, sr = librosa.load(str(path), sr=22050)
+        librosa.beat.beat_track(y=y, sr=sr)
+        profile = librosa.feature.chroma_stft(y=y, sr=sr).mean(axis=1)
+        max(np.corrcoef(np.roll(kk, tonic), profile)[0, 1] for kk in (_KK_MAJOR, _KK_MINOR) for tonic in range(12))
+
+    return run
+
+
+def essentia_side():
+    try:
+        import essentia
+
+        essentia.log.infoActive = False
+        essentia.log.warningActive = False
+        import essentia.standard as es
+    except ImportError:
+        return None
+    rhythm = es.RhythmExtractor2013(method="multifeature")
+    key = es.KeyExtractor(profileType="edma")
+
+    def run(path: Path) -> None:
+        stereo, rate, *_ = es.AudioLoader(filename=str(path))()
+        mono = es.MonoMixer()(stereo, stereo.shape[1])
+        if rate != 44100:
+            mono = es.Resample(inputSampleRate=rate, outputSampleRate=44100)(mono)
+        rhythm(mono)
+        key(mono)
+        es.LoudnessEBUR128(sampleRate=rate)(stereo)
+
+    return run
+
+
+def best_cpu(action, files: list[Path], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = cpu_seconds()
+        for path in files:
+            action(path)
+        best = min(best, cpu_seconds() - started)
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--no-peers", action="store_true", help="skip librosa and Essentia")
+    parser.add_argument("--workers-speedup", type=float, default=None,
+                        help="first-pass throughput of 2 workers over 1 on this machine (bench/workers.py)")
+    args = parser.parse_args()
+
+    vorbis = choose_recordings(args.files)
+    sets = {"ogg": vorbis, **{ext: transcoded(vorbis, ext) for ext in FORMATS}}
+    seconds = {ext: sum(duration_of(p) for p in files) for ext, files in sets.items()}
+    print(f"{len(vorbis)} real recordings ({seconds['ogg'] / 60:.1f} min), each as Vorbis, MP3 320k, AAC 256k, "
+          f"FLAC; CPU time, one thread each, best of {args.repeat}")
+
+    for files in sets.values():  # warm the page cache and the imports
+        for path in files:
+            ours(path)
+
+    rows: dict[tuple[str, str], float] = {}
+    for ext, files in sets.items():
+        rows[ext, "decode"] = best_cpu(one_decode, files, args.repeat)
+        rows[ext, "ours"] = best_cpu(ours, files, args.repeat)
+        rows[ext, "fingerprint-only"] = best_cpu(ours_fingerprint_only, files, args.repeat)
+        rows[ext, "fpcalc"] = best_cpu(fpcalc, files, args.repeat)
+    peers = {} if args.no_peers else {"librosa": librosa_side(), "essentia": essentia_side()}
+    for name, action in peers.items():
+        if action is not None:
+            rows["ogg", name] = best_cpu(action, sets["ogg"], args.repeat)
+
+    count = len(vorbis)
+    print(f"\n{'per track (CPU s)':16}" + "".join(f"{ext:>9}" for ext in sets))
+    for side in ("decode", "ours", "fingerprint-only", "fpcalc", "librosa", "essentia"):
+        cells = [rows.get((ext, side)) for ext in sets]
+        if any(cell is not None for cell in cells):
+            print(f"{side:16}" + "".join(f"{cell / count:9.3f}" if cell is not None else f"{'':>9}" for cell in cells))
+
+    print(f"\n{'ratio':44}" + "".join(f"{ext:>7}" for ext in sets) + "   target")
+    ratios = [
+        ("whole pipeline / one decode", "ours", "decode", "<= 1.5"),
+        ("fingerprint-only / fpcalc", "fingerprint-only", "fpcalc", "<= 1.2"),
+        ("whole pipeline / librosa (tempo, key)", "ours", "librosa", "<= 0.25"),
+        ("whole pipeline / Essentia (tempo, key, R128)", "ours", "essentia", "<= 0.15"),
+    ]
+    for label, numerator, denominator, target in ratios:
+        cells = [
+            rows[ext, numerator] / rows[ext, denominator] if (ext, denominator) in rows else None for ext in sets
+        ]
+        print(f"{label:44}" + "".join(f"{c:7.2f}" if c is not None else f"{'':>7}" for c in cells) + f"   {target}")
+
+    # A typical library: 4-minute tracks, a third each MP3, AAC and FLAC.
+    mix = ("mp3", "m4a", "flac")
+    per_track = {side: float(np.mean([rows[ext, side] / seconds[ext] for ext in mix])) * TRACK_SECONDS
+                 for side in ("ours", "fingerprint-only")}
+    print(f"\nper 4-minute track (MP3/AAC/FLAC mix): {per_track['ours']:.2f} CPU s full, "
+          f"{per_track['fingerprint-only']:.2f} CPU s fingerprint pass")
+    speedups = {"1 worker": 1.0, "2 workers (ideal)": 2.0}
+    if args.workers_speedup:
+        speedups["2 workers (measured)"] = args.workers_speedup
+    for label, speedup in speedups.items():
+        full = LIBRARY_TRACKS * per_track["ours"] / speedup / 3600
+        both = LIBRARY_TRACKS * (per_track["ours"] + per_track["fingerprint-only"]) / speedup / 3600
+        print(f"  {LIBRARY_TRACKS:,} tracks, {label:21}: {full:5.1f} h (embedded catalog), "
+              f"{both:5.1f} h (shared catalog, every track unknown: both passes)  target < 12 h")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
