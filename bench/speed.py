@@ -33,6 +33,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from cratesense.analysis.decode import AudioFile  # noqa: E402
+from cratesense.analysis.loudness import LoudnessMeter  # noqa: E402
 from cratesense.analysis.pipeline import analyze_file  # noqa: E402
 from cratesense.errors import AnalysisError  # noqa: E402
 from realaudio import CACHE, fetch  # noqa: E402
@@ -108,6 +110,23 @@ def ours_fingerprint_only(path: Path) -> None:
         analyze_file(path, descriptors=False)
     except AnalysisError:
         pass
+
+
+def decode_views(native: bool, meter: bool = False):
+    """Our decode alone (analysis view, optionally the native one), optionally with the meter."""
+
+    def run(path: Path) -> None:
+        loudness = None
+        with AudioFile(path) as audio:
+            for block in audio.blocks(native=native):
+                if meter and block.native is not None:
+                    if loudness is None:
+                        loudness = LoudnessMeter(block.native_rate, tuple(f"C{i}" for i in range(block.native.shape[0])))
+                    loudness.feed(block.native)
+        if loudness is not None:
+            loudness.finish()
+
+    return run
 
 
 def fpcalc(path: Path) -> None:
@@ -193,6 +212,9 @@ def main() -> int:
         rows[ext, "ours"] = best_cpu(ours, files, args.repeat)
         rows[ext, "fingerprint-only"] = best_cpu(ours_fingerprint_only, files, args.repeat)
         rows[ext, "fpcalc"] = best_cpu(fpcalc, files, args.repeat)
+        rows[ext, "decode+analysis"] = best_cpu(decode_views(False), files, args.repeat)
+        rows[ext, "+native view"] = best_cpu(decode_views(True), files, args.repeat)
+        rows[ext, "+loudness"] = best_cpu(decode_views(True, meter=True), files, args.repeat)
     peers = {} if args.no_peers else {"librosa": librosa_side(), "essentia": essentia_side()}
     for name, action in peers.items():
         if action is not None:
@@ -200,7 +222,8 @@ def main() -> int:
 
     count = len(vorbis)
     print(f"\n{'per track (CPU s)':16}" + "".join(f"{ext:>9}" for ext in sets))
-    for side in ("decode", "ours", "fingerprint-only", "fpcalc", "librosa", "essentia"):
+    for side in ("decode", "decode+analysis", "+native view", "+loudness", "ours", "fingerprint-only", "fpcalc",
+                 "librosa", "essentia"):
         cells = [rows.get((ext, side)) for ext in sets]
         if any(cell is not None for cell in cells):
             print(f"{side:16}" + "".join(f"{cell / count:9.3f}" if cell is not None else f"{'':>9}" for cell in cells))

@@ -60,9 +60,18 @@ def test_blocks_carry_analysis_pcm_and_native_channels(formats_dir):
 
 
 def test_max_seconds_stops_decoding_early(formats_dir):
+    """The fingerprint-only pass: the analysis view of the head, and nothing else converted."""
     with AudioFile(formats_dir["mp3"]) as audio:
-        total = sum(block.analysis.size for block in audio.blocks(max_seconds=5))
-    assert total == 5 * ANALYSIS_RATE
+        blocks = list(audio.blocks(max_seconds=5))
+    assert sum(block.analysis.size for block in blocks) == 5 * ANALYSIS_RATE
+    assert all(block.native is None for block in blocks)
+
+
+def test_blocks_are_large(formats_dir):
+    """FFmpeg batches the views: a 30 s file is a handful of blocks, not ~1,300 codec frames."""
+    with AudioFile(formats_dir["mp3"]) as audio:
+        blocks = [block for block in audio.blocks(native=True) if block.analysis.size or block.native is not None]
+    assert len(blocks) <= 40
 
 
 def _traced_peak(path) -> tuple[object, int]:
