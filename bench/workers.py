@@ -31,7 +31,7 @@ from speed import FORMATS, choose_recordings, transcoded  # noqa: E402
 
 _FOREGROUND = r"""
 import json, sys, time
-seconds = float(sys.argv[1])
+seconds, units = float(sys.argv[1]), int(sys.argv[2])
 
 def work(units):
     total = 0
@@ -39,9 +39,11 @@ def work(units):
         total += i * i
     return total
 
-# calibrate ~5 ms of work on this machine, before the measurement
-started = time.perf_counter(); work(20000); unit = (time.perf_counter() - started) / 20000
-units = int(0.005 / unit)
+if seconds == 0:  # calibrate: iterations for ~5 ms of work, best of 30 (no workers running)
+    best = min(_timed for _timed in (
+        (lambda started: (work(20000), time.perf_counter() - started)[1])(time.perf_counter()) for _ in range(30)))
+    print(int(0.005 / (best / 20000)))
+    raise SystemExit
 latencies = []
 end = time.monotonic() + seconds
 while time.monotonic() < end:
@@ -60,21 +62,17 @@ print(json.dumps({"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "cpu_w
 """
 
 
-def foreground(seconds: float) -> dict:
-    output = subprocess.run([sys.executable, "-c", _FOREGROUND, str(seconds)], capture_output=True, text=True,
-                            check=True)
+def foreground(seconds: float, units: int = 0) -> dict | int:
+    output = subprocess.run([sys.executable, "-c", _FOREGROUND, str(seconds), str(units)], capture_output=True,
+                            text=True, check=True)
     return json.loads(output.stdout)
 
 
 def keep_busy(pool: AnalysisPool, files: list[Path], stop: threading.Event) -> None:
     """Every worker always has a file, until ``stop``."""
-    queue = itertools.cycle(files)
-    while not stop.is_set():
-        while pool.idle:
-            pool.submit(Task(str(next(queue))))
-        pool.collect(timeout=0.2)
-    while pool.busy:
-        pool.collect()
+    for _ in pool.run(Task(str(path)) for path in itertools.cycle(files)):
+        if stop.is_set():
+            return
 
 
 def throughput(workers: int, files: list[Path]) -> float:
@@ -102,8 +100,10 @@ def main() -> int:
         print(f"  {workers} worker{'s' if workers > 1 else ' '}: {rate * 60:6.1f} files/min")
     print(f"  2 workers / 1 worker = {rates[2] / rates[1]:.2f}x")
 
-    print("\nforeground user at normal priority while the workers analyze:")
+    print("\nforeground user at normal priority while the workers analyze (~5 ms of work every 20 ms;"
+          " then a CPU-bound loop):")
     print(f"{'workers':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'CPU-bound work':>15}")
+    units = foreground(0)  # ~5 ms of work, calibrated with no worker running
     results = {}
     for workers in (0, 1, 2):
         stop = threading.Event()
@@ -112,9 +112,9 @@ def main() -> int:
         try:
             if feeder:
                 feeder.start()
-                while pool.busy < workers:  # every worker has a file before measuring
+                while len(pool.busy_pids()) < workers:  # every worker has a file before measuring
                     time.sleep(0.05)
-            results[workers] = foreground(args.seconds)
+            results[workers] = foreground(args.seconds, units)
         finally:
             stop.set()
             if feeder:
