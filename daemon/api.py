@@ -111,6 +111,8 @@ class ControlAPI:
             files=view["files"],
             queued=queue.queued,
             analyzing=queue.analyzing,
+            idle=library.idle,
+            settling=parts.watcher.pending,
             phases=queue.phases(),
             progress=_progress(queue),
             workers=parts.pool.alive,

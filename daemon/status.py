@@ -50,6 +50,8 @@ class Status(msgspec.Struct, kw_only=True):
     files: int
     queued: int
     analyzing: int
+    idle: bool = False  # nothing will happen until something changes (no scan running or asked for, no file in hand)
+    settling: int = 0  # changed paths the watcher holds until they are quiet
     phases: dict[str, int] = {}
     progress: Progress | None = None
     workers: int = 0  # analysis processes alive now (they leave after an idle minute)

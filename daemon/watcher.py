@@ -198,6 +198,11 @@ class Watcher:
         self.overflows = 0
         self._alarm: _OverflowAlarm | None = None
 
+    @property
+    def pending(self) -> int:
+        """Changed paths held until they are quiet (not yet handed to the library)."""
+        return len(self._pending)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         existing = [folder for folder in self.folders if os.path.isdir(folder)]

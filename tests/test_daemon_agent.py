@@ -48,8 +48,8 @@ def test_slow_copy_is_analyzed_once_when_complete(agent, tracks):
             out.flush()
             time.sleep(1.2 if index == 15 * step else 0.06)
     agent.wait_for(lambda s: s["session"]["analyzed"] + s["session"]["failed"] >= 1, what="the copied file")
-    time.sleep(2)  # anything else the watcher would still do
-    status = agent.settled()
+    # nothing else to come: the watcher holds no path and the library has nothing to do
+    status = agent.wait_for(lambda s: s["idle"] and s["settling"] == 0, what="the agent to have nothing left to do")
     assert status["session"]["analyzed"] == 1, status
     assert status["tracks"] == 1 and status["failing_files"] == 0
     assert agent.files() == {str(target): "analyzed"}
@@ -108,9 +108,9 @@ def test_broken_files_are_recorded_and_the_agent_keeps_going(agent, tracks, tmp_
     assert "zero.mp3: unreadable" in result.stdout and "text.flac: decode" in result.stdout
     assert "truncated.flac: truncated" in result.stdout
     assert set(agent.files()) == {str(agent.music / n) for n in ("zero.mp3", "text.flac", "truncated.flac", "good.flac")}
-    agent.call("POST", "rescan")  # a rescan does not retry unchanged failures
-    time.sleep(1)
-    assert agent.settled()["session"]["failed"] == 3
+    asked = agent.call("POST", "rescan")  # a rescan does not retry unchanged failures
+    status = agent.wait_for(lambda s: s["scans_completed"] > asked["scans_completed"] and s["idle"], what="the rescan")
+    assert status["session"]["failed"] == 3
 
 
 def test_kill_9_mid_analysis_then_restart_loses_and_duplicates_nothing(agent, tracks):

@@ -59,8 +59,8 @@ def test_a_rescan_asked_for_during_a_scan_runs_once_after_it(agent):
     settled = agent.settled()
     assert settled["scans_completed"] == during + 2, (during, settled["scans_completed"])
     assert settled["files"] == 20_000 and settled["session"]["deleted"] == 0
-    time.sleep(1)  # nothing more was pending: no third scan
-    assert agent.status()["scans_completed"] == during + 2
+    idle = agent.wait_for(lambda s: s["idle"], what="nothing more to do")  # no scan running or asked for
+    assert idle["scans_completed"] == during + 2
 
 
 def test_a_slow_journal_writer_does_not_delay_a_status_request(agent, tracks):

@@ -43,6 +43,16 @@ def catalog_count(path, table="observations") -> int:
         return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -132,7 +142,7 @@ def test_offline_then_a_shared_catalog_comes_up(agent, tracks, tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "cratesense", "catalog", "serve", "--port", str(port),
                                "--db", str(tmp_path / "shared.sqlite")], stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1.5)
+        wait_for_port(port)
         assert agent.cli("sync").returncode == 0  # retried at once, not after the backoff
         status = agent.status()
         assert status["waiting_to_sync"] == 0 and not status["offline"] and status["catalog"].endswith(str(port))

@@ -55,6 +55,14 @@ def test_content_key_follows_content_not_name(tmp_path, formats_dir):
     assert content_key(copy, len(data)) != content_key(original, original.stat().st_size)
 
 
+async def until(condition, timeout: float = 30.0, what: str = "the watcher") -> None:
+    """Wait for ``condition()`` (on a loaded machine events take their time; never a fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.asyncio
 async def test_a_file_written_in_bursts_is_handed_over_once_after_it_settles(tmp_path):
     batches: list[set[bytes]] = []
@@ -72,7 +80,7 @@ async def test_a_file_written_in_bursts_is_handed_over_once_after_it_settles(tmp
                 out.write(b"x" * 1000)
                 out.flush()
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(1.5)
+        await until(lambda: batches and not watcher.pending, what="the batch, and nothing more held")
         assert batches == [{bytes(target)}]
     finally:
         await watcher.stop()
@@ -164,18 +172,17 @@ async def test_a_folder_that_appears_or_is_replaced_is_watched_anew(tmp_path):
     try:
         assert watcher.modes[str(folder)].mode == "none"
         folder.mkdir()
-        await asyncio.sleep(0.6)
+        await until(lambda: changes, what="the new folder to be watched")
         assert changes == ["inotify"]
         (folder / "a.flac").write_bytes(b"x")
-        await asyncio.sleep(0.8)
+        await until(lambda: batches and not watcher.pending, what="the new file")
         assert batches == [{bytes(folder / "a.flac")}]
         shutil.rmtree(folder)
         folder.mkdir()
-        await asyncio.sleep(0.6)
+        await until(lambda: len(changes) == 2, what="the replaced folder to be watched anew")
         assert changes == ["inotify", "inotify"]
         batches.clear()
         (folder / "b.flac").write_bytes(b"x")  # the old watch died with the old folder
-        await asyncio.sleep(0.8)
-        assert bytes(folder / "b.flac") in set().union(*batches)
+        await until(lambda: bytes(folder / "b.flac") in set().union(set(), *batches), what="the file in the new folder")
     finally:
         await watcher.stop()

@@ -194,7 +194,10 @@ def test_install_and_forget_from_a_fresh_virtualenv(tmp_path):
     log = open(tmp_path / "agent.log", "wb")
     agent = subprocess.Popen(exec_start, env=env, stdout=log, stderr=log, cwd="/")
     try:
-        time.sleep(2)
+        deadline = time.monotonic() + 60  # the agent is up (its socket answers) before the music arrives
+        while subprocess.run([python, "-m", "cratesense", "status"], env=env, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline and agent.poll() is None, (tmp_path / "agent.log").read_text()
+            time.sleep(0.2)
         for index in range(3):  # the music arrives after the agent started
             encode(fingerprintable_track(index), 44100, music / f"track{index}.flac")
         catalog = home / ".local" / "share" / "cratesense" / "catalog.sqlite"
