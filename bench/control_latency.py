@@ -23,8 +23,6 @@ import argparse
 import http.client
 import json
 import os
-import random
-import secrets
 import shutil
 import signal
 import socket
@@ -159,27 +157,15 @@ def scenario_first_analysis(temp: Path, count: int) -> list[str]:
 
 
 def scenario_sync_backlog(temp: Path, observations: int) -> list[str]:
-    import chromaprint
-    from catalogkit import random_fingerprint
-    from cratesense.daemon.journal import FileIdentity, Journal, Observation
+    from cratesense.daemon.journal import Journal
+    from sync import fill_outbox  # bench/sync.py's: the same backlog as that benchmark
 
     music = temp / "b-music"
     music.mkdir()
     agent = Agent(temp / "b-home", music)
-    rng = random.Random(5)
     agent.journal.parent.mkdir(parents=True, exist_ok=True)
     with Journal(agent.journal) as journal:
-        for index in range(observations):
-            payload = {
-                "fingerprint": {"chromaprint": chromaprint.encode_fingerprint(random_fingerprint(rng), 1).decode(),
-                                "duration": 180.0},
-                "metadata": {"artist": "Bench", "title": f"Track {index}", "album": None, "isrc": None,
-                             "catalog_number": None, "duration": 180.0},
-                "analysis": {"analyzer_version": "bench", "bpm": 120.0, "key": "A minor", "camelot": "8A",
-                             "loudness_lufs": -9.0, "embedding": None},
-            }
-            journal.record_analysis(f"/elsewhere/{index}.flac", FileIdentity(1, index, 1, 1), f"k{index}", {},
-                                    "bench", Observation(secrets.token_hex(16), payload))
+        fill_outbox(journal, observations)
     agent.start()
     try:
         busy = poll_until(agent, lambda s: s.get("waiting_to_sync") == 0 and not s.get("syncing"))

@@ -11,11 +11,11 @@ contribution off stays off.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
 from cratesense.errors import IdentityError
+from cratesense.files import replace_atomically
 
 
 class Identity:
@@ -41,21 +41,6 @@ class Identity:
         else:
             self._values[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(self._values, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
-        # the rename is durable only once the folder is synced: a power cut right after
-        # registering must not turn us into a new contributor
-        _sync_folder(self.path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        # synced, renamed, and the folder synced: a power cut right after registering must not
+        # turn us into a new contributor
+        replace_atomically(self.path, json.dumps(self._values).encode("utf-8"), mode=0o600)

@@ -23,7 +23,6 @@ zero is (LAME/LAVC gapless headers); the README says so.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -34,6 +33,7 @@ from urllib.parse import quote
 from cratesense import __version__
 from cratesense.dj.collection import Track
 from cratesense.errors import ExportError
+from cratesense.files import replace_atomically
 
 FORMATS = ("rekordbox", "traktor", "m3u")
 _KIND = {"mp3": "MP3 File", "flac": "FLAC File", "aac": "M4A File", "alac": "M4A File", "pcm_s16le": "WAV File",
@@ -195,16 +195,7 @@ def _xml(root: ET.Element) -> bytes:
 
 
 def _write_atomically(output: Path, data: bytes) -> Path:
-    output = Path(output)
-    folder = output.parent if str(output.parent) else Path(".")
     try:
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, output)
+        return replace_atomically(output, data)
     except OSError as exc:
         raise ExportError(f"cannot write {output}: {exc.strerror or exc}") from None
-    return output

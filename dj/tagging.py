@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from cratesense.analysis.keys import Key
 from cratesense.dj.harmony import in_notation
 from cratesense.errors import ExportError
+from cratesense.files import sync_folder
 
 FIELDS = ("bpm", "key", "replaygain")
 R128_REFERENCE = -23.0
@@ -182,7 +183,7 @@ def write(path: str, changes: list[Change]) -> os.stat_result:
         if isinstance(exc, OSError):
             raise ExportError(f"{path}: cannot write its tags ({exc.strerror or exc}); nothing was changed") from None
         raise
-    _sync_folder(folder)
+    sync_folder(folder)
     return os.stat(path)
 
 
@@ -270,9 +271,3 @@ def wanted_from_analysis(analysis: dict) -> Wanted:
                   loudness_lufs=descriptors.get("loudness_lufs"))
 
 
-def _sync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -34,6 +34,16 @@ def write_config(home: Path, music: Path, **sections: dict) -> Path:
     return path
 
 
+def agent_with_music(home: Path, **sections: dict) -> AgentProcess:
+    """An agent (not started) over an empty ``home/music`` folder, with a test config."""
+    music = home / "music"
+    music.mkdir()
+    write_config(home, music, **sections)
+    agent = AgentProcess(home)
+    agent.music = music
+    return agent
+
+
 class AgentProcess:
     """Start with ``start()``; ``status()`` asks it over the real control socket."""
 

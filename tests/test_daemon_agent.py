@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from agentproc import AgentProcess, write_config
+from agentproc import AgentProcess, agent_with_music, write_config
 from audiogen import encode, fingerprintable_track, synth_track
 
 SR = 44100
@@ -18,11 +18,7 @@ SR = 44100
 
 @pytest.fixture
 def agent(tmp_path):
-    music = tmp_path / "music"
-    music.mkdir()
-    write_config(tmp_path, music)
-    process = AgentProcess(tmp_path)
-    process.music = music
+    process = agent_with_music(tmp_path)
     yield process
     process.stop(signal.SIGKILL)
 

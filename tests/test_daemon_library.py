@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentproc import AgentProcess, write_config
+from agentproc import AgentProcess, agent_with_music, write_config
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.journal import Journal
 from cratesense.daemon.scan import walk
@@ -19,11 +19,7 @@ from cratesense.daemon.scan import walk
 
 @pytest.fixture
 def agent(tmp_path):
-    music = tmp_path / "music"
-    music.mkdir()
-    write_config(tmp_path, music)
-    process = AgentProcess(tmp_path)
-    process.music = music
+    process = agent_with_music(tmp_path)
     yield process
     process.stop(signal.SIGKILL)
 
