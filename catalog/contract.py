@@ -18,15 +18,20 @@ import binascii
 import math
 import re
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
+
+from cratesense.analysis.constants import BPM_LIMITS, EMBEDDING_LENGTH  # owned there
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 500
 MAX_LOOKUP = 100
-from cratesense.analysis.constants import BPM_LIMITS, EMBEDDING_LENGTH  # noqa: E402 (owned there)
-
+# The taste profile's histograms (daemon/profile.py fills them, store.py packs them): one owner.
+TEMPO_BINS, TEMPO_RANGE = 24, (60.0, 200.0)  # BPM; outside: the end bins
+KEY_BINS = 24  # Camelot 1A, 1B, ... 12B
+LOUDNESS_BINS, LOUDNESS_RANGE = 12, (-30.0, -3.0)  # LUFS; outside: the end bins
+PROFILE_LENGTH = TEMPO_BINS + KEY_BINS + LOUDNESS_BINS + EMBEDDING_LENGTH
 MAX_FINGERPRINT_CHARS = 12_000  # a 120 s fingerprint is about 2,600 characters
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -89,14 +94,138 @@ class Profile(_Strict):
     """The taste profile: histograms and a centroid, never a track list."""
 
     track_count: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
-    tempo_histogram: Annotated[list[Share], msgspec.Meta(min_length=24, max_length=24)]  # 60-200 BPM
-    key_histogram: Annotated[list[Share], msgspec.Meta(min_length=24, max_length=24)]  # Camelot 1A..12B
-    loudness_histogram: Annotated[list[Share], msgspec.Meta(min_length=12, max_length=12)]  # -30..-3 LUFS
+    tempo_histogram: Annotated[list[Share], msgspec.Meta(min_length=TEMPO_BINS, max_length=TEMPO_BINS)]
+    key_histogram: Annotated[list[Share], msgspec.Meta(min_length=KEY_BINS, max_length=KEY_BINS)]
+    loudness_histogram: Annotated[list[Share], msgspec.Meta(min_length=LOUDNESS_BINS, max_length=LOUDNESS_BINS)]
     embedding_centroid: Annotated[list[UnitFloat], msgspec.Meta(min_length=EMBEDDING_LENGTH, max_length=EMBEDDING_LENGTH)] | None = None
 
 
 class ContributorSettings(_Strict):
     contribute: bool
+
+
+# --- responses (what the catalog answers; catalog/openapi.py describes both sides) -------------
+
+class Registered(_Strict):
+    contributor_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+    token: str
+
+
+class ItemResult(_Strict):
+    id: str
+    status: Literal["accepted", "duplicate", "rejected"]
+    reason: str | None = None
+
+
+class IngestResponse(_Strict):
+    results: list[ItemResult]
+    accepted: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class RecordingMetadata(_Strict):
+    artist: str | None
+    title: str | None
+    album: str | None
+    isrc: str | None
+    catalog_number: str | None
+    duration: float | None
+
+
+class RecordingAnalysis(_Strict):
+    bpm: float | None
+    key: str | None
+    camelot: str | None
+    loudness_lufs: float | None
+
+
+class Match(_Strict):
+    """A recording a fingerprint matched, with the consensus of its contributors."""
+
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    recording: int
+    contributors: Annotated[int, msgspec.Meta(ge=0)]
+    metadata: RecordingMetadata
+    analysis: RecordingAnalysis
+
+
+class LookupResponse(_Strict):
+    results: list[Match | None]  # one per fingerprint asked, in order; null: not known
+
+
+class ProfileStored(_Strict):
+    stored: bool
+
+
+class Deleted(_Strict):
+    deleted: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ExportedContributor(_Strict):
+    id: str
+    contribute: bool
+    created_at: float
+    deleted_at: float | None
+    deleted_count: int | None
+
+
+class ExportedFingerprint(_Strict):
+    chromaprint: str
+    duration: float
+
+
+class ExportedAnalysis(_Strict):
+    bpm: float | None
+    key: str | None
+    camelot: str | None
+    loudness_lufs: float | None
+    embedding: list[float] | None
+    analyzer_version: str
+
+
+class ExportedObservation(_Strict):
+    id: str
+    recording: int | None  # null: accepted, not matched yet
+    fingerprint: ExportedFingerprint
+    metadata: RecordingMetadata
+    analysis: ExportedAnalysis
+    received_at: float
+
+
+class ExportedProfile(_Strict):
+    track_count: int
+    tempo_histogram: list[float]
+    key_histogram: list[float]
+    loudness_histogram: list[float]
+    embedding_centroid: list[float]
+    updated_at: float
+
+
+class Export(_Strict):
+    """Everything the catalog holds about the contributor asking."""
+
+    contributor: ExportedContributor
+    observations: list[ExportedObservation]
+    profile: ExportedProfile | None
+
+
+class Recommendation(_Strict):
+    weight: float
+    recording: int
+    contributors: int
+    metadata: RecordingMetadata
+    analysis: RecordingAnalysis
+
+
+class Recommendations(_Strict):
+    recommendations: list[Recommendation]
+
+
+class Error(_Strict):
+    """Every 4xx and 5xx: what went wrong; for a contract violation, the field and the rule."""
+
+    error: str
+    field: str | None = None
+    rule: str | None = None
 
 
 class ContractError(Exception):

@@ -10,13 +10,17 @@ Access logs carry method, route, status and time; never a body.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
 from cratesense.catalog import contract
+from cratesense.catalog.openapi import document
 from cratesense.catalog.contract import ContractError
 from cratesense.catalog.store import Store
 
@@ -27,28 +31,46 @@ STORE = web.AppKey("store", Store)
 LIMITER = web.AppKey("limiter", object)
 GUESSES = web.AppKey("guesses", object)
 BODY_SECONDS = web.AppKey("body_seconds", float)
+DATABASE = web.AppKey("database", object)
+
+
+class Database:
+    """The store's blocking calls, run on a thread pool: no event loop ever waits on the
+    database (a look-up answers while another request's batch is being matched)."""
+
+    def __init__(self, store: Store, threads: int) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="catalog-db")
+
+    async def __call__(self, method: str, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, getattr(self.store, method), *args)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class Settler:
     """Matching, out of the way of the answers. A lone ingest request settles its batch before
     it answers (what it sent is matched when the answer arrives); while other ingest requests
     are in flight, or a backlog waits, the batch is only accepted (durably, cheaply) and
-    matched by ``run()`` in short slices between requests: under load an answer never waits
-    for other agents' matching."""
+    matched by ``run()`` in short slices. ``run()`` also looks for arrivals left by a worker
+    that died, and re-derives consensus that has been stale long enough."""
 
-    INLINE_MAX = 200  # a lone request settles at most this backlog itself
-    SLICE = 20  # arrivals matched between two turns of the event loop (~10 ms)
+    INLINE_MAX = 200  # a lone request settles its own batch and at most this backlog besides
+    SLICE = 20  # arrivals matched per call
+    POLL_SECONDS = 2.0  # how often run() looks for work nobody woke it for
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, database: Database) -> None:
+        self.database = database
         self.in_flight = 0  # ingest requests being handled now
         self.deferred = 0  # batches answered before being matched (for status and tests)
         self._wake = asyncio.Event()
         self._wake.set()  # arrivals left by a previous run are settled at start
 
-    def accepted(self) -> None:
-        if self.in_flight <= 1 and self.store.waiting() <= self.INLINE_MAX:
-            while self.store.settle(100):
+    async def accepted(self, count: int) -> None:
+        """A batch of ``count`` new arrivals was accepted."""
+        if self.in_flight <= 1 and await self.database("waiting") <= self.INLINE_MAX + count:
+            while await self.database("settle", 100):
                 pass
         else:
             self.deferred += 1
@@ -56,12 +78,17 @@ class Settler:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.POLL_SECONDS)
+            except asyncio.TimeoutError:
+                pass
             self._wake.clear()
             try:
-                while self.store.settle(self.SLICE):
-                    await asyncio.sleep(0)  # answer waiting requests between slices
-            except Exception:  # a full disk, say: the arrivals stay; try again in a while
+                while await self.database("settle", self.SLICE):
+                    pass
+                while await self.database("refresh", self.SLICE):
+                    pass
+            except Exception:  # a full disk, a database restarting: the arrivals stay; try again
                 log.exception("matching accepted observations failed; retrying in 30 s")
                 await asyncio.sleep(30)
                 self._wake.set()
@@ -71,13 +98,14 @@ SETTLER = web.AppKey("settler", Settler)
 
 
 class RateLimiter:
-    """A token bucket per key: ``rate`` requests per second, bursts up to ``burst``."""
+    """A token bucket per key, in this process: ``rate`` requests per second, bursts up to
+    ``burst`` (the one-process SQLite catalog)."""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
 
-    def take(self, key: str) -> float:
+    async def take(self, key: str) -> float:
         """0 if the request may go ahead, else the seconds to wait."""
         now = time.monotonic()
         tokens, at = self._buckets.get(key, (self.burst, now))
@@ -89,6 +117,20 @@ class RateLimiter:
         if len(self._buckets) > 100_000:  # forget idle keys; a full bucket is the default anyway
             self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < self.burst / self.rate}
         return 0.0
+
+
+class SharedRateLimiter:
+    """The same token buckets kept in the database, so a limit holds across every worker."""
+
+    def __init__(self, database: Database, rate: float, burst: float) -> None:
+        self.database, self.rate, self.burst = database, rate, burst
+        self._forgotten_at = time.monotonic()
+
+    async def take(self, key: str) -> float:
+        if time.monotonic() - self._forgotten_at > 60:
+            self._forgotten_at = time.monotonic()
+            await self.database("forget_idle_buckets", max(60.0, self.burst / self.rate))
+        return await self.database("take_token", key, self.rate, self.burst)
 
 
 def _error(status: int, message: str, **extra) -> web.Response:
@@ -151,19 +193,19 @@ async def _body(request: web.Request) -> bytes:
     return bytes(raw)
 
 
-def _client(request: web.Request) -> tuple[str, bool]:
+async def _client(request: web.Request) -> tuple[str, bool]:
     """The authenticated contributor (id, contribute), after the rate limit."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or len(header) > 200:
         raise web.HTTPUnauthorized(reason="a bearer token is required (POST /v1/contributors issues one)")
     token = header[len("Bearer "):].strip()
-    found = request.app[STORE].authenticate(token)
+    found = await request.app[DATABASE]("authenticate", token)
     if found is None:  # guesses are limited per address, whatever token each one tries
-        wait = request.app[GUESSES].take("address:" + (request.remote or "?"))
+        wait = await request.app[GUESSES].take("guess:" + (request.remote or "?"))
         if wait:
             raise _too_many(wait)
         raise web.HTTPUnauthorized(reason="unknown bearer token")
-    wait = request.app[LIMITER].take("contributor:" + found[0])
+    wait = await request.app[LIMITER].take("contributor:" + found[0])
     if wait:
         raise _too_many(wait)
     return found
@@ -177,15 +219,15 @@ def _too_many(wait: float) -> web.HTTPTooManyRequests:
 
 
 async def register(request: web.Request) -> web.Response:
-    wait = request.app[LIMITER].take("address:" + (request.remote or "?"))
+    wait = await request.app[LIMITER].take("address:" + (request.remote or "?"))
     if wait:
         raise _too_many(wait)
-    contributor, token = request.app[STORE].register()
+    contributor, token = await request.app[DATABASE]("register")
     return web.json_response({"contributor_id": contributor, "token": token}, status=201)
 
 
 async def ingest(request: web.Request) -> web.Response:
-    contributor, contribute = _client(request)
+    contributor, contribute = await _client(request)
     settler = request.app[SETTLER]
     settler.in_flight += 1
     try:
@@ -194,62 +236,75 @@ async def ingest(request: web.Request) -> web.Response:
             return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)",
                           rule="contribute=false")
         observations = contract.decode_observations(contract.decode(body, contract.IngestRequest))
-        results = request.app[STORE].accept(contributor, observations)
-        settler.accepted()
+        results = await request.app[DATABASE]("accept", contributor, observations)
+        accepted = sum(1 for result in results if result["status"] == "accepted")
+        await settler.accepted(accepted)
     finally:
         settler.in_flight -= 1
-    accepted = sum(1 for result in results if result["status"] == "accepted")
     return web.json_response({"results": results, "accepted": accepted})
 
 
 async def lookup(request: web.Request) -> web.Response:
-    _client(request)
+    await _client(request)
     query = contract.decode(await _body(request), contract.LookupRequest)
     fingerprints = [
         (contract.fingerprint_items(f"fingerprints[{i}].chromaprint", part.chromaprint), part.duration)
         for i, part in enumerate(query.fingerprints)
     ]
-    return web.json_response({"results": request.app[STORE].lookup(fingerprints)})
+    return web.json_response({"results": await request.app[DATABASE]("lookup", fingerprints)})
 
 
 async def put_profile(request: web.Request) -> web.Response:
-    contributor, _ = _client(request)
+    contributor, _ = await _client(request)
     profile = contract.decode(await _body(request), contract.Profile)
-    request.app[STORE].put_profile(contributor, profile)
+    await request.app[DATABASE]("put_profile", contributor, profile)
     return web.json_response({"stored": True})
 
 
 async def put_settings(request: web.Request) -> web.Response:
-    contributor, _ = _client(request)
+    contributor, _ = await _client(request)
     settings = contract.decode(await _body(request), contract.ContributorSettings)
-    request.app[STORE].set_contribute(contributor, settings.contribute)
+    await request.app[DATABASE]("set_contribute", contributor, settings.contribute)
     return web.json_response({"contribute": settings.contribute})
 
 
 async def delete_observations(request: web.Request) -> web.Response:
-    contributor, _ = _client(request)
-    deleted = request.app[STORE].delete_contributor_observations(contributor)
+    contributor, _ = await _client(request)
+    deleted = await request.app[DATABASE]("delete_contributor_observations", contributor)
     return web.json_response({"deleted": deleted})
 
 
 async def export(request: web.Request) -> web.Response:
-    contributor, _ = _client(request)
-    return web.json_response(request.app[STORE].export(contributor))
+    contributor, _ = await _client(request)
+    return web.json_response(await request.app[DATABASE]("export", contributor))
 
 
 async def recommendations(request: web.Request) -> web.Response:
-    contributor, _ = _client(request)
-    return web.json_response({"recommendations": request.app[STORE].recommendations(contributor)})
+    contributor, _ = await _client(request)
+    return web.json_response({"recommendations": await request.app[DATABASE]("recommendations", contributor)})
 
 
-def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_seconds: float = 30.0) -> web.Application:
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_seconds: float = 30.0,
+             threads: int | None = None) -> web.Application:
+    """The v1 API over ``store``. ``threads``: how many store calls may run at once (default:
+    4 on SQLite, whose one writer serializes the rest; the pool's size on PostgreSQL)."""
     # aiohttp's own limit is set above ours, so _body() answers oversized bodies as JSON
     app = web.Application(middlewares=[_errors_and_access_log], client_max_size=contract.MAX_BODY_BYTES + 1024)
+    database = Database(store, threads or (10 if store.several_processes else 4))
     app[STORE] = store
+    app[DATABASE] = database
     app[BODY_SECONDS] = body_seconds
-    app[LIMITER] = RateLimiter(rate, burst)
-    app[GUESSES] = RateLimiter(rate=1.0, burst=10)
-    app[SETTLER] = Settler(store)
+    # shared limits on a database that several workers serve; this process's own otherwise
+    app[LIMITER] = SharedRateLimiter(database, rate, burst) if store.several_processes else RateLimiter(rate, burst)
+    app[GUESSES] = SharedRateLimiter(database, 1.0, 10) if store.several_processes else RateLimiter(rate=1.0, burst=10)
+    app[SETTLER] = Settler(database)
     app.cleanup_ctx.append(_settling)
     app.router.add_post("/v1/contributors", register)
     app.router.add_post("/v1/observations", ingest)
@@ -259,6 +314,8 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app.router.add_delete("/v1/contributors/me/observations", delete_observations)
     app.router.add_get("/v1/contributors/me/export", export)
     app.router.add_get("/v1/recommendations", recommendations)
+    app[OPENAPI] = json.dumps(document()).encode()
+    app.router.add_get("/v1/openapi.json", openapi)
     return app
 
 
@@ -270,6 +327,7 @@ async def _settling(app: web.Application):
         await task
     except asyncio.CancelledError:
         pass
+    app[DATABASE].shutdown()  # waits for a call in flight: the store may be closed after this
 
 
 async def _runner(store: Store, **limits) -> web.AppRunner:
@@ -280,22 +338,26 @@ async def _runner(store: Store, **limits) -> web.AppRunner:
     return runner
 
 
-async def start(store: Store, host: str = "127.0.0.1", port: int = 0, **limits) -> tuple[web.AppRunner, str]:
-    """Serve ``store`` on host:port (0: any free port); returns the runner and the base URL."""
+async def start(store: Store, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False,
+                sock=None, **limits) -> tuple[web.AppRunner, str]:
+    """Serve ``store`` on host:port (0: any free port), or on an already bound ``sock``
+    (several workers sharing one listening socket); ``reuse_port``: beside other processes
+    on the same port (SO_REUSEPORT, the kernel balances). Returns the runner and the base URL."""
     runner = await _runner(store, **limits)
-    site = web.TCPSite(runner, host, port)
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]
-    url = f"http://{host}:{bound}"
-    log.info("catalog listening on %s (database %s)", url, store.path)
+    bound_host, bound = site._server.sockets[0].getsockname()[:2]
+    url = f"http://{bound_host}:{bound}"
+    log.info("catalog listening on %s (database %s)", url, store.label)
     return runner, url
 
 
 async def start_unix(store: Store, path) -> web.AppRunner:
     """Serve ``store`` on a Unix socket created 0600 (the agent's embedded catalog; its only
     client is this agent, so the rate limit is set out of its way)."""
-    import os
-
     runner = await _runner(store, rate=1000.0, burst=1000.0)
     if os.path.exists(path):
         os.unlink(path)
@@ -307,8 +369,8 @@ async def start_unix(store: Store, path) -> web.AppRunner:
     return runner
 
 
-async def serve(store: Store, host: str, port: int, stop: asyncio.Event) -> None:
-    runner, _ = await start(store, host, port)
+async def serve(store: Store, host: str, port: int, stop: asyncio.Event, **options) -> None:
+    runner, _ = await start(store, host, port, **options)
     try:
         await stop.wait()
     finally:

@@ -1,10 +1,19 @@
-"""The catalog's database: SQLite (WAL), one writer, migrations recorded.
+"""The catalog's database: the logic, written once over SQLite or PostgreSQL (backends.py).
 
 No column can hold a path, a file name or audio: text columns are the contract's bounded
 metadata fields and ids, each with a length CHECK; the only BLOBs are raw fingerprint items,
-embeddings and profile vectors, each with a size CHECK (tests/test_catalog_store.py reads the
+embeddings and profile vectors, each with a size CHECK (tests/test_catalog_contract.py reads the
 schema and proves it). Contributors are pseudonymous: a random id and the SHA-256 of a bearer
 token; nothing links them to a person.
+
+An observation goes through two steps. ``accept`` stores it durably as an *arrival* (idempotent
+by observation id; any worker, any number at once). ``settle`` matches arrivals into
+recordings: it claims a slice (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers take
+different slices), scores the candidates outside any lock (the costly part, in parallel across
+workers), then places the slice under one cluster-wide lock, after looking again at the
+fingerprints stored since it looked (two workers must never both decide "new recording" for one
+track). Erasure takes the same lock. Every method is a blocking call; the server runs them on an
+executor so no event loop waits on the database.
 """
 
 from __future__ import annotations
@@ -19,61 +28,66 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from cratesense import sqlite
 from cratesense.catalog import matching
-from cratesense.catalog.contract import EMBEDDING_LENGTH, Observation, Profile, fingerprint_items
+from cratesense.catalog.backends import MATCHING_LOCK, open_backend
+from cratesense.catalog.contract import (
+    EMBEDDING_LENGTH, KEY_BINS, LOUDNESS_BINS, PROFILE_LENGTH, TEMPO_BINS, Observation, Profile, fingerprint_items,
+)
 
 _TEXT = {"artist": 256, "title": 256, "album": 256, "isrc": 12, "catalog_number": 64, "key": 8, "camelot": 3}
-_METADATA_COLUMNS = ", ".join(f"{name} TEXT CHECK (length({name}) <= {limit})" for name, limit in _TEXT.items())
-PROFILE_LENGTH = 24 + 24 + 12 + EMBEDDING_LENGTH
-# what an observation carries, as typed, length-checked columns (observations and arrivals)
-_OBSERVED_COLUMNS = f"""
-        fingerprint_duration REAL NOT NULL,
-        {_METADATA_COLUMNS},
-        duration REAL,
-        bpm REAL,
-        loudness_lufs REAL,
-        embedding BLOB CHECK (embedding IS NULL OR length(embedding) = {4 * EMBEDDING_LENGTH}),
-        analyzer_version TEXT NOT NULL CHECK (length(analyzer_version) <= 64),
-        received_at REAL NOT NULL"""
 
-_MIGRATIONS = (
-    f"""
+
+def _migrations(t: dict[str, str]) -> tuple[str, ...]:
+    """The schema, rendered with a backend's column types (the SQLite rendering of scripts 1-2 is
+    what earlier versions created)."""
+    metadata_columns = ", ".join(f"{name} TEXT CHECK (length({name}) <= {limit})" for name, limit in _TEXT.items())
+    # what an observation carries, as typed, length-checked columns (observations and arrivals)
+    observed_columns = f"""
+        fingerprint_duration {t['real']} NOT NULL,
+        {metadata_columns},
+        duration {t['real']},
+        bpm {t['real']},
+        loudness_lufs {t['real']},
+        embedding {t['blob']} CHECK (embedding IS NULL OR length(embedding) = {4 * EMBEDDING_LENGTH}),
+        analyzer_version TEXT NOT NULL CHECK (length(analyzer_version) <= 64),
+        received_at {t['real']} NOT NULL"""
+    scripts = [
+        f"""
     CREATE TABLE contributors (
         id TEXT PRIMARY KEY CHECK (length(id) = 32),
-        token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+        token_hash {t['blob']} NOT NULL UNIQUE CHECK (length(token_hash) = 32),
         contribute INTEGER NOT NULL DEFAULT 1 CHECK (contribute IN (0, 1)),
-        created_at REAL NOT NULL,
-        deleted_at REAL,
+        created_at {t['real']} NOT NULL,
+        deleted_at {t['real']},
         deleted_count INTEGER
     );
     CREATE TABLE recordings (
-        id INTEGER PRIMARY KEY,
-        {_METADATA_COLUMNS},
-        duration REAL,
-        bpm REAL,
-        loudness_lufs REAL,
+        id {t['id']},
+        {metadata_columns},
+        duration {t['real']},
+        bpm {t['real']},
+        loudness_lufs {t['real']},
         contributors INTEGER NOT NULL DEFAULT 0,
-        updated_at REAL NOT NULL
+        updated_at {t['real']} NOT NULL
     );
     CREATE TABLE fingerprints (
-        id INTEGER PRIMARY KEY,
-        recording INTEGER NOT NULL REFERENCES recordings (id),
-        items BLOB NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),
-        terms BLOB NOT NULL CHECK (length(terms) <= {4 * matching.TERMS} AND length(terms) % 4 = 0),
-        duration REAL NOT NULL
+        id {t['id']},
+        recording {t['bigint']} NOT NULL REFERENCES recordings (id),
+        items {t['blob']} NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),
+        terms {t['blob']} NOT NULL CHECK (length(terms) <= {4 * matching.TERMS} AND length(terms) % 4 = 0),
+        duration {t['real']} NOT NULL
     );
     CREATE INDEX fingerprints_recording ON fingerprints (recording);
     CREATE TABLE fingerprint_terms (
         term INTEGER NOT NULL,
-        fingerprint INTEGER NOT NULL,
+        fingerprint {t['bigint']} NOT NULL,
         PRIMARY KEY (term, fingerprint)
-    ) WITHOUT ROWID;
+    ) {t['without_rowid']};
     CREATE TABLE observations (
         id TEXT PRIMARY KEY CHECK (length(id) = 32),
         contributor TEXT NOT NULL REFERENCES contributors (id) CHECK (length(contributor) = 32),
-        recording INTEGER NOT NULL REFERENCES recordings (id),
-        fingerprint INTEGER NOT NULL REFERENCES fingerprints (id),{_OBSERVED_COLUMNS}
+        recording {t['bigint']} NOT NULL REFERENCES recordings (id),
+        fingerprint {t['bigint']} NOT NULL REFERENCES fingerprints (id),{observed_columns}
     );
     CREATE INDEX observations_contributor ON observations (contributor);
     CREATE INDEX observations_recording ON observations (recording);
@@ -81,25 +95,52 @@ _MIGRATIONS = (
     CREATE TABLE profiles (
         contributor TEXT PRIMARY KEY REFERENCES contributors (id) CHECK (length(contributor) = 32),
         track_count INTEGER NOT NULL,
-        vector BLOB NOT NULL CHECK (length(vector) = {4 * PROFILE_LENGTH}),
-        updated_at REAL NOT NULL
+        vector {t['blob']} NOT NULL CHECK (length(vector) = {4 * PROFILE_LENGTH}),
+        updated_at {t['real']} NOT NULL
     );
     """,
-    # 2: observations accepted but not yet matched (under load, matching runs after the answer;
-    # same typed, length-checked columns as observations, the fingerprint as raw items)
-    f"""
+        # 2: observations accepted but not yet matched (under load, matching runs after the answer;
+        # same typed, length-checked columns as observations, the fingerprint as raw items)
+        f"""
     CREATE TABLE arrivals (
-        seq INTEGER PRIMARY KEY,
+        seq {t['id']},
         id TEXT NOT NULL UNIQUE CHECK (length(id) = 32),
         contributor TEXT NOT NULL REFERENCES contributors (id) CHECK (length(contributor) = 32),
-        items BLOB NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),{_OBSERVED_COLUMNS}
+        items {t['blob']} NOT NULL CHECK (length(items) <= 4000 AND length(items) % 4 = 0),{observed_columns}
     );
     CREATE INDEX arrivals_contributor ON arrivals (contributor);
     """,
-)
+        # 3: settling claims arrivals for a while (several workers take different slices), and
+        # a popular recording's consensus is re-derived when it has grown enough, or after a
+        # while, not at every observation (observations: its count now; derived_observations:
+        # its count at the last derivation; stale_since: when it first changed after that)
+        f"""
+    ALTER TABLE arrivals ADD COLUMN claimed_at {t['real']};
+    ALTER TABLE recordings ADD COLUMN observations {t['bigint']} NOT NULL DEFAULT 0;
+    ALTER TABLE recordings ADD COLUMN derived_observations {t['bigint']} NOT NULL DEFAULT 0;
+    ALTER TABLE recordings ADD COLUMN stale_since {t['real']};
+    UPDATE recordings SET observations = (SELECT COUNT(*) FROM observations o WHERE o.recording = recordings.id);
+    UPDATE recordings SET derived_observations = observations;
+    CREATE INDEX recordings_stale ON recordings (stale_since) WHERE stale_since IS NOT NULL;
+    """,
+    ]
+    if t["unlogged"]:  # rate limits shared by every worker (SQLite's one process keeps them in memory)
+        scripts[2] += f"""
+    CREATE UNLOGGED TABLE rate_buckets (
+        key TEXT PRIMARY KEY CHECK (length(key) <= 80),
+        tokens {t['real']} NOT NULL,
+        at {t['real']} NOT NULL,
+        allowed BOOLEAN NOT NULL
+    );
+    """
+    return tuple(scripts)
+
+
 # the columns an arrival carries over into its observation, in this order
 _CARRIED = ("id, contributor, fingerprint_duration, artist, title, album, isrc, catalog_number, key, camelot, "
             "duration, bpm, loudness_lufs, embedding, analyzer_version, received_at")
+_OBSERVED = ("contributor, artist, title, album, isrc, catalog_number, key, camelot, "
+             "COALESCE(duration, fingerprint_duration), bpm, loudness_lufs")
 
 
 def token_hash(token: str) -> bytes:
@@ -107,22 +148,45 @@ def token_hash(token: str) -> bytes:
 
 
 class Store:
-    """The catalog database at ``path``; every method is one transaction."""
+    """The catalog database at ``target`` (a SQLite file path or a ``postgresql://`` URL).
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread off: the store is used from the event loop's thread only, but that
-        # may not be the thread that opened it (the agent's embedded catalog)
-        # durable: an acknowledged observation is never sent again, so it must outlive a power cut
-        self._db = sqlite.connect(self.path, timeout=10, check_same_thread=False, durable=True)
-        sqlite.migrate(self._db, _MIGRATIONS)
+    ``claim_seconds``: how long a settler's claim on arrivals holds before another may take them
+    (a worker killed mid-slice); correctness never depends on it, only how soon work is redone.
+    ``exact_below``, ``debounce_seconds``: a recording with fewer observations than
+    ``exact_below`` has its consensus re-derived at every change; a larger one when it has
+    grown by an eighth since the last derivation, or when it has been stale for
+    ``debounce_seconds`` per 64 observations (at most 10 minutes) — each derivation reads all
+    of its observations, so a popular recording costs O(1) per new observation, amortized.
+    """
+
+    def __init__(self, target: str | Path, *, claim_seconds: float = 10.0, exact_below: int = 64,
+                 debounce_seconds: float = 2.0, pool_size: int = 10) -> None:
+        self.backend = open_backend(target, pool_size=pool_size)
+        self.path = self.backend.path  # the SQLite file (None on PostgreSQL)
+        self.label = self.backend.label  # for log lines: never a password
+        self.claim_seconds = claim_seconds
+        self.exact_below = exact_below
+        self.debounce_seconds = debounce_seconds
+        self.derived_rows = 0  # observations read by consensus derivations (a cost measure: tests, bench)
+        try:
+            self.backend.migrate(_migrations(self.backend.types))
+        except BaseException:
+            self.backend.close()
+            raise
+
+    @property
+    def several_processes(self) -> bool:
+        """Whether several worker processes may serve this database at once."""
+        return self.backend.several_processes
 
     def close(self) -> None:
-        self._db.close()
+        self.backend.close()
 
     def _transaction(self):
-        return sqlite.transaction(self._db)
+        return self.backend.transaction()
+
+    def _reading(self):
+        return self.backend.reading()
 
     # --- contributors --------------------------------------------------------------------
 
@@ -139,14 +203,35 @@ class Store:
     def authenticate(self, token: str) -> tuple[str, bool] | None:
         """(contributor id, contribute) for a bearer token, or None. Looked up by the token's
         SHA-256, so response time says nothing about how close a guess was."""
-        row = self._db.execute(
-            "SELECT id, contribute FROM contributors WHERE token_hash = ?", (token_hash(token),)
-        ).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT id, contribute FROM contributors WHERE token_hash = ?", (token_hash(token),)).fetchone()
         return (row[0], bool(row[1])) if row else None
 
     def set_contribute(self, contributor: str, contribute: bool) -> None:
         with self._transaction() as db:
             db.execute("UPDATE contributors SET contribute = ? WHERE id = ?", (int(contribute), contributor))
+
+    def take_token(self, key: str, rate: float, burst: float) -> float:
+        """A token bucket kept in the database, so every worker shares it (PostgreSQL: an
+        UNLOGGED table, cheap and lost on a crash, which only refills the buckets). 0 if the
+        request may go ahead, else the seconds to wait. The database's clock: hosts may differ."""
+        with self._transaction() as db:
+            allowed, tokens = db.execute(
+                "INSERT INTO rate_buckets AS b (key, tokens, at, allowed) "
+                "VALUES (?, ? - 1, EXTRACT(EPOCH FROM clock_timestamp()), TRUE) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "tokens = LEAST(?, b.tokens + (EXCLUDED.at - b.at) * ?) "
+                "- CASE WHEN LEAST(?, b.tokens + (EXCLUDED.at - b.at) * ?) >= 1 THEN 1 ELSE 0 END, "
+                "allowed = LEAST(?, b.tokens + (EXCLUDED.at - b.at) * ?) >= 1, at = EXCLUDED.at "
+                "RETURNING allowed, tokens",
+                (key[:80], burst, burst, rate, burst, rate, burst, rate),
+            ).fetchone()
+        return 0.0 if allowed else (1 - tokens) / rate
+
+    def forget_idle_buckets(self, idle_seconds: float) -> None:
+        """Drop buckets untouched for ``idle_seconds`` (a full bucket is the default anyway)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM rate_buckets WHERE at < EXTRACT(EPOCH FROM clock_timestamp()) - ?", (idle_seconds,))
 
     # --- observations --------------------------------------------------------------------
 
@@ -164,157 +249,234 @@ class Store:
         now = time.time()
         with self._transaction() as db:
             for o in observations:
-                owner = db.execute(
-                    "SELECT contributor FROM observations WHERE id = ? UNION ALL "
-                    "SELECT contributor FROM arrivals WHERE id = ?", (o.id, o.id)).fetchone()
-                if owner is not None:
-                    if owner[0] == contributor:
-                        results.append({"id": o.id, "status": "duplicate"})
-                    else:
-                        results.append({"id": o.id, "status": "rejected", "reason": "id: already used by another contributor"})
-                    continue
-                items = fingerprint_items("fingerprint.chromaprint", o.fingerprint.chromaprint)
-                m, a = o.metadata, o.analysis
-                embedding = struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None
-                db.execute(
-                    f"INSERT INTO arrivals (items, {_CARRIED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (matching.pack(items), o.id, contributor, o.fingerprint.duration, m.artist, m.title, m.album,
-                     m.isrc, m.catalog_number, a.key, a.camelot, m.duration, a.bpm, a.loudness_lufs, embedding,
-                     a.analyzer_version, now),
-                )
-                results.append({"id": o.id, "status": "accepted"})
+                owner = self._owner(db, o.id)
+                if owner is None:
+                    items = fingerprint_items("fingerprint.chromaprint", o.fingerprint.chromaprint)
+                    m, a = o.metadata, o.analysis
+                    embedding = struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None
+                    # ON CONFLICT: the same id at another worker at this very moment (a re-send)
+                    inserted = db.execute(
+                        f"INSERT INTO arrivals (items, {_CARRIED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (id) DO NOTHING RETURNING seq",
+                        (matching.pack(items), o.id, contributor, o.fingerprint.duration, m.artist, m.title, m.album,
+                         m.isrc, m.catalog_number, a.key, a.camelot, m.duration, a.bpm, a.loudness_lufs, embedding,
+                         a.analyzer_version, now),
+                    ).fetchone()
+                    if inserted is not None:
+                        results.append({"id": o.id, "status": "accepted"})
+                        continue
+                    owner = self._owner(db, o.id)
+                if owner == contributor:
+                    results.append({"id": o.id, "status": "duplicate"})
+                else:
+                    results.append({"id": o.id, "status": "rejected", "reason": "id: already used by another contributor"})
         return results
 
+    @staticmethod
+    def _owner(db, observation_id: str) -> str | None:
+        row = db.execute("SELECT contributor FROM observations WHERE id = ? UNION ALL "
+                         "SELECT contributor FROM arrivals WHERE id = ?", (observation_id, observation_id)).fetchone()
+        return row[0] if row else None
+
     def settle(self, limit: int = 20) -> int:
-        """Match up to ``limit`` waiting arrivals (oldest first) into observations and re-derive
-        the consensus of every recording they touch; returns how many were settled."""
+        """Match up to ``limit`` waiting arrivals (oldest first) into observations and update the
+        consensus of every recording they touch; returns how many were claimed."""
         now = time.time()
-        with self._transaction() as db:
-            rows = db.execute(
-                "SELECT seq, items, fingerprint_duration, isrc FROM arrivals ORDER BY seq LIMIT ?", (limit,)
+        with self._transaction() as db:  # claim a slice: settlers elsewhere skip it
+            claimed = db.execute(
+                "UPDATE arrivals SET claimed_at = ? WHERE seq IN (SELECT seq FROM arrivals "
+                f"WHERE claimed_at IS NULL OR claimed_at < ? ORDER BY seq LIMIT ?{self.backend.skip_locked}) "
+                "RETURNING seq, items, fingerprint_duration, isrc",
+                (now, now - self.claim_seconds, limit),
             ).fetchall()
-            touched = set()
-            for seq, packed, duration, isrc in rows:
-                recording, fingerprint = self._place(db, matching.unpack(packed), duration, isrc, now)
+        if not claimed:
+            return 0
+        claimed.sort()
+        with self._reading() as db:  # the costly part, outside the lock: candidates and their scores
+            seen_up_to = db.execute("SELECT COALESCE(MAX(id), 0) FROM fingerprints").fetchone()[0]
+            prepared = {seq: self._candidates(db, matching.unpack(packed), duration)
+                        for seq, packed, duration, _ in claimed}
+        with self._transaction() as db:
+            self.backend.lock(db, MATCHING_LOCK)  # one placer at a time, cluster-wide
+            where, params = self.backend.any_of("seq", [row[0] for row in claimed])
+            alive = {row[0] for row in db.execute(f"SELECT seq FROM arrivals WHERE {where}", params)}
+            known = {fingerprint for candidates in prepared.values() for _, fingerprint, _ in candidates}
+            if known:  # erased since they were scored?
+                where, params = self.backend.any_of("id", sorted(known))
+                known = {row[0] for row in db.execute(f"SELECT id FROM fingerprints WHERE {where}", params)}
+            touched: dict[int, int] = defaultdict(int)
+            for seq, packed, duration, isrc in claimed:
+                if seq not in alive:  # settled by another worker whose claim outlived ours, or erased
+                    continue
+                items = matching.unpack(packed)
+                # what was stored since we looked (by other workers, or earlier in this slice)
+                candidates = [c for c in prepared[seq] if c[1] in known]
+                candidates = sorted(candidates + self._candidates(db, items, duration, after=seen_up_to), reverse=True)
+                recording, fingerprint, is_new = self._place(db, candidates, items, duration, isrc, now)
+                if is_new:
+                    known.add(fingerprint)
+                # ON CONFLICT: a re-send accepted while its first copy was being settled
                 db.execute(
                     f"INSERT INTO observations (recording, fingerprint, {_CARRIED}) "
-                    f"SELECT ?, ?, {_CARRIED} FROM arrivals WHERE seq = ?", (recording, fingerprint, seq))
+                    f"SELECT ?, ?, {_CARRIED} FROM arrivals WHERE seq = ? ON CONFLICT (id) DO NOTHING",
+                    (recording, fingerprint, seq))
                 db.execute("DELETE FROM arrivals WHERE seq = ?", (seq,))
-                touched.add(recording)
-            for recording in touched:
-                self._derive(db, recording, now)
-        return len(rows)
+                touched[recording] += 1
+            for recording in sorted(touched):
+                self._touch(db, recording, now)
+        return len(claimed)
 
     def waiting(self) -> int:
         """Arrivals not matched yet."""
-        return self._db.execute("SELECT COUNT(*) FROM arrivals").fetchone()[0]
+        with self._reading() as db:
+            return db.execute("SELECT COUNT(*) FROM arrivals").fetchone()[0]
 
-    def _candidates(self, db, items: list[int], duration: float) -> list[tuple[float, int, int]]:
-        """(score, fingerprint id, recording id) of stored fingerprints like ``items``, best first."""
+    def _candidates(self, db, items: list[int], duration: float, after: int = 0) -> list[tuple[float, int, int]]:
+        """(score, fingerprint id, recording id) of stored fingerprints like ``items`` (with an id
+        above ``after``), best first."""
         terms = matching.index_terms(items)
         if not terms:
             return []
+        where, params = self.backend.any_of("term", terms)
         rows = db.execute(
-            f"SELECT fingerprint, COUNT(*) AS shared FROM fingerprint_terms WHERE term IN ({','.join('?' * len(terms))}) "
-            "GROUP BY fingerprint HAVING shared >= ? ORDER BY shared DESC LIMIT 10",
-            (*terms, matching.minimum_shared_terms(terms)),
+            f"SELECT fingerprint, COUNT(*) AS shared FROM fingerprint_terms WHERE {where} AND fingerprint > ? "
+            "GROUP BY fingerprint HAVING COUNT(*) >= ? ORDER BY shared DESC, fingerprint LIMIT 10",
+            (*params, after, matching.minimum_shared_terms(terms)),
         ).fetchall()
         if not rows:
             return []
         best_shared = rows[0][1]
+        near = [fingerprint for fingerprint, shared in rows if shared >= best_shared / 2]  # only those near the best
+        where, params = self.backend.any_of("id", near)
+        stored = {row[0]: row[1:] for row in db.execute(
+            f"SELECT id, recording, items, duration FROM fingerprints WHERE {where}", params)}
         scored = []
-        for fingerprint, shared in rows:
-            if shared < best_shared / 2:  # only those near the best
-                break
-            stored = db.execute("SELECT recording, items, duration FROM fingerprints WHERE id = ?", (fingerprint,)).fetchone()
-            if stored and abs(stored[2] - duration) <= matching.DURATION_TOLERANCE:
-                scored.append((matching.score(items, matching.unpack(stored[1])), fingerprint, stored[0]))
+        for fingerprint in near:
+            if fingerprint not in stored:
+                continue
+            recording, packed, stored_duration = stored[fingerprint]
+            if abs(stored_duration - duration) <= matching.DURATION_TOLERANCE:
+                scored.append((matching.score(items, matching.unpack(packed)), fingerprint, recording))
                 if scored[-1][0] >= matching.SAME_FINGERPRINT:
                     break  # the same fingerprint: nothing can do better (scores cost ~1 ms each)
         return sorted(scored, reverse=True)
 
-    def _place(self, db, items: list[int], duration: float, isrc: str | None, now: float) -> tuple[int, int]:
-        """The recording and fingerprint an observation belongs to, created when new."""
-        candidates = self._candidates(db, items, duration)
+    def _place(self, db, candidates, items: list[int], duration: float, isrc: str | None,
+               now: float) -> tuple[int, int, bool]:
+        """The recording and fingerprint an observation belongs to, created when new (the
+        fingerprint's id, and whether it is new)."""
         if candidates:
             best_score, fingerprint, recording = candidates[0]
             if best_score >= matching.SAME_FINGERPRINT:
-                return recording, fingerprint
+                return recording, fingerprint, False
             for candidate_score, _, candidate_recording in candidates:
                 same_isrc = isrc is not None and db.execute(
                     "SELECT 1 FROM recordings WHERE id = ? AND isrc = ?", (candidate_recording, isrc)
                 ).fetchone()
                 threshold = matching.SAME_RECORDING_WITH_ISRC if same_isrc else matching.SAME_RECORDING
                 if candidate_score >= threshold:
-                    return candidate_recording, self._new_fingerprint(db, candidate_recording, items, duration)
-        recording = db.execute("INSERT INTO recordings (updated_at) VALUES (?)", (now,)).lastrowid
-        return recording, self._new_fingerprint(db, recording, items, duration)
+                    return candidate_recording, self._new_fingerprint(db, candidate_recording, items, duration), True
+        recording = db.execute("INSERT INTO recordings (updated_at) VALUES (?) RETURNING id", (now,)).fetchone()[0]
+        return recording, self._new_fingerprint(db, recording, items, duration), True
 
     @staticmethod
     def _new_fingerprint(db, recording: int, items: list[int], duration: float) -> int:
         terms = matching.index_terms(items)
         fingerprint = db.execute(
-            "INSERT INTO fingerprints (recording, items, terms, duration) VALUES (?, ?, ?, ?)",
+            "INSERT INTO fingerprints (recording, items, terms, duration) VALUES (?, ?, ?, ?) RETURNING id",
             (recording, matching.pack(items), matching.pack(terms), duration),
-        ).lastrowid
-        db.executemany("INSERT OR IGNORE INTO fingerprint_terms VALUES (?, ?)", [(term, fingerprint) for term in terms])
+        ).fetchone()[0]
+        if terms:  # one statement: one round trip to a database server
+            db.execute(f"INSERT INTO fingerprint_terms VALUES {', '.join(['(?, ?)'] * len(terms))} ON CONFLICT DO NOTHING",
+                       [value for term in terms for value in (term, fingerprint)])
         return fingerprint
+
+    # --- consensus -----------------------------------------------------------------------
+
+    def _touch(self, db, recording: int, now: float) -> None:
+        """A recording got new observations: re-derive it now if it is small or has grown by an
+        eighth since it was derived; otherwise mark it stale for ``refresh``."""
+        # the count is kept in the row: counting the observations would cost what debouncing saves
+        observed, derived = db.execute(
+            "UPDATE recordings SET observations = observations + 1 WHERE id = ? RETURNING observations, derived_observations",
+            (recording,)).fetchone()
+        if derived < self.exact_below or 8 * (observed - derived) >= derived:
+            self._derive(db, recording, now)
+        else:
+            db.execute("UPDATE recordings SET stale_since = COALESCE(stale_since, ?) WHERE id = ?", (now, recording))
+
+    def refresh(self, limit: int = 20, now: float | None = None) -> int:
+        """Re-derive up to ``limit`` recordings whose consensus has been stale long enough
+        (``debounce_seconds`` per 64 observations, at most 10 minutes); returns how many."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            delay = "CASE WHEN derived_observations * ? < 600 THEN derived_observations * ? ELSE 600 END"
+            due = db.execute(
+                f"SELECT id FROM recordings WHERE stale_since IS NOT NULL AND stale_since + {delay} < ? "
+                f"ORDER BY stale_since LIMIT ?{self.backend.skip_locked}",
+                (self.debounce_seconds / 64, self.debounce_seconds / 64, now, limit)).fetchall()
+            for (recording,) in due:
+                self._derive(db, recording, now)
+        return len(due)
 
     def _derive(self, db, recording: int, now: float) -> None:
         """The consensus of a recording from its observations, votes counted per contributor."""
-        rows = db.execute(
-            "SELECT contributor, artist, title, album, isrc, catalog_number, key, camelot, "
-            "COALESCE(duration, fingerprint_duration), bpm, loudness_lufs FROM observations WHERE recording = ?",
-            (recording,),
-        ).fetchall()
+        # the row lock first: an observation placed meanwhile is then seen (it updates this row)
+        db.execute(f"SELECT id FROM recordings WHERE id = ?{self.backend.for_update}", (recording,))
+        rows = db.execute(f"SELECT {_OBSERVED} FROM observations WHERE recording = ?", (recording,)).fetchall()
+        self.derived_rows += len(rows)
         if not rows:
-            self._drop_recording(db, recording)
+            self._drop_recordings(db, [recording])
             return
         consensus = consensus_of(rows)
         db.execute(
             "UPDATE recordings SET artist = ?, title = ?, album = ?, isrc = ?, catalog_number = ?, key = ?, "
-            "camelot = ?, duration = ?, bpm = ?, loudness_lufs = ?, contributors = ?, updated_at = ? WHERE id = ?",
-            (*(consensus[name] for name in CONSENSUS_FIELDS), consensus["contributors"], now, recording),
+            "camelot = ?, duration = ?, bpm = ?, loudness_lufs = ?, contributors = ?, updated_at = ?, "
+            "observations = ?, derived_observations = ?, stale_since = NULL WHERE id = ?",
+            (*(consensus[name] for name in CONSENSUS_FIELDS), consensus["contributors"], now, len(rows), len(rows),
+             recording),
         )
 
-    @classmethod
-    def _drop_recording(cls, db, recording: int) -> None:
-        fingerprints = [row[0] for row in db.execute("SELECT id FROM fingerprints WHERE recording = ?", (recording,))]
-        cls._drop_fingerprints(db, fingerprints)
-        db.execute("DELETE FROM recordings WHERE id = ?", (recording,))
+    def _drop_recordings(self, db, recordings: list[int]) -> None:
+        if not recordings:
+            return
+        where, params = self.backend.any_of("recording", recordings)
+        self._drop_fingerprints(db, [row[0] for row in db.execute(f"SELECT id FROM fingerprints WHERE {where}", params)])
+        where, params = self.backend.any_of("id", recordings)
+        db.execute(f"DELETE FROM recordings WHERE {where}", params)
 
-    @staticmethod
-    def _drop_fingerprints(db, fingerprints: list[int]) -> None:
-        """Fingerprints and their index terms. The index is keyed by term, so each fingerprint
-        keeps its own term list, and the terms are deleted in term order (neighbouring B-tree
-        pages; sorting packed integers is the cheap way to get there)."""
+    def _drop_fingerprints(self, db, fingerprints: list[int]) -> None:
+        """Fingerprints and their index terms (each fingerprint keeps its own term list: the
+        index is keyed by term)."""
         if not fingerprints:
             return
-        packed = []
-        for fingerprint in fingerprints:
-            row = db.execute("SELECT terms FROM fingerprints WHERE id = ?", (fingerprint,)).fetchone()
-            if row:
-                packed.extend((term << 40) | fingerprint for term in matching.unpack(row[0]))
-        packed.sort()
-        db.executemany("DELETE FROM fingerprint_terms WHERE term = ? AND fingerprint = ?",
-                       ((value >> 40, value & 0xFF_FFFF_FFFF) for value in packed))
-        db.executemany("DELETE FROM fingerprints WHERE id = ?", [(f,) for f in fingerprints])
+        where, params = self.backend.any_of("id", fingerprints)
+        pairs = [(term, fingerprint) for fingerprint, packed in db.execute(f"SELECT id, terms FROM fingerprints WHERE {where}", params)
+                 for term in matching.unpack(packed)]
+        self.backend.delete_terms(db, pairs)
+        db.execute(f"DELETE FROM fingerprints WHERE {where}", params)
 
     # --- look-up, deletion, export --------------------------------------------------------
 
     def lookup(self, fingerprints: list[tuple[list[int], float]]) -> list[dict | None]:
         results = []
-        for items, duration in fingerprints:
-            candidates = self._candidates(self._db, items, duration)
-            if candidates and candidates[0][0] >= matching.LOOKUP_HIT:
-                score, _, recording = candidates[0]
-                results.append({"score": round(score, 3), **self.recording(recording)})
-            else:
-                results.append(None)
+        with self._reading() as db:
+            for items, duration in fingerprints:
+                candidates = self._candidates(db, items, duration)
+                if candidates and candidates[0][0] >= matching.LOOKUP_HIT:
+                    score, _, recording = candidates[0]
+                    results.append({"score": round(score, 3), **self._recording(db, recording)})
+                else:
+                    results.append(None)
         return results
 
     def recording(self, recording: int) -> dict:
-        row = self._db.execute(
+        with self._reading() as db:
+            return self._recording(db, recording)
+
+    @staticmethod
+    def _recording(db, recording: int) -> dict:
+        row = db.execute(
             f"SELECT id, {', '.join(CONSENSUS_FIELDS)}, contributors FROM recordings WHERE id = ?", (recording,)
         ).fetchone()
         values = dict(zip(("id", *CONSENSUS_FIELDS, "contributors"), row))
@@ -327,20 +489,31 @@ class Store:
 
     def delete_contributor_observations(self, contributor: str) -> int:
         """Erase every observation of ``contributor``, drop what no one else holds, re-derive
-        the rest, remember when and how many. Idempotent: a second call erases 0."""
+        the rest at once (an erasure never waits for a debounce), remember when and how many.
+        Idempotent: a second call erases 0. Under the matching lock: no slice being placed can
+        attach to a recording this drops."""
         now = time.time()
         with self._transaction() as db:
+            self.backend.lock(db, MATCHING_LOCK)
             recordings = [row[0] for row in db.execute(
                 "SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))]
             fingerprints = [row[0] for row in db.execute(
                 "SELECT DISTINCT fingerprint FROM observations WHERE contributor = ?", (contributor,))]
             count = db.execute("DELETE FROM observations WHERE contributor = ?", (contributor,)).rowcount
             count += db.execute("DELETE FROM arrivals WHERE contributor = ?", (contributor,)).rowcount
-            unused = [f for f in fingerprints
-                      if db.execute("SELECT 1 FROM observations WHERE fingerprint = ? LIMIT 1", (f,)).fetchone() is None]
-            self._drop_fingerprints(db, unused)
-            for recording in recordings:
-                self._derive(db, recording, now)
+            if fingerprints:
+                where, params = self.backend.any_of("f.id", fingerprints)
+                self._drop_fingerprints(db, [row[0] for row in db.execute(
+                    f"SELECT f.id FROM fingerprints f WHERE {where} AND NOT EXISTS "
+                    "(SELECT 1 FROM observations o WHERE o.fingerprint = f.id)", params)])
+            if recordings:
+                where, params = self.backend.any_of("r.id", recordings)
+                empty = [row[0] for row in db.execute(
+                    f"SELECT r.id FROM recordings r WHERE {where} AND NOT EXISTS "
+                    "(SELECT 1 FROM observations o WHERE o.recording = r.id)", params)]
+                self._drop_recordings(db, empty)
+                for recording in sorted(set(recordings) - set(empty)):
+                    self._derive(db, recording, now)
             db.execute(
                 "UPDATE contributors SET deleted_at = ?, deleted_count = COALESCE(deleted_count, 0) + ? WHERE id = ?",
                 (now, count, contributor),
@@ -350,18 +523,22 @@ class Store:
     def export(self, contributor: str) -> dict:
         import chromaprint
 
-        row = self._db.execute(
-            "SELECT id, contribute, created_at, deleted_at, deleted_count FROM contributors WHERE id = ?", (contributor,)
-        ).fetchone()
-        observations = []
         fields = ("{t}.id, {recording}, items, {t}.fingerprint_duration, artist, title, album, isrc, catalog_number, "
                   "{t}.duration, bpm, key, camelot, loudness_lufs, embedding, analyzer_version, received_at")
-        matched = self._db.execute(
-            f"SELECT {fields.format(t='o', recording='o.recording')} FROM observations o JOIN fingerprints f "
-            "ON f.id = o.fingerprint WHERE o.contributor = ?", (contributor,)).fetchall()
-        waiting = self._db.execute(  # accepted, not matched yet: no recording
-            f"SELECT {fields.format(t='arrivals', recording='NULL')} FROM arrivals WHERE contributor = ?",
-            (contributor,)).fetchall()
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT id, contribute, created_at, deleted_at, deleted_count FROM contributors WHERE id = ?", (contributor,)
+            ).fetchone()
+            matched = db.execute(
+                f"SELECT {fields.format(t='o', recording='o.recording')} FROM observations o JOIN fingerprints f "
+                "ON f.id = o.fingerprint WHERE o.contributor = ?", (contributor,)).fetchall()
+            waiting = db.execute(  # accepted, not matched yet: no recording
+                f"SELECT {fields.format(t='arrivals', recording='NULL')} FROM arrivals WHERE contributor = ?",
+                (contributor,)).fetchall()
+            profile = db.execute(
+                "SELECT track_count, vector, updated_at FROM profiles WHERE contributor = ?", (contributor,)
+            ).fetchone()
+        observations = []
         for o in sorted(matched + waiting, key=lambda row: (row[16], row[0])):
             observations.append({
                 "id": o[0],
@@ -374,9 +551,6 @@ class Store:
                              "analyzer_version": o[15]},
                 "received_at": o[16],
             })
-        profile = self._db.execute(
-            "SELECT track_count, vector, updated_at FROM profiles WHERE contributor = ?", (contributor,)
-        ).fetchone()
         return {
             "contributor": dict(zip(("id", "contribute", "created_at", "deleted_at", "deleted_count"), row))
             | {"contribute": bool(row[1])},
@@ -398,28 +572,34 @@ class Store:
     def recommendations(self, contributor: str, limit: int = 20, neighbours: int = 10) -> list[dict]:
         """Recordings held by the contributors with the nearest profiles (cosine), which the
         requester does not hold."""
-        mine = self._db.execute("SELECT vector FROM profiles WHERE contributor = ?", (contributor,)).fetchone()
-        if mine is None:
-            return []
-        me = struct.unpack(f"<{PROFILE_LENGTH}f", mine[0])
-        nearest = []
-        for other, vector in self._db.execute("SELECT contributor, vector FROM profiles WHERE contributor != ?", (contributor,)):
-            similarity = _cosine(me, struct.unpack(f"<{PROFILE_LENGTH}f", vector))
-            if similarity > 0:
-                nearest.append((similarity, other))
-        nearest = sorted(nearest, reverse=True)[:neighbours]
-        held = {row[0] for row in self._db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))}
-        weights: dict[int, float] = defaultdict(float)
-        for similarity, other in nearest:
-            for (recording,) in self._db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (other,)):
-                if recording not in held:
-                    weights[recording] += similarity
-        ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))[:limit]
-        return [{"weight": round(weight, 4), **self.recording(recording)} for recording, weight in ranked]
+        with self._reading() as db:
+            mine = db.execute("SELECT vector FROM profiles WHERE contributor = ?", (contributor,)).fetchone()
+            if mine is None:
+                return []
+            me = struct.unpack(f"<{PROFILE_LENGTH}f", mine[0])
+            nearest = []
+            for other, vector in db.execute("SELECT contributor, vector FROM profiles WHERE contributor != ?", (contributor,)):
+                similarity = _cosine(me, struct.unpack(f"<{PROFILE_LENGTH}f", vector))
+                if similarity > 0:
+                    nearest.append((similarity, other))
+            nearest = sorted(nearest, reverse=True)[:neighbours]
+            held = {row[0] for row in db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))}
+            weights: dict[int, float] = defaultdict(float)
+            for similarity, other in nearest:
+                for (recording,) in db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (other,)):
+                    if recording not in held:
+                        weights[recording] += similarity
+            ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))[:limit]
+            return [{"weight": round(weight, 4), **self._recording(db, recording)} for recording, weight in ranked]
 
     def counts(self) -> dict[str, int]:
-        return {table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("contributors", "recordings", "fingerprints", "observations", "profiles", "arrivals")}
+        with self._reading() as db:
+            return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                    for table in ("contributors", "recordings", "fingerprints", "observations", "profiles", "arrivals")}
+
+    def size(self) -> int:
+        """Bytes the database takes on disk."""
+        return self.backend.size()
 
 
 CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key", "camelot", "duration", "bpm", "loudness_lufs")
@@ -480,8 +660,13 @@ def profile_vector(profile: Profile) -> list[float]:
 def _profile_dict(row) -> dict:
     track_count, vector, updated_at = row
     values = struct.unpack(f"<{PROFILE_LENGTH}f", vector)
-    return {"track_count": track_count, "tempo_histogram": list(values[:24]), "key_histogram": list(values[24:48]),
-            "loudness_histogram": list(values[48:60]), "embedding_centroid": list(values[60:]), "updated_at": updated_at}
+    key_start = TEMPO_BINS
+    loudness_start = key_start + KEY_BINS
+    embedding_start = loudness_start + LOUDNESS_BINS
+    return {"track_count": track_count, "tempo_histogram": list(values[:key_start]),
+            "key_histogram": list(values[key_start:loudness_start]),
+            "loudness_histogram": list(values[loudness_start:embedding_start]),
+            "embedding_centroid": list(values[embedding_start:]), "updated_at": updated_at}
 
 
 def _cosine(a, b) -> float:

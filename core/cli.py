@@ -206,35 +206,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8750, help="port (default: 8750)")
-    serve.add_argument("--db", metavar="FILE", help="SQLite database (default: catalog.sqlite in the data folder)")
+    serve.add_argument("--db", metavar="FILE|URL",
+                       help="a SQLite file (default: catalog.sqlite in the data folder) or a postgresql:// URL")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="worker processes on the one port (PostgreSQL only; default: 1)")
     serve.set_defaults(handler=_cmd_catalog_serve)
     catalog.set_defaults(handler=lambda args: catalog.print_help() or EXIT_ERROR)
     return parser
 
 
 def _cmd_catalog_serve(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
-
-    from cratesense.catalog.server import serve
-    from cratesense.catalog.store import Store
+    from cratesense.catalog.service import serve
     from cratesense.daemon.paths import data_dir
 
     logging.getLogger("cratesense").setLevel(logging.DEBUG if args.debug else logging.INFO)
-    store = Store(args.db or data_dir() / "catalog.sqlite")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await serve(store, args.host, args.port, stop)
-
-    try:
-        asyncio.run(main())
-    finally:
-        store.close()
-    return EXIT_OK
+    return serve(args.db or str(data_dir() / "catalog.sqlite"), args.host, args.port, args.workers)
 
 
 def _add_agent_options(parser: argparse.ArgumentParser) -> None:

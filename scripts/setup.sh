@@ -24,6 +24,8 @@ if [ "$purpose" = test ]; then
   system_packages_debian+=(mount e2fsprogs)
   # the local web page in a real headless browser (selenium drives Debian's Chromium)
   system_packages_debian+=(chromium chromium-driver)
+  # the catalog's tests start a throwaway PostgreSQL server of their own (the packaged service stays off)
+  system_packages_debian+=(postgresql)
 fi
 
 as_root() {

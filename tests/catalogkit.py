@@ -102,10 +102,17 @@ class Client:
         return await self.call("POST", "/v1/observations", {"observations": observations}, **options)
 
 
+def query(store: Store, sql: str, params=()) -> list[tuple]:
+    """Rows of a read-only query on either backend (``?`` placeholders)."""
+    with store.backend.reading() as db:
+        return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+
 @asynccontextmanager
-async def catalog_server(path: Path, **limits):
-    """A real catalog server on 127.0.0.1 with its SQLite file at ``path``: (store, url)."""
-    store = Store(path)
+async def catalog_server(target: Path | str, *, store_options: dict | None = None, **limits):
+    """A real catalog server on 127.0.0.1 over ``target`` (a SQLite file or a PostgreSQL URL):
+    (store, url)."""
+    store = Store(target, **(store_options or {}))
     runner, url = await start(store, **limits)
     try:
         yield store, url

@@ -113,3 +113,25 @@ def failing_disk(tmp_path):
         pytest.skip(f"cannot mount a loop device here ({mounted.stderr.strip()}); needs root")
     yield disk
     subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (tests/pgserver.py); skipped where none is
+    installed (scripts/setup.sh test installs it)."""
+    from pgserver import PostgresServer, binaries
+
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/setup.sh test installs it)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_db(request, tmp_path):
+    """Where a catalog test's database goes, once per backend: a SQLite file or a fresh
+    PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return tmp_path / "catalog.sqlite"
+    return request.getfixturevalue("postgres").new_database()

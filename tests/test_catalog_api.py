@@ -1,4 +1,5 @@
-"""The catalog API against a real server on 127.0.0.1 with a real SQLite file."""
+"""The catalog API against a real server on 127.0.0.1, over each backend: a real SQLite file and
+a real PostgreSQL database (a throwaway server the suite starts)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,18 @@ import asyncio
 import base64
 import gzip
 import json
-import sqlite3
 
 import aiohttp
 import pytest
 
-from catalogkit import Client, catalog_server, observation
+from catalogkit import Client, catalog_server, observation, query
 
 pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-async def catalog(tmp_path):
-    async with catalog_server(tmp_path / "catalog.sqlite") as (store, url):
+async def catalog(catalog_db):
+    async with catalog_server(catalog_db) as (store, url):
         async with aiohttp.ClientSession() as session:
             yield store, url, session
 
@@ -168,9 +168,7 @@ async def test_deletion_erases_everything_and_rederives_the_rest(catalog, catalo
     assert export["contributor"]["deleted_at"] is not None
     status, body = await alice.call("DELETE", "/v1/contributors/me/observations")
     assert body == {"deleted": 0}  # idempotent
-    with sqlite3.connect(store.path) as db:
-        terms = db.execute("SELECT COUNT(*) FROM fingerprint_terms WHERE fingerprint NOT IN (SELECT id FROM fingerprints)")
-        assert terms.fetchone()[0] == 0
+    assert query(store, "SELECT COUNT(*) FROM fingerprint_terms WHERE fingerprint NOT IN (SELECT id FROM fingerprints)") == [(0,)]
 
 
 def profile(tempo_peak: int, key_peak: int = 0) -> dict:
@@ -197,8 +195,8 @@ async def test_recommendations_come_from_the_nearest_profiles(catalog, catalog_f
     assert status == 200 and titles[0] == "Twin's pick" and "Shared" not in titles
 
 
-async def test_rate_limit_answers_429_with_retry_after(tmp_path):
-    async with catalog_server(tmp_path / "c.sqlite", rate=1.0, burst=3) as (_, url):
+async def test_rate_limit_answers_429_with_retry_after(catalog_db):
+    async with catalog_server(catalog_db, rate=1.0, burst=3) as (_, url):
         async with aiohttp.ClientSession() as session:
             alice = await Client(session, url).register()
             statuses = []
@@ -210,11 +208,11 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path):
             assert statuses[:2] == [200, 200] and statuses[-1] == 429 and int(retry_after) >= 1
 
 
-async def test_fifty_agents_at_once_build_the_same_catalog_as_one_at_a_time(tmp_path, catalog_fingerprints):
+async def test_fifty_agents_at_once_build_the_same_catalog_as_one_at_a_time(catalog_db, request, catalog_fingerprints):
     keys = sorted(catalog_fingerprints)
 
-    async def run(path, concurrent: bool) -> set[frozenset[str]]:
-        async with catalog_server(path) as (store, url):
+    async def run(target, concurrent: bool) -> set[frozenset[str]]:
+        async with catalog_server(target) as (store, url):
             async with aiohttp.ClientSession() as session:
                 agents = [await Client(session, url).register() for _ in range(50)]
                 batches = [[observation(catalog_fingerprints[keys[(a + i) % len(keys)]], id=f"{a:02x}{i:030x}",
@@ -225,16 +223,21 @@ async def test_fifty_agents_at_once_build_the_same_catalog_as_one_at_a_time(tmp_
                 else:
                     results = [await c.ingest(b) for c, b in zip(agents, batches)]
                 assert all(status == 200 and body["accepted"] == 4 for status, body in results)
-            with sqlite3.connect(path) as db:
-                groups: dict[int, set[str]] = {}
-                for oid, recording in db.execute("SELECT id, recording FROM observations"):
-                    groups.setdefault(recording, set()).add(oid)
-                titles = {row[0] for row in db.execute("SELECT title FROM recordings")}
+                for _ in range(200):  # answered before matching, under load
+                    if store.waiting() == 0:
+                        break
+                    await asyncio.sleep(0.1)
+            groups: dict[int, set[str]] = {}
+            for oid, recording in query(store, "SELECT id, recording FROM observations"):
+                groups.setdefault(recording, set()).add(oid)
+            titles = {row[0] for row in query(store, "SELECT title FROM recordings")}
             assert titles == {f"T{source}" for source in range(5)}
             return {frozenset(group) for group in groups.values()}
 
-    serial = await run(tmp_path / "serial.sqlite", concurrent=False)
-    concurrent = await run(tmp_path / "concurrent.sqlite", concurrent=True)
+    other = (catalog_db.parent / "other.sqlite" if not isinstance(catalog_db, str)
+             else request.getfixturevalue("postgres").new_database())
+    serial = await run(catalog_db, concurrent=False)
+    concurrent = await run(other, concurrent=True)
     assert len(serial) == 5 and serial == concurrent
 
 
@@ -273,7 +276,7 @@ async def test_attacks_are_refused(catalog, catalog_fingerprints):
 
 
 async def test_a_slow_client_is_cut_off(tmp_path):
-    async with catalog_server(tmp_path / "c.sqlite", body_seconds=1.0) as (_, url):
+    async with catalog_server(tmp_path / "c.sqlite", body_seconds=1.0) as (_, url):  # the server's part: one backend
         async with aiohttp.ClientSession() as session:
             alice = await Client(session, url).register()
         host, port = url.removeprefix("http://").split(":")
@@ -300,14 +303,14 @@ def _random_batch(seed: int, count: int) -> list[dict]:
             for _ in range(count)]
 
 
-async def test_under_load_batches_are_accepted_at_once_and_matched_after(tmp_path):
+async def test_under_load_batches_are_accepted_at_once_and_matched_after(catalog_db):
     """While another ingest request is in flight (here: one whose body is still coming), a batch
     is accepted durably and answered without waiting for matching; everything is matched
     soon after, once each."""
     from cratesense.catalog.server import SETTLER, start
     from cratesense.catalog.store import Store
 
-    store = Store(tmp_path / "c.sqlite")
+    store = Store(catalog_db)
     runner, url = await start(store)
     try:
         async with aiohttp.ClientSession() as session:
@@ -339,13 +342,13 @@ async def test_under_load_batches_are_accepted_at_once_and_matched_after(tmp_pat
         store.close()
 
 
-async def test_accepted_but_unmatched_observations_survive_a_restart(tmp_path):
+async def test_accepted_but_unmatched_observations_survive_a_restart(catalog_db):
     """A crash between the answer and the matching loses nothing: arrivals are in the database
     and are matched when the catalog starts again; a re-send meanwhile is a duplicate."""
     from cratesense.catalog import contract
     from cratesense.catalog.store import Store
 
-    store = Store(tmp_path / "c.sqlite")
+    store = Store(catalog_db)
     contributor, token = store.register()
     batch = _random_batch(7, 30)
     observations = contract.decode_observations(contract.decode(json.dumps({"observations": batch}).encode(),
@@ -354,7 +357,7 @@ async def test_accepted_but_unmatched_observations_survive_a_restart(tmp_path):
     assert store.counts()["arrivals"] == 30 and store.counts()["observations"] == 0
     assert [r["status"] for r in store.accept(contributor, observations[:2])] == ["duplicate", "duplicate"]
     store.close()  # ... the process dies here
-    async with catalog_server(tmp_path / "c.sqlite") as (store, url):
+    async with catalog_server(catalog_db) as (store, url):
         for _ in range(100):
             if store.counts()["arrivals"] == 0:
                 break

@@ -133,6 +133,26 @@ def test_no_column_can_hold_a_path_or_audio(tmp_path):
                      ("arrivals", "embedding")}
 
 
+def test_no_column_can_hold_a_path_or_audio_on_postgresql(postgres):
+    from catalogkit import query
+
+    store = Store(postgres.new_database())
+    try:
+        columns = query(store, "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                               "WHERE table_schema = 'public'")
+        checks = query(store, "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                              "WHERE contype = 'c'")
+    finally:
+        store.close()
+    for table, column, kind in columns:
+        assert not any(word in column.lower() for word in ("path", "file", "folder", "dir", "url", "audio", "sample", "name"))
+        if kind in ("text", "bytea") and table != "migrations":
+            assert any(t == table and f"length({column})" in rule for t, rule in checks), f"{table}.{column} is unbounded"
+    assert {(t, c) for t, c, kind in columns if kind == "bytea"} == {
+        ("contributors", "token_hash"), ("fingerprints", "items"), ("fingerprints", "terms"), ("observations", "embedding"),
+        ("profiles", "vector"), ("arrivals", "items"), ("arrivals", "embedding")}
+
+
 def test_consensus_counts_contributors_and_folds_octaves():
     rows = [
         ("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 128.0, -8.0),

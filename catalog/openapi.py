@@ -1,0 +1,122 @@
+"""The v1 API as an OpenAPI 3.1 document, generated from the msgspec contract (contract.py), so
+the types a client reads are the types the catalog decodes and answers with. Served at
+``GET /v1/openapi.json``; schemathesis checks the running catalog against it
+(tests/test_catalog_openapi.py).
+
+What a type cannot say is said in words: the guard's rules (no path-like text, a real
+Chromaprint fingerprint whose length fits its duration) are in ``Observation``'s description,
+and every operation lists the errors it can answer with.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from cratesense import __version__
+from cratesense.catalog import contract
+
+_REF = "#/components/schemas/{name}"
+
+# (method, path, operation id, summary, request model or None, (status, response model), errors)
+_OPERATIONS = (
+    ("post", "/v1/contributors", "register", "Become a pseudonymous contributor: a random id and a bearer token "
+     "(only its hash is kept).", None, (201, contract.Registered), (429,)),
+    ("post", "/v1/observations", "ingest", "Send a batch of observations (idempotent by observation id). Each item "
+     "is accepted, a duplicate, or rejected with a reason; a batch that breaks the contract is refused whole.",
+     contract.IngestRequest, (200, contract.IngestResponse), (400, 403, 408, 413, 415, 422)),
+    ("post", "/v1/lookup", "lookup", "Recordings (with their consensus) for up to "
+     f"{contract.MAX_LOOKUP} fingerprints.", contract.LookupRequest, (200, contract.LookupResponse),
+     (400, 408, 413, 415, 422)),
+    ("put", "/v1/profile", "put_profile", "Store the taste profile: histograms and a centroid, never a track list.",
+     contract.Profile, (200, contract.ProfileStored), (400, 408, 413, 415, 422)),
+    ("put", "/v1/contributors/me", "put_settings", "Turn contribution on or off.", contract.ContributorSettings,
+     (200, contract.ContributorSettings), (400, 408, 413, 415, 422)),
+    ("delete", "/v1/contributors/me/observations", "delete_observations", "Erase every observation of this "
+     "contributor and re-derive every recording it touched; answers with the count.", None,
+     (200, contract.Deleted), ()),
+    ("get", "/v1/contributors/me/export", "export", "Everything the catalog holds about this contributor.", None,
+     (200, contract.Export), ()),
+    ("get", "/v1/recommendations", "recommendations", "Recordings held by contributors with a similar profile.",
+     None, (200, contract.Recommendations), ()),
+)
+_ERRORS = {
+    400: "Not JSON, not valid gzip, or nested too deeply.",
+    401: "No bearer token, or an unknown one.",
+    403: "Contribution is turned off for this contributor.",
+    408: "The body did not arrive in time.",
+    413: f"The body (inflated) is larger than {contract.MAX_BODY_BYTES} bytes, or the batch has more than "
+         f"{contract.MAX_BATCH} observations.",
+    415: "A Content-Encoding other than gzip.",
+    422: "The body breaks the contract: `field` names where, `rule` says how.",
+    429: "Too many requests: wait for Retry-After seconds.",
+}
+_GUARD = (
+    "Beyond its types, every observation passes the guard: no text that looks like a file path, a file "
+    "name, a home folder or a URI; no long base64 or hex runs; no control characters; nothing that "
+    "decodes to audio; the fingerprint is a real Chromaprint fingerprint (algorithm 1, URL-safe base64 "
+    "starting AQ) with an item count that fits its duration and at least 80 distinct items."
+)
+
+
+def document() -> dict:
+    """The OpenAPI 3.1 document of the v1 API."""
+    models = [contract.Observation, contract.Error]
+    for _, _, _, _, request, (_, response), _ in _OPERATIONS:
+        models += [m for m in (request, response) if m is not None]
+    _, components = msgspec.json.schema_components(models, ref_template=_REF)
+    # the ingest body's items are decoded one by one (so an error names the item): describe them
+    components["IngestRequest"]["properties"]["observations"]["items"] = {"$ref": _REF.format(name="Observation")}
+    components["Observation"]["description"] = _GUARD
+    paths: dict = {}
+    for method, path, operation_id, summary, request, (status, response), errors in _OPERATIONS:
+        authenticated = operation_id != "register"
+        codes = sorted({*errors, 429, 404, 405, 500, *((401,) if authenticated else ())})
+        operation = {
+            "operationId": operation_id,
+            "summary": summary,
+            "responses": {
+                str(status): _json_response("Done.", response.__name__),
+                **{str(code): _json_response(_ERRORS.get(code, _ERROR_WORDS.get(code, "")), "Error",
+                                              retry_after=code == 429) for code in codes},
+            },
+        }
+        if request is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": _REF.format(name=request.__name__)}}}}
+        operation["security"] = [{"bearer": []}] if authenticated else []
+        paths.setdefault(path, {})[method] = operation
+    paths["/v1/openapi.json"] = {"get": {
+        "operationId": "openapi", "summary": "This document.", "security": [],
+        "responses": {"200": {"description": "The OpenAPI 3.1 document of the v1 API.",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                      **{str(code): _json_response(_ERROR_WORDS[code], "Error") for code in (404, 405, 500)}},
+    }}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "CrateSense catalog",
+            "version": __version__,
+            "summary": "The shared catalog of derived music observations (v1 wire contract).",
+            "description": "Bodies are JSON, optionally gzip'd (Content-Encoding: gzip). Unknown fields are "
+                           "rejected. Nothing in any body may be a file path, a file name or audio.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "The token POST /v1/contributors issued."}},
+        },
+    }
+
+
+_ERROR_WORDS = {404: "No such route.", 405: "Not a method this route takes.", 500: "Internal error (logged)."}
+
+
+def _json_response(description: str, model: str, retry_after: bool = False) -> dict:
+    response = {"description": description,
+                "content": {"application/json": {"schema": {"$ref": _REF.format(name=model)}}}}
+    if retry_after:
+        response["headers"] = {"Retry-After": {"description": "Seconds to wait.", "required": True,
+                                               "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+    return response
