@@ -13,6 +13,7 @@ from __future__ import annotations
 import msgspec
 
 from cratesense import __version__
+from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.catalog import contract
 
 _REF = "#/components/schemas/{name}"
@@ -58,8 +59,43 @@ _GUARD = (
 )
 
 
+def _example_fingerprint() -> str:
+    """A fingerprint the guard accepts, for the examples: 120 s of a random walk of 32-bit items
+    (a few bits change from one item to the next, as in real Chromaprint output)."""
+    import random
+
+    import chromaprint
+
+    rng = random.Random(16)
+    item, items = rng.getrandbits(32), []
+    for _ in range(948):
+        for bit in rng.sample(range(32), 5):
+            item ^= 1 << bit
+        items.append(item)
+    return chromaprint.encode_fingerprint(items, 1).decode()
+
+
+def _examples() -> dict[str, dict]:
+    """A valid body per operation (named by its request model)."""
+    fingerprint = {"chromaprint": _example_fingerprint(), "duration": 180.0}
+    share = [0.0] * (contract.TEMPO_BINS - 1) + [1.0]
+    return {
+        "IngestRequest": {"observations": [{
+            "id": "0123456789abcdef0123456789abcdef", "fingerprint": fingerprint,
+            "metadata": {"artist": "AC/DC", "title": "Live 1/2/99", "album": None, "isrc": "GBAYE0601498",
+                         "catalog_number": None, "duration": 180.0},
+            "analysis": {"analyzer_version": ANALYZER_VERSION, "bpm": 128.0, "key": "A minor", "camelot": "8A",
+                         "loudness_lufs": -8.5, "embedding": None}}]},
+        "LookupRequest": {"fingerprints": [fingerprint]},
+        "Profile": {"track_count": 120, "tempo_histogram": share, "key_histogram": [1 / contract.KEY_BINS] * contract.KEY_BINS,
+                    "loudness_histogram": [1 / contract.LOUDNESS_BINS] * contract.LOUDNESS_BINS, "embedding_centroid": None},
+        "ContributorSettings": {"contribute": True},
+    }
+
+
 def document() -> dict:
     """The OpenAPI 3.1 document of the v1 API."""
+    examples = _examples()
     models = [contract.Observation, contract.Error]
     for _, _, _, _, request, (_, response), _ in _OPERATIONS:
         models += [m for m in (request, response) if m is not None]
@@ -82,7 +118,8 @@ def document() -> dict:
         }
         if request is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"$ref": _REF.format(name=request.__name__)}}}}
+                "schema": {"$ref": _REF.format(name=request.__name__)},
+                "examples": {"valid": {"value": examples[request.__name__]}}}}}
         operation["security"] = [{"bearer": []}] if authenticated else []
         paths.setdefault(path, {})[method] = operation
     paths["/v1/openapi.json"] = {"get": {

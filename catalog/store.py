@@ -322,8 +322,8 @@ class Store:
                     (recording, fingerprint, seq))
                 db.execute("DELETE FROM arrivals WHERE seq = ?", (seq,))
                 touched[recording] += 1
-            for recording in sorted(touched):
-                self._touch(db, recording, now)
+            for recording, added in sorted(touched.items()):
+                self._touch(db, recording, added, now)
         return len(claimed)
 
     def waiting(self) -> int:
@@ -393,13 +393,13 @@ class Store:
 
     # --- consensus -----------------------------------------------------------------------
 
-    def _touch(self, db, recording: int, now: float) -> None:
-        """A recording got new observations: re-derive it now if it is small or has grown by an
-        eighth since it was derived; otherwise mark it stale for ``refresh``."""
+    def _touch(self, db, recording: int, added: int, now: float) -> None:
+        """A recording got ``added`` new observations: re-derive it now if it is small or has
+        grown by an eighth since it was derived; otherwise mark it stale for ``refresh``."""
         # the count is kept in the row: counting the observations would cost what debouncing saves
         observed, derived = db.execute(
-            "UPDATE recordings SET observations = observations + 1 WHERE id = ? RETURNING observations, derived_observations",
-            (recording,)).fetchone()
+            "UPDATE recordings SET observations = observations + ? WHERE id = ? RETURNING observations, derived_observations",
+            (added, recording)).fetchone()
         if derived < self.exact_below or 8 * (observed - derived) >= derived:
             self._derive(db, recording, now)
         else:
