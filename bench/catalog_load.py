@@ -1,15 +1,20 @@
-"""Catalog under load (issue #9): N concurrent agents syncing and looking up, over loopback.
+"""Catalog under load (issues #9, #16): N concurrent agents syncing and looking up, over loopback.
 
     python bench/catalog_load.py [--agents 200] [--batches 5] [--batch-size 20] [--spread 0]
+                                 [--configs sqlite:1,postgresql:2]
 
+Each configuration (backend:workers) runs in turn, in the same run: by default SQLite with one
+process and PostgreSQL (a throwaway server with fsync on: tests/pgserver.py) with two workers.
 The catalog runs as its own process (`cratesense catalog serve`), as it would in production;
 each agent registers, sends its batches (gzip'd, overlapping recordings with other agents) and
-looks up what it sent. Reports throughput, p50/p99 per request kind, errors (target: no 5xx, no
-lost observation, ingest p99 under 200 ms on this machine's 2 cores).
+looks up what it sent. Reports p50/p99 per request kind, errors (target: no 5xx, no lost
+observation, ingest and look-up p99 under 200 ms on this machine's 2 cores), observations/s
+answered and matched end to end, and the catalog's CPU time (its processes, not the database's).
 
-With every agent sending back to back (the default), requests queue at the one event loop and
-a request's latency is about (agents in flight) x (time per request); ``--spread`` lets agents
-arrive over a window instead, as syncs spread over their interval do.
+With every agent sending back to back (the default), requests queue at the catalog and a
+request's latency is about (agents in flight) x (time per request); ``--spread`` lets agents
+arrive over a window instead, as syncs spread over their interval do. The load generator
+shares the machine's 2 cores with the catalog and the database.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import argparse
 import asyncio
 import gzip
 import json
+import os
 import random
 import secrets
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,7 +38,8 @@ import aiohttp
 import chromaprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from catalogkit import random_fingerprint  # noqa: E402
+from catalogkit import query, random_fingerprint  # noqa: E402
+from cratesense.catalog.store import Store  # noqa: E402
 
 
 def percentile(values, share):
@@ -76,6 +82,10 @@ async def one_agent(session, url, recordings, args, timings, errors, sent):
 
 async def main_async(args, url, db_path):
     rng = random.Random(3)
+
+
+async def main_async(args, url, target) -> dict:
+    rng = random.Random(3)
     recordings = [(chromaprint.encode_fingerprint(random_fingerprint(rng), 1).decode(), f"Song {i}")
                   for i in range(args.recordings)]
     timings, errors, sent = defaultdict(list), defaultdict(int), set()
@@ -86,27 +96,66 @@ async def main_async(args, url, db_path):
                                for _ in range(args.agents)))
         seconds = time.perf_counter() - started
     # under load the catalog answers before matching: wait until every accepted batch is matched
-    drain_started = time.perf_counter()
-    while True:
-        with sqlite3.connect(db_path) as db:
-            waiting = db.execute("SELECT COUNT(*) FROM arrivals").fetchone()[0]
-        if waiting == 0 or time.perf_counter() - drain_started > 900:
-            break
-        await asyncio.sleep(0.5)
-    drained = time.perf_counter() - drain_started
-    with sqlite3.connect(db_path) as db:
-        stored = {oid for (oid,) in db.execute("SELECT id FROM observations")}
-        recording_count = db.execute("SELECT COUNT(*) FROM recordings").fetchone()[0]
-    requests = sum(len(v) for v in timings.values())
-    print(f"{args.agents} agents: {requests} requests in {seconds:.1f} s ({requests / seconds:.0f} req/s, "
-          f"{len(sent) / seconds:.0f} observations/s)")
+    store = Store(target)
+    try:
+        drain_started = time.perf_counter()
+        while True:
+            waiting = store.waiting()
+            if waiting == 0 or time.perf_counter() - drain_started > 900:
+                break
+            await asyncio.sleep(0.2)
+        drained = time.perf_counter() - drain_started
+        stored = {oid for (oid,) in query(store, "SELECT id FROM observations")}
+        recording_count = store.counts()["recordings"]
+    finally:
+        store.close()
+    result = {"requests": sum(len(v) for v in timings.values()), "seconds": seconds, "acknowledged": len(sent),
+              "stored": len(stored), "lost": len(sent - stored), "waiting": waiting, "drain_s": drained,
+              "recordings": recording_count, "matched_obs_per_s": len(stored) / (seconds + drained),
+              "answered_obs_per_s": len(sent) / seconds, "5xx": sum(v for k, v in errors.items() if k >= 500),
+              "errors": dict(errors)}
     for kind, values in timings.items():
-        print(f"  {kind}: p50 {1000 * percentile(values, 0.5):.0f} ms, p99 {1000 * percentile(values, 0.99):.0f} ms")
-    print(f"  errors: {dict(errors) or 'none'}; 5xx: {sum(v for k, v in errors.items() if k >= 500)}")
-    print(f"  matching finished {drained:.1f} s after the last answer ({waiting} still waiting); "
-          f"{len(stored) / (seconds + drained):.0f} observations/s matched end to end")
-    print(f"  acknowledged {len(sent)}, stored {len(stored)}, lost {len(sent - stored)}; "
-          f"{recording_count} recordings from {args.recordings} distinct fingerprints")
+        result[f"{kind}_p50_ms"] = 1000 * percentile(values, 0.5)
+        result[f"{kind}_p99_ms"] = 1000 * percentile(values, 0.99)
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and of the workers it started, from /proc."""
+    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def run_config(args, backend: str, workers: int, target) -> dict:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "cratesense", "catalog", "serve", "--port", str(port),
+                               "--db", str(target), "--workers", str(workers)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # until it answers
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(2.0)  # every worker listening (each starts in its own interpreter)
+        result = asyncio.run(main_async(args, f"http://127.0.0.1:{port}", target))
+        result["catalog_cpu_s"] = cpu_seconds(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"config": f"{backend} x{workers}", **result}
 
 
 def main() -> int:
@@ -117,20 +166,35 @@ def main() -> int:
     parser.add_argument("--recordings", type=int, default=400)
     parser.add_argument("--spread", type=float, default=0.0,
                         help="agents start at random moments over this many seconds (default 0: all at once)")
+    parser.add_argument("--configs", default="sqlite:1,postgresql:2",
+                        help="backend:workers, comma-separated (default: sqlite:1,postgresql:2)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cratesense-load-") as temp:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        db_path = Path(temp) / "catalog.sqlite"
-        server = subprocess.Popen([sys.executable, "-m", "cratesense", "catalog", "serve", "--port", str(port),
-                                   "--db", str(db_path)], stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(2)
-            asyncio.run(main_async(args, f"http://127.0.0.1:{port}", db_path))
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    configs = [(name, int(workers)) for name, workers in (item.split(":") for item in args.configs.split(","))]
+    results, server = [], None
+    try:
+        with tempfile.TemporaryDirectory(prefix="cratesense-load-") as temp:
+            for backend, workers in configs:
+                if backend == "sqlite":
+                    target = Path(temp) / f"catalog-{len(results)}.sqlite"
+                else:
+                    if server is None:
+                        from pgserver import PostgresServer
+
+                        server = PostgresServer(fsync=True).start()
+                    target = server.new_database("load")
+                results.append(run_config(args, backend, workers, target))
+                print(json.dumps(results[-1]), flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    columns = ("config", "ingest_p50_ms", "ingest_p99_ms", "lookup_p50_ms", "lookup_p99_ms", "5xx", "lost",
+               "answered_obs_per_s", "matched_obs_per_s", "drain_s", "catalog_cpu_s")
+    print(f"{args.agents} agents x {args.batches} batches of {args.batch_size} (spread {args.spread:g} s):")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for result in results:
+        print("| " + " | ".join(f"{result[c]:.0f}" if isinstance(result[c], float) else str(result[c])
+                                for c in columns) + " |")
     return 0
 
 

@@ -74,6 +74,9 @@ class SQLiteBackend:
         self._local = threading.local()  # this thread's connection
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # this process's writers queue here, woken at once; SQLite's own busy handler would
+        # make a thread that finds the file locked sleep for up to 100 ms at a time
+        self._write_lock = threading.Lock()
         self._connection()  # fail here, at start, if the file cannot be opened
 
     def _connection(self) -> sqlite3.Connection:
@@ -97,7 +100,7 @@ class SQLiteBackend:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE: the file's one writer)."""
-        with sqlite.transaction(self._connection()) as db:
+        with self._write_lock, sqlite.transaction(self._connection()) as db:
             yield db
 
     @contextmanager

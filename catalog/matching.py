@@ -3,19 +3,19 @@
 ``index_terms`` picks the terms a fingerprint is indexed and queried by; ``score`` compares two
 raw fingerprints: align them by a histogram of offsets between items that share their top bits,
 then score (overlap / shorter length) x (1 - 2 x bit error rate). Plain Python (``int.bit_count``)
-so the embedded catalog adds no numpy to the agent's process; a comparison costs about 1 ms.
+so the embedded catalog adds no numpy to the agent's process.
 """
 
 from __future__ import annotations
 
 import struct
-from collections import Counter
 
 SILENCE = 627964279  # the item Chromaprint gives digital silence
 ITEMS_PER_SECOND = 8.08
 TERMS = 120
 TERM_SHIFT = 4  # terms are items masked to their top 28 bits
 ALIGN_SHIFT = 20  # items sharing their top 12 bits vote for an offset
+ALIGN_STRIDE = 4
 MAX_OFFSET = 120  # items (~15 s): a 12 s head cut still aligns
 DURATION_TOLERANCE = 7.0  # seconds
 
@@ -52,30 +52,36 @@ def score(a: list[int], b: list[int]) -> float:
     """Similarity of two raw fingerprints in [0, 1] at their best alignment."""
     if not a or not b:
         return 0.0
-    aligned = _score_at(a, b, 0)
+    a_bytes, b_bytes = pack(a), pack(b)
+    aligned = _score_at(a_bytes, b_bytes, 0)
     if aligned >= SAME_FINGERPRINT:  # the common case (the same encode, or one that starts alike)
-        return aligned  # no other alignment can matter; skip the offset histogram (10x the cost)
+        return aligned  # no other alignment can matter; skip the offset histogram
     positions: dict[int, list[int]] = {}
     for j, item in enumerate(b):
         positions.setdefault(item >> ALIGN_SHIFT, []).append(j)
-    offsets: Counter[int] = Counter()
-    for i, item in enumerate(a):
-        for j in positions.get(item >> ALIGN_SHIFT, ()):
-            if -MAX_OFFSET <= i - j <= MAX_OFFSET:
-                offsets[i - j] += 1
-    return max([aligned] + [_score_at(a, b, offset) for offset, _ in offsets.most_common(3)])
+    # one item of ``a`` in ALIGN_STRIDE votes: the true offset still collects most of their
+    # votes (a random one, next to none), and this loop is most of the cost
+    offsets: dict[int, int] = {}
+    for i in range(0, len(a), ALIGN_STRIDE):
+        for j in positions.get(a[i] >> ALIGN_SHIFT, ()):
+            offset = i - j
+            if -MAX_OFFSET <= offset <= MAX_OFFSET:
+                offsets[offset] = offsets.get(offset, 0) + 1
+    best = sorted(offsets, key=lambda offset: (-offsets[offset], offset))[:3]
+    return max([aligned] + [_score_at(a_bytes, b_bytes, offset) for offset in best])
 
 
-def _score_at(a: list[int], b: list[int], offset: int) -> float:
-    pairs = zip(a[offset:], b) if offset >= 0 else zip(a, b[-offset:])
-    overlap = errors = 0
-    for x, y in pairs:
-        errors += (x ^ y).bit_count()
-        overlap += 1
+def _score_at(a: bytes, b: bytes, offset: int) -> float:
+    """The score of packed fingerprints ``a`` and ``b`` with ``a`` shifted by ``offset`` items.
+    The bit errors of the whole overlap in one XOR of two big integers and one popcount (C
+    speed; an item-by-item loop cost 30 times as much)."""
+    x, y = (a[4 * offset:], b) if offset >= 0 else (a, b[-4 * offset:])
+    overlap = min(len(x), len(y)) // 4
     if not overlap:
         return 0.0
+    errors = (int.from_bytes(x[:4 * overlap], "little") ^ int.from_bytes(y[:4 * overlap], "little")).bit_count()
     bit_error_rate = errors / (32 * overlap)
-    return overlap / min(len(a), len(b)) * max(0.0, 1.0 - 2.0 * bit_error_rate)
+    return overlap / (min(len(a), len(b)) // 4) * max(0.0, 1.0 - 2.0 * bit_error_rate)
 
 
 def pack(items: list[int]) -> bytes:

@@ -76,6 +76,9 @@ class Settler:
             self.deferred += 1
             self._wake.set()
 
+    def wake(self) -> None:
+        self._wake.set()
+
     async def run(self) -> None:
         while True:
             try:
@@ -88,6 +91,8 @@ class Settler:
                     pass
                 while await self.database("refresh", self.SLICE):
                     pass
+                while await self.database("sweep"):  # an erasure's index terms, a slice at a time
+                    await asyncio.sleep(0.05)  # (on SQLite each slice holds the one write lock)
             except Exception:  # a full disk, a database restarting: the arrivals stay; try again
                 log.exception("matching accepted observations failed; retrying in 30 s")
                 await asyncio.sleep(30)
@@ -271,6 +276,7 @@ async def put_settings(request: web.Request) -> web.Response:
 async def delete_observations(request: web.Request) -> web.Response:
     contributor, _ = await _client(request)
     deleted = await request.app[DATABASE]("delete_contributor_observations", contributor)
+    request.app[SETTLER].wake()  # a large erasure left index terms to sweep
     return web.json_response({"deleted": deleted})
 
 

@@ -124,6 +124,23 @@ def _migrations(t: dict[str, str]) -> tuple[str, ...]:
     CREATE INDEX recordings_stale ON recordings (stale_since) WHERE stale_since IS NOT NULL;
     """,
     ]
+    # 4: fingerprint ids from a counter (never reused, even after the highest is erased: the
+    # index may still hold an erased id's terms, and settling relies on ids only growing), and
+    # the fingerprints of a large erasure, whose index terms are swept in the background
+    scripts.append(f"""
+    CREATE TABLE counters (
+        counter TEXT PRIMARY KEY CHECK (length(counter) <= 32),
+        value {t['bigint']} NOT NULL
+    );
+    INSERT INTO counters SELECT 'fingerprint', COALESCE(MAX(id), 0) FROM fingerprints;
+    INSERT INTO counters VALUES ('sweep_pass', 0);
+    INSERT INTO counters VALUES ('sweep_term', 0);
+    CREATE TABLE erased_fingerprints (
+        id {t['bigint']} PRIMARY KEY,
+        terms {t['blob']} NOT NULL CHECK (length(terms) <= {4 * matching.TERMS} AND length(terms) % 4 = 0),
+        pass {t['bigint']}
+    );
+    """)
     if t["unlogged"]:  # rate limits shared by every worker (SQLite's one process keeps them in memory)
         scripts[2] += f"""
     CREATE UNLOGGED TABLE rate_buckets (
@@ -152,6 +169,8 @@ class Store:
 
     ``claim_seconds``: how long a settler's claim on arrivals holds before another may take them
     (a worker killed mid-slice); correctness never depends on it, only how soon work is redone.
+    ``sweep_inline``: an erasure of more fingerprints than this answers once the data is gone
+    and leaves their index terms to ``sweep`` (in the background).
     ``exact_below``, ``debounce_seconds``: a recording with fewer observations than
     ``exact_below`` has its consensus re-derived at every change; a larger one when it has
     grown by an eighth since the last derivation, or when it has been stale for
@@ -160,13 +179,14 @@ class Store:
     """
 
     def __init__(self, target: str | Path, *, claim_seconds: float = 10.0, exact_below: int = 64,
-                 debounce_seconds: float = 2.0, pool_size: int = 10) -> None:
+                 debounce_seconds: float = 2.0, sweep_inline: int = 2000, pool_size: int = 10) -> None:
         self.backend = open_backend(target, pool_size=pool_size)
         self.path = self.backend.path  # the SQLite file (None on PostgreSQL)
         self.label = self.backend.label  # for log lines: never a password
         self.claim_seconds = claim_seconds
         self.exact_below = exact_below
         self.debounce_seconds = debounce_seconds
+        self.sweep_inline = sweep_inline  # an erasure of more fingerprints leaves their index terms to sweep()
         self.derived_rows = 0  # observations read by consensus derivations (a cost measure: tests, bench)
         try:
             self.backend.migrate(_migrations(self.backend.types))
@@ -292,29 +312,44 @@ class Store:
         if not claimed:
             return 0
         claimed.sort()
+        arrivals = {seq: (matching.unpack(packed), duration, isrc) for seq, packed, duration, isrc in claimed}
+        terms = {seq: matching.index_terms(items) for seq, (items, _, _) in arrivals.items()}
         with self._reading() as db:  # the costly part, outside the lock: candidates and their scores
-            seen_up_to = db.execute("SELECT COALESCE(MAX(id), 0) FROM fingerprints").fetchone()[0]
-            prepared = {seq: self._candidates(db, matching.unpack(packed), duration)
-                        for seq, packed, duration, _ in claimed}
+            seen_up_to = db.execute("SELECT value FROM counters WHERE counter = 'fingerprint'").fetchone()[0]
+            prepared = {seq: self._candidates(db, items, duration, terms[seq])
+                        for seq, (items, duration, _) in arrivals.items()}
         with self._transaction() as db:
             self.backend.lock(db, MATCHING_LOCK)  # one placer at a time, cluster-wide
-            where, params = self.backend.any_of("seq", [row[0] for row in claimed])
+            # fingerprints stored since we looked, by other placers: then the index is asked
+            # again; else only this slice's own new ones can be missing (kept here, in memory)
+            placed_up_to = db.execute("SELECT value FROM counters WHERE counter = 'fingerprint'").fetchone()[0]
+            others_placed = placed_up_to > seen_up_to
+            where, params = self.backend.any_of("seq", list(arrivals))
             alive = {row[0] for row in db.execute(f"SELECT seq FROM arrivals WHERE {where}", params)}
             known = {fingerprint for candidates in prepared.values() for _, fingerprint, _ in candidates}
             if known:  # erased since they were scored?
                 where, params = self.backend.any_of("id", sorted(known))
                 known = {row[0] for row in db.execute(f"SELECT id FROM fingerprints WHERE {where}", params)}
+            new_index: dict[int, list[int]] = defaultdict(list)  # term -> this slice's new fingerprints
+            new_prints: dict[int, tuple[int, list[int], float]] = {}
             touched: dict[int, int] = defaultdict(int)
-            for seq, packed, duration, isrc in claimed:
+            created: set[int] = set()
+            for seq, (items, duration, isrc) in arrivals.items():
                 if seq not in alive:  # settled by another worker whose claim outlived ours, or erased
                     continue
-                items = matching.unpack(packed)
-                # what was stored since we looked (by other workers, or earlier in this slice)
                 candidates = [c for c in prepared[seq] if c[1] in known]
-                candidates = sorted(candidates + self._candidates(db, items, duration, after=seen_up_to), reverse=True)
-                recording, fingerprint, is_new = self._place(db, candidates, items, duration, isrc, now)
-                if is_new:
-                    known.add(fingerprint)
+                if others_placed:
+                    candidates += self._candidates(db, items, duration, terms[seq], after=seen_up_to)
+                elif new_prints:
+                    candidates += _in_memory_candidates(new_index, new_prints, items, duration, terms[seq])
+                candidates.sort(reverse=True)
+                recording, fingerprint, new_recording = self._place(db, candidates, items, terms[seq], duration, isrc, now)
+                if fingerprint > placed_up_to and fingerprint not in new_prints:  # new, in this slice
+                    new_prints[fingerprint] = (recording, items, duration)
+                    for term in terms[seq]:
+                        new_index[term].append(fingerprint)
+                if new_recording:
+                    created.add(recording)
                 # ON CONFLICT: a re-send accepted while its first copy was being settled
                 db.execute(
                     f"INSERT INTO observations (recording, fingerprint, {_CARRIED}) "
@@ -323,7 +358,10 @@ class Store:
                 db.execute("DELETE FROM arrivals WHERE seq = ?", (seq,))
                 touched[recording] += 1
             for recording, added in sorted(touched.items()):
-                self._touch(db, recording, added, now)
+                if recording in created:
+                    self._derive(db, recording, now)
+                else:
+                    self._touch(db, recording, added, now)
         return len(claimed)
 
     def waiting(self) -> int:
@@ -331,40 +369,31 @@ class Store:
         with self._reading() as db:
             return db.execute("SELECT COUNT(*) FROM arrivals").fetchone()[0]
 
-    def _candidates(self, db, items: list[int], duration: float, after: int = 0) -> list[tuple[float, int, int]]:
-        """(score, fingerprint id, recording id) of stored fingerprints like ``items`` (with an id
-        above ``after``), best first."""
-        terms = matching.index_terms(items)
+    def _candidates(self, db, items: list[int], duration: float, terms: list[int],
+                    after: int = 0) -> list[tuple[float, int, int]]:
+        """(score, fingerprint id, recording id) of stored fingerprints like ``items`` (whose
+        index ``terms`` they are; ids above ``after``), best first."""
         if not terms:
             return []
         where, params = self.backend.any_of("term", terms)
         rows = db.execute(
             f"SELECT fingerprint, COUNT(*) AS shared FROM fingerprint_terms WHERE {where} AND fingerprint > ? "
+            "AND fingerprint NOT IN (SELECT id FROM erased_fingerprints) "  # terms not swept yet
             "GROUP BY fingerprint HAVING COUNT(*) >= ? ORDER BY shared DESC, fingerprint LIMIT 10",
             (*params, after, matching.minimum_shared_terms(terms)),
         ).fetchall()
-        if not rows:
+        near = _near_the_best(rows)
+        if not near:
             return []
-        best_shared = rows[0][1]
-        near = [fingerprint for fingerprint, shared in rows if shared >= best_shared / 2]  # only those near the best
         where, params = self.backend.any_of("id", near)
-        stored = {row[0]: row[1:] for row in db.execute(
+        stored = {row[0]: (row[1], matching.unpack(row[2]), row[3]) for row in db.execute(
             f"SELECT id, recording, items, duration FROM fingerprints WHERE {where}", params)}
-        scored = []
-        for fingerprint in near:
-            if fingerprint not in stored:
-                continue
-            recording, packed, stored_duration = stored[fingerprint]
-            if abs(stored_duration - duration) <= matching.DURATION_TOLERANCE:
-                scored.append((matching.score(items, matching.unpack(packed)), fingerprint, recording))
-                if scored[-1][0] >= matching.SAME_FINGERPRINT:
-                    break  # the same fingerprint: nothing can do better (scores cost ~1 ms each)
-        return sorted(scored, reverse=True)
+        return _scored(items, duration, near, stored)
 
-    def _place(self, db, candidates, items: list[int], duration: float, isrc: str | None,
+    def _place(self, db, candidates, items: list[int], terms: list[int], duration: float, isrc: str | None,
                now: float) -> tuple[int, int, bool]:
-        """The recording and fingerprint an observation belongs to, created when new (the
-        fingerprint's id, and whether it is new)."""
+        """The recording and fingerprint an observation belongs to, created when new (and
+        whether the recording is new)."""
         if candidates:
             best_score, fingerprint, recording = candidates[0]
             if best_score >= matching.SAME_FINGERPRINT:
@@ -375,17 +404,17 @@ class Store:
                 ).fetchone()
                 threshold = matching.SAME_RECORDING_WITH_ISRC if same_isrc else matching.SAME_RECORDING
                 if candidate_score >= threshold:
-                    return candidate_recording, self._new_fingerprint(db, candidate_recording, items, duration), True
+                    return candidate_recording, self._new_fingerprint(db, candidate_recording, items, terms, duration), False
         recording = db.execute("INSERT INTO recordings (updated_at) VALUES (?) RETURNING id", (now,)).fetchone()[0]
-        return recording, self._new_fingerprint(db, recording, items, duration), True
+        return recording, self._new_fingerprint(db, recording, items, terms, duration), True
 
     @staticmethod
-    def _new_fingerprint(db, recording: int, items: list[int], duration: float) -> int:
-        terms = matching.index_terms(items)
+    def _new_fingerprint(db, recording: int, items: list[int], terms: list[int], duration: float) -> int:
+        """A new fingerprint of ``recording`` and its index ``terms`` (under the matching lock)."""
         fingerprint = db.execute(
-            "INSERT INTO fingerprints (recording, items, terms, duration) VALUES (?, ?, ?, ?) RETURNING id",
-            (recording, matching.pack(items), matching.pack(terms), duration),
-        ).fetchone()[0]
+            "UPDATE counters SET value = value + 1 WHERE counter = 'fingerprint' RETURNING value").fetchone()[0]
+        db.execute("INSERT INTO fingerprints (id, recording, items, terms, duration) VALUES (?, ?, ?, ?, ?)",
+                   (fingerprint, recording, matching.pack(items), matching.pack(terms), duration))
         if terms:  # one statement: one round trip to a database server
             db.execute(f"INSERT INTO fingerprint_terms VALUES {', '.join(['(?, ?)'] * len(terms))} ON CONFLICT DO NOTHING",
                        [value for term in terms for value in (term, fingerprint)])
@@ -421,8 +450,8 @@ class Store:
 
     def _derive(self, db, recording: int, now: float) -> None:
         """The consensus of a recording from its observations, votes counted per contributor."""
-        # the row lock first: an observation placed meanwhile is then seen (it updates this row)
-        db.execute(f"SELECT id FROM recordings WHERE id = ?{self.backend.for_update}", (recording,))
+        if self.backend.for_update:  # the row lock first: an observation placed meanwhile is then seen
+            db.execute(f"SELECT id FROM recordings WHERE id = ?{self.backend.for_update}", (recording,))
         rows = db.execute(f"SELECT {_OBSERVED} FROM observations WHERE recording = ?", (recording,)).fetchall()
         self.derived_rows += len(rows)
         if not rows:
@@ -446,15 +475,54 @@ class Store:
         db.execute(f"DELETE FROM recordings WHERE {where}", params)
 
     def _drop_fingerprints(self, db, fingerprints: list[int]) -> None:
-        """Fingerprints and their index terms (each fingerprint keeps its own term list: the
-        index is keyed by term)."""
+        """Fingerprints and their index terms. A few fingerprints' terms are deleted at once; a
+        large erasure's are left to ``sweep`` (deleting 6 million postings spread over the
+        whole index rewrites most of its pages: far longer than an erasure may take). Until
+        then they are index rows naming ids that no longer exist, ignored by every query."""
         if not fingerprints:
             return
         where, params = self.backend.any_of("id", fingerprints)
-        pairs = [(term, fingerprint) for fingerprint, packed in db.execute(f"SELECT id, terms FROM fingerprints WHERE {where}", params)
-                 for term in matching.unpack(packed)]
-        self.backend.delete_terms(db, pairs)
+        rows = db.execute(f"SELECT id, terms FROM fingerprints WHERE {where}", params).fetchall()
+        if len(rows) <= self.sweep_inline:
+            self.backend.delete_terms(db, [(term, fingerprint) for fingerprint, packed in rows
+                                           for term in matching.unpack(packed)])
+        else:
+            db.executemany("INSERT INTO erased_fingerprints (id, terms) VALUES (?, ?)", rows)
         db.execute(f"DELETE FROM fingerprints WHERE {where}", params)
+
+    TERM_SPACE = 1 << (32 - matching.TERM_SHIFT)
+    SWEEP_SLICES = 64  # a pass over the index in this many term ranges (a transaction each)
+
+    def sweep(self) -> int:
+        """Delete some index terms of erased fingerprints; 0 when none are left. A few are
+        deleted by their own terms; many, in one pass over the index by term range, so each
+        index page is rewritten once, not once per fingerprint. Erasures during a pass wait
+        for the next one."""
+        with self._transaction() as db:
+            position = db.execute(f"SELECT value FROM counters WHERE counter = 'sweep_term'{self.backend.for_update}").fetchone()[0]
+            pass_number = db.execute("SELECT value FROM counters WHERE counter = 'sweep_pass'").fetchone()[0]
+            if position == 0:
+                pending = db.execute("SELECT id, terms FROM erased_fingerprints ORDER BY id LIMIT ?",
+                                     (self.sweep_inline + 1,)).fetchall()
+                if not pending:
+                    return 0
+                if len(pending) <= self.sweep_inline:  # a few: by their own terms
+                    self.backend.delete_terms(db, [(term, fingerprint) for fingerprint, packed in pending
+                                                   for term in matching.unpack(packed)])
+                    where, params = self.backend.any_of("id", [row[0] for row in pending])
+                    db.execute(f"DELETE FROM erased_fingerprints WHERE {where}", params)
+                    return len(pending)
+                pass_number += 1
+                db.execute("UPDATE erased_fingerprints SET pass = ? WHERE pass IS NULL", (pass_number,))
+                db.execute("UPDATE counters SET value = ? WHERE counter = 'sweep_pass'", (pass_number,))
+            end = position + self.TERM_SPACE // self.SWEEP_SLICES
+            db.execute("DELETE FROM fingerprint_terms WHERE term >= ? AND term < ? AND fingerprint IN "
+                       "(SELECT id FROM erased_fingerprints WHERE pass = ?)", (position, end, pass_number))
+            if end >= self.TERM_SPACE:
+                db.execute("DELETE FROM erased_fingerprints WHERE pass = ?", (pass_number,))
+                end = 0
+            db.execute("UPDATE counters SET value = ? WHERE counter = 'sweep_term'", (end,))
+        return 1
 
     # --- look-up, deletion, export --------------------------------------------------------
 
@@ -462,7 +530,7 @@ class Store:
         results = []
         with self._reading() as db:
             for items, duration in fingerprints:
-                candidates = self._candidates(db, items, duration)
+                candidates = self._candidates(db, items, duration, matching.index_terms(items))
                 if candidates and candidates[0][0] >= matching.LOOKUP_HIT:
                     score, _, recording = candidates[0]
                     results.append({"score": round(score, 3), **self._recording(db, recording)})
@@ -600,6 +668,39 @@ class Store:
     def size(self) -> int:
         """Bytes the database takes on disk."""
         return self.backend.size()
+
+
+def _near_the_best(rows: list[tuple[int, int]]) -> list[int]:
+    """Of (fingerprint, shared terms) rows, best first: those sharing at least half the best's."""
+    return [fingerprint for fingerprint, shared in rows if shared >= rows[0][1] / 2] if rows else []
+
+
+def _scored(items: list[int], duration: float, near: list[int],
+            stored: dict[int, tuple[int, list[int], float]]) -> list[tuple[float, int, int]]:
+    """(score, fingerprint, recording) of the ``near`` fingerprints found in ``stored`` (id ->
+    recording, items, duration) within the duration tolerance, best first."""
+    scored = []
+    for fingerprint in near:
+        if fingerprint not in stored:
+            continue
+        recording, stored_items, stored_duration = stored[fingerprint]
+        if abs(stored_duration - duration) <= matching.DURATION_TOLERANCE:
+            scored.append((matching.score(items, stored_items), fingerprint, recording))
+            if scored[-1][0] >= matching.SAME_FINGERPRINT:
+                break  # the same fingerprint: nothing can do better (scores cost ~1 ms each)
+    return sorted(scored, reverse=True)
+
+
+def _in_memory_candidates(index: dict[int, list[int]], prints: dict[int, tuple[int, list[int], float]],
+                          items: list[int], duration: float, terms: list[int]) -> list[tuple[float, int, int]]:
+    """``Store._candidates`` among fingerprints held in memory (a slice's own new ones)."""
+    shared: dict[int, int] = defaultdict(int)
+    for term in terms:
+        for fingerprint in index.get(term, ()):
+            shared[fingerprint] += 1
+    minimum = matching.minimum_shared_terms(terms)
+    rows = sorted(((f, n) for f, n in shared.items() if n >= minimum), key=lambda row: (-row[1], row[0]))[:10]
+    return _scored(items, duration, _near_the_best(rows), prints)
 
 
 CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key", "camelot", "duration", "bpm", "loudness_lufs")

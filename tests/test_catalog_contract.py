@@ -127,10 +127,11 @@ def test_no_column_can_hold_a_path_or_audio(tmp_path):
     blobs = {(t, column) for t in tables for _, column, kind, *_ in db.execute(f"PRAGMA table_info({t})") if kind == "BLOB"}
     # the only binary columns, each size-checked above: a token hash, raw fingerprint items (at
     # most 1000 x 4 bytes) and their index terms (120 x 4), an embedding (64 floats), a profile
-    # vector; arrivals (accepted, not matched yet) hold the same items and embedding
+    # vector; arrivals (accepted, not matched yet) hold the same items and embedding; an erased
+    # fingerprint keeps only its index terms until they are swept from the index
     assert blobs == {("contributors", "token_hash"), ("fingerprints", "items"), ("fingerprints", "terms"),
                      ("observations", "embedding"), ("profiles", "vector"), ("arrivals", "items"),
-                     ("arrivals", "embedding")}
+                     ("arrivals", "embedding"), ("erased_fingerprints", "terms")}
 
 
 def test_no_column_can_hold_a_path_or_audio_on_postgresql(postgres):
@@ -150,7 +151,7 @@ def test_no_column_can_hold_a_path_or_audio_on_postgresql(postgres):
             assert any(t == table and f"length({column})" in rule for t, rule in checks), f"{table}.{column} is unbounded"
     assert {(t, c) for t, c, kind in columns if kind == "bytea"} == {
         ("contributors", "token_hash"), ("fingerprints", "items"), ("fingerprints", "terms"), ("observations", "embedding"),
-        ("profiles", "vector"), ("arrivals", "items"), ("arrivals", "embedding")}
+        ("profiles", "vector"), ("arrivals", "items"), ("arrivals", "embedding"), ("erased_fingerprints", "terms")}
 
 
 def test_consensus_counts_contributors_and_folds_octaves():
