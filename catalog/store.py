@@ -178,6 +178,9 @@ class Store:
     of its observations, so a popular recording costs O(1) per new observation, amortized.
     """
 
+    TERM_SPACE = 1 << (32 - matching.TERM_SHIFT)  # index terms are items' top 28 bits
+    SWEEP_SLICES = 64  # sweep() passes over the index in this many term ranges (a transaction each)
+
     def __init__(self, target: str | Path, *, claim_seconds: float = 10.0, exact_below: int = 64,
                  debounce_seconds: float = 2.0, sweep_inline: int = 2000, pool_size: int = 10) -> None:
         self.backend = open_backend(target, pool_size=pool_size)
@@ -489,9 +492,6 @@ class Store:
         else:
             db.executemany("INSERT INTO erased_fingerprints (id, terms) VALUES (?, ?)", rows)
         db.execute(f"DELETE FROM fingerprints WHERE {where}", params)
-
-    TERM_SPACE = 1 << (32 - matching.TERM_SHIFT)
-    SWEEP_SLICES = 64  # a pass over the index in this many term ranges (a transaction each)
 
     def sweep(self) -> int:
         """Delete some index terms of erased fingerprints; 0 when none are left. A few are
