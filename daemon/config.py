@@ -29,7 +29,9 @@ class LibraryConfig:
 
 @dataclass(frozen=True, slots=True)
 class AnalysisConfig:
-    workers: int = 0  # 0: cores - 1, at least 1
+    # 0: one per core. At nice 10 and the idle I/O class, 2 workers on 2 cores did not slow a
+    # foreground task more than 1 did (bench/workers.py, issue #19), and a first pass needs them
+    workers: int = 0
     timeout_seconds: float = 300.0
     bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE
     nice: int = 10
@@ -92,7 +94,7 @@ class Config:
 
     @property
     def workers(self) -> int:
-        return self.analysis.workers or max(1, (os.cpu_count() or 2) - 1)
+        return self.analysis.workers or max(1, os.cpu_count() or 1)
 
 
 def default_path() -> Path:

@@ -39,6 +39,7 @@ class JournalIO:
         self._reader_connections: list[Journal] = []
         self._lock = threading.Lock()
         self._journal: Journal | None = None
+        self.writes = 0  # writes done so far: what was read before the last one may be stale
 
     async def open(self) -> Path | None:
         """Open (creating, verifying and migrating) the journal on the writer thread. Returns
@@ -82,7 +83,10 @@ class JournalIO:
             raise RuntimeError("the journal is not open")
         if self._write_delay:
             time.sleep(self._write_delay)
-        return fn(self._journal)
+        try:
+            return fn(self._journal)
+        finally:
+            self.writes += 1
 
     def _run_read(self, fn: Callable[[Journal], T]) -> T:
         reader = getattr(self._local, "journal", None)
