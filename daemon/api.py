@@ -343,18 +343,16 @@ class ControlAPI:
         return {"url": page.url}
 
 
-_ON_DISK = "EXISTS (SELECT 1 FROM files f WHERE f.content_key = l.content_key AND f.state = 'analyzed')"
-
-
 def _overview(journal: Journal) -> dict:
+    """Histograms of the library (it holds exactly the tracks on disk)."""
     db = journal._db
-    tempo = dict(db.execute(f"SELECT CAST(bpm / 2 AS INTEGER) * 2, COUNT(*) FROM library l WHERE bpm IS NOT NULL "
-                            f"AND {_ON_DISK} GROUP BY 1"))
-    keys = dict(db.execute(f"SELECT camelot, COUNT(*) FROM library l WHERE camelot IS NOT NULL AND {_ON_DISK} "
-                           "GROUP BY 1"))
-    loudness = dict(db.execute(f"SELECT CAST(floor(loudness) AS INTEGER), COUNT(*) FROM library l "
-                               f"WHERE loudness IS NOT NULL AND {_ON_DISK} GROUP BY 1"))
-    total = db.execute(f"SELECT COUNT(*) FROM library l WHERE {_ON_DISK}").fetchone()[0]
+    tempo = dict(db.execute("SELECT CAST(bpm / 2 AS INTEGER) * 2, COUNT(*) FROM library WHERE bpm IS NOT NULL "
+                            "GROUP BY 1"))
+    keys = dict(db.execute("SELECT camelot, COUNT(*) FROM library WHERE camelot IS NOT NULL GROUP BY 1"))
+    # floor() without SQLite's optional math functions: shifted past zero, truncated, shifted back
+    loudness = dict(db.execute("SELECT CAST(loudness + 1000 AS INTEGER) - 1000, COUNT(*) FROM library "
+                               "WHERE loudness IS NOT NULL GROUP BY 1"))
+    total = db.execute("SELECT COUNT(*) FROM library").fetchone()[0]
     return {"tracks": total, "tempo": {"bin": 2, "counts": {str(k): v for k, v in sorted(tempo.items())}},
             "keys": keys, "loudness": {"bin": 1, "counts": {str(k): v for k, v in sorted(loudness.items())}}}
 

@@ -100,8 +100,8 @@ _MIGRATIONS = (
         revision INTEGER NOT NULL
     );
     """,
-    # 5: the library view (daemon/trackview.py): a query-ready row per track, kept in step with
-    # its analysis and the catalog's consensus (filled from the tracks on open when missing)
+    # 5: the library view (daemon/trackview.py): a query-ready row per track on disk, kept in
+    # step with its files, its analysis and the catalog's consensus (filled on open when missing)
     """
     CREATE TABLE library (
         content_key TEXT PRIMARY KEY,
@@ -109,14 +109,17 @@ _MIGRATIONS = (
         duration REAL, bpm REAL, key TEXT, camelot TEXT, loudness REAL, replaygain REAL, true_peak REAL,
         beat_offset REAL, downbeat_offset REAL, beats_per_bar INTEGER,
         codec TEXT, sample_rate INTEGER, channels INTEGER,
-        embedding BLOB, sound_sketch BLOB, fingerprint_sketch BLOB, fingerprint_duration REAL
+        embedding BLOB, sound_sketch BLOB, fingerprint_sketch BLOB, fingerprint_duration REAL, added_at REAL
     );
     CREATE INDEX library_bpm ON library (bpm);
     CREATE INDEX library_camelot ON library (camelot, bpm);
+    CREATE INDEX library_added ON library (added_at);
     """,
-    # 6: counting files by state (the status, polled every few seconds) without a full scan
+    # 6: counting failing files (the status, polled every few seconds) without a full scan. A
+    # partial index: one on state alone made the planner take it for "state = 'analyzed'" (all
+    # rows) instead of the content-key index, and the library's queries went quadratic.
     """
-    CREATE INDEX files_state ON files (state);
+    CREATE INDEX files_failed ON files (error_kind) WHERE state = 'failed';
     """,
 )
 
@@ -201,7 +204,8 @@ class Journal:
             sqlite.migrate(self._db, _MIGRATIONS)
             if self._db.execute("SELECT 1 FROM profile").fetchone() is None:
                 self.rebuild_profile()
-            if self._db.execute("SELECT (SELECT COUNT(*) FROM tracks) != (SELECT COUNT(*) FROM library)").fetchone()[0]:
+            if self._db.execute("SELECT (SELECT COUNT(DISTINCT content_key) FROM files WHERE state = 'analyzed') "
+                                "!= (SELECT COUNT(*) FROM library)").fetchone()[0]:
                 self.rebuild_library()
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
@@ -305,7 +309,7 @@ class Journal:
             if consensus is not None:
                 self._store_consensus(db, [(content_key, consensus)], now)
             else:
-                self._refresh_library(db, [content_key])
+                self._refresh_library(db, [content_key])  # a new analysis: its row derived anew
             for link, link_identity in links:
                 self._upsert_file(db, link, link_identity, content_key, "analyzed", None, None, now, analyzer_version)
 
@@ -346,7 +350,6 @@ class Journal:
                            "WHERE content_key = ?", (content_key, old_key))
                 db.execute("INSERT OR IGNORE INTO consensus SELECT ?, recording, looked_up_at FROM consensus "
                            "WHERE content_key = ?", (content_key, old_key))
-                self._refresh_library(db, [content_key])
             self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now, version)
             if old_key != content_key and db.execute("SELECT 1 FROM files WHERE content_key = ? LIMIT 1",
                                                      (old_key,)).fetchone() is None:
@@ -475,23 +478,29 @@ class Journal:
 
     @staticmethod
     def _refresh_library(db: sqlite3.Connection, content_keys: list[str]) -> None:
-        """The library rows of ``content_keys``, derived again from their analysis and consensus."""
-        placeholders = ", ".join(["?"] * len(trackview.COLUMNS))
+        """The library rows of ``content_keys`` derived anew from their analysis and consensus
+        (those on disk; a track no analyzed file holds has no row)."""
+        columns = (*trackview.COLUMNS, "added_at")
+        placeholders = ", ".join(["?"] * len(columns))
         for start in range(0, len(content_keys), 500):
             chunk = content_keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
             rows = db.execute(
-                "SELECT t.content_key, t.analysis, c.recording FROM tracks t LEFT JOIN consensus c "
-                f"ON c.content_key = t.content_key WHERE t.content_key IN ({', '.join('?' * len(chunk))})", chunk)
+                "SELECT t.content_key, t.analysis, c.recording, t.analyzed_at FROM tracks t LEFT JOIN consensus c "
+                f"ON c.content_key = t.content_key WHERE t.content_key IN ({marks}) AND EXISTS "
+                "(SELECT 1 FROM files f WHERE f.content_key = t.content_key AND f.state = 'analyzed')", chunk).fetchall()
             db.executemany(
-                f"INSERT OR REPLACE INTO library ({', '.join(trackview.COLUMNS)}) VALUES ({placeholders})",
-                [trackview.library_row(key, json.loads(analysis), json.loads(recording) if recording else None)
-                 for key, analysis, recording in rows.fetchall()])
+                f"INSERT OR REPLACE INTO library ({', '.join(columns)}) VALUES ({placeholders})",
+                [(*trackview.library_row(key, json.loads(analysis), json.loads(recording) if recording else None), at)
+                 for key, analysis, recording, at in rows])
+            on_disk = {row[0] for row in rows}
+            db.executemany("DELETE FROM library WHERE content_key = ?", [(k,) for k in chunk if k not in on_disk])
 
     def rebuild_library(self) -> None:
         """Every library row from scratch (a new or migrated journal)."""
         with self._transaction() as db:
             db.execute("DELETE FROM library")
-            keys = [key for (key,) in db.execute("SELECT content_key FROM tracks")]
+            keys = [key for (key,) in db.execute("SELECT DISTINCT content_key FROM files WHERE state = 'analyzed'")]
             self._refresh_library(db, keys)
 
     def known_to_catalog(self) -> int:
@@ -548,9 +557,10 @@ class Journal:
 
     @contextmanager
     def _profile_follows(self, db: sqlite3.Connection, content_keys: list[str], paths: list) -> Iterator[None]:
-        """Keep the profile's totals in step with a change, inside its transaction: the tracks
-        the change may add, remove or alter (``content_keys`` and those of ``paths`` now) are
-        taken out as they were and put back as they are."""
+        """Keep the profile's totals and the library view in step with a change, inside its
+        transaction: the tracks the change may add, remove or alter (``content_keys`` and those
+        of ``paths`` now) are taken out as they were and put back as they are; a track that
+        came onto the disk gets its library row, one that left loses it."""
         keys = set(content_keys)
         encoded = [os.fsencode(path) for path in paths]
         for start in range(0, len(encoded), 500):
@@ -562,6 +572,7 @@ class Journal:
         before = self.tastes(keys, db)
         yield
         after = self.tastes(keys, db)
+        self._library_follows(db, keys, set(after))
         if before == after:
             return
         totals_json, revision = db.execute("SELECT totals, revision FROM profile").fetchone()
@@ -573,6 +584,18 @@ class Journal:
                 if key in after:
                     totals.add(after[key])
         db.execute("UPDATE profile SET totals = ?, revision = ?", (totals.to_json(), revision + 1))
+
+    @classmethod
+    def _library_follows(cls, db: sqlite3.Connection, keys: list[str], on_disk: set[str]) -> None:
+        """Rows for the tracks of ``keys`` that are on disk and have none; none for the others."""
+        have = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            have.update(key for (key,) in db.execute(
+                f"SELECT content_key FROM library WHERE content_key IN ({', '.join('?' * len(chunk))})", chunk))
+        changed = sorted((on_disk - have) | (have - on_disk))
+        if changed:
+            cls._refresh_library(db, changed)
 
     def export(self) -> dict:
         """Everything the journal holds, paths included, for the user's own export (the

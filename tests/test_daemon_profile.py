@@ -48,7 +48,7 @@ def assert_profiles_equal(incremental: dict, scratch: dict) -> None:
 def test_running_totals_equal_a_recomputation_after_any_changes(tmp_path_factory, seed, steps):
     """Analyses, re-analyses, copies (links), failures, moves, deletions and consensus arriving
     for skipped tracks, in any order: the journal's running profile always equals the profile
-    computed from the tracks on disk now."""
+    computed from the tracks on disk now, and the library view holds exactly those tracks."""
     rng = random.Random(seed)
     path = tmp_path_factory.mktemp("profile") / "journal.sqlite"
     with Journal(path) as journal:
@@ -97,6 +97,10 @@ def test_running_totals_equal_a_recomputation_after_any_changes(tmp_path_factory
             assert new_revision >= revision
             revision = new_revision
             assert_profiles_equal(profile, taste_profile(list(journal.tastes().values())))
+            # the library view follows the same changes: a row for exactly each track on disk
+            on_disk = {key for (key,) in journal._db.execute(
+                "SELECT DISTINCT content_key FROM files WHERE state = 'analyzed'")}
+            assert {key for (key,) in journal._db.execute("SELECT content_key FROM library")} == on_disk
 
 
 def test_a_skipped_track_counts_with_the_catalogs_consensus(tmp_path):
