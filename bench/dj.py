@@ -28,7 +28,7 @@ import numpy as np
 
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.analysis.keys import Key
-from cratesense.daemon.journal import Journal
+from cratesense.daemon.journal import SCHEMA_VERSION, Journal
 from cratesense.daemon.trackview import COLUMNS, cosine, pack_embedding, sketch_similarity, sound_sketch
 
 CACHE = Path.home() / ".cache" / "cratesense-bench"
@@ -55,8 +55,8 @@ def generate(path: Path, count: int, seed: int = 7) -> None:
             row.update(content_key=content_key, artist=f"Artist {index % 3000}", title=f"Track {index}", bpm=bpm,
                        key=key.name, camelot=key.camelot, loudness=round(rng.uniform(-14, -6), 1), duration=300.0,
                        codec="flac", embedding=pack_embedding(embedding), sound_sketch=sound_sketch(embedding))
-            db.execute(f"INSERT INTO library ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                       [row[name] for name in COLUMNS])
+            db.execute(f"INSERT INTO library ({', '.join(COLUMNS)}, added_at) VALUES "
+                       f"({', '.join('?' * (len(COLUMNS) + 1))})", [*(row[name] for name in COLUMNS), float(index)])
             if index % 10000 == 0:
                 print(f"\r  generated {index}/{count}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
@@ -107,7 +107,7 @@ def main() -> int:
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
-    home = CACHE / f"dj-{args.tracks}"
+    home = CACHE / f"dj-{args.tracks}-v{SCHEMA_VERSION}"  # a journal of another schema is made anew
     journal = home / "data" / "cratesense" / "journal.sqlite"
     if not journal.exists():
         journal.parent.mkdir(parents=True, exist_ok=True)

@@ -26,20 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cratesense import sqlite
-from cratesense.errors import CrateSenseError
+from cratesense.errors import BackendError
 
 log = logging.getLogger(__name__)
 
 # Keys of PostgreSQL advisory locks (one 64-bit number space per database): "CS" + a purpose.
 MATCHING_LOCK = 0x4353_0001  # placing observations into recordings, and erasing them
 MIGRATION_LOCK = 0x4353_0002  # several workers starting at once migrate once
-
-
-class BackendError(CrateSenseError):
-    """The catalog's database cannot be used (not reachable, missing driver, bad URL, --workers
-    on SQLite); says what to do. Exit 2."""
-
-    kind = "catalog-database"
 
 
 def is_postgres_url(target: str | Path) -> bool:

@@ -25,6 +25,7 @@ class has a stable ``kind`` (for journals, statuses and JSON) and an exit code::
     │   └── ControlError                the agent did not answer, or refused the request
     ├── QueryError                      a library query that cannot be answered (bad track, range...)
     ├── ExportError                     an export or tag write that cannot be done
+    ├── BackendError                    the catalog's database cannot be used (catalog/backends.py)
     ├── ServiceError                    installing the login service (daemon/service.py)
     └── TrayUnavailableError            no tray can be shown here (tray/app.py)
 """
@@ -121,6 +122,13 @@ class QueryError(CrateSenseError):
 
 class ExportError(CrateSenseError):
     kind = "export"
+
+
+class BackendError(CrateSenseError):
+    """The catalog's database cannot be used (not reachable, missing driver, bad URL, --workers
+    on SQLite); says what to do."""
+
+    kind = "catalog-database"
 
 
 class ServiceError(CrateSenseError):

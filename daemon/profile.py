@@ -14,9 +14,11 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-TEMPO_BINS, KEY_BINS, LOUDNESS_BINS = 24, 24, 12
-TEMPO_LOW, TEMPO_SPAN = 60.0, 140.0  # 60-200 BPM in 24 bins; outside: the end bins
-LOUDNESS_LOW, LOUDNESS_SPAN = -30.0, 27.0  # -30 to -3 LUFS in 12 bins
+# the wire contract owns the bins (shared with the catalog that compares profiles)
+from cratesense.catalog.contract import KEY_BINS, LOUDNESS_BINS, LOUDNESS_RANGE, TEMPO_BINS, TEMPO_RANGE  # noqa: E402
+
+TEMPO_LOW, TEMPO_SPAN = TEMPO_RANGE[0], TEMPO_RANGE[1] - TEMPO_RANGE[0]
+LOUDNESS_LOW, LOUDNESS_SPAN = LOUDNESS_RANGE[0], LOUDNESS_RANGE[1] - LOUDNESS_RANGE[0]
 
 
 class TrackTaste(NamedTuple):
