@@ -5,16 +5,17 @@ range (±6 % by default, double and half time counted), and sound (the embedding
 Only key-compatible tracks within the pitch range are proposed while there are any; when there
 are none, the tempo and then the key are relaxed, and the reasons say so.
 
-The sound part is found without numpy: each track's 128-bit sketch (``daemon/trackview.py``)
-ranks every candidate by one XOR and popcount; the best few hundred are then ranked by their
-exact cosine.
+The sound part is found without numpy (its import alone would cost a cold CLI most of its
+time): each track's 128-bit sketch (``daemon/trackview.py``) ranks every candidate by its bit
+distance (for "similar", the whole library's at once, in C); the best few hundred are then ranked
+by their exact cosine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cratesense.daemon.trackview import cosine, sketch_similarity
+from cratesense.daemon.trackview import SKETCH_BYTES, cosine, hamming_distances, nearest, sketch_similarity
 from cratesense.dj.collection import Collection, Filters, Track
 from cratesense.dj.harmony import (
     WEIGHTS,
@@ -161,13 +162,14 @@ def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> 
     """Tracks that sound like ``track`` (the embedding's cosine), best first."""
     if limit < 1:
         raise QueryError("the limit must be a positive number")
-    sketches = collection.sound_sketches()
-    mine = next((sketch for key, sketch in sketches if key == track.content_key), None)
-    if mine is None:
+    mine = collection.sound_sketches("l.content_key = ?", (track.content_key,))
+    if not mine:
         raise QueryError(f"{track.label} has no sound description yet (analysis pending, or described by the "
                          "catalog only)")
-    nearest = sorted((sketch_similarity(mine, sketch), key) for key, sketch in sketches if key != track.content_key)
-    shortlist = [key for _, key in nearest[-RERANK:]]
+    rowids, packed = collection.sketch_block()
+    distances = hamming_distances(mine[0][1].to_bytes(SKETCH_BYTES, "little"), packed)
+    picked = [rowids[position] for position in nearest(distances, RERANK + 1)]
+    shortlist = [key for key in collection.content_keys(picked).values() if key != track.content_key]
     embeddings = collection.embeddings([track.content_key, *shortlist])
     reference = embeddings[track.content_key]
     ranked = sorted(((cosine(reference, embeddings[key]), key) for key in shortlist if key in embeddings), reverse=True)

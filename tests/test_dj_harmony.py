@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cratesense.analysis.keys import parse_key
+from cratesense.daemon.trackview import hamming_distances, nearest
 from cratesense.dj.harmony import (
     DIAGONAL,
     RELATIVE,
@@ -58,3 +61,17 @@ def test_notations_and_bad_keys():
     assert parse_user_key("8A") == parse_user_key("Am") == parse_user_key("1m") == key
     with pytest.raises(ValueError, match="not a key"):
         parse_user_key("H#")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=16, max_size=16), max_size=600), st.binary(min_size=16, max_size=16),
+       st.integers(min_value=1, max_value=400))
+def test_the_sketch_search_finds_exactly_the_nearest(sketches, query, count):
+    """``similar`` ranks a whole library's sketches with C-level tricks on one big integer;
+    they must agree with the plain popcount of each XOR, and pick the same nearest."""
+    distances = hamming_distances(query, b"".join(sketches))
+    exact = [(int.from_bytes(query, "little") ^ int.from_bytes(sketch, "little")).bit_count() for sketch in sketches]
+    assert list(distances) == exact
+    picked = nearest(distances, count)
+    assert len(picked) == len(set(picked)) == min(count, len(sketches))
+    assert sorted(exact[i] for i in picked) == sorted(exact)[:count]
