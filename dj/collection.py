@@ -253,7 +253,7 @@ class Collection:
         return found
 
     def mix_candidates(self, codes: list[str] | None, windows: list[tuple[float, float]]) -> list[tuple]:
-        """(content key, bpm, camelot, artist, sketch) of the tracks on disk in one of the Camelot
+        """(content key, bpm, camelot, artist, sketch bytes) of the tracks on disk in one of the Camelot
         ``codes`` (None: any key) whose tempo lies in one of the ``windows``."""
         where, parameters = ["l.bpm IS NOT NULL"], []
         if codes is not None:
@@ -262,10 +262,8 @@ class Collection:
         if windows:
             where.append("(" + " OR ".join("l.bpm BETWEEN ? AND ?" for _ in windows) + ")")
             parameters += [bound for window in windows for bound in window]
-        return [(key, bpm, camelot, artist, int.from_bytes(sketch, "little") if sketch else None)
-                for key, bpm, camelot, artist, sketch in self._db.execute(
-                    f"SELECT l.content_key, l.bpm, l.camelot, l.artist, l.sound_sketch FROM library l "
-                    f"WHERE {' AND '.join(where)}", parameters)]
+        return self._db.execute(f"SELECT l.content_key, l.bpm, l.camelot, l.artist, l.sound_sketch FROM library l "
+                                f"WHERE {' AND '.join(where)}", parameters).fetchall()
 
     def fingerprint_sketches(self) -> list[tuple[str, bytes, float]]:
         return self._db.execute(

@@ -13,9 +13,10 @@ by their exact cosine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from cratesense.daemon.trackview import SKETCH_BYTES, cosine, hamming_distances, nearest, sketch_similarity
+from cratesense.daemon.trackview import SKETCH_BYTES, SOUND_SKETCH_BITS, cosine, hamming_distances, nearest
 from cratesense.dj.collection import Collection, Filters, Track
 from cratesense.dj.harmony import (
     WEIGHTS,
@@ -78,13 +79,20 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
     me = collection.sound_sketches("l.content_key = ?", (current.content_key,))
     my_sketch = me[0][1] if me else None
 
-    def preliminary(candidate) -> float:
-        key, bpm, camelot, _, sketch = candidate
-        sound = sketch_similarity(my_sketch, sketch) if my_sketch is not None and sketch is not None else 0.0
-        return HARMONY * _harmony(current.camelot, camelot) + TEMPO * _tempo(current.bpm, bpm, pitch_range) \
-            + SOUND * max(0.0, sound)
-
-    shortlist = sorted(candidates, key=preliminary, reverse=True)[:RERANK]
+    # Thousands of candidates: each part looked up, not computed, per candidate.
+    harmony_of = {code: _harmony(current.camelot, code) for code in {c[2] for c in candidates}}
+    tempo_of = {bpm: _tempo(current.bpm, bpm, pitch_range) for bpm in {c[1] for c in candidates}}
+    sound_of_distance = [max(0.0, math.cos(math.pi * bits / SOUND_SKETCH_BITS)) for bits in range(SOUND_SKETCH_BITS + 1)]
+    if my_sketch is None:
+        sounds = [0.0] * len(candidates)
+    else:
+        packed = b"".join(c[4] or bytes(SKETCH_BYTES) for c in candidates)
+        distances = hamming_distances(my_sketch.to_bytes(SKETCH_BYTES, "little"), packed)
+        sounds = [sound_of_distance[bits] if c[4] is not None else 0.0 for bits, c in zip(distances, candidates)]
+    preliminary = [HARMONY * harmony_of[c[2]] + TEMPO * tempo_of[c[1]] + SOUND * sound
+                   for c, sound in zip(candidates, sounds)]
+    best = sorted(range(len(candidates)), key=preliminary.__getitem__, reverse=True)[:RERANK]
+    shortlist = [candidates[index] for index in best]
     embeddings = collection.embeddings([current.content_key, *(c[0] for c in shortlist)])
     mine = embeddings.get(current.content_key)
     suggestions = []
