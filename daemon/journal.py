@@ -121,6 +121,12 @@ _MIGRATIONS = (
     """
     CREATE INDEX files_failed ON files (error_kind) WHERE state = 'failed';
     """,
+    # 7: a rescan reads every known file's identity: from an index that holds it, not through
+    # the path index and then the wide row (100,000 files: ~0.15 s instead of ~0.27 s, for
+    # ~75 bytes a file).
+    """
+    CREATE INDEX files_identity ON files (path, device, inode, size, mtime_ns);
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
