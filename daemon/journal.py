@@ -8,7 +8,8 @@ Tables (see shared/design.md, "The journal"):
 * ``tracks``: one analysis per content key, with the analyzer version that made it;
 * ``outbox``: observations waiting for the catalog, written in the same transaction as their
   track; unique by observation id, so a retried write never queues a duplicate;
-* ``settings``: small key/value state (contribute, paused, the deletion request);
+* ``settings``: small key/value state (paused, paused until); the privacy choices are the
+  identity file's (``identity.py``), earlier versions' copies here are moved there once;
 * ``consensus``: what the catalog knows of each track, beside our own analysis;
 * ``profile``: the taste profile's running totals, kept in step with the tracks on disk by the
   same transactions that add or remove them (so a change never needs a pass over the library).
