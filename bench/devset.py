@@ -1,0 +1,730 @@
+"""The development set and the independent check of bench/accuracy.py, regenerated (never
+committed as audio) and cached under ~/.cache/cratesense-bench/devset.
+
+Every piece carries its truth from its own score or chart, never from an analysis:
+tempo at the notated beat (music21's ``beatDuration``: the dotted quarter of 6/8, 9/8, 12/8),
+key (the score's key, or its key signature read with the final bass note), the bar lines
+(measure starts, a pickup excluded) and beats per bar. Sources:
+
+  synthesized   tests/audiogen.py drum + chord tracks (house, techno, d&b, hip-hop, ballad)
+  folk          Essen folk melodies (music21), key from the ABC ``K:`` field
+  irish         Ryan's Mammoth Collection (music21): reels, jigs (6/8), slip jigs (9/8),
+                hornpipes, played twice through on a fiddle, flute or accordion; fast
+  classical     string quartets and piano music (music21: Beethoven, Mozart, Haydn, Schumann...)
+                on their own instruments; some voiced for an orchestra, some on a piano
+  pop           MMA (Musical MIDI Accompaniment, Debian ``mma``) arrangements of cadential chord
+                charts in its rock, pop, trance, funk, latin, waltz, 6/8 and fast grooves;
+                a third of them modulate to the dominant (or relative) and return
+  blupi         Debian's planetblupi-music-midi (tempo event only: its key signatures are all C)
+
+Independent check (never used to tune anything): Bach chorales (music21, key from the
+Riemenschneider analyses), Debian's openttd-openmsx (tempo event; key signature where written).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from audiogen import encode, synth_track  # noqa: E402
+from cratesense.analysis.keys import Key, parse_key  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+CACHE = Path(os.environ.get("CRATESENSE_BENCH_CACHE", Path.home() / ".cache" / "cratesense-bench")) / "devset"
+SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+MAX_SECONDS = 420.0  # longer movements are left out (render and peer time)
+DEV_SUBSETS = ("synthesized", "folk", "irish", "classical", "pop", "blupi")
+CHECK_SUBSETS = ("bach-chorales", "openttd")
+_COMPOUND = {"6/8": 2, "9/8": 3, "12/8": 4, "6/4": 2}
+
+
+@dataclass
+class Piece:
+    name: str
+    subset: str
+    audio: str  # path of the rendered audio (flac)
+    bpm: float | None  # at the notated beat
+    key: str | None  # "A minor"
+    beats_per_bar: int | None
+    downbeats: list[float] | None  # seconds of every bar line (bar 1 first)
+    tags: list[str] = field(default_factory=list)  # ternary, fast, modulating, orchestral, piano...
+
+    @property
+    def key_truth(self) -> Key | None:
+        return parse_key(self.key) if self.key else None
+
+
+# --- rendering and caching ------------------------------------------------------------------------
+
+
+def _cached(subset: str, name: str) -> Piece | None:
+    meta = CACHE / subset / f"{name}.json"
+    if meta.exists():
+        piece = Piece(**json.loads(meta.read_text()))
+        if Path(piece.audio).exists():
+            return piece
+    return None
+
+
+def _store(piece: Piece) -> Piece:
+    (CACHE / piece.subset / f"{piece.name}.json").write_text(json.dumps(asdict(piece)))
+    return piece
+
+
+def render(midi: Path, flac: Path) -> bool:
+    """MIDI -> FLAC with fluidsynth and FluidR3 GM (the same settings for every source)."""
+    seconds = _end_every_note(midi)
+    wav = flac.with_suffix(".wav")
+    try:
+        done = subprocess.run(
+            ["fluidsynth", "-ni", "-g", "0.6", "-r", "44100", "-F", str(wav), SOUNDFONT, str(midi)],
+            capture_output=True, timeout=60 + seconds,
+        )
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is None or done.returncode != 0 or not wav.exists() or wav.stat().st_size < 44100 * 4 * 8:
+        wav.unlink(missing_ok=True)
+        return False
+    # A release tail of 2 s at most: fluidsynth renders until every voice has died away.
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-t", f"{seconds + 2:.2f}", str(flac)], check=True)
+    wav.unlink()
+    return True
+
+
+def _end_every_note(path: Path) -> float:
+    """End every note on every channel where the music ends (music21 can leave a note hanging:
+    a note-off written before its note-on at the same tick; a looped string sample then rings
+    for ever), and return the length in seconds."""
+    import mido
+
+    midi = mido.MidiFile(path)
+    end = max(sum(message.time for message in track) for track in midi.tracks)
+    last = midi.tracks[-1]
+    now = sum(message.time for message in last)
+    if last and last[-1].type == "end_of_track":
+        now -= last[-1].time
+        last.pop()
+    wait = end - now
+    for channel in range(16):
+        for control in (64, 123, 120):  # sustain pedal off, all notes off, all sound off
+            last.append(mido.Message("control_change", channel=channel, control=control, value=0, time=wait))
+            wait = 0
+    last.append(mido.MetaMessage("end_of_track", time=0))
+    midi.save(path)
+    return float(midi.length)
+
+
+def set_tempo(path: Path, quarter_bpm: float) -> None:
+    """One tempo for the whole MIDI file (quarter notes per minute), replacing every tempo event."""
+    import mido
+
+    midi = mido.MidiFile(path)
+    for track in midi.tracks:
+        kept, carry = mido.MidiTrack(), 0
+        for message in track:
+            if message.type == "set_tempo":
+                carry += message.time
+                continue
+            kept.append(message.copy(time=message.time + carry))
+            carry = 0
+        track[:] = kept
+    midi.tracks[0].insert(0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(quarter_bpm), time=0))
+    midi.save(path)
+
+
+def _set_programs(path: Path, programs: list[int]) -> None:
+    """Give each MIDI channel (but drums) the next program of ``programs``."""
+    import mido
+
+    midi = mido.MidiFile(path)
+    channels: dict[int, int] = {}
+    for track in midi.tracks:
+        for index, message in enumerate(track):
+            if message.type == "program_change" and message.channel != 9:
+                program = channels.setdefault(message.channel, programs[len(channels) % len(programs)])
+                track[index] = message.copy(program=program)
+    midi.save(path)
+
+
+def _repeat_midi(path: Path, times: int, length_ticks: int) -> None:
+    """Play a whole MIDI file ``times`` times through (a tune played again, as folk players do)."""
+    import mido
+
+    midi = mido.MidiFile(path)
+    for track in midi.tracks:
+        events, now = [], 0
+        for message in track:
+            now += message.time
+            if message.type != "end_of_track":
+                events.append((now, message))
+        repeated = []
+        for turn in range(times):
+            for at, message in events:
+                if turn and message.is_meta and message.type in ("set_tempo", "track_name", "time_signature", "key_signature"):
+                    continue
+                repeated.append((at + turn * length_ticks, message))
+        repeated.sort(key=lambda item: item[0])
+        track.clear()
+        previous = 0
+        for at, message in repeated:
+            track.append(message.copy(time=at - previous))
+            previous = at
+        track.append(mido.MetaMessage("end_of_track", time=0))
+    midi.save(path)
+
+
+# --- scores (music21) -----------------------------------------------------------------------------
+
+
+def _meter(score) -> tuple[str, float, int] | None:
+    """The one time signature of a score, its beat in quarter notes and beats per bar."""
+    from music21 import meter
+
+    signatures = {ts.ratioString for ts in score.recurse().getElementsByClass(meter.TimeSignature)}
+    if len(signatures) != 1:
+        return None
+    ratio = signatures.pop()
+    numerator, denominator = (int(x) for x in ratio.split("/"))
+    if ratio in _COMPOUND:
+        return ratio, 3 * 4.0 / denominator, _COMPOUND[ratio]  # the dotted beat: three eighths (or quarters)
+    if ratio not in ("2/4", "3/4", "4/4", "2/2", "3/2", "5/4", "3/8"):
+        return None
+    if ratio == "3/8":
+        return ratio, 1.5, 1
+    return ratio, 4.0 / denominator, numerator
+
+
+def _bar_lines(score) -> list[float]:
+    """Quarter-note offsets of every bar line: each measure's start, a pickup (padded on the
+    left) excluded."""
+    part = score.parts[0] if score.parts else score
+    return [float(m.offset) for m in part.getElementsByClass("Measure") if not m.paddingLeft]
+
+
+def _score_piece(
+    score, subset: str, name: str, *, key: Key, beat_bpm: float, programs: list[int] | None, repeat_to: float,
+    tags: list[str],
+) -> Piece | None:
+    """Write a music21 score to MIDI at one tempo, render it, and keep its truth."""
+    try:  # music21's MIDI writer plays the repeats: so must the bar lines
+        score = score.expandRepeats()
+    except Exception as exc:
+        log.info("skipped %s: %s", name, exc)
+        return None
+    meter = _meter(score)
+    if meter is None:
+        return None
+    ratio, beat_quarters, beats_per_bar = meter
+    quarter_bpm = beat_bpm * beat_quarters
+    seconds_per_quarter = 60.0 / quarter_bpm
+    length = float(score.highestTime)
+    times = max(1, min(4, int(np.ceil(repeat_to / (length * seconds_per_quarter)))))
+    if length * seconds_per_quarter * times > MAX_SECONDS:
+        return None
+    bars = _bar_lines(score)
+    if len(bars) < 4:
+        return None
+    folder = CACHE / subset
+    midi = folder / f"{name}.mid"
+    try:
+        score.write("midi", fp=str(midi))
+        set_tempo(midi, quarter_bpm)
+        if programs:
+            _set_programs(midi, programs)
+        if times > 1:
+            import mido
+
+            ticks = mido.MidiFile(midi).ticks_per_beat
+            _repeat_midi(midi, times, int(round(length * ticks)))
+    except Exception as exc:  # a score music21 cannot write is no ground truth we can use
+        log.info("skipped %s: %s", name, exc)
+        return None
+    flac = folder / f"{name}.flac"
+    if not render(midi, flac):
+        return None
+    downbeats = [round((turn * length + bar) * seconds_per_quarter, 4) for turn in range(times) for bar in bars]
+    tags = list(tags) + (["ternary"] if ratio in ("3/4", "6/8", "9/8", "12/8", "3/8", "3/2", "6/4") else [])
+    if beat_bpm >= 150:
+        tags.append("fast")
+    return _store(Piece(name, subset, str(flac), round(beat_bpm, 2), key.name, beats_per_bar, downbeats, sorted(set(tags))))
+
+
+def _key_from_score(score) -> Key | None:
+    """The key the score states: its key (ABC ``K:``, MusicXML mode), or its key signature read
+    with the final bass note (the tonic or the relative minor's); None when neither fits
+    (a modal tune, a movement ending in another key)."""
+    from music21 import key as m21key
+
+    keys = list(score.recurse().getElementsByClass(m21key.KeySignature))
+    if not keys:
+        return None
+    first, last = keys[0], keys[-1]
+    if first.sharps != last.sharps:
+        return None
+    mode = getattr(first, "mode", None)
+    if mode in ("major", "minor"):
+        k = first if isinstance(first, m21key.Key) else first.asKey(mode)
+        return parse_key(f"{k.tonic.name.replace('-', 'b')} {mode}")
+    notes = list(score.flatten().notes)
+    if not notes:
+        return None
+    end = max(n.offset + n.quarterLength for n in notes)
+    final = [n for n in notes if n.offset + n.quarterLength >= end - 1e-3]
+    pitches = [p for n in final for p in n.pitches]
+    if not pitches:
+        return None
+    bass = min(pitches, key=lambda p: p.ps).pitchClass
+    major = first.asKey("major").tonic.pitchClass
+    if bass == major:
+        return Key(major, False)
+    if bass == (major + 9) % 12:
+        return Key(bass, True)
+    return None
+
+
+# --- the sources ------------------------------------------------------------------------------
+
+
+GENRES = {
+    "house": (120, 128, "four"),
+    "techno": (125, 140, "four"),
+    "drum&bass": (170, 176, "breakbeat"),
+    "hip-hop": (85, 95, "boombap"),
+    "ballad": (60, 80, "ballad"),
+}
+
+
+def synthesized(per_genre: int) -> list[Piece]:
+    rng = random.Random(42)
+    pieces = []
+    folder = CACHE / "synthesized"
+    for genre, (low, high, pattern) in GENRES.items():
+        for index in range(per_genre):
+            bpm = round(rng.uniform(low, high), 1)
+            key = Key(rng.randrange(12), rng.random() < 0.5)
+            seed = rng.randrange(10**6)
+            name = f"{genre}-{index}"
+            piece = _cached("synthesized", name)
+            if piece is None:
+                samples = synth_track(bpm=bpm, tonic=key.tonic, minor=key.minor, seconds=30, seed=seed, pattern=pattern)
+                path = encode(samples, 44100, folder / f"{name}.flac")
+                bar = 240.0 / bpm
+                piece = _store(Piece(name, "synthesized", str(path), bpm, key.name, 4, [round(i * bar, 4) for i in range(int(30 / bar) + 1)],
+                                     ["electronic"] + (["fast"] if bpm >= 150 else [])))
+            pieces.append(piece)
+    return pieces
+
+
+def folk(count: int) -> list[Piece]:
+    """Essen folk songs, key from the ABC ``K:`` field, sung by a clarinet or an oboe."""
+    from music21 import corpus
+
+    rng = random.Random(7)
+    pieces = []
+    for path in sorted(corpus.getComposer("essenFolksong")):
+        opus = corpus.parse(path)
+        scores = list(getattr(opus, "scores", [opus]))
+        rng.shuffle(scores)
+        for number, score in enumerate(scores[:3]):
+            name = f"{Path(path).stem}-{number}"
+            piece = _cached("folk", name) or _folk_piece(score, name, rng)
+            if piece:
+                pieces.append(piece)
+            if len(pieces) >= count:
+                return pieces
+    return pieces
+
+
+def _folk_piece(score, name: str, rng: random.Random) -> Piece | None:
+    key = _key_from_score(score)
+    if key is None or score.highestTime < 12:
+        return None
+    return _score_piece(score, "folk", name, key=key, beat_bpm=round(rng.uniform(70, 140), 1),
+                        programs=[rng.choice([71, 68, 73, 22])], repeat_to=40.0, tags=["melody"])
+
+
+_IRISH = {  # kind -> (beat BPM range: reels and hornpipes at 2 beats a bar, jigs at the dotted quarter)
+    "Reel": (95.0, 118.0),
+    "Jig": (100.0, 126.0),
+    "Hornpipe": (80.0, 100.0),
+}
+
+
+def irish(count: int) -> list[Piece]:
+    from music21 import corpus
+
+    folder = Path(corpus.__file__).parent / "ryansMammoth"
+    rng = random.Random(11)
+    files = sorted(p.name for p in folder.glob("*.abc"))
+    rng.shuffle(files)
+    pieces, per_kind = [], {kind: 0 for kind in _IRISH}
+    for file in files:
+        kind = next((k for k in _IRISH if file.endswith(f"{k}.abc")), None)
+        if kind is None or per_kind[kind] >= count // len(_IRISH) + (kind == "Jig") * (count % len(_IRISH)):
+            continue
+        name = Path(file).stem
+        piece = _cached("irish", name)
+        if piece is None:
+            try:
+                score = corpus.parse(f"ryansMammoth/{file}")
+            except Exception:
+                continue
+            key = _key_from_score(score)
+            if key is None:
+                continue
+            low, high = _IRISH[kind]
+            meter = _meter(score)
+            if meter and meter[0] in ("2/4",) and kind == "Jig":
+                continue  # a "jig" written in 2/4 is a single jig in another notation
+            fast = ["fast"] if kind == "Reel" else []
+            piece = _score_piece(score, "irish", name, key=key, beat_bpm=round(rng.uniform(low, high), 1),
+                                 programs=[rng.choice([40, 73, 21, 110])], repeat_to=45.0, tags=["melody", kind.lower()] + fast)
+        if piece:
+            pieces.append(piece)
+            per_kind[kind] += 1
+        if len(pieces) >= count:
+            break
+    return pieces
+
+
+_ORCHESTRA = [48, 73, 68, 60, 71, 42, 70, 57]  # strings, flute, oboe, horn, clarinet, cello, bassoon, trombone
+_CLASSICAL = [
+    "beethoven", "mozart", "haydn", "schumann_robert", "schumann_clara", "chopin", "joplin", "handel",
+    "corelli", "cpebach", "schubert", "weber", "verdi", "beach", "liliuokalani", "johnson_j_r",
+]
+
+
+def classical(count: int) -> list[Piece]:
+    """Quartets and piano music: a third as written, a third voiced for an orchestra, a third on
+    a piano (the same movement is never used twice)."""
+    from music21 import corpus
+
+    rng = random.Random(5)
+    paths = []
+    for composer in _CLASSICAL:
+        paths += [p for p in corpus.getComposer(composer) if p.suffix in (".mxl", ".xml", ".musicxml", ".krn")]
+    # one file per movement: the .krn and .mxl copies of Beethoven's op. 18 no. 1 are the same music
+    unique = {}
+    for p in sorted(paths):
+        unique.setdefault(str(p.with_suffix("")), p)
+    paths = sorted(unique.values())
+    rng.shuffle(paths)
+    pieces = []
+    for index, path in enumerate(paths):
+        voicing = ("as written", "orchestral", "piano")[index % 3]
+        name = f"{path.parent.name}-{path.stem}".replace(" ", "_")
+        piece = _cached("classical", name)
+        if piece is None:
+            try:
+                score = corpus.parse(path)
+            except Exception:
+                continue
+            key = _key_from_score(score)
+            if key is None:
+                continue
+            programs = {"as written": None, "orchestral": _ORCHESTRA, "piano": [0]}[voicing]
+            mark = score.metronomeMarkBoundaries()[0][2]
+            meter = _meter(score)
+            if meter is None:
+                continue
+            stated = None if mark.numberImplicit or mark.number is None else mark.getQuarterBPM() / meter[1]
+            bpm = stated if stated and 60 <= stated <= 170 else rng.uniform(66, 150)
+            tags = [voicing.replace("as written", "quartet" if len(score.parts) == 4 else "ensemble"), "polyphonic"]
+            signatures = {k.sharps for k in score.recurse().getElementsByClass("KeySignature")}
+            if len(signatures) > 1:
+                tags.append("modulating")
+            piece = _score_piece(score, "classical", name, key=key, beat_bpm=round(bpm, 1), programs=programs,
+                                 repeat_to=0.0, tags=tags)
+        if piece:
+            pieces.append(piece)
+        if len(pieces) >= count:
+            break
+    return pieces
+
+
+# MMA grooves by meter: (groove, beat BPM range, beats per bar)
+_GROOVES_44 = [
+    ("8Beat", 100, 130), ("50sRock", 140, 175), ("SoftRock", 90, 120), ("Rock-128", 110, 135), ("PopBallad", 66, 84),
+    ("Trance", 128, 140), ("RB", 85, 105), ("Ska", 130, 160), ("FolkRock", 100, 130), ("BVFunk", 95, 115),
+    ("Samba", 90, 110), ("BossaNova", 110, 140), ("JazzRock", 110, 140), ("BubbleRock", 120, 140), ("Twist", 140, 165),
+    ("CountrySwing", 110, 140), ("Blues", 90, 120), ("DSoul", 90, 110), ("Swing", 120, 150), ("RockBallad", 70, 90),
+]
+_GROOVES_3 = [("Waltz", 110, 150), ("RockWaltz", 100, 140), ("JazzWaltz", 120, 160), ("CountryWaltz", 110, 150),
+              ("FastWaltz", 160, 185), ("VieneseWaltz", 160, 185), ("FrenchWaltz", 110, 150), ("ArpeggioWaltz", 90, 130)]
+_GROOVES_68 = [("Ballad68", 60, 80), ("68March", 100, 125), ("68Swing", 100, 130), ("Blues68", 60, 80), ("Arpeggio68", 70, 100)]
+_GROOVES_FAST = [("BlueGrass", 170, 185), ("Polka", 160, 185), ("FastSwing", 170, 185), ("FastBlues", 160, 185), ("Quickstep", 170, 185)]
+
+_MAJOR_CHARTS = [
+    "I vi IV V | I vi ii V | I IV V I",
+    "I IV V I | vi ii V I",
+    "I V vi IV | I V IV I",
+    "I I IV IV | V V I I",
+    "ii V I vi | ii V I I",
+    "I iii IV V | I IV V I",
+]
+_MINOR_CHARTS = [
+    "i iv V i | i VI iv V | i iv V i",
+    "i VI III VII | i iv V i",
+    "i VII VI V | i iv V i",
+    "i i iv iv | V V i i",
+    "i iv VII III | VI iv V i",
+]
+_DEGREES = {"i": 0, "ii": 2, "iii": 4, "iv": 5, "v": 7, "vi": 9, "vii": 11}
+_MAJOR_STEPS = {"I": 0, "ii": 2, "iii": 4, "IV": 5, "V": 7, "vi": 9, "vii": 11}
+_MINOR_STEPS = {"i": 0, "III": 3, "iv": 5, "V": 7, "VI": 8, "VII": 10, "v": 7}
+_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def _chord(numeral: str, tonic: int, minor: bool, seventh: bool) -> str:
+    steps = _MINOR_STEPS if minor else _MAJOR_STEPS
+    root = _NAMES[(tonic + steps[numeral]) % 12]
+    quality = "m" if numeral.islower() else ""
+    if numeral in ("V",) and seventh:
+        return root + "7"
+    return root + quality
+
+
+def _chart(tonic: int, minor: bool, rng: random.Random, modulate: bool) -> list[str]:
+    """Bars of chord names: a cadential chart, and when ``modulate``, a middle section in the
+    dominant (major) or the relative major (minor), then home again with a final cadence."""
+    home = rng.choice(_MINOR_CHARTS if minor else _MAJOR_CHARTS)
+    bars = [_chord(n, tonic, minor, rng.random() < 0.5) for n in home.replace("|", " ").split()]
+    middle: list[str] = []
+    if modulate:
+        away_tonic, away_minor = ((tonic + 3) % 12, False) if minor else ((tonic + 7) % 12, False)
+        pivot = _chord("V", away_tonic, False, True)  # the new key's dominant seventh
+        middle = [pivot] + [_chord(n, away_tonic, away_minor, True) for n in "I IV V I vi ii V I".split()]
+        middle += [_chord("V", tonic, minor, True)]  # back home through the home dominant
+    ending = [_chord(n, tonic, minor, True) for n in (("i", "iv", "V", "i") if minor else ("I", "IV", "V", "I"))]
+    return bars + bars + middle + bars + ending
+
+
+def pop(count: int) -> list[Piece]:
+    """MMA arrangements: 4/4 grooves, waltzes, 6/8 and fast grooves; a third modulate and return."""
+    if not shutil.which("mma"):
+        return []
+    rng = random.Random(3)
+    plan = []
+    for index in range(count):
+        group = (_GROOVES_44, _GROOVES_44, _GROOVES_3, _GROOVES_68, _GROOVES_FAST)[index % 5]
+        groove, low, high = group[(index // 5) % len(group)]
+        plan.append((index, groove, round(rng.uniform(low, high), 1), Key(rng.randrange(12), rng.random() < 0.4),
+                     index % 3 == 1, rng.randrange(10**6)))
+    pieces = []
+    for index, groove, bpm, key, modulate, seed in plan:
+        name = f"{index:02d}-{groove}"
+        piece = _cached("pop", name) or _mma_piece(name, groove, bpm, key, modulate, random.Random(seed))
+        if piece:
+            pieces.append(piece)
+    return pieces
+
+
+def _mma_piece(name: str, groove: str, bpm: float, key: Key, modulate: bool, rng: random.Random) -> Piece | None:
+    import mido
+
+    folder = CACHE / "pop"
+    bars = _chart(key.tonic, key.minor, rng, modulate)
+    signature = _NAMES[key.tonic] + ("m" if key.minor else "")
+    chart = [f"Tempo {bpm}", f"Groove {groove}", f"KeySig {signature.replace('m', ' minor') if key.minor else signature}"]
+    chart += [f"{number} {chord}" for number, chord in enumerate(bars, 1)]
+    source = folder / f"{name}.mma"
+    source.write_text("\n".join(chart) + "\n")
+    midi = folder / f"{name}.mid"
+    done = subprocess.run(["mma", "-f", str(midi), str(source)], capture_output=True, text=True)
+    if done.returncode != 0 or not midi.exists():
+        log.info("mma failed on %s: %s", name, done.stdout[-300:] + done.stderr[-300:])
+        return None
+    parsed = mido.MidiFile(midi)
+    signatures = [m for t in parsed.tracks for m in t if m.type == "time_signature"]
+    numerator, denominator = signatures[0].numerator, signatures[0].denominator
+    beats = {(6, 8): 2, (9, 8): 3, (12, 8): 4}.get((numerator, denominator), numerator)
+    if groove in ("Ballad68", "Blues68"):
+        beats = 4  # MMA's 6/8 ballads are four dotted quarters a bar (12/8 felt)
+    bar_seconds = beats * 60.0 / bpm
+    flac = folder / f"{name}.flac"
+    if not render(midi, flac):
+        return None
+    tags = ["arranged", "ternary" if numerator == 3 or denominator == 8 else "binary"]
+    if bpm >= 150:
+        tags.append("fast")
+    if modulate:
+        tags.append("modulating")
+    return _store(Piece(name, "pop", str(flac), bpm, key.name, beats,
+                        [round(i * bar_seconds, 4) for i in range(len(bars))], tags))
+
+
+def blupi(seconds: float = 60.0) -> list[Piece]:
+    """Debian's planetblupi MIDI files, cut to their first minute; tempo from the tempo event."""
+    import mido
+
+    folder = CACHE / "blupi"
+    pieces = [p for p in (_cached("blupi", Path(f).stem) for f in glob.glob(str(folder / "*.json"))) if p]
+    if pieces:
+        return sorted(pieces, key=lambda p: p.name)
+    sources = _debian_midi("planetblupi-music-midi")
+    for source in sources:
+        midi = mido.MidiFile(source)
+        tempi = {msg.tempo for track in midi.tracks for msg in track if msg.type == "set_tempo"}
+        if len(tempi) != 1:
+            continue
+        bpm = mido.tempo2bpm(tempi.pop())
+        short = folder / f"{Path(source).stem}.mid"
+        _cut_midi(midi, seconds).save(short)
+        flac = short.with_suffix(".flac")
+        if render(short, flac):
+            pieces.append(_store(Piece(short.stem, "blupi", str(flac), round(bpm, 2), None, None, None, ["game"])))
+    return pieces
+
+
+def _debian_midi(package: str) -> list[str]:
+    unpacked = CACHE / "debian" / package
+    if not unpacked.exists():
+        work = Path(tempfile.mkdtemp(prefix="deb-"))
+        subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True)
+        debs = list(work.glob("*.deb"))
+        if not debs:
+            return []
+        subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)], check=True)
+        shutil.rmtree(work)
+    return sorted(glob.glob(str(unpacked / "**" / "*.mid"), recursive=True))
+
+
+def _cut_midi(midi, seconds: float):
+    import mido
+
+    tempo = next((m.tempo for t in midi.tracks for m in t if m.type == "set_tempo"), 500000)
+    limit = mido.second2tick(seconds, midi.ticks_per_beat, tempo)
+    cut = mido.MidiFile(ticks_per_beat=midi.ticks_per_beat, type=midi.type)
+    for track in midi.tracks:
+        new, now = mido.MidiTrack(), 0
+        for message in track:
+            now += message.time
+            if now > limit:
+                break
+            if message.type != "end_of_track":
+                new.append(message)
+        for channel in range(16):  # silence every channel, or the player keeps going
+            new.append(mido.Message("control_change", channel=channel, control=123, value=0, time=0))
+        new.append(mido.MetaMessage("end_of_track", time=0))
+        cut.tracks.append(new)
+    return cut
+
+
+# --- the independent check ------------------------------------------------------------------------
+
+
+def bach_chorales(count: int) -> list[Piece]:
+    """Bach chorales (music21) with the key of the Riemenschneider analysis (its first key),
+    at a chorale's tempo (quarter = 60-96), sung by a choir-like organ or strings."""
+    from music21 import converter, corpus, roman
+
+    folder = Path(corpus.__file__).parent / "bach" / "choraleAnalyses"
+    rng = random.Random(17)
+    analyses = sorted(folder.glob("riemenschneider*.rntxt"))
+    rng.shuffle(analyses)
+    pieces = []
+    for analysis in analyses:
+        name = analysis.stem
+        piece = _cached("bach-chorales", name)
+        if piece is None:
+            text = analysis.read_text(errors="replace")
+            bwv = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("BWV:")), None)
+            if not bwv:
+                continue
+            path = next((p for p in corpus.getComposer("bach") if p.stem == f"bwv{bwv}"), None)
+            if path is None:
+                continue
+            try:
+                rn = converter.parse(analysis, format="romanText")
+                first = next(iter(rn.recurse().getElementsByClass(roman.RomanNumeral)))
+                truth = parse_key(f"{first.key.tonic.name.replace('-', 'b')} {first.key.mode}")
+                score = corpus.parse(path)
+            except Exception:
+                continue
+            if truth is None:
+                continue
+            piece = _score_piece(score, "bach-chorales", name, key=truth, beat_bpm=round(rng.uniform(60, 96), 1),
+                                 programs=[rng.choice([19, 48, 52])], repeat_to=40.0, tags=["chorale"])
+        if piece:
+            pieces.append(piece)
+        if len(pieces) >= count:
+            break
+    return pieces
+
+
+def openttd() -> list[Piece]:
+    """Debian's openttd-openmsx: the tempo event (files with one tempo, or one that holds for
+    nearly all of the piece), the key signature where one is written, bars from the start."""
+    import mido
+
+    folder = CACHE / "openttd"
+    pieces = []
+    for source in _debian_midi("openttd-openmsx"):
+        name = Path(source).stem
+        piece = _cached("openttd", name)
+        if piece is None:
+            midi = mido.MidiFile(source)
+            tempi, signatures, keys = [], set(), set()
+            for track in midi.tracks:
+                now = 0
+                for message in track:
+                    now += message.time
+                    if message.type == "set_tempo":
+                        tempi.append((now, message.tempo))
+                    elif message.type == "time_signature":
+                        signatures.add((message.numerator, message.denominator))
+                    elif message.type == "key_signature":
+                        keys.add(message.key)
+            distinct = {round(mido.tempo2bpm(t), 0) for _, t in tempi}
+            if len(distinct) != 1:
+                continue  # tempo changes: no one truth
+            quarter_bpm = distinct.pop()
+            numerator, denominator = signatures.pop() if len(signatures) == 1 else (4, 4)
+            compound = (numerator, denominator) in ((6, 8), (9, 8), (12, 8))
+            bpm = quarter_bpm * (2 / 3 if compound else 1) * (denominator / 4 if not compound else 1)
+            beats = numerator // 3 if compound else numerator
+            key = parse_key(keys.pop()) if len(keys) == 1 else None
+            flac = folder / f"{name}.flac"
+            if not render(Path(source), flac):
+                continue
+            bar = beats * 60.0 / bpm
+            length = midi.length
+            downbeats = [round(i * bar, 4) for i in range(int(length / bar) + 1)]
+            piece = _store(Piece(name, "openttd", str(flac), round(bpm, 2), key.name if key else None, beats,
+                                 downbeats, ["game"] + (["ternary"] if numerator in (3, 6, 9) else [])))
+        pieces.append(piece)
+    return pieces
+
+
+def build(*, quick: bool = False, check: bool = True) -> list[Piece]:
+    """Every piece of the development set (and the independent check), rendering what is not
+    cached yet."""
+    for subset in DEV_SUBSETS + CHECK_SUBSETS:
+        (CACHE / subset).mkdir(parents=True, exist_ok=True)
+    scale = 0.34 if quick else 1.0
+    n = lambda full: max(3, int(full * scale))  # noqa: E731
+    pieces = synthesized(n(8))
+    can_render = shutil.which("fluidsynth") and os.path.exists(SOUNDFONT)
+    if not can_render:
+        print("(no fluidsynth/FluidR3_GM: scripts/setup.sh bench installs them)", file=sys.stderr)
+        return pieces
+    for builder, full in ((folk, 30), (irish, 36), (classical, 36), (pop, 50)):
+        pieces += builder(n(full))
+    pieces += blupi()
+    if check:
+        pieces += bach_chorales(n(40)) + openttd()
+    return pieces
