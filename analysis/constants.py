@@ -6,7 +6,8 @@ loads in the worker processes."""
 # tracks whose stage versions differ. The combined string is what observations carry.
 # loudness 2: integrated loudness and range from FFmpeg's ebur128 filter (the range of short
 # tracks moved by up to 1.3 LU, to what `ffmpeg -af ebur128` says).
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 2, "embedding": 1}
+# tempo 2, key 2, downbeat 1 (#17): the level a listener taps, the key a piece states, bars.
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 2, "key": 2, "loudness": 2, "embedding": 1, "downbeat": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in

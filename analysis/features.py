@@ -4,9 +4,13 @@ the whole PCM in memory (a 2-hour mix keeps a few MB of features, not 300 MB of 
 From the mono analysis stream (11025 Hz) it keeps:
 
 * an onset-strength envelope (log-mel spectral flux) at ``ONSET_RATE`` frames per second;
+* a finer one (log-magnitude flux of every FFT bin up to ``FLUX_FMAX``), for tempo and beats: a
+  bowed or legato note that changes pitch inside one mel band is heard by it, not by the mel flux;
 * log-mel band energies, every ``MEL_DECIMATION``-th onset frame (timbre, for the embedding);
 * a pitch spectrum folded to one octave at 20-cent resolution (60 bins), every chroma hop, so the
-  tuning can be estimated once at the end and the chroma aligned to it.
+  tuning can be estimated once at the end and the chroma aligned to it;
+* beside it a bass chroma (12 semitones of 40-200 Hz, from the same spectrum): the root of a
+  cadence's chords, which the treble's folded spectrum mixes with the melody.
 
 The extractor is deterministic and does no I/O; ``finish`` returns frozen arrays.
 """
@@ -30,6 +34,9 @@ CHROMA_HOP = 1024
 SUBBINS_PER_SEMITONE = 5  # 20-cent pitch resolution, for tuning estimation
 PITCH_BINS = 12 * SUBBINS_PER_SEMITONE
 CHROMA_FMIN, CHROMA_FMAX = 55.0, 2000.0
+BASS_FMIN, BASS_FMAX = 40.0, 200.0
+FLUX_FMAX = 5000.0
+_FLUX_GAIN = 100.0  # log(1 + gain * magnitude): compresses so quiet notes' onsets count too
 _BATCH_FRAMES = 256
 
 
@@ -63,11 +70,24 @@ def _pitch_map(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     return selected, fold
 
 
+def _bass_map(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """FFT bins of the bass range and a 0/1 matrix folding them to 12 semitones (C first; a
+    semitone is only one or two bins wide down there, so no finer grid)."""
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / ANALYSIS_RATE)
+    selected = np.nonzero((frequencies >= BASS_FMIN) & (frequencies <= BASS_FMAX))[0]
+    semitone = np.round(69.0 + 12.0 * np.log2(frequencies[selected] / 440.0)).astype(int) % 12
+    fold = np.zeros((selected.size, 12), np.float32)
+    fold[np.arange(selected.size), semitone] = 1.0
+    return selected, fold
+
+
 @dataclass(frozen=True, slots=True)
 class FrameFeatures:
-    onset: np.ndarray  # (n,) onset strength at ONSET_RATE
+    onset: np.ndarray  # (n,) onset strength at ONSET_RATE (log-mel flux)
+    onset_fine: np.ndarray  # (n,) onset strength at ONSET_RATE (log-magnitude flux of FFT bins)
     mel: np.ndarray  # (m, MEL_BANDS) log-mel energies at ONSET_RATE / MEL_DECIMATION
     pitch: np.ndarray  # (k, PITCH_BINS) folded pitch spectrum at ANALYSIS_RATE / CHROMA_HOP
+    bass: np.ndarray  # (k, 12) bass chroma (BASS_FMIN-BASS_FMAX), same frames
     energy: np.ndarray  # (k,) RMS per chroma frame, for weighting
     duration: float
 
@@ -79,7 +99,12 @@ class FeatureExtractor:
         self._window_onset = np.hanning(ONSET_FFT).astype(np.float32)
         self._window_chroma = np.hanning(CHROMA_FFT).astype(np.float32)
         self._mel_bank = _mel_filterbank(ONSET_FFT, MEL_BANDS)
+        self._flux_bins = int(FLUX_FMAX * ONSET_FFT / ANALYSIS_RATE) + 1
+        self._previous_log_magnitude: np.ndarray | None = None
+        self._onset_fine: list[np.ndarray] = []
         self._pitch_bins, self._pitch_fold = _pitch_map(CHROMA_FFT)
+        self._bass_bins, self._bass_fold = _bass_map(CHROMA_FFT)
+        self._bass: list[np.ndarray] = []
         self._buffer = np.zeros(0, np.float32)
         self._consumed = 0  # samples dropped from the front of the buffer so far
         self._next_onset = 0  # absolute sample index of the next onset frame's start
@@ -107,10 +132,12 @@ class FeatureExtractor:
         self._buffer = np.concatenate([self._buffer, np.zeros(CHROMA_FFT, np.float32)])
         self._process(final_limit=self._samples)
         onset = np.concatenate(self._onset) if self._onset else np.zeros(0, np.float32)
+        onset_fine = np.concatenate(self._onset_fine) if self._onset_fine else np.zeros(0, np.float32)
         mel = np.concatenate(self._mel) if self._mel else np.zeros((0, MEL_BANDS), np.float32)
         pitch = np.concatenate(self._pitch) if self._pitch else np.zeros((0, PITCH_BINS), np.float32)
+        bass = np.concatenate(self._bass) if self._bass else np.zeros((0, 12), np.float32)
         energy = np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32)
-        return FrameFeatures(onset, mel, pitch, energy, self._samples / ANALYSIS_RATE)
+        return FrameFeatures(onset, onset_fine, mel, pitch, bass, energy, self._samples / ANALYSIS_RATE)
 
     def _frames(self, start: int, size: int, hop: int, limit: int | None) -> tuple[np.ndarray, int]:
         """Frames starting at absolute sample ``start`` that fit in the buffer (and start before
@@ -136,13 +163,19 @@ class FeatureExtractor:
             flux = np.diff(np.concatenate([previous, log_mel]), axis=0)
             self._onset.append(np.maximum(flux, 0.0).mean(axis=1))
             self._previous_mel = log_mel[-1:]
+            log_magnitude = np.log1p(_FLUX_GAIN * spectrum[:, 1 : self._flux_bins])
+            previous = self._previous_log_magnitude if self._previous_log_magnitude is not None else log_magnitude[:1]
+            rise = np.diff(np.concatenate([previous, log_magnitude]), axis=0)
+            self._onset_fine.append(np.maximum(rise, 0.0).mean(axis=1))
+            self._previous_log_magnitude = log_magnitude[-1:]
             take = np.arange((-self._mel_phase) % MEL_DECIMATION, len(log_mel), MEL_DECIMATION)
             self._mel.append(log_mel[take])
             self._mel_phase = (self._mel_phase + len(log_mel)) % MEL_DECIMATION
         frames, self._next_chroma = self._frames(self._next_chroma, CHROMA_FFT, CHROMA_HOP, final_limit)
         if len(frames):
-            spectrum = np.abs(scipy.fft.rfft(frames * self._window_chroma, axis=1))[:, self._pitch_bins]
-            self._pitch.append(spectrum.astype(np.float32) @ self._pitch_fold)
+            spectrum = np.abs(scipy.fft.rfft(frames * self._window_chroma, axis=1))
+            self._pitch.append(spectrum[:, self._pitch_bins].astype(np.float32) @ self._pitch_fold)
+            self._bass.append(spectrum[:, self._bass_bins].astype(np.float32) @ self._bass_fold)
             self._energy.append(np.sqrt(np.mean(frames**2, axis=1)).astype(np.float32))
         keep_from = min(self._next_onset, self._next_chroma) - self._consumed
         if keep_from > 0:

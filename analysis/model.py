@@ -28,6 +28,8 @@ class Descriptors:
     bpm: float | None = None
     bpm_confidence: float | None = None
     beat_offset: float | None = None  # seconds to the first beat of the grid
+    downbeat_offset: float | None = None  # seconds from the start of the decoded audio to bar 1's downbeat
+    beats_per_bar: int | None = None  # beats of the grid in one bar (2, 3 or 4)
     key: str | None = None  # "A minor"
     camelot: str | None = None  # "8A"
     open_key: str | None = None  # "1m"

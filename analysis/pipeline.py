@@ -8,9 +8,10 @@ import time
 import numpy as np
 
 from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
+from cratesense.analysis.downbeat import estimate_bars
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, Fingerprint, FingerprintBuilder
 from cratesense.analysis.embedding import compute_embedding
-from cratesense.analysis.features import ONSET_FFT, ONSET_RATE, FeatureExtractor, FrameFeatures
+from cratesense.analysis.features import CHROMA_HOP, ONSET_FFT, ONSET_RATE, FeatureExtractor, FrameFeatures
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
 from cratesense.analysis.model import AudioFacts, Descriptors, TrackAnalysis
@@ -105,18 +106,24 @@ _ONSET_LATENCY = ONSET_FFT / 2 / ANALYSIS_RATE
 
 def _describe(features: FrameFeatures, loudness: Loudness, bpm_range: tuple[float, float]) -> Descriptors:
     """The descriptor stages, each a pure function of the streamed features."""
-    tempo = estimate_tempo(features.onset, ONSET_RATE, bpm_range)
+    tempo = estimate_tempo(features.onset_fine, ONSET_RATE, bpm_range, phase_onset=features.onset)
     tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
     chroma_frames = chroma(features.pitch, tuning)
-    key = estimate_key(chroma_frames, features.energy, tuning)
-    beat_offset = None
+    key = estimate_key(chroma_frames, features.energy, tuning, features.bass)
+    beat_offset = bars = None
     if tempo is not None:
         period = 60.0 / tempo.bpm
         beat_offset = round((tempo.beat_offset + _ONSET_LATENCY) % period, 3)
+        bars = estimate_bars(
+            _beats_from_first_sound(features, beat_offset, period), chroma_frames, features.mel,
+            features.onset_fine, ONSET_RATE,
+        )
     return Descriptors(
         bpm=tempo.bpm if tempo else None,
         bpm_confidence=tempo.confidence if tempo else None,
         beat_offset=beat_offset,
+        downbeat_offset=bars.downbeat_offset if bars else None,
+        beats_per_bar=bars.beats_per_bar if bars else None,
         key=key.key.name if key else None,
         camelot=key.key.camelot if key else None,
         open_key=key.key.open_key if key else None,
@@ -128,6 +135,18 @@ def _describe(features: FrameFeatures, loudness: Loudness, bpm_range: tuple[floa
         replaygain_db=loudness.replaygain_db,
         embedding=compute_embedding(features, chroma_frames),
     )
+
+
+def _beats_from_first_sound(features: FrameFeatures, beat_offset: float, period: float) -> np.ndarray:
+    """The beat grid from the first beat where the music has started (bar 1 is not in a
+    leading silence) to the end; a beat estimated a hair before 0 s is the one at 0 s."""
+    energy = features.energy
+    loud = float(np.percentile(energy, 90)) if energy.size else 0.0
+    sounding = np.nonzero(energy > 0.05 * loud)[0] if loud > 0 else np.zeros(0, int)
+    start = sounding[0] * CHROMA_HOP / ANALYSIS_RATE if sounding.size else 0.0  # the earliest it can be
+    first = beat_offset - period if beat_offset > 0.75 * period else beat_offset
+    first += period * max(0.0, np.ceil((start - first - 0.25 * period) / period))
+    return np.maximum(np.arange(first, features.duration, period), 0.0)
 
 
 def _channel_names(info, channels: int) -> tuple[str, ...]:

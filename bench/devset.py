@@ -253,6 +253,9 @@ def _score_piece(
     except Exception as exc:  # a score music21 cannot write is no ground truth we can use
         log.info("skipped %s: %s", name, exc)
         return None
+    if not third_agrees(midi, key):
+        log.info("skipped %s: its notes contradict the stated mode of %s", name, key.name)
+        return None
     flac = folder / f"{name}.flac"
     if not render(midi, flac):
         return None
@@ -261,6 +264,27 @@ def _score_piece(
     if beat_bpm >= 150:
         tags.append("fast")
     return _store(Piece(name, subset, str(flac), round(beat_bpm, 2), key.name, beats_per_bar, downbeats, sorted(set(tags))))
+
+
+def third_agrees(midi_path: Path, key: Key) -> bool:
+    """Whether the notes (by duration) hold the key's own third more than the other one: some
+    Essen transcriptions state a tonic whose mode their notes contradict (K:D over F and Bb)."""
+    import mido
+
+    held = np.zeros(12)
+    started: dict[tuple[int, int], float] = {}
+    now = 0.0
+    for message in mido.MidiFile(midi_path):
+        now += message.time
+        if message.type not in ("note_on", "note_off") or message.channel == 9:
+            continue
+        if message.type == "note_on" and message.velocity > 0:
+            started[(message.channel, message.note)] = now
+        elif (message.channel, message.note) in started:
+            held[message.note % 12] += now - started.pop((message.channel, message.note))
+    own = held[(key.tonic + (3 if key.minor else 4)) % 12]
+    other = held[(key.tonic + (4 if key.minor else 3)) % 12]
+    return own >= other
 
 
 def _key_from_score(score) -> Key | None:
@@ -341,7 +365,10 @@ def folk(count: int) -> list[Piece]:
         rng.shuffle(scores)
         for number, score in enumerate(scores[:3]):
             name = f"{Path(path).stem}-{number}"
-            piece = _cached("folk", name) or _folk_piece(score, name, rng)
+            piece = _cached("folk", name)
+            if piece and not third_agrees(Path(piece.audio).with_suffix(".mid"), piece.key_truth):
+                continue  # rendered before this check
+            piece = piece or _folk_piece(score, name, random.Random(f"folk:{name}"))
             if piece:
                 pieces.append(piece)
             if len(pieces) >= count:
@@ -391,8 +418,9 @@ def irish(count: int) -> list[Piece]:
             if meter and meter[0] in ("2/4",) and kind == "Jig":
                 continue  # a "jig" written in 2/4 is a single jig in another notation
             fast = ["fast"] if kind == "Reel" else []
-            piece = _score_piece(score, "irish", name, key=key, beat_bpm=round(rng.uniform(low, high), 1),
-                                 programs=[rng.choice([40, 73, 21, 110])], repeat_to=45.0, tags=["melody", kind.lower()] + fast)
+            own = random.Random(f"irish:{name}")  # the piece's own choices: the same whatever is cached
+            piece = _score_piece(score, "irish", name, key=key, beat_bpm=round(own.uniform(low, high), 1),
+                                 programs=[own.choice([40, 73, 21, 110])], repeat_to=45.0, tags=["melody", kind.lower()] + fast)
         if piece:
             pieces.append(piece)
             per_kind[kind] += 1
@@ -437,12 +465,12 @@ def classical(count: int) -> list[Piece]:
             if key is None:
                 continue
             programs = {"as written": None, "orchestral": _ORCHESTRA, "piano": [0]}[voicing]
-            mark = score.metronomeMarkBoundaries()[0][2]
             meter = _meter(score)
             if meter is None:
                 continue
-            stated = None if mark.numberImplicit or mark.number is None else mark.getQuarterBPM() / meter[1]
-            bpm = stated if stated and 60 <= stated <= 170 else rng.uniform(66, 150)
+            marks = [m for m in score.recurse().getElementsByClass("MetronomeMark") if m.number and not m.numberImplicit]
+            stated = marks[0].getQuarterBPM() / meter[1] if marks else None
+            bpm = stated if stated and 60 <= stated <= 170 else random.Random(f"classical:{name}").uniform(66, 150)
             tags = [voicing.replace("as written", "quartet" if len(score.parts) == 4 else "ensemble"), "polyphonic"]
             signatures = {k.sharps for k in score.recurse().getElementsByClass("KeySignature")}
             if len(signatures) > 1:
@@ -456,17 +484,40 @@ def classical(count: int) -> list[Piece]:
     return pieces
 
 
-# MMA grooves by meter: (groove, beat BPM range, beats per bar)
+# MMA grooves by meter, with the range of the beat a listener counts (the dotted quarter of 6/8)
 _GROOVES_44 = [
-    ("8Beat", 100, 130), ("50sRock", 140, 175), ("SoftRock", 90, 120), ("Rock-128", 110, 135), ("PopBallad", 66, 84),
-    ("Trance", 128, 140), ("RB", 85, 105), ("Ska", 130, 160), ("FolkRock", 100, 130), ("BVFunk", 95, 115),
+    ("8Beat", 100, 130), ("50sRock", 140, 175), ("SoftRock", 90, 120), ("Rock128", 66, 90), ("PopBallad", 66, 84),
+    ("Trance", 128, 140), ("RockBallad", 70, 90), ("Ska", 130, 160), ("FolkRock", 100, 130), ("BVFunk", 95, 115),
     ("Samba", 90, 110), ("BossaNova", 110, 140), ("JazzRock", 110, 140), ("BubbleRock", 120, 140), ("Twist", 140, 165),
-    ("CountrySwing", 110, 140), ("Blues", 90, 120), ("DSoul", 90, 110), ("Swing", 120, 150), ("RockBallad", 70, 90),
+    ("CountrySwing", 110, 140), ("Blues", 90, 120), ("DSoul", 90, 110), ("Swing", 120, 150), ("8Beat", 130, 150),
 ]
+# (MMA's FastWaltz is "a waltz in 1": its quarters are not played, so it has no beat to count)
 _GROOVES_3 = [("Waltz", 110, 150), ("RockWaltz", 100, 140), ("JazzWaltz", 120, 160), ("CountryWaltz", 110, 150),
-              ("FastWaltz", 160, 185), ("VieneseWaltz", 160, 185), ("FrenchWaltz", 110, 150), ("ArpeggioWaltz", 90, 130)]
-_GROOVES_68 = [("Ballad68", 60, 80), ("68March", 100, 125), ("68Swing", 100, 130), ("Blues68", 60, 80), ("Arpeggio68", 70, 100)]
-_GROOVES_FAST = [("BlueGrass", 170, 185), ("Polka", 160, 185), ("FastSwing", 170, 185), ("FastBlues", 160, 185), ("Quickstep", 170, 185)]
+              ("Waltz", 150, 180), ("VieneseWaltz", 160, 185), ("FrenchWaltz", 110, 150), ("ArpeggioWaltz", 90, 130)]
+_GROOVES_68 = [("Ballad68", 56, 76), ("68March", 100, 125), ("68Swing", 90, 120), ("Blues68", 56, 72), ("Arpeggio68", 60, 90)]
+_GROOVES_FAST = [("BlueGrass", 170, 185), ("Polka", 110, 135), ("FastSwing", 100, 130), ("FastBlues", 160, 185), ("Quickstep", 100, 120)]
+# 2/4 grooves MMA writes in 4 at twice the tempo ("double up on the tempo", says its manual)
+_HALF_TIME = {"Polka", "FastSwing", "Quickstep"}
+_MMA_LIBRARY = Path("/usr/share/mma/lib/stdlib")
+
+
+def _groove_meter(groove: str) -> tuple[int, int, bool]:
+    """MMA's beats per bar (``Time``: its tempo counts these) and the beats a listener counts
+    per bar: a 6/8 groove is two dotted quarters however MMA counts it (its ``Time`` is 2, 4
+    or 6), a simple meter is MMA's own count; and whether the meter is compound."""
+    import re
+
+    for source in sorted(_MMA_LIBRARY.glob("*.mma")):
+        text = source.read_text(errors="replace")
+        if re.search(rf"^\s*DefGroove\s+{re.escape(groove)}\b", text, re.I | re.M):
+            time_ = int(re.search(r"^\s*Time\s+(\d+)", text, re.I | re.M).group(1))
+            signature = re.search(r"^\s*TimeSig\s+(\d+)\s*/?\s*(\d+)", text, re.I | re.M)
+            numerator, denominator = (int(signature.group(1)), int(signature.group(2))) if signature else (4, 4)
+            compound = denominator == 8 and numerator % 3 == 0
+            felt = numerator // 3 if compound else time_ // 2 if groove in _HALF_TIME else time_
+            return time_, felt, compound
+    raise ValueError(f"no MMA groove {groove}")
+
 
 _MAJOR_CHARTS = [
     "I vi IV V | I vi ii V | I IV V I",
@@ -487,6 +538,7 @@ _DEGREES = {"i": 0, "ii": 2, "iii": 4, "iv": 5, "v": 7, "vi": 9, "vii": 11}
 _MAJOR_STEPS = {"I": 0, "ii": 2, "iii": 4, "IV": 5, "V": 7, "vi": 9, "vii": 11}
 _MINOR_STEPS = {"i": 0, "III": 3, "iv": 5, "V": 7, "VI": 8, "VII": 10, "v": 7}
 _NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_MINOR_SIGNATURES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")  # as MMA's KeySig wants them
 
 
 def _chord(numeral: str, tonic: int, minor: bool, seventh: bool) -> str:
@@ -534,12 +586,12 @@ def pop(count: int) -> list[Piece]:
 
 
 def _mma_piece(name: str, groove: str, bpm: float, key: Key, modulate: bool, rng: random.Random) -> Piece | None:
-    import mido
-
     folder = CACHE / "pop"
+    mma_beats, felt, compound = _groove_meter(groove)
+    tempo = bpm * mma_beats / felt  # MMA's tempo counts its own beats
     bars = _chart(key.tonic, key.minor, rng, modulate)
-    signature = _NAMES[key.tonic] + ("m" if key.minor else "")
-    chart = [f"Tempo {bpm}", f"Groove {groove}", f"KeySig {signature.replace('m', ' minor') if key.minor else signature}"]
+    signature = f"{_MINOR_SIGNATURES[key.tonic]} minor" if key.minor else _NAMES[key.tonic]
+    chart = [f"Tempo {tempo:.2f}", f"Groove {groove}", f"KeySig {signature}"]
     chart += [f"{number} {chord}" for number, chord in enumerate(bars, 1)]
     source = folder / f"{name}.mma"
     source.write_text("\n".join(chart) + "\n")
@@ -548,22 +600,21 @@ def _mma_piece(name: str, groove: str, bpm: float, key: Key, modulate: bool, rng
     if done.returncode != 0 or not midi.exists():
         log.info("mma failed on %s: %s", name, done.stdout[-300:] + done.stderr[-300:])
         return None
-    parsed = mido.MidiFile(midi)
-    signatures = [m for t in parsed.tracks for m in t if m.type == "time_signature"]
-    numerator, denominator = signatures[0].numerator, signatures[0].denominator
-    beats = {(6, 8): 2, (9, 8): 3, (12, 8): 4}.get((numerator, denominator), numerator)
-    if groove in ("Ballad68", "Blues68"):
-        beats = 4  # MMA's 6/8 ballads are four dotted quarters a bar (12/8 felt)
-    bar_seconds = beats * 60.0 / bpm
+    import mido
+
+    # MMA writes its tempo rounded to a whole number: the truth is what the MIDI file says.
+    tempo = next(mido.tempo2bpm(m.tempo) for t in mido.MidiFile(midi).tracks for m in t if m.type == "set_tempo")
+    bpm = round(tempo * felt / mma_beats, 3)
+    bar_seconds = mma_beats * 60.0 / tempo
     flac = folder / f"{name}.flac"
     if not render(midi, flac):
         return None
-    tags = ["arranged", "ternary" if numerator == 3 or denominator == 8 else "binary"]
-    if bpm >= 150:
+    tags = ["arranged", "ternary" if felt == 3 or compound or groove == "Rock128" else "binary"]
+    if bpm >= 150 or tempo >= 200:
         tags.append("fast")
     if modulate:
         tags.append("modulating")
-    return _store(Piece(name, "pop", str(flac), bpm, key.name, beats,
+    return _store(Piece(name, "pop", str(flac), bpm, key.name, felt,
                         [round(i * bar_seconds, 4) for i in range(len(bars))], tags))
 
 
@@ -598,6 +649,7 @@ def _debian_midi(package: str) -> list[str]:
         debs = list(work.glob("*.deb"))
         if not debs:
             return []
+        unpacked.mkdir(parents=True)
         subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)], check=True)
         shutil.rmtree(work)
     return sorted(glob.glob(str(unpacked / "**" / "*.mid"), recursive=True))
@@ -628,37 +680,42 @@ def _cut_midi(midi, seconds: float):
 
 
 def bach_chorales(count: int) -> list[Piece]:
-    """Bach chorales (music21) with the key of the Riemenschneider analysis (its first key),
-    at a chorale's tempo (quarter = 60-96), sung by a choir-like organ or strings."""
+    """Bach chorales (music21): first the twenty with a Riemenschneider analysis (key: the
+    analysis's first key), then others (key: the score's key signature read with its final
+    bass note), at a chorale's tempo (quarter = 60-96), on an organ, strings or a choir."""
     from music21 import converter, corpus, roman
 
     folder = Path(corpus.__file__).parent / "bach" / "choraleAnalyses"
-    rng = random.Random(17)
-    analyses = sorted(folder.glob("riemenschneider*.rntxt"))
-    rng.shuffle(analyses)
+    analysed = {}
+    for analysis in sorted(folder.glob("riemenschneider*.rntxt")):
+        text = analysis.read_text(errors="replace")
+        bwv = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("BWV:")), None)
+        if bwv:
+            analysed[f"bwv{bwv}"] = analysis
+    chorales = sorted((p for p in corpus.getComposer("bach") if p.suffix == ".mxl"), key=lambda p: p.name)
+    random.Random(17).shuffle(chorales)
+    chorales.sort(key=lambda p: p.stem not in analysed)  # the analysed ones first, in shuffled order
     pieces = []
-    for analysis in analyses:
-        name = analysis.stem
+    for path in chorales:
+        name = path.stem
         piece = _cached("bach-chorales", name)
         if piece is None:
-            text = analysis.read_text(errors="replace")
-            bwv = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("BWV:")), None)
-            if not bwv:
-                continue
-            path = next((p for p in corpus.getComposer("bach") if p.stem == f"bwv{bwv}"), None)
-            if path is None:
-                continue
             try:
-                rn = converter.parse(analysis, format="romanText")
-                first = next(iter(rn.recurse().getElementsByClass(roman.RomanNumeral)))
-                truth = parse_key(f"{first.key.tonic.name.replace('-', 'b')} {first.key.mode}")
                 score = corpus.parse(path)
+                if name in analysed:
+                    rn = converter.parse(analysed[name], format="romanText")
+                    first = next(iter(rn.recurse().getElementsByClass(roman.RomanNumeral)))
+                    truth = parse_key(f"{first.key.tonic.name.replace('-', 'b')} {first.key.mode}")
+                else:
+                    truth = _key_from_score(score)
             except Exception:
                 continue
             if truth is None:
                 continue
-            piece = _score_piece(score, "bach-chorales", name, key=truth, beat_bpm=round(rng.uniform(60, 96), 1),
-                                 programs=[rng.choice([19, 48, 52])], repeat_to=40.0, tags=["chorale"])
+            own = random.Random(f"bach:{name}")
+            piece = _score_piece(score, "bach-chorales", name, key=truth, beat_bpm=round(own.uniform(60, 96), 1),
+                                 programs=[own.choice([19, 48, 52])], repeat_to=40.0,
+                                 tags=["chorale", "analysed" if name in analysed else "signature"])
         if piece:
             pieces.append(piece)
         if len(pieces) >= count:

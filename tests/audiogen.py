@@ -179,3 +179,86 @@ def fingerprintable_track(index: int, seconds: float = 24, pattern: str = "four"
     variant = FINGERPRINTABLE[index]
     return synth_track(bpm=96 + 9 * variant, tonic=(5 * variant) % 12, minor=variant % 2 == 0,
                        seconds=seconds, seed=40 + variant, pattern=pattern)
+
+
+# --- pieces with a meter: waltzes, 6/8, reels, modulations, accented bars ------------------------
+
+_MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 11)  # harmonic minor: the raised leading tone of V
+
+
+def triad(tonic: int, minor: bool, degree: int) -> tuple[int, ...]:
+    """The triad on scale ``degree`` (0 = I) of a key, as semitones above the key's tonic."""
+    scale = _MINOR_SCALE if minor else _MAJOR_SCALE
+    return tuple(scale[(degree + step) % 7] + 12 * ((degree + step) // 7) for step in (0, 2, 4))
+
+
+def cadence(tonic: int, minor: bool, degrees=(0, 3, 4, 0)) -> list[tuple[int, tuple[int, ...]]]:
+    """Bars of (key tonic, chord) for a progression of scale degrees, I-IV-V-I by default."""
+    return [(tonic, triad(tonic, minor, degree)) for degree in degrees]
+
+
+def metric_piece(
+    *,
+    bpm: float,
+    bars: list[tuple[int, tuple[int, ...]]],
+    beats_per_bar: int = 4,
+    subdivision: int = 2,
+    melody: bool = True,
+    accompaniment: bool = True,
+    drums: bool = False,
+    accent_bar: bool = True,
+    pickup_beats: int = 0,
+    sr: int = 11025,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """A piece in a meter, mono float32, and the time of bar 1's downbeat (seconds).
+
+    ``bars`` gives each bar's key tonic and chord (semitones above it); the bass plays the root on
+    the downbeat, the chord sounds on the other beats (oom-pah-pah in 3/4), and with ``melody``
+    a line of ``subdivision`` notes a beat runs over the chord tones (eighths in 2/4, 3/4 and
+    4/4; the three eighths of a dotted quarter in 6/8 with ``subdivision=3``). The first bar's
+    downbeat is preceded by ``pickup_beats`` beats of melody alone."""
+    rng = np.random.default_rng(seed)
+    beat = 60.0 / bpm
+    start = pickup_beats * beat
+    total = start + len(bars) * beats_per_bar * beat + 1.0
+    out = np.zeros(int(total * sr))
+
+    def add(freq: float, at: float, length: float, gain: float, harmonics: int = 5) -> None:
+        begin = int(at * sr)
+        n = min(int(length * sr), out.size - begin)
+        if n <= 0:
+            return
+        envelope = np.minimum(1.0, np.arange(n) / (0.005 * sr)) * np.exp(-np.arange(n) / sr * 3.0)
+        out[begin : begin + n] += gain * _tone(freq, n, sr, harmonics) * envelope
+
+    def pitch(tonic: int, semitones: int, octave: int) -> float:
+        return _NOTE_A4 * 2 ** ((tonic + semitones - 9) / 12 + octave)
+
+    step = beat / subdivision
+    if pickup_beats:
+        tonic, chord = bars[0]
+        for index in range(pickup_beats * subdivision):  # a rising line into bar 1
+            add(pitch(tonic, (_MAJOR_SCALE[(4 + index) % 7]) % 12, 0), index * step, step, 0.25)
+    for number, (tonic, chord) in enumerate(bars):
+        bar_start = start + number * beats_per_bar * beat
+        if accompaniment:
+            add(pitch(tonic, chord[0], -2), bar_start, beat * 0.95, 0.9 if accent_bar else 0.5, harmonics=4)
+            for beat_index in range(1, beats_per_bar):
+                for semitones in chord:
+                    add(pitch(tonic, semitones, -1), bar_start + beat_index * beat, beat * 0.8, 0.22)
+        if melody:
+            for index in range(beats_per_bar * subdivision):
+                tone = chord[int(rng.integers(len(chord)))] if index % subdivision == 0 else chord[index % len(chord)]
+                gain = 0.35 if index % subdivision == 0 else 0.22
+                add(pitch(tonic, tone, 0), bar_start + index * step, step * 0.9, gain)
+        if drums:
+            for beat_index in range(beats_per_bar):
+                n = int(0.05 * sr)
+                at = int((bar_start + beat_index * beat) * sr)
+                if at + n <= out.size:
+                    level = 0.5 if beat_index == 0 and accent_bar else 0.2
+                    out[at : at + n] += level * rng.standard_normal(n) * np.exp(-np.arange(n) / sr * 60)
+    out /= max(1e-9, np.max(np.abs(out))) / 0.8
+    return out.astype(np.float32), start

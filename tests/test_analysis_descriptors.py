@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from audiogen import encode, synth_track
+from audiogen import cadence, encode, metric_piece, synth_track, triad
 from cratesense.analysis.decode import AudioFile
 from cratesense.analysis.embedding import EMBEDDING_SIZE, compute_embedding, cosine
 from cratesense.analysis.features import ONSET_RATE, FeatureExtractor
@@ -33,7 +33,12 @@ def features_of(samples: np.ndarray):
 
 def key_of(features):
     tuning = estimate_tuning(features.pitch)
-    return estimate_key(chroma(features.pitch, tuning), features.energy, tuning)
+    return estimate_key(chroma(features.pitch, tuning), features.energy, tuning, features.bass)
+
+
+def tempo_of(features, bpm_range=(70.0, 180.0)):
+    """As the pipeline asks for it: the fine onset envelope, the beat placed with the mel one."""
+    return estimate_tempo(features.onset_fine, ONSET_RATE, bpm_range, phase_onset=features.onset)
 
 
 # --- tempo -------------------------------------------------------------------------------------
@@ -41,7 +46,7 @@ def key_of(features):
 
 def test_128_bpm_kick_pattern_is_128():
     features = features_of(synth_track(bpm=128, seconds=30, sr=ANALYSIS_SR))
-    tempo = estimate_tempo(features.onset, ONSET_RATE)
+    tempo = tempo_of(features)
     assert tempo.bpm == pytest.approx(128, abs=0.5)
     assert 0 < tempo.confidence <= 1
 
@@ -53,13 +58,13 @@ def test_128_bpm_kick_pattern_is_128():
 def test_genre_tempi_at_the_level_a_dj_counts(bpm, pattern):
     """Drum & bass is counted at ~174 (not its half-time 87), hip-hop at ~90 (not 180)."""
     features = features_of(synth_track(bpm=bpm, seconds=30, pattern=pattern, seed=int(bpm), sr=ANALYSIS_SR))
-    assert estimate_tempo(features.onset, ONSET_RATE).bpm == pytest.approx(bpm, abs=0.5)
+    assert tempo_of(features).bpm == pytest.approx(bpm, abs=0.5)
 
 
 def test_range_is_respected_for_a_slow_ballad():
     features = features_of(synth_track(bpm=64, seconds=30, pattern="ballad", sr=ANALYSIS_SR))
-    assert estimate_tempo(features.onset, ONSET_RATE, (55, 180)).bpm == pytest.approx(64, abs=0.5)
-    slow_excluded = estimate_tempo(features.onset, ONSET_RATE, (70, 180))
+    assert tempo_of(features, (55, 180)).bpm == pytest.approx(64, abs=0.5)
+    slow_excluded = tempo_of(features, (70, 180))
     assert slow_excluded is None or slow_excluded.bpm == pytest.approx(128, abs=1)
 
 
@@ -74,7 +79,7 @@ def test_beat_grid_lands_on_the_kicks(tmp_path):
 def test_no_tempo_for_silence_or_a_drone():
     assert estimate_tempo(np.zeros(3000), ONSET_RATE) is None
     drone = np.sin(2 * np.pi * 220 * np.arange(30 * ANALYSIS_SR) / ANALYSIS_SR) * 0.5
-    assert estimate_tempo(features_of(drone).onset, ONSET_RATE) is None
+    assert tempo_of(features_of(drone)) is None
 
 
 # --- key ---------------------------------------------------------------------------------------
@@ -295,3 +300,81 @@ def test_analyze_reports_every_descriptor(formats_dir):
     assert (descriptors.key, descriptors.camelot, descriptors.open_key) == ("A minor", "8A", "1m")
     assert -30 < descriptors.loudness_lufs < -5
     assert descriptors.true_peak_dbtp >= descriptors.loudness_lufs
+
+
+# --- meters, tempo levels, modulations, bars (generated pieces, tests/audiogen.metric_piece) -------
+
+
+def piece_features(**kwargs):
+    samples, downbeat = metric_piece(sr=ANALYSIS_SR, **kwargs)
+    return features_of(samples), downbeat
+
+
+def test_a_waltz_at_150_reads_150_not_100_or_225():
+    features, _ = piece_features(bpm=150, bars=cadence(7, False) * 8, beats_per_bar=3, subdivision=2)
+    assert tempo_of(features).bpm == pytest.approx(150, abs=1.0)
+
+
+def test_six_eight_at_120_reads_its_dotted_quarter_beat():
+    features, _ = piece_features(bpm=120, bars=cadence(2, False) * 6, beats_per_bar=2, subdivision=3)
+    assert tempo_of(features).bpm == pytest.approx(120, abs=1.0)
+
+
+def test_a_fast_reel_gets_a_tempo_within_the_range():
+    """A reel at 200 (a melody of running eighths, nothing else) is never 'no tempo': the DJ's
+    70-180 range counts it at 100; a range that reaches 200 counts 200."""
+    features, _ = piece_features(bpm=200, bars=cadence(7, False) * 8, beats_per_bar=4, subdivision=2,
+                                 accompaniment=False, seed=3)
+    assert tempo_of(features).bpm == pytest.approx(100, abs=1.0)
+    assert tempo_of(features, (90, 210)).bpm == pytest.approx(200, abs=2.0)
+
+
+@pytest.mark.parametrize("tonic, minor", [(0, False), (9, True)])
+def test_a_piece_that_modulates_to_the_dominant_and_returns_reads_the_home_key(tonic, minor):
+    dominant = (tonic + 7) % 12
+    bars = cadence(tonic, minor) * 2 + cadence(dominant, minor, (0, 3, 4, 0, 5, 1, 4, 0)) * 2 + cadence(tonic, minor) * 2
+    features, _ = piece_features(bpm=110, bars=bars, seed=tonic)
+    assert key_of(features).key == Key(tonic, minor)
+
+
+@pytest.mark.parametrize("tonic", range(12))
+@pytest.mark.parametrize("minor", [False, True], ids=["major", "minor"])
+def test_a_cadence_in_every_key(tonic, minor):
+    """I-IV-V-I (i-iv-V-i with the raised leading tone in minor), twice, in all 24 keys."""
+    features, _ = piece_features(bpm=120, bars=cadence(tonic, minor) * 2, seed=tonic)
+    assert key_of(features).key == Key(tonic, minor)
+
+
+def test_key_strength_is_low_when_the_key_is_ambiguous():
+    """Bare fifths (C and G, no third) are C major as much as C minor; a cadence is one key.
+    The strength says so."""
+    clear = key_of(piece_features(bpm=120, bars=cadence(0, False) * 4)[0]).strength
+    fifths = key_of(piece_features(bpm=120, bars=[(0, (0, 7, 12))] * 16, melody=False)[0])
+    assert clear > 0.8
+    assert fifths.strength < 0.7 and fifths.strength < clear - 0.25, (fifths, clear)
+
+
+def test_the_downbeat_of_an_accented_four_four_pattern(tmp_path):
+    """Bar 1 starts after a one-beat pickup; the accented bar start (bass, louder hit, chord
+    change) is found within 70 ms, four beats to the bar."""
+    samples, downbeat = metric_piece(bpm=124, bars=cadence(5, False) * 6, beats_per_bar=4, drums=True,
+                                     pickup_beats=1, sr=44100, seed=2)
+    descriptors = analyze_file(encode(np.stack([samples, samples]), 44100, tmp_path / "bars.flac")).descriptors
+    assert descriptors.bpm == pytest.approx(124, abs=0.5)
+    assert descriptors.beats_per_bar == 4
+    assert abs(descriptors.downbeat_offset - downbeat) < 0.07
+
+
+def test_a_waltz_has_three_beats_to_the_bar():
+    samples, downbeat = metric_piece(bpm=150, bars=cadence(7, False) * 8, beats_per_bar=3, sr=ANALYSIS_SR)
+    features = features_of(samples)
+    descriptors = _describe_features(features)
+    assert descriptors.beats_per_bar == 3
+    assert abs(descriptors.downbeat_offset - downbeat) < 0.07
+
+
+def _describe_features(features):
+    from cratesense.analysis.loudness import Loudness
+    from cratesense.analysis.pipeline import _describe
+
+    return _describe(features, Loudness(None, None, None, None), (70.0, 180.0))
