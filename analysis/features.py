@@ -6,6 +6,8 @@ From the mono analysis stream (11025 Hz) it keeps:
 * an onset-strength envelope (log-mel spectral flux) at ``ONSET_RATE`` frames per second;
 * a finer one (log-magnitude flux of every FFT bin up to ``FLUX_FMAX``), for tempo and beats: a
   bowed or legato note that changes pitch inside one mel band is heard by it, not by the mel flux;
+  and the same flux over ``SLOW_FLUX_FRAMES`` frames (~93 ms), which hears the soft attacks of
+  voices, organs and slow strings that rise too slowly for one frame's difference;
 * log-mel band energies, every ``MEL_DECIMATION``-th onset frame (timbre, for the embedding);
 * a pitch spectrum folded to one octave at 20-cent resolution (60 bins), every chroma hop, so the
   tuning can be estimated once at the end and the chroma aligned to it;
@@ -36,6 +38,7 @@ PITCH_BINS = 12 * SUBBINS_PER_SEMITONE
 CHROMA_FMIN, CHROMA_FMAX = 55.0, 2000.0
 BASS_FMIN, BASS_FMAX = 40.0, 200.0
 FLUX_FMAX = 5000.0
+SLOW_FLUX_FRAMES = 4
 _FLUX_GAIN = 100.0  # log(1 + gain * magnitude): compresses so quiet notes' onsets count too
 _BATCH_FRAMES = 256
 
@@ -85,6 +88,7 @@ def _bass_map(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 class FrameFeatures:
     onset: np.ndarray  # (n,) onset strength at ONSET_RATE (log-mel flux)
     onset_fine: np.ndarray  # (n,) onset strength at ONSET_RATE (log-magnitude flux of FFT bins)
+    onset_slow: np.ndarray  # (n,) the same flux over SLOW_FLUX_FRAMES frames
     mel: np.ndarray  # (m, MEL_BANDS) log-mel energies at ONSET_RATE / MEL_DECIMATION
     pitch: np.ndarray  # (k, PITCH_BINS) folded pitch spectrum at ANALYSIS_RATE / CHROMA_HOP
     bass: np.ndarray  # (k, 12) bass chroma (BASS_FMIN-BASS_FMAX), same frames
@@ -102,6 +106,7 @@ class FeatureExtractor:
         self._flux_bins = int(FLUX_FMAX * ONSET_FFT / ANALYSIS_RATE) + 1
         self._previous_log_magnitude: np.ndarray | None = None
         self._onset_fine: list[np.ndarray] = []
+        self._onset_slow: list[np.ndarray] = []
         self._pitch_bins, self._pitch_fold = _pitch_map(CHROMA_FFT)
         self._bass_bins, self._bass_fold = _bass_map(CHROMA_FFT)
         self._bass: list[np.ndarray] = []
@@ -133,11 +138,12 @@ class FeatureExtractor:
         self._process(final_limit=self._samples)
         onset = np.concatenate(self._onset) if self._onset else np.zeros(0, np.float32)
         onset_fine = np.concatenate(self._onset_fine) if self._onset_fine else np.zeros(0, np.float32)
+        onset_slow = np.concatenate(self._onset_slow) if self._onset_slow else np.zeros(0, np.float32)
         mel = np.concatenate(self._mel) if self._mel else np.zeros((0, MEL_BANDS), np.float32)
         pitch = np.concatenate(self._pitch) if self._pitch else np.zeros((0, PITCH_BINS), np.float32)
         bass = np.concatenate(self._bass) if self._bass else np.zeros((0, 12), np.float32)
         energy = np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32)
-        return FrameFeatures(onset, onset_fine, mel, pitch, bass, energy, self._samples / ANALYSIS_RATE)
+        return FrameFeatures(onset, onset_fine, onset_slow, mel, pitch, bass, energy, self._samples / ANALYSIS_RATE)
 
     def _frames(self, start: int, size: int, hop: int, limit: int | None) -> tuple[np.ndarray, int]:
         """Frames starting at absolute sample ``start`` that fit in the buffer (and start before
@@ -164,10 +170,14 @@ class FeatureExtractor:
             self._onset.append(np.maximum(flux, 0.0).mean(axis=1))
             self._previous_mel = log_mel[-1:]
             log_magnitude = np.log1p(_FLUX_GAIN * spectrum[:, 1 : self._flux_bins])
-            previous = self._previous_log_magnitude if self._previous_log_magnitude is not None else log_magnitude[:1]
-            rise = np.diff(np.concatenate([previous, log_magnitude]), axis=0)
-            self._onset_fine.append(np.maximum(rise, 0.0).mean(axis=1))
-            self._previous_log_magnitude = log_magnitude[-1:]
+            # The frames before these (the first frame's own copies at the very start).
+            if self._previous_log_magnitude is None:
+                self._previous_log_magnitude = np.repeat(log_magnitude[:1], SLOW_FLUX_FRAMES, axis=0)
+            history = np.concatenate([self._previous_log_magnitude, log_magnitude])
+            self._onset_fine.append(np.maximum(np.diff(history[SLOW_FLUX_FRAMES - 1 :], axis=0), 0.0).mean(axis=1))
+            slow_rise = history[SLOW_FLUX_FRAMES:] - history[:-SLOW_FLUX_FRAMES]
+            self._onset_slow.append(np.maximum(slow_rise, 0.0).mean(axis=1))
+            self._previous_log_magnitude = history[-SLOW_FLUX_FRAMES:]
             take = np.arange((-self._mel_phase) % MEL_DECIMATION, len(log_mel), MEL_DECIMATION)
             self._mel.append(log_mel[take])
             self._mel_phase = (self._mel_phase + len(log_mel)) % MEL_DECIMATION

@@ -45,7 +45,7 @@ _BASS_WEIGHT = 0.3  # the bass under the whole piece
 _FINAL_BASS_WEIGHT = 0.2  # the bass under the ending: the final cadence's roots
 _SOUNDING = 0.2  # frames with less energy (relative to the loud ones) are not music yet
 _STRENGTH_SHARPNESS = 8.0  # softmax over the keys' scores: calibrated on the development set
-_MIN_CORRELATION = 0.3
+_MIN_CORRELATION = 0.1  # below this the chroma has no key at all (noise reads ~0.2-0.4 with a strength ~0.3)
 _SILENT_ENERGY = 1e-4
 
 

@@ -106,7 +106,7 @@ _ONSET_LATENCY = ONSET_FFT / 2 / ANALYSIS_RATE
 
 def _describe(features: FrameFeatures, loudness: Loudness, bpm_range: tuple[float, float]) -> Descriptors:
     """The descriptor stages, each a pure function of the streamed features."""
-    tempo = estimate_tempo(features.onset_fine, ONSET_RATE, bpm_range, phase_onset=features.onset)
+    tempo = estimate_tempo((features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset)
     tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
     chroma_frames = chroma(features.pitch, tuning)
     key = estimate_key(chroma_frames, features.energy, tuning, features.bass)

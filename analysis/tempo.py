@@ -13,6 +13,7 @@ always has a tempo, and refined to a hundredth of a BPM.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,21 +53,24 @@ class Tempo:
 
 
 def estimate_tempo(
-    onset: np.ndarray,
+    onset: np.ndarray | Sequence[np.ndarray],
     frame_rate: float,
     bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE,
     phase_onset: np.ndarray | None = None,
 ) -> Tempo | None:
     """The tempo a DJ would count, or None when the audio has no steady beat (silence, drones).
 
-    ``phase_onset`` (same frames), when given, places the beat grid instead of ``onset``: an
-    envelope that favours the low end puts the beat on the kick, not on off-beat hi-hats."""
-    if onset.size < _MIN_SECONDS * frame_rate or not np.any(onset > 0):
+    ``onset`` is one onset envelope or several of the same frames (a sharp and a slow one: their
+    autocorrelations are averaged, so both crisp and soft attacks count). ``phase_onset``, when
+    given, helps place the beat grid: an envelope that favours the low end puts the beat on the
+    kick, not on off-beat hi-hats."""
+    envelopes = [onset] if isinstance(onset, np.ndarray) else list(onset)
+    if envelopes[0].size < _MIN_SECONDS * frame_rate or not np.any(envelopes[0] > 0):
         return None
-    envelope = _normalize(onset, frame_rate)
-    if envelope is None:
+    normalized = [e for e in (_normalize(x, frame_rate) for x in envelopes if x.size == envelopes[0].size) if e is not None]
+    if not normalized:
         return None
-    acf = autocorrelation(envelope)
+    acf = np.mean([autocorrelation(e) for e in normalized], axis=0)
     listened = _refine(acf, frame_rate, listener_tempo(acf, frame_rate))
     bpm = _refine(acf, frame_rate, into_range(_counted(acf, frame_rate, listened, bpm_range), bpm_range))
     period = 60.0 * frame_rate / bpm
@@ -75,10 +79,10 @@ def estimate_tempo(
     confidence = float(np.clip(_interpolate(acf, 60.0 * frame_rate / listened), 0.0, 1.0))
     if confidence < _MIN_CONFIDENCE:
         return None
-    placing = envelope
-    if phase_onset is not None and phase_onset.size == onset.size:
+    placing = normalized[0]
+    if phase_onset is not None and phase_onset.size == envelopes[0].size:
         other = _normalize(phase_onset, frame_rate)
-        placing = envelope if other is None else envelope + other
+        placing = placing if other is None else placing + other
     return Tempo(round(bpm, 1), round(confidence, 3), round(_beat_offset(placing, period) / frame_rate, 3))
 
 

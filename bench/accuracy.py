@@ -2,7 +2,7 @@
 one run; and the descriptors' speed.
 
     python bench/accuracy.py [--quick] [--no-peers] [--no-check]
-    python bench/accuracy.py --speed [--files N]     (hold the heavy lock exclusively: flock -x)
+    python bench/accuracy.py --speed [--files N] [--against CHECKOUT]   (under flock -x)
 
 The development set and the independent check are described in bench/devset.py; they are
 rendered once and cached under ~/.cache/cratesense-bench (``scripts/setup.sh bench`` installs
@@ -58,6 +58,7 @@ class Answer:
     key: str | None = None
     downbeat: float | None = None  # seconds to the first downbeat
     beats_per_bar: int | None = None
+    strength: float | None = None  # key strength
 
 
 @dataclass
@@ -79,6 +80,7 @@ def cratesense(path: str) -> Answer:
         descriptors.key,
         getattr(descriptors, "downbeat_offset", None),
         getattr(descriptors, "beats_per_bar", None),
+        descriptors.key_strength,
     )
 
 
@@ -244,12 +246,24 @@ def table(title: str, groups: dict[str, list[devset.Piece]], answers: dict[str, 
             )
 
 
+def calibration(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]]) -> None:
+    """How often our key is right at each key strength: an honest strength is right about as
+    often as it says."""
+    print("\nKey strength against how often the key is right (cratesense, development set)")
+    rows = [(answers[p.audio]["cratesense"].strength, answers[p.audio]["cratesense"].key == p.key) for p in pieces
+            if p.key and answers[p.audio]["cratesense"].strength is not None]
+    for low, high in ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
+        inside = [right for strength, right in rows if low <= strength < high]
+        share = f"{np.mean(inside):.2f}" if inside else "   -"
+        print(f"  strength {low:.2f}-{min(high, 1.0):.2f}: {len(inside):4d} pieces, right {share}")
+
+
 def groups_of(pieces: list[devset.Piece], subsets) -> dict[str, list[devset.Piece]]:
     groups = {subset: [p for p in pieces if p.subset == subset] for subset in subsets}
     groups = {name: members for name, members in groups.items() if members}
     if len(groups) > 1:
         everything = [p for p in pieces if p.subset in subsets]
-        for tag in ("ternary", "fast", "modulating", "orchestral", "piano", "quartet", "melody"):
+        for tag in ("ternary", "fast", "modulating", "orchestral", "piano", "quartet", "melody", "vocal"):
             tagged = [p for p in everything if tag in p.tags]
             if tagged:
                 groups[f"  [{tag}]"] = tagged
@@ -264,30 +278,58 @@ def progress(message: str) -> None:
 # --- speed --------------------------------------------------------------------------------------
 
 
-def speed(pieces: list[devset.Piece], count: int) -> None:
-    """CPU time of the whole analysis against one decode of the same files, in one run: the
-    descriptors' cost is the difference, as a share of the decode (a stable yardstick)."""
-    chosen = pieces[:: max(1, len(pieces) // count)][:count]
-    decode_cpu = analyze_cpu = 0.0
-    for piece in chosen:
+def speed_child(paths: list[str]) -> dict:
+    """CPU seconds of one decode of the analysis view (the yardstick) and of the descriptors on
+    it (frame features, tempo, key, bars, embedding), for the installed cratesense."""
+    from cratesense.analysis.features import FeatureExtractor
+    from cratesense.analysis.loudness import Loudness
+    from cratesense.analysis.pipeline import _describe
+
+    decode_cpu = descriptors_cpu = seconds = 0.0
+    for path in paths:
         started = time.process_time()
-        with AudioFile(piece.audio) as audio:
-            for _block in audio.blocks(native=True):
-                pass
+        blocks = []
+        with AudioFile(path) as audio:
+            for block in audio.blocks(native=False):
+                if block.analysis.size:
+                    blocks.append(block.analysis)
         decode_cpu += time.process_time() - started
+        seconds += sum(b.size for b in blocks) / 11025
         started = time.process_time()
-        analyze_file(piece.audio, bpm_range=BPM_RANGE)
-        analyze_cpu += time.process_time() - started
-    seconds = sum(_duration(p.audio) for p in chosen)
-    print(f"{len(chosen)} files, {seconds / 60:.1f} min of audio, CPU seconds:")
-    print(f"  decode (analysis + native views)   {decode_cpu:7.2f}")
-    print(f"  analyze_file                       {analyze_cpu:7.2f}")
-    print(f"  descriptors + fingerprint / decode {(analyze_cpu - decode_cpu) / decode_cpu:7.3f}")
+        extractor = FeatureExtractor()
+        for block in blocks:
+            extractor.feed(block)
+        _describe(extractor.finish(), Loudness(None, None, None, None), BPM_RANGE)
+        descriptors_cpu += time.process_time() - started
+    return {"decode": decode_cpu, "descriptors": descriptors_cpu, "seconds": seconds}
 
 
-def _duration(path: str) -> float:
-    with AudioFile(path) as audio:
-        return audio.info.declared_duration or 0.0
+def speed(pieces: list[devset.Piece], count: int, against: Path | None, rounds: int = 3) -> None:
+    """The descriptors' CPU cost here and, with ``against`` (a checkout with its own .venv),
+    there, alternating in one run on the same files; each as a share of its own decode."""
+    import subprocess
+
+    chosen = [p.audio for p in pieces[:: max(1, len(pieces) // count)][:count]]
+    sides = {"this checkout": sys.executable}
+    if against is not None:
+        sides[f"{against}"] = str(against / ".venv" / "bin" / "python")
+    results: dict[str, list[dict]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, python in sides.items():
+            done = subprocess.run([python, __file__, "--speed-child", *chosen], capture_output=True, text=True,
+                                  check=True, cwd="/")
+            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    minutes = results["this checkout"][0]["seconds"] / 60
+    print(f"{len(chosen)} files, {minutes:.1f} min of audio; CPU seconds (median of {rounds} alternating runs):")
+    medians = {}
+    for name, runs in results.items():
+        decode = float(np.median([r["decode"] for r in runs]))
+        descriptors = float(np.median([r["descriptors"] for r in runs]))
+        medians[name] = (decode, descriptors)
+        print(f"  {name:40} decode {decode:6.2f}  descriptors {descriptors:6.2f}  descriptors/decode {descriptors / decode:5.2f}")
+    if against is not None:
+        (d0, s0), (d1, s1) = medians["this checkout"], medians[f"{against}"]
+        print(f"  descriptors here / there: {s0 / s1:.3f} (as shares of each decode: {(s0 / d0) / (s1 / d1):.3f})")
 
 
 def main() -> int:
@@ -297,13 +339,18 @@ def main() -> int:
     parser.add_argument("--no-check", action="store_true", help="leave out the independent check")
     parser.add_argument("--speed", action="store_true", help="measure the descriptors' CPU cost instead")
     parser.add_argument("--files", type=int, default=24, help="files for --speed")
+    parser.add_argument("--against", type=Path, default=None, help="--speed: another checkout (with its .venv) to compare with")
+    parser.add_argument("--speed-child", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speed_child:
+        print(json.dumps(speed_child(args.speed_child)))
+        return 0
+    if args.speed:
+        speed([p for p in devset.cached_pieces() if p.subset in devset.DEV_SUBSETS], args.files, args.against)
+        return 0
     started = time.perf_counter()
     pieces = devset.build(quick=args.quick, check=not args.no_check)
     progress(f"{len(pieces)} pieces ready in {time.perf_counter() - started:.0f} s")
-    if args.speed:
-        speed([p for p in pieces if p.subset in devset.DEV_SUBSETS], args.files)
-        return 0
     answers: dict[str, dict[str, Answer]] = {}
     for number, piece in enumerate(pieces, 1):
         if number % 20 == 0:
@@ -316,6 +363,7 @@ def main() -> int:
     print(f"peers: {_peer_versions() if not args.no_peers else 'not run'}")
     methods = list(dict.fromkeys(TEMPO_METHODS + KEY_METHODS))
     table("Development set", groups_of(pieces, devset.DEV_SUBSETS), answers, methods)
+    calibration([p for p in pieces if p.subset in devset.DEV_SUBSETS], answers)
     if not args.no_check:
         table("Independent check (never tuned on)", groups_of(pieces, devset.CHECK_SUBSETS), answers, methods)
     return 0

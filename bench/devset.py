@@ -12,6 +12,10 @@ key (the score's key, or its key signature read with the final bass note), the b
                 hornpipes, played twice through on a fiddle, flute or accordion; fast
   classical     string quartets and piano music (music21: Beethoven, Mozart, Haydn, Schumann...)
                 on their own instruments; some voiced for an orchestra, some on a piano
+  polyphony     Renaissance and early Baroque vocal polyphony (music21: Monteverdi's madrigals,
+                Palestrina's masses) sung by a choir or played on an organ or slow strings: soft
+                attacks, no drums; key only where the signature and final bass give one (most
+                are modal, so tempo and bars only)
   pop           MMA (Musical MIDI Accompaniment, Debian ``mma``) arrangements of cadential chord
                 charts in its rock, pop, trance, funk, latin, waltz, 6/8 and fast grooves;
                 a third of them modulate to the dominant (or relative) and return
@@ -47,7 +51,7 @@ log = logging.getLogger(__name__)
 CACHE = Path(os.environ.get("CRATESENSE_BENCH_CACHE", Path.home() / ".cache" / "cratesense-bench")) / "devset"
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 MAX_SECONDS = 420.0  # longer movements are left out (render and peer time)
-DEV_SUBSETS = ("synthesized", "folk", "irish", "classical", "pop", "blupi")
+DEV_SUBSETS = ("synthesized", "folk", "irish", "classical", "polyphony", "pop", "blupi")
 CHECK_SUBSETS = ("bach-chorales", "openttd")
 _COMPOUND = {"6/8": 2, "9/8": 3, "12/8": 4, "6/4": 2}
 
@@ -201,7 +205,7 @@ def _meter(score) -> tuple[str, float, int] | None:
     numerator, denominator = (int(x) for x in ratio.split("/"))
     if ratio in _COMPOUND:
         return ratio, 3 * 4.0 / denominator, _COMPOUND[ratio]  # the dotted beat: three eighths (or quarters)
-    if ratio not in ("2/4", "3/4", "4/4", "2/2", "3/2", "5/4", "3/8"):
+    if ratio not in ("2/4", "3/4", "4/4", "2/2", "3/2", "4/2", "5/4", "3/8"):
         return None
     if ratio == "3/8":
         return ratio, 1.5, 1
@@ -216,7 +220,7 @@ def _bar_lines(score) -> list[float]:
 
 
 def _score_piece(
-    score, subset: str, name: str, *, key: Key, beat_bpm: float, programs: list[int] | None, repeat_to: float,
+    score, subset: str, name: str, *, key: Key | None, beat_bpm: float, programs: list[int] | None, repeat_to: float,
     tags: list[str],
 ) -> Piece | None:
     """Write a music21 score to MIDI at one tempo, render it, and keep its truth."""
@@ -253,7 +257,7 @@ def _score_piece(
     except Exception as exc:  # a score music21 cannot write is no ground truth we can use
         log.info("skipped %s: %s", name, exc)
         return None
-    if not third_agrees(midi, key):
+    if key is not None and not third_agrees(midi, key):
         log.info("skipped %s: its notes contradict the stated mode of %s", name, key.name)
         return None
     flac = folder / f"{name}.flac"
@@ -263,7 +267,8 @@ def _score_piece(
     tags = list(tags) + (["ternary"] if ratio in ("3/4", "6/8", "9/8", "12/8", "3/8", "3/2", "6/4") else [])
     if beat_bpm >= 150:
         tags.append("fast")
-    return _store(Piece(name, subset, str(flac), round(beat_bpm, 2), key.name, beats_per_bar, downbeats, sorted(set(tags))))
+    return _store(Piece(name, subset, str(flac), round(beat_bpm, 2), key.name if key else None, beats_per_bar,
+                        downbeats, sorted(set(tags))))
 
 
 def third_agrees(midi_path: Path, key: Key) -> bool:
@@ -477,6 +482,35 @@ def classical(count: int) -> list[Piece]:
                 tags.append("modulating")
             piece = _score_piece(score, "classical", name, key=key, beat_bpm=round(bpm, 1), programs=programs,
                                  repeat_to=0.0, tags=tags)
+        if piece:
+            pieces.append(piece)
+        if len(pieces) >= count:
+            break
+    return pieces
+
+
+_SOFT_ATTACKS = [52, 53, 19, 20, 49, 48]  # choir aahs, voice oohs, church and reed organ, slow and plain strings
+
+
+def polyphony(count: int) -> list[Piece]:
+    """Monteverdi and Palestrina (music21), each piece on one soft-attack voice, at a
+    renaissance tactus (the notated beat at 60-100)."""
+    from music21 import corpus
+
+    paths = sorted(p for composer in ("monteverdi", "palestrina") for p in corpus.getComposer(composer))
+    random.Random(23).shuffle(paths)
+    pieces = []
+    for path in paths:
+        name = f"{path.parent.name}-{path.stem}".replace(" ", "_")
+        piece = _cached("polyphony", name)
+        if piece is None:
+            try:
+                score = corpus.parse(path)
+            except Exception:
+                continue
+            own = random.Random(f"polyphony:{name}")
+            piece = _score_piece(score, "polyphony", name, key=_key_from_score(score), beat_bpm=round(own.uniform(60, 100), 1),
+                                 programs=[own.choice(_SOFT_ATTACKS)], repeat_to=0.0, tags=["polyphonic", "vocal"])
         if piece:
             pieces.append(piece)
         if len(pieces) >= count:
@@ -767,6 +801,12 @@ def openttd() -> list[Piece]:
     return pieces
 
 
+def cached_pieces() -> list[Piece]:
+    """Every piece rendered so far (no rendering, no music21): for the speed measurement."""
+    found = (_cached(meta.parent.name, meta.stem) for meta in sorted(CACHE.glob("*/*.json")))
+    return [piece for piece in found if piece is not None]
+
+
 def build(*, quick: bool = False, check: bool = True) -> list[Piece]:
     """Every piece of the development set (and the independent check), rendering what is not
     cached yet."""
@@ -779,7 +819,7 @@ def build(*, quick: bool = False, check: bool = True) -> list[Piece]:
     if not can_render:
         print("(no fluidsynth/FluidR3_GM: scripts/setup.sh bench installs them)", file=sys.stderr)
         return pieces
-    for builder, full in ((folk, 30), (irish, 36), (classical, 36), (pop, 50)):
+    for builder, full in ((folk, 30), (irish, 36), (classical, 36), (polyphony, 30), (pop, 50)):
         pieces += builder(n(full))
     pieces += blupi()
     if check:

@@ -38,7 +38,7 @@ def key_of(features):
 
 def tempo_of(features, bpm_range=(70.0, 180.0)):
     """As the pipeline asks for it: the fine onset envelope, the beat placed with the mel one."""
-    return estimate_tempo(features.onset_fine, ONSET_RATE, bpm_range, phase_onset=features.onset)
+    return estimate_tempo((features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset)
 
 
 # --- tempo -------------------------------------------------------------------------------------
