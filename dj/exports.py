@@ -5,14 +5,15 @@ a collection. Structure as the programs read it (shared/platform-notes.md, "DJ f
 
 * rekordbox: ``DJ_PLAYLISTS Version="1.0.0"`` > ``PRODUCT``, ``COLLECTION Entries`` > ``TRACK``
   (TrackID, Name, Artist, Album, TotalTime in s, AverageBpm "%.2f", Tonality, Location
-  ``file://localhost/`` + the percent-encoded path) with a ``TEMPO`` (Inizio, Bpm, Metro
-  "4/4", Battito: the beat of the bar at Inizio), and ``PLAYLISTS`` > ``NODE Type="0"
-  Name="ROOT"`` > ``NODE Type="1" KeyType="0" Entries`` > ``TRACK Key=TrackID`` (without
-  KeyType, rekordbox shows the playlist empty).
+  ``file://localhost/`` + the percent-encoded path) with a ``TEMPO`` (Inizio: the first beat,
+  Bpm, Metro "4/4" or "3/4", Battito: the beat of the bar at Inizio, so bar 1 is where the
+  analysis found it), and ``PLAYLISTS`` > ``NODE Type="0" Name="ROOT"`` > ``NODE Type="1"
+  KeyType="0" Entries`` > ``TRACK Key=TrackID`` (without KeyType, rekordbox shows the playlist
+  empty).
 * Traktor NML 19: ``COLLECTION`` > ``ENTRY`` with ``LOCATION DIR="/:Users/:me/:Music/:" FILE
   VOLUME``, ``INFO`` (KEY in Open Key), ``TEMPO BPM``, ``MUSICAL_KEY VALUE`` (0-11 C..B major,
-  12-23 C..B minor) and a ``CUE_V2`` grid marker (TYPE 4, START in ms); playlist entries are
-  ``PRIMARYKEY KEY`` = volume + dir + file.
+  12-23 C..B minor) and a ``CUE_V2`` grid marker (TYPE 4, START in ms) on bar 1's downbeat;
+  playlist entries are ``PRIMARYKEY KEY`` = volume + dir + file.
 * M3U8: UTF-8, ``#EXTM3U``, ``#EXTINF:<seconds>,Artist - Title``, then the path.
 
 Beat times are seconds from the start of the decoded audio (FFmpeg's decode, as CrateSense
@@ -85,11 +86,28 @@ def _rekordbox_key(track: Track) -> str:
     return name + ("m" if mode == "minor" else "")
 
 
+def _bar_length(track: Track) -> int:
+    """Beats a bar in the exported grid: 3 for a triple meter, else 4 (DJ programs count
+    4/4; a bar of two is half of one, and its downbeat is one too)."""
+    return 3 if track.beats_per_bar == 3 else 4
+
+
 def _grid_start(track: Track) -> tuple[float, int]:
-    """(Inizio: a beat's time in s, Battito: that beat's place in the bar, 1-4)."""
-    if track.downbeat_offset is not None:
-        return track.downbeat_offset, 1
-    return track.beat_offset or 0.0, 1  # the bar is not known: the first beat counts as one
+    """(Inizio: the grid's first beat in s, Battito: that beat's place in the bar, 1-4): the
+    program counts on from it, so bar 1 lands on the analysis' downbeat (after a pickup, the
+    first beat is the pickup's: 4 of the bar before)."""
+    first = track.beat_offset or 0.0
+    if track.downbeat_offset is None or not track.bpm:
+        return first, 1  # the bar is not known: the first beat counts as one
+    beats_before = round((track.downbeat_offset - first) * track.bpm / 60.0)
+    return first, (-beats_before) % _bar_length(track) + 1
+
+
+def _first_downbeat(track: Track) -> float:
+    """The first bar line of the grid (Traktor's grid marker is a downbeat): the first beat
+    that ``_grid_start`` counts as one."""
+    first, beat = _grid_start(track)
+    return first + ((1 - beat) % _bar_length(track)) * 60.0 / track.bpm
 
 
 def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
@@ -114,8 +132,8 @@ def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
         element = ET.SubElement(collection, "TRACK", attributes)
         if track.bpm:
             start, beat = _grid_start(track)
-            ET.SubElement(element, "TEMPO", Inizio=f"{start:.3f}", Bpm=f"{track.bpm:.2f}", Metro="4/4",
-                          Battito=str(beat))
+            ET.SubElement(element, "TEMPO", Inizio=f"{start:.3f}", Bpm=f"{track.bpm:.2f}",
+                          Metro=f"{_bar_length(track)}/4", Battito=str(beat))
     playlists = ET.SubElement(root, "PLAYLISTS")
     top = ET.SubElement(playlists, "NODE", Type="0", Name="ROOT", Count="1")
     node = ET.SubElement(top, "NODE", Name=playlist, Type="1", KeyType="0", Entries=str(len(tracks)))
@@ -165,8 +183,8 @@ def traktor(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
         if _traktor_key(track) is not None:
             ET.SubElement(entry, "MUSICAL_KEY", VALUE=str(_traktor_key(track)))
         if track.bpm:
-            start, _ = _grid_start(track)
-            ET.SubElement(entry, "CUE_V2", NAME="AutoGrid", DISPL_ORDER="0", TYPE="4", START=f"{1000 * start:.6f}",
+            ET.SubElement(entry, "CUE_V2", NAME="AutoGrid", DISPL_ORDER="0", TYPE="4",
+                          START=f"{1000 * _first_downbeat(track):.6f}",
                           LEN="0.000000", REPEATS="-1", HOTCUE="0")
     ET.SubElement(root, "SETS", ENTRIES="0")
     playlists = ET.SubElement(root, "PLAYLISTS")

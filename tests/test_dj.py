@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from agentproc import AgentProcess, write_config
-from audiogen import encode, fingerprintable_track, synth_track
+from audiogen import cadence, encode, fingerprintable_track, metric_piece, synth_track
 from cratesense.dj.harmony import relation
 
 SR = 44100
@@ -191,7 +191,8 @@ def test_rekordbox_export_is_read_by_pyrekordbox(library, tmp_path):
     for track in tracks:  # every exported track resolves to a file that exists
         assert os.path.isfile("/" + track["Location"]), track["Location"]
         assert track["AverageBpm"] > 0 and track["Tonality"] in ("Am", "Em", "C")
-        assert track.tempos and track.tempos[0].Battito == 1 and track.tempos[0].Metro == "4/4"
+        # four-beat grooves: a 4/4 grid, counted from its first beat (whichever beat of the bar)
+        assert track.tempos and 1 <= track.tempos[0].Battito <= 4 and track.tempos[0].Metro == "4/4"
     playlist = xml.get_playlist("CrateSense")
     assert playlist.key_type == "TrackID" and len(playlist.get_tracks()) == 7
     root = ET.parse(output).getroot()  # the published structure, beyond what pyrekordbox checks
@@ -226,6 +227,93 @@ def test_traktor_export_follows_the_nml_structure(library, tmp_path):
         assert entry.find("CUE_V2").get("TYPE") == "4"
     playlist = root.find("PLAYLISTS/NODE/SUBNODES/NODE/PLAYLIST")
     assert [e.find("PRIMARYKEY").get("KEY") for e in playlist.findall("ENTRY")] == keys
+
+
+# name -> (BPM, beats a bar, pickup beats): bar 1 comes after a pickup
+BARS = {"pickup": (124, 4, 3)}
+
+
+@pytest.fixture(scope="module")
+def bar_library(tmp_path_factory):
+    """A real agent's journal over pieces whose bar lines are known: a 4/4 groove with an
+    accented bar start after a three-beat pickup."""
+    home = tmp_path_factory.mktemp("bars")
+    music = home / "music"
+    music.mkdir()
+    downbeats = {}
+    for name, (bpm, beats, pickup) in BARS.items():
+        samples, downbeats[name] = metric_piece(bpm=bpm, bars=cadence(5, False) * 6, beats_per_bar=beats,
+                                                drums=beats == 4, pickup_beats=pickup, sr=SR, seed=2)
+        tag(encode(np.stack([samples, samples]), SR, music / f"{name}.flac"), "Ann", name.title())
+    write_config(home, music)
+    agent = AgentProcess(home)
+    agent.start()
+    try:
+        agent.wait_for(lambda s: s["tracks"] == len(BARS) and s["queued"] + s["analyzing"] == 0, timeout=180,
+                       what="the pieces to be analyzed")
+    finally:
+        agent.stop()
+    return agent, downbeats
+
+
+def _off_by(grid_downbeat: float, bar: float, truth: float) -> float:
+    """How far the grid's nearest bar line (a downbeat every ``bar`` s) is from the true one."""
+    return abs((truth - grid_downbeat + bar / 2) % bar - bar / 2)
+
+
+def test_exports_place_bar_1_on_the_downbeat(bar_library, tmp_path):
+    """rekordbox counts the grid from Inizio as beat Battito of a Metro bar; Traktor's grid
+    marker is a downbeat. Both put bar 1 within 70 ms of the piece's (after its pickup), where
+    a grid counted from the first beat would be a beat or two off."""
+    from pyrekordbox.rbxml import RekordboxXml
+
+    agent, downbeats = bar_library
+    rekordbox, traktor = tmp_path / "collection.xml", tmp_path / "collection.nml"
+    assert cli(agent, "export", "--format", "rekordbox", "--output", str(rekordbox)).returncode == 0
+    assert cli(agent, "export", "--format", "traktor", "--output", str(traktor)).returncode == 0
+    for track in RekordboxXml(str(rekordbox)).get_tracks():
+        name = track["Name"].lower()
+        bpm, beats, _ = BARS[name]
+        tempo = track.tempos[0]
+        assert tempo.Metro == f"{beats}/4" and tempo.Bpm == pytest.approx(bpm, abs=0.5)
+        period = 60.0 / tempo.Bpm
+        bar_1 = tempo.Inizio + ((1 - tempo.Battito) % beats) * period
+        assert _off_by(bar_1, beats * period, downbeats[name]) < 0.07, (name, tempo.Inizio, tempo.Battito)
+    entries = ET.parse(traktor).getroot().findall("COLLECTION/ENTRY")
+    assert len(entries) == len(BARS)
+    for entry in entries:
+        name = entry.get("TITLE").lower()
+        if BARS[name][1] != 4:
+            continue  # Traktor's grid is 4/4 only: its bars are the 4/4 piece's
+        period = 60.0 / float(entry.find("TEMPO").get("BPM"))
+        marker = float(entry.find("CUE_V2").get("START")) / 1000
+        assert _off_by(marker, 4 * period, downbeats[name]) < 0.07, (name, marker)
+
+
+@pytest.mark.parametrize("beats_per_bar, metro", [(3, "3/4"), (4, "4/4"), (2, "4/4"), (None, "4/4")])
+def test_the_grid_counts_bars_of_the_meter_found(tmp_path, beats_per_bar, metro):
+    """A waltz's grid is 3/4 (the other meters as DJ programs count them, 4/4), and whatever
+    the bar, the first beat's Battito puts bar 1 on the downbeat: here the first beat (0.383 s)
+    is the last of a pickup bar, bar 1 starts a beat later."""
+    from pyrekordbox.rbxml import RekordboxXml
+
+    from cratesense.dj.collection import Track
+    from cratesense.dj.exports import rekordbox, traktor
+
+    path = encode(synth_track(bpm=150, tonic=0, minor=False, seconds=4), SR, tmp_path / "waltz.flac")
+    bar_1 = 0.783 if beats_per_bar else 0.383  # without a bar, the first beat is beat 1
+    track = Track(content_key="k", path=str(path), copies=1, artist="Ann", title="Waltz", album=None, isrc=None,
+                  catalog_number=None, duration=4.0, bpm=150.0, key=None, loudness=None, replaygain=None,
+                  true_peak=None, beat_offset=0.383, downbeat_offset=0.783 if beats_per_bar else None,
+                  beats_per_bar=beats_per_bar, codec="flac", sample_rate=SR, channels=2, added_at=None)
+    output = tmp_path / "collection.xml"
+    output.write_bytes(rekordbox([track]))
+    tempo = RekordboxXml(str(output)).get_tracks()[0].tempos[0]
+    beats = int(metro[0])
+    assert tempo.Metro == metro and tempo.Inizio == pytest.approx(0.383)
+    assert tempo.Inizio + ((1 - tempo.Battito) % beats) * 0.4 == pytest.approx(bar_1)
+    marker = ET.fromstring(traktor([track])).find("COLLECTION/ENTRY/CUE_V2")
+    assert float(marker.get("START")) == pytest.approx(1000 * bar_1)
 
 
 def test_duplicates_finds_every_encode_and_no_false_group(tmp_path):
