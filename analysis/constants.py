@@ -13,6 +13,11 @@ ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_V
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in
 BPM_LIMITS = (20.0, 300.0)  # any tempo anywhere (config, flags, the wire contract) lies within these
 EMBEDDING_LENGTH = 64  # floats in a track's embedding (the wire contract checks this length)
+# The taste profile's histograms on the wire (daemon/profile.py fills them, the catalog's store
+# packs them, the contract checks their lengths).
+TEMPO_BINS, TEMPO_RANGE = 24, (60.0, 200.0)  # BPM; outside: the end bins
+KEY_BINS = 24  # Camelot 1A, 1B, ... 12B
+LOUDNESS_BINS, LOUDNESS_RANGE = 12, (-30.0, -3.0)  # LUFS; outside: the end bins
 
 # What a music folder's audio files are called; anything else found in a folder is not looked at
 # (a file named explicitly is decoded whatever its name says: FFmpeg probes the content).

@@ -22,15 +22,19 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from cratesense.analysis.constants import BPM_LIMITS, EMBEDDING_LENGTH  # owned there
+from cratesense.analysis.constants import (  # owned there (light: the agent's read paths import them without msgspec)
+    BPM_LIMITS,
+    EMBEDDING_LENGTH,
+    KEY_BINS,
+    LOUDNESS_BINS,
+    LOUDNESS_RANGE,
+    TEMPO_BINS,
+    TEMPO_RANGE,
+)
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 500
 MAX_LOOKUP = 100
-# The taste profile's histograms (daemon/profile.py fills them, store.py packs them): one owner.
-TEMPO_BINS, TEMPO_RANGE = 24, (60.0, 200.0)  # BPM; outside: the end bins
-KEY_BINS = 24  # Camelot 1A, 1B, ... 12B
-LOUDNESS_BINS, LOUDNESS_RANGE = 12, (-30.0, -3.0)  # LUFS; outside: the end bins
 PROFILE_LENGTH = TEMPO_BINS + KEY_BINS + LOUDNESS_BINS + EMBEDDING_LENGTH
 MAX_FINGERPRINT_CHARS = 12_000  # a 120 s fingerprint is about 2,600 characters
 
