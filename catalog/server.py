@@ -81,9 +81,12 @@ class Settler:
 
     async def run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives as the event is set, and this loop then outlives the server's shutdown
             try:
-                await asyncio.wait_for(self._wake.wait(), self.POLL_SECONDS)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.POLL_SECONDS):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:

@@ -382,3 +382,25 @@ async def test_what_the_catalog_acknowledged_outlives_its_disk_failing(failing_d
             client.session, client.url = session, url
             status, export = await client.call("GET", "/v1/contributors/me/export")
             assert status == 200 and len(export["observations"]) == 20
+
+
+async def test_the_settler_stops_when_cancelled_as_it_is_woken(tmp_path):
+    """The server's shutdown cancels the settler; an ingest may wake it in the same instant.
+    (With asyncio.wait_for on Python 3.11 the cancellation was swallowed and the shutdown hung:
+    seen as a full suite stuck for good in the fifty-agents test.)"""
+    from cratesense.catalog.server import Database, Settler
+    from cratesense.catalog.store import Store
+
+    store = Store(tmp_path / "catalog.sqlite")
+    database = Database(store, 2)
+    try:
+        settler = Settler(database)
+        running = asyncio.create_task(settler.run())
+        await asyncio.sleep(0.1)  # settled what was there at start; waiting to be woken
+        settler.wake()
+        running.cancel()
+        done, _ = await asyncio.wait([running], timeout=10)
+        assert done and running.cancelled()
+    finally:
+        database.shutdown()
+        store.close()
