@@ -225,7 +225,7 @@ def record(score: Score, piece: devset.Piece, answer: Answer, method: str) -> No
 
 
 def fraction(values) -> str:
-    return f"{np.mean(values):5.2f}" if values else "    -"
+    return f"{np.mean(values):5.3f}" if values else "    -"
 
 
 def table(title: str, groups: dict[str, list[devset.Piece]], answers: dict[str, dict[str, Answer]], methods) -> None:
