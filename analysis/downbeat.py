@@ -102,11 +102,16 @@ def _rise(beat_times: np.ndarray, period: float, envelope: np.ndarray, step: flo
     the peak, for an onset envelope)."""
     if envelope.size == 0:
         return np.zeros(beat_times.size)
-    index = lambda t: np.clip(np.round(t / step).astype(int), 0, envelope.size - 1)  # noqa: E731
+    last = envelope.size - 1
+    index = lambda t: np.clip(np.round(t / step).astype(int), 0, last)  # noqa: E731
     starts = index(beat_times - 0.03)
-    ends = np.maximum(index(beat_times + period / 4), starts + 1)
-    high = np.array([envelope[a : b + 1].max() for a, b in zip(starts, ends)])
+    ends = np.minimum(np.maximum(index(beat_times + period / 4), starts + 1), last) + 1  # exclusive
+    # Every beat's window at once: reduceat over (start, end) pairs, the odd results discarded.
+    bounds = np.column_stack([starts, ends]).ravel()
+    high = np.maximum.reduceat(np.append(envelope, envelope[-1]), bounds)[::2].astype(float)
     if peak:
         return high
-    before = np.array([envelope[index(t - period) : max(index(t - period) + 1, a)].mean() for t, a in zip(beat_times, starts)])
-    return high - before
+    lows = index(beat_times - period)
+    highs = np.maximum(lows + 1, starts)
+    sums = np.concatenate([[0.0], np.cumsum(envelope, dtype=float)])
+    return high - (sums[highs] - sums[lows]) / (highs - lows)

@@ -169,15 +169,20 @@ class FeatureExtractor:
             flux = np.diff(np.concatenate([previous, log_mel]), axis=0)
             self._onset.append(np.maximum(flux, 0.0).mean(axis=1))
             self._previous_mel = log_mel[-1:]
-            log_magnitude = np.log1p(_FLUX_GAIN * spectrum[:, 1 : self._flux_bins])
-            # The frames before these (the first frame's own copies at the very start).
+            # The log magnitudes after the frames before these (the first frame's own copies at the
+            # very start), in one buffer; the rises computed in place (this runs for every frame).
+            history = np.empty((SLOW_FLUX_FRAMES + len(spectrum), self._flux_bins - 1), np.float32)
+            current = history[SLOW_FLUX_FRAMES:]
+            np.multiply(spectrum[:, 1 : self._flux_bins], np.float32(_FLUX_GAIN), out=current)
+            np.log1p(current, out=current)
             if self._previous_log_magnitude is None:
-                self._previous_log_magnitude = np.repeat(log_magnitude[:1], SLOW_FLUX_FRAMES, axis=0)
-            history = np.concatenate([self._previous_log_magnitude, log_magnitude])
-            self._onset_fine.append(np.maximum(np.diff(history[SLOW_FLUX_FRAMES - 1 :], axis=0), 0.0).mean(axis=1))
-            slow_rise = history[SLOW_FLUX_FRAMES:] - history[:-SLOW_FLUX_FRAMES]
-            self._onset_slow.append(np.maximum(slow_rise, 0.0).mean(axis=1))
-            self._previous_log_magnitude = history[-SLOW_FLUX_FRAMES:]
+                self._previous_log_magnitude = np.repeat(current[:1], SLOW_FLUX_FRAMES, axis=0)
+            history[:SLOW_FLUX_FRAMES] = self._previous_log_magnitude
+            rise = np.subtract(current, history[SLOW_FLUX_FRAMES - 1 : -1])
+            self._onset_fine.append(np.maximum(rise, 0.0, out=rise).mean(axis=1))
+            np.subtract(current, history[:-SLOW_FLUX_FRAMES], out=rise)
+            self._onset_slow.append(np.maximum(rise, 0.0, out=rise).mean(axis=1))
+            self._previous_log_magnitude = history[-SLOW_FLUX_FRAMES:].copy()
             take = np.arange((-self._mel_phase) % MEL_DECIMATION, len(log_mel), MEL_DECIMATION)
             self._mel.append(log_mel[take])
             self._mel_phase = (self._mel_phase + len(log_mel)) % MEL_DECIMATION

@@ -314,10 +314,13 @@ def speed(pieces: list[devset.Piece], count: int, against: Path | None, rounds: 
     if against is not None:
         sides[f"{against}"] = str(against / ".venv" / "bin" / "python")
     results: dict[str, list[dict]] = {name: [] for name in sides}
+    # One BLAS thread, as the agent's workers run (daemon/worker.py): idle BLAS threads spinning
+    # would be counted as CPU time.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for _ in range(rounds):
         for name, python in sides.items():
             done = subprocess.run([python, __file__, "--speed-child", *chosen], capture_output=True, text=True,
-                                  check=True, cwd="/")
+                                  check=True, cwd="/", env=env)
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     minutes = results["this checkout"][0]["seconds"] / 60
     print(f"{len(chosen)} files, {minutes:.1f} min of audio; CPU seconds (median of {rounds} alternating runs):")
