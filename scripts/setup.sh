@@ -3,6 +3,7 @@
 # .venv, and the package installed into it. Safe to run again; it only does what is missing.
 #   scripts/setup.sh          the agent
 #   scripts/setup.sh test     the agent plus what the test suite needs
+#   scripts/setup.sh bench    the agent plus bench/accuracy.py's renderers and peers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose="${1:-run}"
@@ -26,6 +27,11 @@ if [ "$purpose" = test ]; then
   system_packages_debian+=(chromium chromium-driver)
   # the catalog's tests start a throwaway PostgreSQL server of their own (the packaged service stays off)
   system_packages_debian+=(postgresql)
+fi
+if [ "$purpose" = bench ]; then
+  # bench/accuracy.py renders its development set from scores: FluidSynth with the FluidR3 General
+  # MIDI soundfont, and MMA for the arranged charts (the peers and music21 come from the bench extra)
+  system_packages_debian+=(fluidsynth fluid-soundfont-gm mma)
 fi
 
 as_root() {
@@ -62,6 +68,7 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
 
 extras=""
 [ "$purpose" = test ] && extras="[test]"
+[ "$purpose" = bench ] && extras="[bench]"
 gtk=""  # PyGObject < 3.51: newer needs girepository-2.0, which Debian 12 does not have
 [ "$purpose" = test ] && [ "$(uname -s)" = Linux ] && gtk="PyGObject<3.51"
 stamp=".venv/.cratesense-setup"
