@@ -1,20 +1,24 @@
 """Frame features computed while the audio streams by, so tempo, key and the embedding never need
 the whole PCM in memory (a 2-hour mix keeps a few MB of features, not 300 MB of samples).
 
-From the mono analysis stream (11025 Hz) it keeps:
+``FeatureExtractor`` reads the mono analysis stream (11025 Hz) and keeps:
 
 * an onset-strength envelope (log-mel spectral flux) at ``ONSET_RATE`` frames per second;
 * a finer one (log-magnitude flux of every FFT bin up to ``FLUX_FMAX``), for tempo and beats: a
   bowed or legato note that changes pitch inside one mel band is heard by it, not by the mel flux;
   and the same flux over ``SLOW_FLUX_FRAMES`` frames (~93 ms), which hears the soft attacks of
   voices, organs and slow strings that rise too slowly for one frame's difference;
-* log-mel band energies, every ``MEL_DECIMATION``-th onset frame (timbre, for the embedding);
+* log-mel band energies, every ``MEL_DECIMATION``-th onset frame (for the bars, ``downbeat.py``);
 * a pitch spectrum folded to one octave at 20-cent resolution (60 bins), every chroma hop, so the
   tuning can be estimated once at the end and the chroma aligned to it;
 * beside it a bass chroma (12 semitones of 40-200 Hz, from the same spectrum): the root of a
   cadence's chords, which the treble's folded spectrum mixes with the melody.
 
-The extractor is deterministic and does no I/O; ``finish`` returns frozen arrays.
+``TimbreExtractor`` reads the decoded channels at their own rate (the analysis stream holds
+nothing above ~4.4 kHz, and no stereo) and keeps running statistics only, for the embedding:
+the spectral envelope (mel cepstrum to 6 kHz) and the stereo image (side/mid energy to 4.5 kHz).
+
+The extractors are deterministic and do no I/O; ``finish`` returns frozen arrays.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ def _mel(frequency):
     return 2595.0 * np.log10(1.0 + np.asarray(frequency) / 700.0)
 
 
-def _mel_filterbank(n_fft: int, bands: int, fmin: float = 30.0, fmax: float = 5000.0) -> np.ndarray:
-    """Triangular mel filters, shape (n_fft // 2 + 1, bands)."""
-    frequencies = np.fft.rfftfreq(n_fft, 1.0 / ANALYSIS_RATE)
+def _mel_filterbank(
+    n_fft: int, bands: int, fmin: float = 30.0, fmax: float = 5000.0, rate: int = ANALYSIS_RATE
+) -> np.ndarray:
+    """Triangular mel filters, shape (n_fft // 2 + 1, bands), each averaging its bins."""
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / rate)
     edges_mel = np.linspace(_mel(fmin), _mel(fmax), bands + 2)
     edges = 700.0 * (10 ** (edges_mel / 2595.0) - 1.0)
     bank = np.zeros((frequencies.size, bands), np.float32)
@@ -196,3 +202,115 @@ class FeatureExtractor:
         if keep_from > 0:
             self._buffer = self._buffer[keep_from:]
             self._consumed += keep_from
+
+
+# The timbre statistics. Bands stop where a 64 kb/s stereo Opus stops keeping them (measured on
+# real soundtracks, bench/similar.py): libopus often codes only up to ~8 kHz there, losing energy
+# from ~6 kHz up, and trades the stereo image above ~5 kHz for bits; MP3 128k keeps both.
+TIMBRE_WINDOW_SECONDS = 0.0464  # 2048 samples at 44.1 kHz; the same duration at every rate
+TIMBRE_PAIR_SECONDS = 0.1  # one pair of half-overlapping frames every 0.1 s: statistics need no more
+TIMBRE_BANDS = 40
+TIMBRE_FMIN, TIMBRE_FMAX = 30.0, 6000.0
+CEPSTRA = 21
+STEREO_EDGES = np.geomspace(62.5, 4500.0, 9)  # 8 bands, each ~0.6 octave
+TIMBRE_GATE_RMS = 1e-3  # -60 dBFS: silence between cues says nothing about timbre
+STEREO_RANGE_DB = (-40.0, 10.0)  # side/mid: -40 is mono, 0 is as wide as it gets short of out-of-phase
+TIMBRE_RANGE_DB = 60.0  # bands further below the frame's loudest count as this far: what lies
+# there (a lossy codec's noise, the room between notes) is not the timbre, and the level must not
+# decide where a floor cuts
+_POWER_FLOOR = 1e-10  # -100 dB
+
+
+@dataclass(frozen=True, slots=True)
+class TimbreFeatures:
+    """Statistics over a track's sounding frames (``frames`` of them)."""
+
+    cepstrum_mean: np.ndarray  # (CEPSTRA,) mean mel cepstrum (c0 is the level)
+    cepstrum_std: np.ndarray  # (CEPSTRA,) its spread over time
+    cepstrum_change: np.ndarray  # (CEPSTRA,) RMS change between frames 23 ms apart
+    stereo: np.ndarray  # (8,) mean side/mid energy per band, dB
+    frames: int
+
+
+class TimbreExtractor:
+    """Feed the decoded channels (float32 ``(channels, n)`` at ``rate``) in order, then ``finish``.
+
+    Every ``TIMBRE_PAIR_SECONDS`` it looks at two frames half a window apart: the first gives the
+    spectrum and the stereo image, the pair the spectral change. Only sums are kept, so memory
+    does not grow with the track. Stereo is the first two channels; mono counts as fully narrow.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self._size = scipy.fft.next_fast_len(round(TIMBRE_WINDOW_SECONDS * rate))
+        self._half = self._size // 2
+        self._hop = round(TIMBRE_PAIR_SECONDS * rate)
+        window = np.hanning(self._size)
+        self._window = window.astype(np.float32)
+        frequencies = np.fft.rfftfreq(self._size, 1.0 / rate)
+        # Power per bin divided by the window's energy: broadband levels do not depend on the rate.
+        self._mel_bank = _mel_filterbank(self._size, TIMBRE_BANDS, TIMBRE_FMIN, TIMBRE_FMAX, rate) / np.float32(
+            (window**2).sum()
+        )
+        band = np.searchsorted(STEREO_EDGES, frequencies, side="right") - 1
+        inside = np.nonzero((band >= 0) & (band < STEREO_EDGES.size - 1))[0]
+        self._stereo_bank = np.zeros((frequencies.size, STEREO_EDGES.size - 1), np.float32)
+        self._stereo_bank[inside, band[inside]] = 1.0
+        self._buffer = np.zeros((2, 0), np.float32)
+        self._consumed = 0  # samples dropped from the front of the buffer so far
+        self._next_pair = 0  # absolute sample index where the next pair starts
+        self._frames = 0
+        self._sums = np.zeros(3 * CEPSTRA + STEREO_EDGES.size - 1)  # float64 accumulators
+
+    def feed(self, channels: np.ndarray) -> None:
+        if channels.shape[-1] == 0:
+            return
+        stereo = channels[:2] if channels.shape[0] >= 2 else np.repeat(channels[:1], 2, axis=0)
+        self._buffer = np.concatenate([self._buffer, stereo.astype(np.float32, copy=False)], axis=1)
+        offset = self._next_pair - self._consumed
+        room = self._buffer.shape[1] - offset - (self._size + self._half)
+        if room >= 0:
+            count = room // self._hop + 1
+            self._add_pairs(offset + self._hop * np.arange(count))
+            self._next_pair += count * self._hop
+        drop = min(self._next_pair - self._consumed, self._buffer.shape[1])
+        self._buffer = self._buffer[:, drop:]
+        self._consumed += drop
+
+    def _add_pairs(self, starts: np.ndarray) -> None:
+        index = starts[:, None, None] + np.array([0, self._half])[:, None] + np.arange(self._size)
+        left, right = self._buffer[0, index], self._buffer[1, index]  # (pairs, 2, size) each
+        mid = 0.5 * (left + right)
+        sounding = np.sqrt(np.mean(mid**2, axis=2)).min(axis=1) >= TIMBRE_GATE_RMS
+        if not sounding.any():
+            return
+        mid = mid[sounding]
+        side = 0.5 * (left[sounding, 0] - right[sounding, 0])
+        mid_power = np.abs(scipy.fft.rfft(mid * self._window, axis=2)) ** 2
+        side_power = np.abs(scipy.fft.rfft(side * self._window, axis=1)) ** 2
+        log_mel = 10.0 * np.log10(mid_power @ self._mel_bank + _POWER_FLOOR)
+        log_mel = np.maximum(log_mel, log_mel.max(axis=2, keepdims=True) - TIMBRE_RANGE_DB)
+        cepstrum = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=2)[..., :CEPSTRA].astype(np.float64)
+        stereo = 10.0 * np.log10(
+            (side_power @ self._stereo_bank + _POWER_FLOOR) / (mid_power[:, 0] @ self._stereo_bank + _POWER_FLOOR)
+        )
+        stereo = np.clip(stereo, *STEREO_RANGE_DB).astype(np.float64)
+        first = cepstrum[:, 0]
+        self._sums += np.concatenate(
+            [
+                first.sum(axis=0),
+                (first**2).sum(axis=0),
+                ((cepstrum[:, 1] - first) ** 2).sum(axis=0),
+                stereo.sum(axis=0),
+            ]
+        )
+        self._frames += len(first)
+
+    def finish(self) -> TimbreFeatures:
+        total, squares, change, stereo = np.split(self._sums / max(self._frames, 1), [CEPSTRA, 2 * CEPSTRA, 3 * CEPSTRA])
+        return TimbreFeatures(
+            cepstrum_mean=total,
+            cepstrum_std=np.sqrt(np.maximum(squares - total**2, 0.0)),
+            cepstrum_change=np.sqrt(change),
+            stereo=stereo,
+            frames=self._frames,
+        )

@@ -11,7 +11,15 @@ from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
 from cratesense.analysis.downbeat import estimate_bars
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, Fingerprint, FingerprintBuilder
 from cratesense.analysis.embedding import compute_embedding
-from cratesense.analysis.features import CHROMA_HOP, ONSET_FFT, ONSET_RATE, FeatureExtractor, FrameFeatures
+from cratesense.analysis.features import (
+    CHROMA_HOP,
+    ONSET_FFT,
+    ONSET_RATE,
+    FeatureExtractor,
+    FrameFeatures,
+    TimbreExtractor,
+    TimbreFeatures,
+)
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
 from cratesense.analysis.model import AudioFacts, Descriptors, TrackAnalysis
@@ -46,6 +54,7 @@ def analyze_file(
         fingerprinter = FingerprintBuilder(ANALYSIS_RATE)
         features = FeatureExtractor() if descriptors else None
         meter: LoudnessMeter | None = None  # made from the first native block's real rate and channels
+        timbre: TimbreExtractor | None = None  # likewise
         decoded = 0
         peak = 0
         for block in audio.blocks(
@@ -56,7 +65,9 @@ def analyze_file(
             if block.native is not None:
                 if meter is None:
                     meter = LoudnessMeter(block.native_rate, _channel_names(info, block.native.shape[0]))
+                    timbre = TimbreExtractor(block.native_rate)
                 meter.feed(block.native)
+                timbre.feed(block.native)
             if block.analysis.size:
                 if features is not None:
                     features.feed(block.analysis)
@@ -80,7 +91,12 @@ def analyze_file(
         duration = stated_length or info.declared_duration or tags.duration or decoded_seconds
     duration = round(duration, 2)
     described = (
-        _describe(features.finish(), meter.finish() if meter else Loudness(None, None, None, None), bpm_range)
+        _describe(
+            features.finish(),
+            meter.finish() if meter else Loudness(None, None, None, None),
+            timbre.finish() if timbre else None,
+            bpm_range,
+        )
         if features is not None
         else Descriptors()
     )
@@ -104,7 +120,9 @@ def analyze_file(
 _ONSET_LATENCY = ONSET_FFT / 2 / ANALYSIS_RATE
 
 
-def _describe(features: FrameFeatures, loudness: Loudness, bpm_range: tuple[float, float]) -> Descriptors:
+def _describe(
+    features: FrameFeatures, loudness: Loudness, timbre: TimbreFeatures | None, bpm_range: tuple[float, float]
+) -> Descriptors:
     """The descriptor stages, each a pure function of the streamed features."""
     tempo = estimate_tempo((features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset)
     tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
@@ -133,7 +151,7 @@ def _describe(features: FrameFeatures, loudness: Loudness, bpm_range: tuple[floa
         loudness_range=loudness.range_lu,
         true_peak_dbtp=loudness.true_peak_dbtp,
         replaygain_db=loudness.replaygain_db,
-        embedding=compute_embedding(features, chroma_frames),
+        embedding=compute_embedding(timbre),
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from audiogen import cadence, encode, metric_piece, synth_track, triad
 from cratesense.analysis.decode import AudioFile
 from cratesense.analysis.embedding import EMBEDDING_SIZE, compute_embedding, cosine
-from cratesense.analysis.features import ONSET_RATE, FeatureExtractor
+from cratesense.analysis.features import ONSET_RATE, FeatureExtractor, TimbreExtractor
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.keys import Key
 from cratesense.analysis.loudness import LoudnessMeter
@@ -281,17 +281,73 @@ def test_embedding_is_unit_length_deterministic_and_versioned(formats_dir):
 
 
 def test_embedding_is_stable_across_formats_and_separates_tracks(formats_dir, tmp_path):
+    """Every lossy encode stays next to the lossless one. (FFmpeg's AAC moves this synthetic
+    track's fine spectral motion most, to ~0.96; on real recordings every format stays above 0.96,
+    AAC above 0.99: bench/similar.py, and the opt-in real-recordings test.)"""
     reference = analyze_file(formats_dir["flac"]).descriptors.embedding
     for ext in ("mp3", "opus", "m4a", "ogg"):
-        assert cosine(reference, analyze_file(formats_dir[ext]).descriptors.embedding) > 0.98, ext
+        assert cosine(reference, analyze_file(formats_dir[ext]).descriptors.embedding) > 0.95, ext
     other = encode(
         synth_track(bpm=172, tonic=2, minor=False, seconds=30, pattern="breakbeat", seed=9), 44100, tmp_path / "o.flac"
     )
-    assert cosine(reference, analyze_file(other).descriptors.embedding) < 0.9
+    assert cosine(reference, analyze_file(other).descriptors.embedding) < 0.8
+
+
+def timbre_of(samples: np.ndarray, rate: int = 44100, block: int = 7000):
+    extractor = TimbreExtractor(rate)
+    for start in range(0, samples.shape[1], block):
+        extractor.feed(samples[:, start : start + block])
+    return extractor.finish()
 
 
 def test_embedding_of_nothing_is_none():
-    assert compute_embedding(features_of(np.zeros(100)), np.zeros((0, 12))) is None
+    assert compute_embedding(None) is None
+    assert compute_embedding(timbre_of(np.zeros((2, 44100 * 5), np.float32))) is None  # silence is no sound
+
+
+def test_timbre_statistics_do_not_depend_on_how_the_stream_is_cut():
+    samples = synth_track(bpm=120, seconds=12, seed=3)
+    whole = timbre_of(samples, block=samples.shape[1])
+    for block in (1000, 4410, 65536):
+        cut = timbre_of(samples, block=block)
+        assert cut.frames == whole.frames
+        np.testing.assert_allclose(cut.cepstrum_mean, whole.cepstrum_mean, rtol=1e-6)
+        np.testing.assert_allclose(cut.stereo, whole.stereo, rtol=1e-6, atol=1e-9)
+
+
+def test_embedding_ignores_the_playback_level_and_the_sample_rate(tmp_path):
+    samples = synth_track(bpm=126, seconds=20, seed=4)
+    reference = compute_embedding(timbre_of(samples))
+    assert cosine(reference, compute_embedding(timbre_of(samples * 0.25))) > 0.99  # 12 dB quieter
+    at_48k = encode(samples, 44100, tmp_path / "track.opus")  # Opus is always 48 kHz
+    assert cosine(reference, analyze_file(at_48k).descriptors.embedding) > 0.98
+
+
+def test_embedding_of_a_mono_file_is_a_unit_vector(tmp_path):
+    mono = encode(synth_track(bpm=126, seconds=20, seed=4)[:1], 44100, tmp_path / "mono.flac")
+    embedding = analyze_file(mono).descriptors.embedding
+    assert embedding is not None and np.linalg.norm(embedding) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_timbre_memory_does_not_grow_with_the_track():
+    """Ten minutes cost the extractor no more memory than one (running sums, a bounded buffer)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    block = (rng.standard_normal((2, 65536)) * 0.1).astype(np.float32)
+
+    def peak_for(seconds: int) -> int:
+        extractor = TimbreExtractor(44100)
+        tracemalloc.start()
+        for _ in range(seconds * 44100 // block.shape[1]):
+            extractor.feed(block)
+        extractor.finish()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    one, ten = peak_for(60), peak_for(600)
+    assert ten < one * 1.2 + 100_000, (one, ten)
 
 
 def test_analyze_reports_every_descriptor(formats_dir):
