@@ -3,8 +3,8 @@ embedding, mean+std MFCCs (librosa, benchmark-only) and chance; its stability ac
 what the timbre statistics cost.
 
     .venv/bin/pip install librosa          # benchmark-only, never a runtime dependency
-    flock -s /work/heavy.lock .venv/bin/python bench/similar.py [--sets development,held-out]
-    flock -x /work/heavy.lock .venv/bin/python bench/similar.py --cost     # the timed part alone
+    flock -s /work/heavy.lock .venv/bin/python bench/similar.py [--sets development,held-out] [--against CHECKOUT]
+    flock -x /work/heavy.lock .venv/bin/python bench/similar.py --cost [--against CHECKOUT]
     .venv/bin/python bench/similar.py --fit   # the embedding's standardization, from development
 
 The recordings are Debian game-music packages (bench/soundtracks.py), each one soundtrack: a
@@ -14,6 +14,9 @@ other tracks of the same set; P@5 is the share of them from the track's own pack
 is what a random ranking would give. Each set is measured twice: the files as the packages ship
 them, and "mixed encodes", each file re-encoded with Debian's ffmpeg to MP3 128k, Opus 64k or
 FLAC (chosen by its name), so that a package's own codec cannot be what makes its tracks alike.
+"ours-MFCC 95% CI" is a paired bootstrap interval over the tracks (is the difference more than
+which tracks happen to be in the set?). ``--against CHECKOUT`` (one with its own .venv, e.g. main
+before embedding version 2) adds a column with that checkout's embedding on the same files.
 
 The MFCC baseline is librosa's default (20 MFCCs of a 128-band mel spectrum at 22050 Hz), mean
 and std over the track, each of the 40 dimensions standardized over the set being measured
@@ -23,8 +26,9 @@ Stability: the first two tracks of every package, encoded as MP3 128k, Opus 64k,
 128k (FFmpeg's own encoder, as the tests use); the cosine of each encode to its original, and
 whether the original is its nearest track in the set.
 
-Cost: CPU time of ``TimbreExtractor`` over the decoded channels, against the decode itself (both
-views, as the pipeline asks for them) on the same files in one run.
+Cost: CPU time of the whole pipeline (``analyze_file``) on the same files, here and in another
+checkout (``--against``: e.g. main before embedding version 2, with its own .venv), in
+alternating child processes of one run; and the share of it that ``TimbreExtractor`` takes.
 """
 
 from __future__ import annotations
@@ -62,14 +66,18 @@ ENCODES = {
 MIXED = ("flac", "mp3", "opus")  # the formats "mixed encodes" draws from
 NEIGHBOURS = 5
 MFCC_RATE = 22050
-_CODE = Path(__file__).resolve().parent.parent / "analysis"
+BOOTSTRAP = 2000  # resamples of the tracks for the confidence interval of ours - MFCC
 
 
 def _code_version() -> str:
-    """Our embeddings are cached per version of the code that makes them."""
+    """Our embeddings are cached per version of the code that makes them (the installed
+    cratesense: another checkout's child process caches its own)."""
+    import cratesense.analysis
+
+    code = Path(cratesense.analysis.__file__).resolve().parent
     digest = hashlib.sha1()
     for name in ("features.py", "embedding.py", "decode.py"):
-        digest.update((_CODE / name).read_bytes())
+        digest.update((code / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -154,13 +162,27 @@ def standardized(vectors: np.ndarray) -> np.ndarray:
     return (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-12)
 
 
-def precision_at(vectors: np.ndarray, labels: list[str], k: int = NEIGHBOURS) -> float:
+def precision_per_track(vectors: np.ndarray, labels: list[str], k: int = NEIGHBOURS) -> np.ndarray:
+    """For each track, the share of its k nearest others (by cosine) from its own package."""
     unit = _unit(vectors)
     similarity = unit @ unit.T
     np.fill_diagonal(similarity, -np.inf)
     nearest = np.argsort(-similarity, axis=1)[:, :k]
     names = np.asarray(labels)
-    return float((names[nearest] == names[:, None]).mean())
+    return (names[nearest] == names[:, None]).mean(axis=1)
+
+
+def precision_at(vectors: np.ndarray, labels: list[str], k: int = NEIGHBOURS) -> float:
+    return float(precision_per_track(vectors, labels, k).mean())
+
+
+def difference_interval(ours_: np.ndarray, theirs: np.ndarray, seed: int = 18) -> tuple[float, float]:
+    """95 % bootstrap interval of mean(ours_ - theirs) over the tracks (paired: the same queries)."""
+    rng = np.random.default_rng(seed)
+    difference = ours_ - theirs
+    means = difference[rng.integers(0, difference.size, (BOOTSTRAP, difference.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def chance(labels: list[str]) -> float:
@@ -173,7 +195,22 @@ def _parallel(function, paths: list[Path]) -> list:
         return list(pool.map(function, paths, chunksize=2))
 
 
-def similarity_rows(set_name: str) -> list[tuple]:
+def embed_child(paths: list[str]) -> list[list[float]]:
+    """The installed cratesense's embeddings of ``paths`` (for ``--against``)."""
+    return [vector.tolist() for vector in _parallel(ours, [Path(path) for path in paths])]
+
+
+def _embeddings_there(against: Path, paths: list[Path]) -> np.ndarray:
+    import json
+    import subprocess
+
+    python = str(against / ".venv" / "bin" / "python")
+    done = subprocess.run([python, __file__, "--embed-child", *map(str, paths)], capture_output=True, text=True,
+                          check=True, cwd="/")
+    return np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def similarity_rows(set_name: str, against: Path | None) -> list[tuple]:
     items = labelled_set(set_name)
     labels = [package for package, _ in items]
     originals = [path for _, path in items]
@@ -183,12 +220,11 @@ def similarity_rows(set_name: str) -> list[tuple]:
         ("mixed encodes", [encode(path, mixed_codec(path)) for path in originals]),
     ):
         progress(f"{set_name}, {condition}: {len(paths)} files")
-        our_vectors = np.array(_parallel(ours, paths))
-        mfcc_vectors = standardized(np.array(_parallel(mfcc, paths)))
-        rows.append(
-            (set_name, condition, len(paths), len(set(labels)), precision_at(our_vectors, labels),
-             precision_at(mfcc_vectors, labels), chance(labels))
-        )
+        our = precision_per_track(np.array(_parallel(ours, paths)), labels)
+        baseline = precision_per_track(standardized(np.array(_parallel(mfcc, paths))), labels)
+        there = precision_at(_embeddings_there(against, paths), labels) if against else None
+        rows.append((set_name, condition, len(paths), len(set(labels)), float(our.mean()), float(baseline.mean()),
+                     difference_interval(our, baseline), there, chance(labels)))
     return rows
 
 
@@ -217,30 +253,67 @@ def stability_rows(set_name: str) -> list[tuple]:
     return rows
 
 
-def cost_rows(files: int) -> list[tuple]:
-    """CPU seconds: decoding both views, and the timbre statistics over the native view."""
-    from cratesense.analysis.features import TimbreExtractor
-
-    items = labelled_set("development")
-    paths = [path for _, path in items][:: max(1, len(items) // files)][:files]
-    decode_seconds = timbre_seconds = audio_seconds = 0.0
+def cost_child(paths: list[str]) -> dict:
+    """CPU seconds, for the installed cratesense, over ``paths``: the whole pipeline
+    (``analyze_file``), one decode of both views, and (where it exists) ``TimbreExtractor`` over
+    the native view."""
+    try:
+        from cratesense.analysis.features import TimbreExtractor
+    except ImportError:  # a checkout from before embedding version 2
+        TimbreExtractor = None
+    pipeline = decode = timbre = seconds = 0.0
     for path in paths:
+        started = time.process_time()
+        analyze_file(Path(path))
+        pipeline += time.process_time() - started
         started = time.process_time()
         blocks = []
         with AudioFile(path) as audio:
             for block in audio.blocks(native=True):
                 blocks.append((block.native, block.native_rate))
-                audio_seconds += block.analysis.size / 11025
-        decode_seconds += time.process_time() - started
-        started = time.process_time()
-        extractor = None
-        for native, rate in blocks:
-            if native is not None:
-                extractor = extractor or TimbreExtractor(rate)
-                extractor.feed(native)
-        extractor.finish()
-        timbre_seconds += time.process_time() - started
-    return [(len(paths), audio_seconds, decode_seconds, timbre_seconds)]
+                seconds += block.analysis.size / 11025
+        decode += time.process_time() - started
+        if TimbreExtractor is not None:
+            started = time.process_time()
+            extractor = None
+            for native, rate in blocks:
+                if native is not None:
+                    extractor = extractor or TimbreExtractor(rate)
+                    extractor.feed(native)
+            extractor.finish()
+            timbre += time.process_time() - started
+    return {"pipeline": pipeline, "decode": decode, "timbre": timbre, "seconds": seconds}
+
+
+def cost(files: int, against: Path | None, rounds: int = 3) -> None:
+    """The pipeline's CPU time here and, with ``against`` (a checkout with its own .venv, e.g.
+    main before this embedding), there: alternating child processes on the same files."""
+    import json
+    import subprocess
+
+    items = labelled_set("development")
+    chosen = [str(path) for _, path in items][:: max(1, len(items) // files)][:files]
+    sides = {"this checkout": sys.executable}
+    if against is not None:
+        sides[str(against)] = str(against / ".venv" / "bin" / "python")
+    results: dict[str, list[dict]] = {name: [] for name in sides}
+    for round_ in range(rounds):
+        for name, python in sides.items():
+            progress(f"cost: round {round_ + 1}/{rounds}, {name}")
+            done = subprocess.run([python, __file__, "--cost-child", *chosen], capture_output=True, text=True,
+                                  check=True, cwd="/")
+            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    minutes = results["this checkout"][0]["seconds"] / 60
+    print(f"{len(chosen)} files, {minutes:.1f} min of audio; CPU seconds, median of {rounds} alternating runs:")
+    medians = {name: {field: float(np.median([run[field] for run in runs])) for field in runs[0]}
+               for name, runs in results.items()}
+    for name, median in medians.items():
+        print(f"  {name:34} pipeline {median['pipeline']:6.2f}  decode (both views) {median['decode']:6.2f}  "
+              f"timbre statistics {median['timbre']:5.2f} ({100 * median['timbre'] / median['pipeline']:.1f} % "
+              f"of the pipeline)")
+    if against is not None:
+        here, there = medians["this checkout"]["pipeline"], medians[str(against)]["pipeline"]
+        print(f"  pipeline here / there: {here / there:.3f}")
 
 
 def fit() -> None:
@@ -266,14 +339,25 @@ def main() -> int:
     parser.add_argument("--fit", action="store_true", help="print the embedding's standardization and exit")
     parser.add_argument("--cost", action="store_true", help="only the timed cost (run under flock -x)")
     parser.add_argument("--files", type=int, default=8, help="files for --cost")
+    parser.add_argument("--against", type=Path, help="--cost: another checkout (with its .venv) to compare with")
+    parser.add_argument("--cost-child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--embed-child", nargs="+", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.fit:
         fit()
         return 0
+    if arguments.embed_child:
+        import json
+
+        print(json.dumps(embed_child(arguments.embed_child)))
+        return 0
+    if arguments.cost_child:
+        import json
+
+        print(json.dumps(cost_child(arguments.cost_child)))
+        return 0
     if arguments.cost:
-        count, audio, decode, timbre = cost_rows(arguments.files)[0]
-        print(f"timbre statistics over {count} files ({audio:.0f} s of audio): decode (both views) "
-              f"{decode:.2f} s CPU, timbre {timbre:.2f} s CPU = {100 * timbre / decode:.1f} % of the decode")
+        cost(arguments.files, arguments.against)
         return 0
     try:
         import librosa  # noqa: F401
@@ -283,10 +367,18 @@ def main() -> int:
     names = arguments.sets.split(",")
     version = STAGE_VERSIONS["embedding"]
     print(f"Precision@{NEIGHBOURS} of same-soundtrack neighbours (embedding version {version})\n")
-    print(f"{'set':<12} {'files':<22} {'packages':>8} {'ours':>6} {'MFCC':>6} {'chance':>7}")
+    there = "--against" if arguments.against else ""
+    print(f"{'set':<12} {'files':<22} {'packages':>8} {'ours':>6} {'MFCC':>6} {'ours-MFCC 95% CI':>17} "
+          f"{there:>9} {'chance':>7}")
     for name in names:
-        for set_name, condition, files, packages, our, baseline, luck in similarity_rows(name):
-            print(f"{set_name:<12} {condition + f' ({files})':<22} {packages:>8} {our:>6.3f} {baseline:>6.3f} {luck:>7.3f}")
+        for set_name, condition, files, packages, our, baseline, (low, high), before, luck in similarity_rows(
+            name, arguments.against
+        ):
+            before = f"{before:.3f}" if before is not None else ""
+            print(f"{set_name:<12} {condition + f' ({files})':<22} {packages:>8} {our:>6.3f} {baseline:>6.3f} "
+                  f"{f'{low:+.3f}..{high:+.3f}':>17} {before:>9} {luck:>7.3f}")
+    if arguments.against:
+        print(f"(--against: the embedding of {arguments.against})")
     print("\nStability across encodes (cosine of each encode to its original)")
     print(f"{'set':<12} {'codec':<5} {'method':<6} {'tracks':>6} {'min':>6} {'median':>7} {'own is nearest':>15} {'nearest other (median)':>23}")
     for name in names:
