@@ -343,6 +343,28 @@ def test_duplicates_finds_every_encode_and_no_false_group(tmp_path):
     assert all(path.exists() for path in music.iterdir())  # it never deletes
 
 
+def test_a_mix_over_the_same_backing_track_is_not_a_duplicate(tmp_path):
+    """Another part played over one track shares much of its fingerprint (enough for the catalog's
+    "same recording", as two real soundtracks' variants do); a low-bitrate encode shares far more.
+    Only the encode is a duplicate."""
+    from cratesense.analysis.pipeline import analyze_file
+    from cratesense.catalog import matching
+    from cratesense.catalog.contract import fingerprint_items
+    from cratesense.dj.duplicates import same_recording
+
+    def items(path: Path) -> list[int]:
+        return fingerprint_items("fingerprint", analyze_file(path, descriptors=False).fingerprint.chromaprint)
+
+    track = fingerprintable_track(0)
+    part = synth_track(bpm=96, tonic=5, minor=False, seconds=24, seed=71, pattern="four")[:, : track.shape[1]]
+    original = items(encode(track, SR, tmp_path / "track.flac"))
+    mix = items(encode((track + 0.7 * part) / 1.7, SR, tmp_path / "mix.flac"))
+    low_bitrate = items(encode(track, SR, tmp_path / "track.opus", bitrate=32_000))
+    assert matching.score(original, mix) >= matching.SAME_RECORDING  # the case this guards
+    assert same_recording(original, mix) is None
+    assert same_recording(original, low_bitrate) is not None
+
+
 def _decoded(path: Path) -> np.ndarray:
     import av
 
