@@ -221,6 +221,10 @@ TIMBRE_RANGE_DB = 60.0  # bands further below the frame's loudest count as this 
 _POWER_FLOOR = 1e-10  # -100 dB
 
 
+def _power(spectrum: np.ndarray) -> np.ndarray:
+    return spectrum.real**2 + spectrum.imag**2  # |x|² without the square root
+
+
 @dataclass(frozen=True, slots=True)
 class TimbreFeatures:
     """Statistics over a track's sounding frames (``frames`` of them)."""
@@ -255,6 +259,9 @@ class TimbreExtractor:
         inside = np.nonzero((band >= 0) & (band < STEREO_EDGES.size - 1))[0]
         self._stereo_bank = np.zeros((frequencies.size, STEREO_EDGES.size - 1), np.float32)
         self._stereo_bank[inside, band[inside]] = 1.0
+        # Only the bins below TIMBRE_FMAX count: powers are taken of those alone.
+        self._bins = int(max(np.nonzero(self._mel_bank.any(axis=1))[0][-1], inside[-1])) + 1
+        self._mel_bank, self._stereo_bank = self._mel_bank[: self._bins], self._stereo_bank[: self._bins]
         self._buffer = np.zeros((2, 0), np.float32)
         self._consumed = 0  # samples dropped from the front of the buffer so far
         self._next_pair = 0  # absolute sample index where the next pair starts
@@ -270,23 +277,28 @@ class TimbreExtractor:
         room = self._buffer.shape[1] - offset - (self._size + self._half)
         if room >= 0:
             count = room // self._hop + 1
-            self._add_pairs(offset + self._hop * np.arange(count))
+            self._add_pairs(offset, count)
             self._next_pair += count * self._hop
         drop = min(self._next_pair - self._consumed, self._buffer.shape[1])
         self._buffer = self._buffer[:, drop:]
         self._consumed += drop
 
-    def _add_pairs(self, starts: np.ndarray) -> None:
-        index = starts[:, None, None] + np.array([0, self._half])[:, None] + np.arange(self._size)
-        left, right = self._buffer[0, index], self._buffer[1, index]  # (pairs, 2, size) each
-        mid = 0.5 * (left + right)
+    def _pairs(self, signal: np.ndarray, count: int) -> np.ndarray:
+        """(count, 2, size) frames of ``signal`` (one pair every hop), a view: nothing copied."""
+        step = signal.strides[0]
+        shape, strides = (count, 2, self._size), (self._hop * step, self._half * step, step)
+        return np.lib.stride_tricks.as_strided(signal, shape, strides, writeable=False)
+
+    def _add_pairs(self, offset: int, count: int) -> None:
+        left, right = self._buffer[:, offset : offset + self._hop * (count - 1) + self._size + self._half]
+        mid = self._pairs(0.5 * (left + right), count)
         sounding = np.sqrt(np.mean(mid**2, axis=2)).min(axis=1) >= TIMBRE_GATE_RMS
         if not sounding.any():
             return
         mid = mid[sounding]
-        side = 0.5 * (left[sounding, 0] - right[sounding, 0])
-        mid_power = np.abs(scipy.fft.rfft(mid * self._window, axis=2)) ** 2
-        side_power = np.abs(scipy.fft.rfft(side * self._window, axis=1)) ** 2
+        side = self._pairs(0.5 * (left - right), count)[sounding, 0]
+        mid_power = _power(scipy.fft.rfft(mid * self._window, axis=2)[..., : self._bins])
+        side_power = _power(scipy.fft.rfft(side * self._window, axis=1)[..., : self._bins])
         log_mel = 10.0 * np.log10(mid_power @ self._mel_bank + _POWER_FLOOR)
         log_mel = np.maximum(log_mel, log_mel.max(axis=2, keepdims=True) - TIMBRE_RANGE_DB)
         cepstrum = scipy.fft.dct(log_mel, type=2, norm="ortho", axis=2)[..., :CEPSTRA].astype(np.float64)
