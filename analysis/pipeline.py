@@ -94,8 +94,8 @@ def analyze_file(
         _describe(
             features.finish(),
             meter.finish() if meter else Loudness(None, None, None, None),
-            timbre.finish() if timbre else None,
             bpm_range,
+            timbre=timbre.finish() if timbre else None,
         )
         if features is not None
         else Descriptors()
@@ -121,9 +121,14 @@ _ONSET_LATENCY = ONSET_FFT / 2 / ANALYSIS_RATE
 
 
 def _describe(
-    features: FrameFeatures, loudness: Loudness, timbre: TimbreFeatures | None, bpm_range: tuple[float, float]
+    features: FrameFeatures,
+    loudness: Loudness,
+    bpm_range: tuple[float, float],
+    *,
+    timbre: TimbreFeatures | None = None,
 ) -> Descriptors:
-    """The descriptor stages, each a pure function of the streamed features."""
+    """The descriptor stages, each a pure function of the streamed features (no ``timbre``: no
+    embedding)."""
     tempo = estimate_tempo((features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset)
     tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
     chroma_frames = chroma(features.pitch, tuning)

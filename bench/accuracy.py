@@ -280,7 +280,8 @@ def progress(message: str) -> None:
 
 def speed_child(paths: list[str]) -> dict:
     """CPU seconds of one decode of the analysis view (the yardstick) and of the descriptors on
-    it (frame features, tempo, key, bars, embedding), for the installed cratesense."""
+    it (frame features, tempo, key, bars; bench/similar.py --cost measures the
+    embedding's), for the installed cratesense."""
     from cratesense.analysis.features import FeatureExtractor
     from cratesense.analysis.loudness import Loudness
     from cratesense.analysis.pipeline import _describe
