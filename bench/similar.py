@@ -28,7 +28,9 @@ whether the original is its nearest track in the set.
 
 Cost: CPU time of the whole pipeline (``analyze_file``) on the same files, here and in another
 checkout (``--against``: e.g. main before embedding version 2, with its own .venv), in
-alternating child processes of one run; and the share of it that ``TimbreExtractor`` takes.
+alternating child processes of one run; and the share of it that ``TimbreExtractor`` takes:
+timed alone over decoded blocks, and as the pipeline with / without it (the extractor replaced
+by a no-op), which also counts what it costs the decode's caches.
 """
 
 from __future__ import annotations
@@ -256,16 +258,39 @@ def stability_rows(set_name: str) -> list[tuple]:
 def cost_child(paths: list[str]) -> dict:
     """CPU seconds, for the installed cratesense, over ``paths``: the whole pipeline
     (``analyze_file``), one decode of both views, and (where it exists) ``TimbreExtractor`` over
-    the native view."""
+    the native view, timed alone and as the pipeline's share: the pipeline again with the
+    extractor replaced by one that does nothing (inside the pipeline it also costs the decode
+    cache, which timing it alone misses)."""
+    from cratesense.analysis import pipeline as module
+
     try:
         from cratesense.analysis.features import TimbreExtractor
     except ImportError:  # a checkout from before embedding version 2
         TimbreExtractor = None
-    pipeline = decode = timbre = seconds = 0.0
-    for path in paths:
-        started = time.process_time()
-        analyze_file(Path(path))
-        pipeline += time.process_time() - started
+
+    class NoTimbre:
+        def __init__(self, rate: int) -> None:
+            pass
+
+        def feed(self, channels) -> None:
+            pass
+
+        def finish(self) -> None:
+            return None
+
+    analyze_file(Path(paths[0]))  # untimed: the first call's one-time set-up (imports, FFT plans)
+    spent = {"pipeline": 0.0, "without_timbre": 0.0}
+    decode = timbre = seconds = 0.0
+    for index, path in enumerate(paths):
+        sides = ("pipeline", "without_timbre") if TimbreExtractor is not None else ("pipeline",)
+        for side in sides if index % 2 == 0 else sides[::-1]:  # neither always runs first
+            if TimbreExtractor is not None:
+                module.TimbreExtractor = TimbreExtractor if side == "pipeline" else NoTimbre
+            started = time.process_time()
+            analyze_file(Path(path))
+            spent[side] += time.process_time() - started
+        if TimbreExtractor is not None:
+            module.TimbreExtractor = TimbreExtractor
         started = time.process_time()
         blocks = []
         with AudioFile(path) as audio:
@@ -282,7 +307,7 @@ def cost_child(paths: list[str]) -> dict:
                     extractor.feed(native)
             extractor.finish()
             timbre += time.process_time() - started
-    return {"pipeline": pipeline, "decode": decode, "timbre": timbre, "seconds": seconds}
+    return {**spent, "decode": decode, "timbre": timbre, "seconds": seconds}
 
 
 def cost(files: int, against: Path | None, rounds: int = 3) -> None:
@@ -311,6 +336,9 @@ def cost(files: int, against: Path | None, rounds: int = 3) -> None:
         print(f"  {name:34} pipeline {median['pipeline']:6.2f}  decode (both views) {median['decode']:6.2f}  "
               f"timbre statistics {median['timbre']:5.2f} ({100 * median['timbre'] / median['pipeline']:.1f} % "
               f"of the pipeline)")
+        if median["without_timbre"]:
+            print(f"  {'':34} pipeline with the extractor a no-op {median['without_timbre']:6.2f}: with / without "
+                  f"{median['pipeline'] / median['without_timbre']:.3f}")
     if against is not None:
         here, there = medians["this checkout"]["pipeline"], medians[str(against)]["pipeline"]
         print(f"  pipeline here / there: {here / there:.3f}")
