@@ -157,7 +157,7 @@ def _migrations(t: dict[str, str]) -> tuple[str, ...]:
 _CARRIED = ("id, contributor, fingerprint_duration, artist, title, album, isrc, catalog_number, key, camelot, "
             "duration, bpm, loudness_lufs, embedding, analyzer_version, received_at")
 _OBSERVED = ("contributor, artist, title, album, isrc, catalog_number, key, camelot, "
-             "COALESCE(duration, fingerprint_duration), bpm, loudness_lufs")
+             "COALESCE(duration, fingerprint_duration), bpm, loudness_lufs, analyzer_version, received_at")
 
 
 def token_hash(token: str) -> bytes:
@@ -708,9 +708,16 @@ CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key",
 
 def consensus_of(rows: list[tuple]) -> dict:
     """Pure: rows of (contributor, artist, title, album, isrc, catalog_number, key, camelot,
-    duration, bpm, loudness) -> the consensus. Text fields: the value most contributors agree on
-    (ties: the smallest value); numbers: the median of each contributor's median, BPM after
-    folding octave errors onto the others; camelot follows the chosen key."""
+    duration, bpm, loudness, analyzer_version, received_at) -> the consensus. Only each
+    contributor's newest analysis counts (an upgraded agent sends its new figures as new
+    observations: its superseded ones must not vote beside them). Text fields: the value most
+    contributors agree on (ties: the smallest value); numbers: the median of each contributor's
+    median, BPM after folding octave errors onto the others; camelot follows the chosen key."""
+    newest: dict[str, tuple[float, str]] = {}
+    for row in rows:
+        if row[0] not in newest or row[12] > newest[row[0]][0]:
+            newest[row[0]] = (row[12], row[11])
+    rows = [row for row in rows if row[11] == newest[row[0]][1]]
     by_contributor: dict[str, list[tuple]] = defaultdict(list)
     for row in rows:
         by_contributor[row[0]].append(row)

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catalogkit import observation, query, random_fingerprint
+from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.catalog import contract
 from cratesense.catalog.store import CONSENSUS_FIELDS, Store, consensus_of
 
@@ -49,7 +50,7 @@ def model_row(contributor: str, values: dict) -> tuple:
     """The row ``consensus_of`` reads for one observation (duration: the tag's, else the fingerprint's)."""
     duration = values["duration"] if values["duration"] is not None else FINGERPRINT_DURATION
     return (contributor, values["artist"], values["title"], values["album"], values["isrc"], values["catalog_number"],
-            values["key"], values["camelot"], duration, values["bpm"], values["loudness_lufs"])
+            values["key"], values["camelot"], duration, values["bpm"], values["loudness_lufs"], ANALYZER_VERSION, 0.0)
 
 
 def stored(store: Store) -> dict[int, dict]:
