@@ -119,6 +119,11 @@ class AgentProcess:
             "the agent to settle",
         )
 
+    def analyzed(self, tracks: int, timeout: float = 180) -> dict:
+        """Wait until ``tracks`` tracks are known and nothing waits for analysis."""
+        return self.wait_for(lambda s: s["tracks"] == tracks and s["queued"] + s["analyzing"] == 0, timeout,
+                             f"{tracks} tracks to be analyzed")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> float:
         """Stop it; return how long it took."""
         started = time.monotonic()

@@ -59,8 +59,7 @@ def library(tmp_path_factory):
     agent.music = music
     agent.start()
     try:
-        agent.wait_for(lambda s: s["tracks"] == len(LIBRARY) and s["queued"] + s["analyzing"] == 0, timeout=180,
-                       what="the library to be analyzed")
+        agent.analyzed(len(LIBRARY))
     finally:
         agent.stop()
     return agent
@@ -249,8 +248,7 @@ def bar_library(tmp_path_factory):
     agent = AgentProcess(home)
     agent.start()
     try:
-        agent.wait_for(lambda s: s["tracks"] == len(BARS) and s["queued"] + s["analyzing"] == 0, timeout=180,
-                       what="the pieces to be analyzed")
+        agent.analyzed(len(BARS))
     finally:
         agent.stop()
     return agent, downbeats
@@ -520,7 +518,7 @@ def test_recommendations_come_from_djs_with_similar_taste(tmp_path, tracks):
             agent = AgentProcess(home)
             agents.append(agent)
             agent.start()
-            agent.wait_for(lambda s, n=len(held): s["tracks"] == n and s["queued"] + s["analyzing"] == 0, timeout=120)
+            agent.analyzed(len(held), timeout=120)
             assert agent.cli("sync").returncode == 0
         answer = json.loads(agents[1].cli("recommendations", "--json").stdout)
         titles = [item["metadata"]["title"] for item in answer["recommendations"]]

@@ -39,7 +39,7 @@ def agent(tmp_path_factory):
     process = AgentProcess(home)
     process.music = music
     process.start()
-    process.wait_for(lambda s: s["tracks"] == len(TRACKS) and s["queued"] + s["analyzing"] == 0, timeout=180)
+    process.analyzed(len(TRACKS))
     yield process
     process.stop(signal.SIGKILL)
 
