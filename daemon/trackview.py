@@ -23,7 +23,6 @@ it, and ``filled`` names the field, so every view can mark it as coming from the
 from __future__ import annotations
 
 import functools
-import math
 import random
 import struct
 
@@ -109,11 +108,6 @@ def sound_sketch(embedding) -> bytes:
         if sum(p * e for p, e in zip(plane, embedding)) >= 0.0:
             bits |= 1 << index
     return bits.to_bytes(SOUND_SKETCH_BITS // 8, "little")
-
-
-def sketch_similarity(a: int, b: int) -> float:
-    """cos of the angle the two sketches estimate (1: same direction)."""
-    return math.cos(math.pi * (a ^ b).bit_count() / SOUND_SKETCH_BITS)
 
 
 SKETCH_BYTES = SOUND_SKETCH_BITS // 8

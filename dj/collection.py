@@ -244,7 +244,8 @@ class Collection:
             "WHERE sound_sketch IS NOT NULL").fetchone()
         return (rowids.split(",") if rowids else []), bytes.fromhex(sketches or "")
 
-    def content_keys(self, rowids: list[str]) -> dict[int, str]:
+    def content_keys(self, rowids: list[int]) -> dict[int, str]:
+        """Row id -> content key, for the few rows a sketch search picked."""
         found = {}
         for start in range(0, len(rowids), 500):
             chunk = rowids[start : start + 500]

@@ -176,7 +176,7 @@ def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> 
                          "catalog only)")
     rowids, packed = collection.sketch_block()
     distances = hamming_distances(mine[0][1].to_bytes(SKETCH_BYTES, "little"), packed)
-    picked = [rowids[position] for position in nearest(distances, RERANK + 1)]
+    picked = [int(rowids[position]) for position in nearest(distances, RERANK + 1)]
     shortlist = [key for key in collection.content_keys(picked).values() if key != track.content_key]
     embeddings = collection.embeddings([track.content_key, *shortlist])
     reference = embeddings[track.content_key]
