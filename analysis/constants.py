@@ -11,6 +11,10 @@ loads in the worker processes."""
 # 6 kHz, the stereo width), standardized on real soundtracks: version 1 was barely better than chance.
 STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 2, "key": 2, "loudness": 2, "embedding": 2, "downbeat": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
+# The stages that read the native-rate view, and the descriptor fields they fill: when an upgrade
+# changed neither, a re-analysis decodes only the analysis view and keeps these fields.
+NATIVE_STAGES = ("loudness", "embedding")
+NATIVE_FIELDS = ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db", "embedding")
 
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in
 BPM_LIMITS = (20.0, 300.0)  # any tempo anywhere (config, flags, the wire contract) lies within these
@@ -26,3 +30,20 @@ LOUDNESS_BINS, LOUDNESS_RANGE = 12, (-30.0, -3.0)  # LUFS; outside: the end bins
 AUDIO_EXTENSIONS = frozenset(
     ".mp3 .flac .ogg .oga .opus .m4a .mp4 .aac .alac .wav .wave .aif .aiff .aifc .wma .wv .ape".split()
 )
+
+
+def stage_versions(analyzer_version: str) -> dict[str, int]:
+    """The stage versions an analyzer version names ({} for a string of another form). Stages
+    are in ``STAGE_VERSIONS`` order; one added later is absent from older strings."""
+    found = {}
+    for stage, part in zip(STAGE_VERSIONS, analyzer_version.split(".")):
+        if part[:1] != stage[0] or not part[1:].isdigit():
+            return {}
+        found[stage] = int(part[1:])
+    return found
+
+
+def native_stages_unchanged(analyzer_version: str) -> bool:
+    """Whether an analysis by ``analyzer_version`` has today's loudness and embedding."""
+    earlier = stage_versions(analyzer_version)
+    return all(earlier.get(stage) == STAGE_VERSIONS[stage] for stage in NATIVE_STAGES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
 from cratesense.analysis.model import AudioFacts, Descriptors, TrackAnalysis
 from cratesense.analysis.tempo import estimate_tempo
-from cratesense.analysis.constants import DEFAULT_BPM_RANGE
+from cratesense.analysis.constants import DEFAULT_BPM_RANGE, NATIVE_FIELDS
 from cratesense.analysis.tags import read_tags
 from cratesense.errors import DecodeError, SilentAudioError, TooShortError, TruncatedAudioError
 
@@ -40,12 +41,15 @@ def analyze_file(
     descriptors: bool = True,
     timeout: float | None = None,
     bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE,
+    native_results: dict | None = None,
 ) -> TrackAnalysis:
     """Analyze one audio file.
 
     With ``descriptors=False`` only the fingerprinted head is decoded (fingerprint + tags), for
-    tracks whose descriptors are already known. Raises an ``AnalysisError`` subclass that says
-    what is wrong with the file.
+    tracks whose descriptors are already known. ``native_results``: the ``NATIVE_FIELDS`` of an
+    earlier analysis of this same audio whose native stages are still current (an upgrade that
+    changed only tempo, key or bars): the native-rate view is not decoded and they are kept.
+    Raises an ``AnalysisError`` subclass that says what is wrong with the file.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     tags = read_tags(path)
@@ -58,7 +62,7 @@ def analyze_file(
         decoded = 0
         peak = 0
         for block in audio.blocks(
-            native=descriptors,
+            native=descriptors and native_results is None,
             max_seconds=None if descriptors else FINGERPRINT_SECONDS,
             deadline=deadline,
         ):
@@ -100,6 +104,10 @@ def analyze_file(
         if features is not None
         else Descriptors()
     )
+    if features is not None and native_results is not None:
+        kept = {name: native_results.get(name) for name in NATIVE_FIELDS}
+        kept["embedding"] = tuple(kept["embedding"]) if kept["embedding"] else None
+        described = replace(described, **kept)
     return TrackAnalysis(
         fingerprint=Fingerprint(fingerprinter.finish(), duration),
         tags=tags,

@@ -44,6 +44,7 @@ class Task:
     path: str
     descriptors: bool = True
     bpm_range: tuple[float, float] | None = None  # None: the analysis default
+    native_results: dict | None = None  # loudness and embedding kept from an earlier analysis
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ def main(fd: int, nice: int, parent: int) -> None:
             continue
         try:
             options = {"bpm_range": task.bpm_range} if task.bpm_range else {}
-            track = analyze_file(task.path, descriptors=task.descriptors, **options)
+            track = analyze_file(task.path, descriptors=task.descriptors, native_results=task.native_results, **options)
             observation = observation_fields(track) if track.fingerprint.chromaprint else None
             outcome = Outcome(task.path, analysis=track.to_dict(), observation=observation)
         except AnalysisError as exc:

@@ -434,3 +434,14 @@ def _describe_features(features):
     from cratesense.analysis.pipeline import _describe
 
     return _describe(features, Loudness(None, None, None, None), (70.0, 180.0))
+
+
+def test_stage_versions_name_what_an_upgrade_changed():
+    from cratesense.analysis.constants import ANALYZER_VERSION, STAGE_VERSIONS, native_stages_unchanged, stage_versions
+
+    assert stage_versions(ANALYZER_VERSION) == STAGE_VERSIONS
+    earlier = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 2, "embedding": 2}
+    assert stage_versions("f1.t1.t1.k1.l2.e2") == earlier  # downbeat, added later, is absent
+    assert native_stages_unchanged("f1.t1.t1.k1.l2.e2")  # only tempo and key changed
+    assert not native_stages_unchanged("f1.t1.t2.k2.l1.e2") and not native_stages_unchanged("f1.t1.t2.k2.l2.e1")
+    assert stage_versions("0.3.1") == {} and not native_stages_unchanged("0.3.1")  # another form: read in full

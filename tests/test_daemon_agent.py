@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import signal
@@ -12,6 +13,7 @@ import pytest
 
 from agentproc import AgentProcess, agent_with_music, write_config
 from audiogen import encode, fingerprintable_track, synth_track
+from cratesense.analysis.constants import ANALYZER_VERSION, STAGE_VERSIONS
 
 SR = 44100
 
@@ -233,3 +235,34 @@ def test_scan_command_analyzes_and_exits(tmp_path, tracks):
     assert "3 files, 2 tracks" in result.stdout and "1 failed" in result.stdout
     result = agent.cli("scan")  # nothing changed: nothing analyzed
     assert "0 analyzed" in result.stdout and "0 failed" in result.stdout and result.returncode == 0
+
+
+def test_an_upgrade_keeps_the_stages_it_did_not_change(tmp_path, tracks):
+    """A new tempo, key or bars stage re-analyzes a track without its native-rate view: its
+    loudness and embedding are kept from the earlier analysis. A new loudness stage computes
+    them again."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for track in tracks[:2]:
+        shutil.copy(track, music)
+    write_config(tmp_path, music)
+    agent = AgentProcess(tmp_path)
+    assert agent.cli("scan").returncode == 0
+
+    def older(stage: str) -> str:
+        return ".".join(f"{name[0]}{version - 1 if name == stage else version}" for name, version in STAGE_VERSIONS.items())
+
+    with sqlite3.connect(agent.journal_path) as db:  # as an earlier version left them, with a loudness we never measure
+        for name, stage in (("s0.flac", "tempo"), ("s1.flac", "loudness")):
+            db.execute("UPDATE tracks SET analyzer_version = ?, analysis = json_set(analysis, '$.descriptors.loudness_lufs', "
+                       "-42.0, '$.analyzer_version', ?) WHERE content_key = (SELECT content_key FROM files "
+                       "WHERE path = ?)", (older(stage), older(stage), str(music / name).encode()))
+    result = agent.cli("scan")
+    assert result.returncode == 0 and "2 analyzed" in result.stdout, result.stdout
+    with agent.journal() as db:
+        found = dict(db.execute("SELECT f.path, t.analysis FROM files f JOIN tracks t USING (content_key)"))
+    kept, remeasured = (json.loads(found[str(music / name).encode()]) for name in ("s0.flac", "s1.flac"))
+    assert kept["analyzer_version"] == remeasured["analyzer_version"] == ANALYZER_VERSION
+    assert kept["descriptors"]["loudness_lufs"] == -42.0 and kept["descriptors"]["embedding"]
+    assert kept["descriptors"]["bpm"] is not None  # the changed stage was computed anew
+    assert remeasured["descriptors"]["loudness_lufs"] not in (None, -42.0)
