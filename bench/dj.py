@@ -87,7 +87,8 @@ def sketch_recall(path: Path, queries: int = 50) -> str:
     from cratesense.dj.mixing import similar_tracks
 
     with Collection.open(path) as collection:
-        keys = [key for key, _ in collection.sound_sketches()]
+        rowids, _ = collection.sketch_block()
+        keys = list(collection.content_keys([int(rowid) for rowid in rowids]).values())
         vectors = collection.embeddings(keys)
         matrix = np.array([vectors[key] for key in keys], dtype=np.float32)
         rng = random.Random(3)

@@ -229,11 +229,10 @@ class Collection:
                 found[key] = unpack_embedding(blob)
         return found
 
-    def sound_sketches(self, where: str = "1", parameters: tuple = ()) -> list[tuple[str, int]]:
-        """(content key, sound sketch as an int) of every track on disk with an embedding."""
-        return [(key, int.from_bytes(blob, "little")) for key, blob in self._db.execute(
-            f"SELECT l.content_key, l.sound_sketch FROM library l WHERE l.sound_sketch IS NOT NULL AND {where}",
-            parameters)]
+    def sound_sketch(self, content_key: str) -> bytes | None:
+        """The track's 128-bit sound sketch, or None before it has an embedding."""
+        row = self._db.execute("SELECT sound_sketch FROM library WHERE content_key = ?", (content_key,)).fetchone()
+        return row[0] if row else None
 
     def sketch_block(self) -> tuple[list[str], bytes]:
         """The row ids and the sound sketches, end to end, of every track on disk with an

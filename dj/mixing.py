@@ -76,8 +76,7 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
             break
     else:
         return []
-    me = collection.sound_sketches("l.content_key = ?", (current.content_key,))
-    my_sketch = me[0][1] if me else None
+    my_sketch = collection.sound_sketch(current.content_key)
 
     # Thousands of candidates: each part looked up, not computed, per candidate.
     harmony_of = {code: _harmony(current.camelot, code) for code in {c[2] for c in candidates}}
@@ -87,7 +86,7 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
         sounds = [0.0] * len(candidates)
     else:
         packed = b"".join(c[4] or bytes(SKETCH_BYTES) for c in candidates)
-        distances = hamming_distances(my_sketch.to_bytes(SKETCH_BYTES, "little"), packed)
+        distances = hamming_distances(my_sketch, packed)
         sounds = [sound_of_distance[bits] if c[4] is not None else 0.0 for bits, c in zip(distances, candidates)]
     preliminary = [HARMONY * harmony_of[c[2]] + TEMPO * tempo_of[c[1]] + SOUND * sound
                    for c, sound in zip(candidates, sounds)]
@@ -170,12 +169,12 @@ def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> 
     """Tracks that sound like ``track`` (the embedding's cosine), best first."""
     if limit < 1:
         raise QueryError("the limit must be a positive number")
-    mine = collection.sound_sketches("l.content_key = ?", (track.content_key,))
-    if not mine:
+    mine = collection.sound_sketch(track.content_key)
+    if mine is None:
         raise QueryError(f"{track.label} has no sound description yet (analysis pending, or described by the "
                          "catalog only)")
     rowids, packed = collection.sketch_block()
-    distances = hamming_distances(mine[0][1].to_bytes(SKETCH_BYTES, "little"), packed)
+    distances = hamming_distances(mine, packed)
     picked = [int(rowids[position]) for position in nearest(distances, RERANK + 1)]
     shortlist = [key for key in collection.content_keys(picked).values() if key != track.content_key]
     embeddings = collection.embeddings([track.content_key, *shortlist])
