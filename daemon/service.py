@@ -2,9 +2,9 @@
 
 Linux: a systemd user unit (``systemctl --user``) and an XDG autostart entry for the tray.
 macOS: LaunchAgents for the agent and the tray (``launchctl bootstrap gui/$UID``). The files are
-the templates in ``service-files/`` with this installation's interpreter, the agent's data
-folder (computed once, in ``daemon/paths.py``) and the folders it must write filled in, so a
-pipx or virtualenv install runs its own copy and the hardened service writes exactly where the
+the templates in the checkout's top-level ``packaging/`` (installed as ``cratesense/service-files``)
+with this installation's interpreter, the agent's data folder (computed once, in
+``daemon/paths.py``) and the folders it must write filled in, so a pipx or virtualenv install runs its own copy and the hardened service writes exactly where the
 CLI reads. ``plan`` is pure: it says what would be done, and ``--dry-run`` prints exactly that.
 """
 
@@ -60,7 +60,7 @@ class Installation:
 
 def template(relative: str, python: str, log_dir: Path, *, data_dir: Path | None = None,
              environment: dict[str, str] | None = None, writable: tuple[Path, ...] = ()) -> str:
-    text = resources.files("cratesense.daemon").joinpath("service-files", relative).read_text(encoding="utf-8")
+    text = resources.files("cratesense").joinpath("service-files", relative).read_text(encoding="utf-8")
     data_dir = data_dir or log_dir
     environment_lines = "".join(f'Environment="{name}={value}"\n' for name, value in sorted((environment or {}).items()))
     folders = " ".join(f"-{folder}" for folder in (data_dir, *writable))

@@ -146,7 +146,8 @@ def test_pip_install_prints_no_setuptools_warning(tmp_path):
 
     [wheel] = tmp_path.glob("cratesense-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "cratesense/daemon/service-files/systemd/cratesense.service" in names
+    assert "cratesense/service-files/systemd/cratesense.service" in names
+    assert "cratesense/service-files/launchd/org.cratesense.agent.plist" in names
     assert not any(name.startswith("packaging/") for name in names)
 
 
