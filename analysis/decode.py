@@ -266,7 +266,7 @@ class AudioFile:
             except av.error.FFmpegError:
                 return
             yield packet  # the final empty packet flushes frames the decoder still holds
-        
+
     def blocks(
         self,
         *,

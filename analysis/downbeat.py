@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cratesense.analysis.features import CHROMA_FFT, CHROMA_HOP, MEL_DECIMATION, ONSET_FFT, ONSET_HOP
+from cratesense.analysis.features import CHROMA_FFT, CHROMA_HOP, MEL_DECIMATION, ONSET_HOP
 from cratesense.analysis.decode import ANALYSIS_RATE
 
 BAR_LENGTHS = (2, 3, 4)

@@ -35,10 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import devset  # noqa: E402
-from cratesense.analysis.decode import AudioFile  # noqa: E402
-from cratesense.analysis.keys import Key, parse_key  # noqa: E402
-from cratesense.analysis.pipeline import analyze_file  # noqa: E402
+import devset
+from cratesense.analysis.decode import AudioFile
+from cratesense.analysis.keys import Key, parse_key
+from cratesense.analysis.pipeline import analyze_file
 
 BPM_RANGE = (55.0, 190.0)
 TOLERANCE = 0.07  # downbeat F-measure window, seconds

@@ -44,10 +44,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from catalogkit import random_fingerprint  # noqa: E402
-from cratesense.catalog import matching  # noqa: E402
-from cratesense.catalog.server import start  # noqa: E402
-from cratesense.catalog.store import Store  # noqa: E402
+from catalogkit import random_fingerprint
+from cratesense.catalog import matching
+from cratesense.catalog.server import start
+from cratesense.catalog.store import Store
 
 ITEMS = 948
 DURATION = 180.0
@@ -230,7 +230,7 @@ class HeavyLock:
     """A shared machine's heavy-job lock file (flock): shared while filling, exclusive while timing."""
 
     def __init__(self, path: Path | None, wait: float) -> None:
-        self._file = open(path, "a") if path else None  # noqa: SIM115 (held for the whole run)
+        self._file = open(path, "a") if path else None
         self.wait = wait
         self.was_exclusive = True  # every timed part ran alone
 

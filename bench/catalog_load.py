@@ -38,8 +38,8 @@ import aiohttp
 import chromaprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from catalogkit import query, random_fingerprint  # noqa: E402
-from cratesense.catalog.store import Store  # noqa: E402
+from catalogkit import query, random_fingerprint
+from cratesense.catalog.store import Store
 
 
 def percentile(values, share):
@@ -78,10 +78,6 @@ async def one_agent(session, url, recordings, args, timings, errors, sent):
             timings["lookup"].append(time.perf_counter() - started)
             if response.status != 200:
                 errors[response.status] += 1
-
-
-async def main_async(args, url, db_path):
-    rng = random.Random(3)
 
 
 async def main_async(args, url, target) -> dict:

@@ -43,8 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from audiogen import encode, synth_track  # noqa: E402
-from cratesense.analysis.keys import Key, parse_key  # noqa: E402
+from audiogen import encode, synth_track
+from cratesense.analysis.keys import Key, parse_key
 
 log = logging.getLogger(__name__)
 

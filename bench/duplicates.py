@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from soundtracks import CACHE, SETS, debian_ffmpeg, soundtrack  # noqa: E402
+from soundtracks import CACHE, SETS, debian_ffmpeg, soundtrack
 
 RE_ENCODED = 50
 DISTINCT = 200

@@ -21,11 +21,11 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cratesense.analysis.constants import AUDIO_EXTENSIONS  # noqa: E402
-from cratesense.analysis.decode import AudioFile  # noqa: E402
-from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS  # noqa: E402
-from cratesense.analysis.pipeline import analyze_file  # noqa: E402
-from cratesense.errors import AnalysisError  # noqa: E402
+from cratesense.analysis.constants import AUDIO_EXTENSIONS
+from cratesense.analysis.decode import AudioFile
+from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS
+from cratesense.analysis.pipeline import analyze_file
+from cratesense.errors import AnalysisError
 
 
 def decode_only(path: Path, seconds: float | None) -> None:

@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from cratesense.analysis.constants import ANALYZER_VERSION  # noqa: E402
-from cratesense.daemon.journal import Journal  # noqa: E402
-from cratesense.daemon.journal_io import JournalIO  # noqa: E402
-from cratesense.daemon.library import Library  # noqa: E402
-from cratesense.daemon.pool import AnalysisPool  # noqa: E402
-from cratesense.daemon.scan import walk  # noqa: E402
+from cratesense.analysis.constants import ANALYZER_VERSION
+from cratesense.daemon.journal import Journal
+from cratesense.daemon.journal_io import JournalIO
+from cratesense.daemon.library import Library
+from cratesense.daemon.pool import AnalysisPool
+from cratesense.daemon.scan import walk
 
 
 def make_tree(root: Path, files: int, per_folder: int = 100) -> None:

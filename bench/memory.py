@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from audiogen import synth_track  # noqa: E402
+from audiogen import synth_track
 
 # Peak RSS of this process image: VmHWM on Linux. (ru_maxrss is no good here: Linux carries it
 # across execve from the forking parent, which just synthesized the whole mix.)

@@ -19,7 +19,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from realaudio import fetch  # noqa: E402
+from realaudio import fetch
 
 CACHE = Path(os.environ.get("CRATESENSE_BENCH_CACHE", Path.home() / ".cache" / "cratesense-bench"))
 

@@ -23,13 +23,13 @@ import aiohttp
 import chromaprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from catalogkit import random_fingerprint  # noqa: E402
+from catalogkit import random_fingerprint
 
-from cratesense.catalog.server import start_unix  # noqa: E402
-from cratesense.catalog.store import Store  # noqa: E402
-from cratesense.daemon.identity import Identity  # noqa: E402
-from cratesense.daemon.journal import FileIdentity, Journal, Observation  # noqa: E402
-from cratesense.daemon.sync import Syncer  # noqa: E402
+from cratesense.catalog.server import start_unix
+from cratesense.catalog.store import Store
+from cratesense.daemon.identity import Identity
+from cratesense.daemon.journal import FileIdentity, Journal, Observation
+from cratesense.daemon.sync import Syncer
 
 
 def memory(field: str) -> float:

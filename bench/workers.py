@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cratesense.daemon.pool import AnalysisPool, Task  # noqa: E402
-from speed import FORMATS, choose_recordings, transcoded  # noqa: E402
+from cratesense.daemon.pool import AnalysisPool, Task
+from speed import FORMATS, choose_recordings, transcoded
 
 _FOREGROUND = r"""
 import json, sys, time

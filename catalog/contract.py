@@ -27,9 +27,7 @@ from cratesense.analysis.constants import (  # owned there (light: the agent's r
     EMBEDDING_LENGTH,
     KEY_BINS,
     LOUDNESS_BINS,
-    LOUDNESS_RANGE,
     TEMPO_BINS,
-    TEMPO_RANGE,
 )
 
 MAX_BODY_BYTES = 2 * 1024 * 1024

@@ -184,7 +184,7 @@ async def _body(request: web.Request) -> bytes:
 
     try:  # a client that trickles its body must not hold a connection for ever
         await asyncio.wait_for(read(), request.app[BODY_SECONDS])
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ContractError("", f"the body did not arrive within {request.app[BODY_SECONDS]:g} s", status=408) from None
     encoding = request.headers.get("Content-Encoding", "identity").lower()
     if encoding == "gzip":

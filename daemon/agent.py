@@ -259,7 +259,7 @@ async def _stop_within(name: str, stop: Callable[[], Awaitable[None] | None]) ->
         result = stop()
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             await asyncio.wait_for(result, STOP_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s did not stop within %.0f s; leaving it behind", name, STOP_TIMEOUT)
     except Exception:
         log.exception("%s failed to stop cleanly", name)

@@ -25,7 +25,7 @@ from cratesense.daemon.journal import FileIdentity
 from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.known_tracks import KnownTracks
 from cratesense.daemon.pause import Pause
-from cratesense.daemon.pool import AnalysisPool, Outcome, Task
+from cratesense.daemon.pool import AnalysisPool, Task
 from cratesense.daemon.recorder import Recorder
 from cratesense.daemon.scan import content_key
 from cratesense.errors import JournalError

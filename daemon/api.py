@@ -6,7 +6,6 @@ Every route is a coroutine from a JSON body to an answer; none runs SQLite on th
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -182,7 +181,7 @@ class ControlAPI:
         syncer.request_deletion()
         try:
             await syncer.sync_now(timeout=60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # durable: it is sent when the catalog can be reached
         return await self.status()
 

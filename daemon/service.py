@@ -4,8 +4,9 @@ Linux: a systemd user unit (``systemctl --user``) and an XDG autostart entry for
 macOS: LaunchAgents for the agent and the tray (``launchctl bootstrap gui/$UID``). The files are
 the templates in the checkout's top-level ``packaging/`` (installed as ``cratesense/service-files``)
 with this installation's interpreter, the agent's data folder (computed once, in
-``daemon/paths.py``) and the folders it must write filled in, so a pipx or virtualenv install runs its own copy and the hardened service writes exactly where the
-CLI reads. ``plan`` is pure: it says what would be done, and ``--dry-run`` prints exactly that.
+``daemon/paths.py``) and the folders it must write filled in, so a pipx or virtualenv install
+runs its own copy and the hardened service writes exactly where the CLI reads. ``plan`` is pure:
+it says what would be done, and ``--dry-run`` prints exactly that.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ class Syncer:
                     answer = {}
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Backoff(f"the catalog cannot be reached ({type(exc).__name__}: {exc})", offline=True) from exc
         if status in (429, 503):
             raise Backoff(f"the catalog asks us to wait ({status})", delay=_seconds(retry_after))

@@ -184,7 +184,7 @@ def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> 
                        sound=round(score, 4)) for score, key in ranked[:limit]]
 
 
-def playlist(collection: Collection, start: Track | None, *, length: int, filters: Filters = Filters(),
+def playlist(collection: Collection, start: Track | None, *, length: int, filters: Filters | None = None,
              per_artist: int = 2, pitch_range: float = PITCH_RANGE, notation: str = "camelot") -> list[Suggestion]:
     """A mixable path from ``start``: each step compatible with the last (as ``next`` ranks
     them), no track twice, at most ``per_artist`` tracks by one artist. Without ``start``, the

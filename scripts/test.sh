@@ -4,4 +4,5 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 "$here/scripts/setup.sh" test
 cd "$here"
+.venv/bin/ruff check --quiet .   # the linter, over every module (pyproject.toml: [tool.ruff])
 exec .venv/bin/python -P -m pytest "$@"  # -P: the checkout root is not on sys.path (tests import the installed package)

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from audiogen import cadence, encode, metric_piece, synth_track, triad
+from audiogen import cadence, encode, metric_piece, synth_track
 from cratesense.analysis.decode import AudioFile
 from cratesense.analysis.embedding import EMBEDDING_SIZE, compute_embedding, cosine
 from cratesense.analysis.features import ONSET_RATE, FeatureExtractor, TimbreExtractor

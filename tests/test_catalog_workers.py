@@ -177,7 +177,7 @@ async def test_a_deletion_racing_an_ingest_leaves_no_orphan(workers, database):
     Alice holds (they would attach to recordings the erasure drops). Whichever wins, nothing is
     left pointing at nothing, and everything Bob was told is stored is there."""
     rng = random.Random(7)
-    for round_number in range(3):
+    for _ in range(3):
         alice, alice_session = await fresh_client(workers.url)
         bob, bob_session = await fresh_client(workers.url)
         try:
@@ -221,7 +221,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_acknowledged(workers, dat
                 batch = [observation(encode(fingerprint(rng))) for _ in range(10)]
                 try:
                     status, body = await client.ingest(batch)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     continue  # the connection died with the worker: the agent sends again later
                 if status == 200:
                     acknowledged.update(r["id"] for r in body["results"] if r["status"] in ("accepted", "duplicate"))

@@ -45,7 +45,7 @@ def test_a_rescan_asked_for_during_a_scan_runs_once_after_it(agent):
     known_tree(agent, 20_000)
     agent.start(wait=False)
     for _ in range(20):  # catch a scan in progress (each rescan asks for the next one)
-        status = agent.wait_for(lambda s: s["scanning"] is not None, what="a scan in progress")
+        agent.wait_for(lambda s: s["scanning"] is not None, what="a scan in progress")
         answer = agent.call("POST", "rescan")
         if answer["scanning"] is not None:  # the request arrived while that scan ran
             break

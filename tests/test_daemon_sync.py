@@ -348,6 +348,7 @@ def test_gap_filling_brings_the_catalogs_consensus_to_an_untagged_copy(tmp_path,
         assert set(row["from_catalog"]) >= {"artist", "title"} and "bpm" not in row["from_catalog"]
         table = b.cli("tracks").stdout
         assert "Hoppípolla*" in table and "from the catalog's consensus" in table
+        assert untagged.read_bytes() == before  # the consensus is never written into the user's file
         b.cli("tags", "write")  # and tags written by us carry only our own analysis
         assert "ARTIST" not in {name.upper() for name in FLAC(untagged).keys()}
         assert FLAC(untagged)["BPM"]
@@ -390,7 +391,6 @@ async def test_turning_contribution_off_mid_sync_stops_the_very_next_batch(tmp_p
     try:
         async with journal_io(tmp_path / "journal.sqlite") as io:
             syncer = Syncer(io, Identity(tmp_path / "identity.json"), url, aiohttp.ClientSession, label=url)
-            loop = asyncio.get_running_loop()
             first_batch = []
 
             async def write_then_flip(fn, real_write=io.write):  # the user flips the switch as the first batch lands
