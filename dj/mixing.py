@@ -189,6 +189,7 @@ def playlist(collection: Collection, start: Track | None, *, length: int, filter
     """A mixable path from ``start``: each step compatible with the last (as ``next`` ranks
     them), no track twice, at most ``per_artist`` tracks by one artist. Without ``start``, the
     tracks ``filters`` select, in their order."""
+    filters = filters or Filters()
     if length < 1:
         raise QueryError("the playlist length must be a positive number")
     if start is None:
