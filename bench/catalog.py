@@ -111,6 +111,7 @@ def fill(store: Store, count: int, contributor: str, seed: int, *, fresh_index: 
         print(f"\r  {chunk_start + n}/{count} fingerprints", end="", file=sys.stderr, flush=True)
     with store.backend.transaction() as db:  # fingerprint ids come from a counter (Store._new_fingerprint)
         db.execute("UPDATE counters SET value = (SELECT MAX(id) FROM fingerprints) WHERE counter = 'fingerprint'")
+        db.execute("UPDATE counters SET value = (SELECT MAX(id) FROM recordings) WHERE counter = 'recording'")
     print(" ... index terms", end="", file=sys.stderr, flush=True)
     packed = np.sort(np.concatenate(pairs))
     if postgres:
@@ -135,7 +136,6 @@ def _copy_rows(store: Store, recordings, fingerprints, observations) -> None:
             with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-        db.execute("SELECT setval(pg_get_serial_sequence('recordings', 'id'), (SELECT MAX(id) FROM recordings))")
 
 
 def _copy_terms(store: Store, packed: np.ndarray, fresh_index: bool) -> None:

@@ -1,29 +1,48 @@
 """The two databases the catalog runs on, behind one small seam.
 
-``Store`` (store.py) holds all the logic — matching, placement, consensus, erasure — and writes
-its SQL once, with ``?`` placeholders. A backend supplies only what differs between SQLite and
-PostgreSQL: connections and transactions, the placeholder style, a list parameter (``IN (...)``
-against ``= ANY(?)``), the column types of the DDL, and the cluster-wide lock that serializes
-matching (SQLite's one writer already does; PostgreSQL takes an advisory lock). Both record their
-migrations in a ``migrations`` table.
+``Store`` (store.py) holds all the logic — matching, placement, consensus, erasure, rate limits,
+migrations — and writes its SQL once, with ``?`` placeholders and rows read by column name. A
+backend supplies only what differs between SQLite and PostgreSQL:
+
+* connections and transactions: ``transaction()`` (a write transaction), ``reading()`` (one
+  consistent snapshot), ``run()`` (one statement as its own transaction: no BEGIN/COMMIT round
+  trips on a server);
+* the placeholder style (``?`` becomes ``%s`` on PostgreSQL) and the row factory (named rows);
+* a list parameter (``IN (...)`` or ``= ANY(?)``): ``any_of``;
+* many rows in one statement: ``table`` (a table expression of numbers and text, for reads) and
+  ``each`` (a statement over rows ``d``: one statement over ``unnest`` of arrays on PostgreSQL,
+  once per row on SQLite, where a statement costs no round trip);
+* the column types of the DDL, ``FOR UPDATE [SKIP LOCKED]``, the database's clock;
+* the cluster-wide lock that serializes matching (SQLite's one writer already does;
+  PostgreSQL takes an advisory lock);
+* where volatile state lives (the rate limits' buckets): an UNLOGGED table every worker shares
+  on PostgreSQL, an in-memory database of this process on SQLite (its one process is every
+  worker; a durable commit per request would cost an fsync).
+
+``migrate`` is the one migration runner, over either backend: each script once, in order,
+recorded in a ``migrations`` table, under a lock so several workers starting at once migrate once.
 
 * ``SQLiteBackend``: one file, WAL, durable commits; a connection per thread (readers run beside
   the writer); one process (``--workers`` is refused).
 * ``PostgresBackend``: a psycopg 3 connection pool (``cratesense[postgres]``); any number of
-  worker processes, on any number of hosts, over one database.
+  worker processes, on any number of hosts, over one database; optionally a streaming standby
+  for reads that may lag (``ReadReplica``).
 """
 
 from __future__ import annotations
 
 import json
+import keyword
 import logging
 import re
 import sqlite3
 import threading
 import time
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cratesense import sqlite
 from cratesense.errors import BackendError
@@ -33,6 +52,9 @@ log = logging.getLogger(__name__)
 # Keys of PostgreSQL advisory locks (one 64-bit number space per database): "CS" + a purpose.
 MATCHING_LOCK = 0x4353_0001  # placing observations into recordings, and erasing them
 MIGRATION_LOCK = 0x4353_0002  # several workers starting at once migrate once
+
+# The column types a statement over many rows (``table``, ``each``) names: a backend's own names
+_PG_TYPES = {"bigint": "bigint", "int": "integer", "real": "double precision", "text": "text", "blob": "bytea"}
 
 
 def is_postgres_url(target: str | Path) -> bool:
@@ -51,12 +73,45 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+def migrate(backend: SQLiteBackend | PostgresBackend, migrations: Sequence[str]) -> None:
+    """Apply each script of ``migrations`` not yet recorded, in order, each in its own
+    transaction, under the migration lock (workers starting at once wait for one another, so each
+    script runs once; on SQLite the write transaction is that lock)."""
+    with backend.transaction() as db:
+        backend.lock(db, MIGRATION_LOCK)
+        db.execute(f"CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at {backend.types['real']})")
+    for version, script in enumerate(migrations, start=1):
+        with backend.transaction() as db:
+            backend.lock(db, MIGRATION_LOCK)
+            if db.execute("SELECT 1 FROM migrations WHERE version = ?", (version,)).fetchone():
+                continue
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO migrations VALUES (?, ?)", (version, time.time()))
+
+
+_ROW_TYPES: dict[tuple[str, ...], Any] = {}
+
+
+def _named_row(cursor: sqlite3.Cursor, values: tuple) -> tuple:
+    """SQLite's rows as named tuples (psycopg's ``namedtuple_row`` on PostgreSQL): read by name,
+    still unpacked like tuples."""
+    names = tuple(column[0] for column in cursor.description)
+    row_type: Any = _ROW_TYPES.get(names)
+    if row_type is None:
+        row_type = _ROW_TYPES[names] = namedtuple("Row", [
+            name if name.isidentifier() and not keyword.iskeyword(name) else f"f{i}" for i, name in enumerate(names)])
+    return row_type._make(values)
+
+
 class SQLiteBackend:
     name = "sqlite"
     several_processes = False  # one writer per file: --workers is refused
     # row locks: SQLite locks the whole file instead (BEGIN IMMEDIATE)
     for_update = ""
     skip_locked = ""
+    now = "((julianday('now') - 2440587.5) * 86400.0)"  # seconds since the epoch, to the millisecond
+    least = "MIN"  # the smaller of its arguments
     types = {"id": "INTEGER PRIMARY KEY", "real": "REAL", "blob": "BLOB", "bigint": "INTEGER",
              "without_rowid": "WITHOUT ROWID", "unlogged": ""}
 
@@ -70,6 +125,10 @@ class SQLiteBackend:
         # this process's writers queue here, woken at once; SQLite's own busy handler would
         # make a thread that finds the file locked sleep for up to 100 ms at a time
         self._write_lock = threading.Lock()
+        # volatile state (rate buckets): this process's own memory, one connection, its own lock
+        self._volatile = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._volatile.row_factory = _named_row
+        self._volatile_lock = threading.Lock()
         self._connection()  # fail here, at start, if the file cannot be opened
 
     def _connection(self) -> sqlite3.Connection:
@@ -78,6 +137,7 @@ class SQLiteBackend:
             # durable: an acknowledged observation is never sent again, so it must outlive a power cut
             # check_same_thread off: close() closes every thread's connection from one thread
             db = sqlite.connect(self.path, timeout=10, check_same_thread=False, durable=True)
+            db.row_factory = _named_row
             self._local.db = db
             with self._all_lock:
                 self._all.append(db)
@@ -89,6 +149,7 @@ class SQLiteBackend:
                 db.close()
             self._all.clear()
         self._local = threading.local()
+        self._volatile.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -106,6 +167,24 @@ class SQLiteBackend:
         finally:
             db.execute("COMMIT")
 
+    def run(self, sql: str, params: Sequence = (), *, writes: bool = False) -> list:
+        """One statement as its own transaction: its rows."""
+        if writes:
+            with self.transaction() as db:
+                return db.execute(sql, params).fetchall()
+        return self._connection().execute(sql, params).fetchall()
+
+    @contextmanager
+    def volatile(self) -> Iterator[sqlite3.Connection]:
+        """Where volatile state lives: this process's in-memory database."""
+        with self._volatile_lock:
+            yield self._volatile
+
+    def prepare_volatile(self, ddl: str) -> None:
+        with self.volatile() as db:
+            for statement in filter(str.strip, ddl.split(";")):
+                db.execute(statement)
+
     def lock(self, db, key: int) -> None:
         """Nothing to take: BEGIN IMMEDIATE already made this transaction the only writer."""
 
@@ -118,12 +197,30 @@ class SQLiteBackend:
         return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
 
     @staticmethod
-    def delete_terms(db, pairs: list[tuple[int, int]]) -> None:
-        """Index rows (term, fingerprint), deleted in term order (neighbouring B-tree pages)."""
-        db.executemany("DELETE FROM fingerprint_terms WHERE term = ? AND fingerprint = ?", sorted(pairs))
+    def table(columns: dict[str, str], rows: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
+        """A table expression ``alias`` of ``rows`` (numbers and text only) with ``columns``
+        (name -> type) in one parameter: a JSON array read by ``json_each``."""
+        picked = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(columns))
+        return f"(SELECT {picked} FROM json_each(?)) AS {alias}", [json.dumps([list(row) for row in rows])]
+
+    @staticmethod
+    def each(db, sql: str, columns: dict[str, str], rows: Sequence[Sequence]) -> list:
+        """Run ``sql`` over ``rows``, which it reads as the table ``{rows}`` with ``columns``
+        (name -> type): here once per row (a statement costs no round trip); the rows any
+        RETURNING clause gave."""
+        if not rows:
+            return []
+        statement = sql.replace("{rows}", f"(SELECT {', '.join(f'? AS {name}' for name in columns)}) AS d")
+        if " RETURNING " not in sql:
+            db.executemany(statement, rows)
+            return []
+        returned = []
+        for row in rows:
+            returned += db.execute(statement, row).fetchall()
+        return returned
 
     def migrate(self, migrations: Sequence[str]) -> None:
-        sqlite.migrate(self._connection(), migrations)
+        migrate(self, migrations)
 
     def size(self) -> int:
         """Bytes on disk (the database file and its WAL)."""
@@ -153,26 +250,33 @@ class PostgresBackend:
     several_processes = True
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"  # a slice another worker holds is passed over, not waited for
+    now = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"  # the database's clock: hosts may differ
+    least = "LEAST"
     types = {"id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "real": "DOUBLE PRECISION",
              "blob": "BYTEA", "bigint": "BIGINT", "without_rowid": "", "unlogged": "UNLOGGED"}
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, role: str = "catalog") -> None:
         try:
             import psycopg
+            from psycopg.rows import namedtuple_row
             from psycopg_pool import ConnectionPool
         except ImportError:
             raise BackendError("a PostgreSQL catalog needs psycopg: pip install 'cratesense[postgres]'") from None
         self.path = None
+        self.url = url
         self.label = redact(url)
         self._sql: dict[str, str] = {}
-        self._errors = psycopg.Error
+        self.errors = psycopg.Error
         try:  # one connection first: its error says why (the pool's would only say "timed out")
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split())
             raise BackendError(f"cannot connect to PostgreSQL at {self.label}: {reason}") from None
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name="catalog",
-                                    kwargs={"autocommit": True, "application_name": "cratesense-catalog"})
+        # reconnect_timeout: a server that restarts is reconnected to while it comes back
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name=role,
+                                    check=ConnectionPool.check_connection, reconnect_timeout=60,
+                                    kwargs={"autocommit": True, "application_name": f"cratesense-{role}",
+                                            "row_factory": namedtuple_row, "connect_timeout": 10})
         self._pool.open(wait=True, timeout=30)
 
     def _translate(self, sql: str) -> str:
@@ -186,16 +290,43 @@ class PostgresBackend:
 
     @contextmanager
     def transaction(self) -> Iterator[_PgConnection]:
-        with self._pool.connection() as connection, connection.transaction():
-            yield _PgConnection(connection, self._translate)
+        with self._pool.connection() as connection:
+            connection.read_only, connection.isolation_level = False, None
+            with connection.transaction():
+                yield _PgConnection(connection, self._translate)
 
     @contextmanager
     def reading(self) -> Iterator[_PgConnection]:
-        with self._pool.connection() as connection, connection.transaction():
-            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        """One snapshot: BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY (one statement)."""
+        import psycopg
+
+        with self._pool.connection() as connection:
+            connection.read_only, connection.isolation_level = True, psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                with connection.transaction():
+                    yield _PgConnection(connection, self._translate)
+            finally:
+                connection.read_only, connection.isolation_level = False, None
+
+    def run(self, sql: str, params: Sequence = (), *, writes: bool = False) -> list:
+        """One statement as its own transaction (autocommit: one round trip): its rows."""
+        with self._pool.connection() as connection:
+            cursor = _PgConnection(connection, self._translate).execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    @contextmanager
+    def volatile(self) -> Iterator[_PgConnection]:
+        """Where volatile state lives: UNLOGGED tables of this database, one statement at a time."""
+        with self._pool.connection() as connection:
             yield _PgConnection(connection, self._translate)
 
-    def lock(self, db: _PgConnection, key: int) -> None:
+    def prepare_volatile(self, ddl: str) -> None:
+        with self.transaction() as db:
+            self.lock(db, MIGRATION_LOCK)
+            for statement in filter(str.strip, ddl.split(";")):
+                db.execute(statement)
+
+    def lock(self, db: Any, key: int) -> None:
         """A cluster-wide lock until this transaction ends (every worker, every host)."""
         db.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
@@ -204,29 +335,106 @@ class PostgresBackend:
         return f"{column} = ANY(?)", [list(values)]
 
     @staticmethod
-    def delete_terms(db, pairs: list[tuple[int, int]]) -> None:
-        """Index rows (term, fingerprint) in one statement (one round trip, not one per row)."""
-        if pairs:
-            pairs = sorted(pairs)
-            db.execute("DELETE FROM fingerprint_terms t USING unnest(?::integer[], ?::bigint[]) AS d (term, fingerprint) "
-                       "WHERE t.term = d.term AND t.fingerprint = d.fingerprint",
-                       ([term for term, _ in pairs], [fingerprint for _, fingerprint in pairs]))
+    def table(columns: dict[str, str], rows: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
+        """A table expression ``alias`` of ``rows``: ``unnest`` of one array per column."""
+        arrays = ", ".join(f"?::{_PG_TYPES[kind]}[]" for kind in columns.values())
+        values = [list(column) for column in zip(*rows)] if rows else [[] for _ in columns]
+        return f"unnest({arrays}) AS {alias} ({', '.join(columns)})", values
+
+    def each(self, db, sql: str, columns: dict[str, str], rows: Sequence[Sequence]) -> list:
+        """Run ``sql`` over ``rows`` as the table ``{rows}``: one statement, one round trip."""
+        if not rows:
+            return []
+        table, params = self.table(columns, rows)
+        cursor = db.execute(sql.replace("{rows}", table), params)
+        return cursor.fetchall() if cursor.description else []
 
     def migrate(self, migrations: Sequence[str]) -> None:
-        """Each script not yet recorded, in order, each in its own transaction; workers starting
-        at once wait for one another (an advisory lock), so each script runs once."""
-        with self.transaction() as db:
-            self.lock(db, MIGRATION_LOCK)
-            db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)")
-        for version, script in enumerate(migrations, start=1):
-            with self.transaction() as db:
-                self.lock(db, MIGRATION_LOCK)
-                if db.execute("SELECT 1 FROM migrations WHERE version = ?", (version,)).fetchone():
-                    continue
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute("INSERT INTO migrations VALUES (?, ?)", (version, time.time()))
+        migrate(self, migrations)
 
     def size(self) -> int:
         with self.reading() as db:
             return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
+class ReadReplica:
+    """A streaming standby for reads that may lag (look-ups, recommendations, exports), watched
+    from the primary: its lag is the time since the newest moment at which the primary had
+    written no more than the standby has replayed (a sample of the primary's WAL position every
+    ``check_seconds``), so an idle primary is no lag and a standby cut off from its primary is.
+    Unreachable, or further behind than ``max_lag``: reads go to the primary, and one log line
+    says so (and another when the standby is used again)."""
+
+    def __init__(self, url: str, primary: PostgresBackend, *, max_lag: float = 5.0, check_seconds: float = 1.0,
+                 pool_size: int = 10) -> None:
+        self.url, self.label, self.primary = url, redact(url), primary
+        self.max_lag, self.check_seconds = max_lag, check_seconds
+        self.backend: PostgresBackend | None = None
+        self.lag: float | None = None  # seconds, None while unknown or unreachable
+        self.state = "unknown"  # "in use", "lagging", "unreachable", "not a standby"
+        self.reason = ""
+        self._samples: list[tuple[float, int]] = []  # (time, the primary's WAL position)
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self.check()
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "in use" and self.backend is not None
+
+    def _connect(self) -> PostgresBackend:
+        if self.backend is None:
+            self.backend = PostgresBackend(self.url, pool_size=self._pool_size, role="catalog-replica")
+        return self.backend
+
+    def check(self) -> None:
+        """Measure the standby's lag and decide whether reads go to it (called every
+        ``check_seconds`` by the server; cheap: one statement on each side)."""
+        with self._lock:
+            now = time.monotonic()
+            try:
+                [primary] = self.primary.run("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn")
+                self._samples = [s for s in self._samples if now - s[0] <= 10 * max(self.max_lag, 1.0)]
+                self._samples.append((now, primary.lsn))
+            except Exception as exc:  # the primary's trouble is the primary's log line
+                log.debug("cannot sample the primary's WAL position: %s", exc)
+            try:
+                [standby] = self._connect().run(
+                    "SELECT pg_is_in_recovery() AS standby, "
+                    "pg_wal_lsn_diff(COALESCE(pg_last_wal_replay_lsn(), '0/0'), '0/0')::bigint AS replayed")
+            except Exception as exc:  # any failure means: read from the primary
+                self._become("unreachable", None, " ".join(str(exc).split())[:300] or type(exc).__name__)
+                return
+            if not standby.standby:
+                self._become("not a standby", None, "it is not in recovery (a promoted standby is a primary)")
+                return
+            caught_up = [t for t, lsn in self._samples if lsn <= standby.replayed]
+            lag = max(0.0, now - max(caught_up)) if caught_up else float("inf")
+            if lag > self.max_lag:
+                self._become("lagging", lag, f"{lag:.1f} s behind the primary (limit {self.max_lag:g} s)")
+            else:
+                self._become("in use", lag, "")
+
+    def failed(self, exc: BaseException) -> None:
+        """A read on the standby failed: the primary answers until the next check says otherwise."""
+        with self._lock:
+            self._become("unreachable", None, " ".join(str(exc).split())[:300] or type(exc).__name__)
+
+    def _become(self, state: str, lag: float | None, reason: str) -> None:
+        self.lag = lag if lag != float("inf") else None
+        if state != self.state:
+            if state == "in use":
+                log.warning("read replica %s is in use again (lag %.1f s): look-ups, recommendations and "
+                            "exports go to it", self.label, lag or 0.0)
+            elif self.state in ("in use", "unknown") or state != self.state:
+                log.warning("read replica %s is %s: %s; look-ups, recommendations and exports go to the "
+                            "primary", self.label, state, reason)
+        self.state, self.reason = state, reason
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"url": self.label, "state": self.state, "lag_seconds": None if self.lag is None else round(self.lag, 3),
+                "max_lag_seconds": self.max_lag, "reason": self.reason or None}

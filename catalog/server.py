@@ -22,16 +22,13 @@ from aiohttp import web
 from cratesense.catalog import contract
 from cratesense.catalog.openapi import document
 from cratesense.catalog.contract import ContractError
-from cratesense.catalog.store import Store
+from cratesense.catalog.store import ContributionOff, Store
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cratesense.catalog.access")
 
 STORE = web.AppKey("store", Store)
-LIMITER = web.AppKey("limiter", object)
-GUESSES = web.AppKey("guesses", object)
 BODY_SECONDS = web.AppKey("body_seconds", float)
-DATABASE = web.AppKey("database", object)
 
 
 class Database:
@@ -47,6 +44,9 @@ class Database:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+DATABASE = web.AppKey("database", Database)
 
 
 class Settler:
@@ -106,39 +106,34 @@ SETTLER = web.AppKey("settler", Settler)
 
 
 class RateLimiter:
-    """A token bucket per key, in this process: ``rate`` requests per second, bursts up to
-    ``burst`` (the one-process SQLite catalog)."""
+    """A token bucket per key: ``rate`` requests per second, bursts up to ``burst``. The buckets
+    are the store's volatile state (``Store.take_token``): shared by every worker on PostgreSQL,
+    this process's own on SQLite (its one process is every worker)."""
 
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    async def take(self, key: str) -> float:
-        """0 if the request may go ahead, else the seconds to wait."""
-        now = time.monotonic()
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
-        self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > 100_000:  # forget idle keys; a full bucket is the default anyway
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < self.burst / self.rate}
-        return 0.0
-
-
-class SharedRateLimiter:
-    """The same token buckets kept in the database, so a limit holds across every worker."""
+    FORGET_SECONDS = 60.0
 
     def __init__(self, database: Database, rate: float, burst: float) -> None:
         self.database, self.rate, self.burst = database, rate, burst
         self._forgotten_at = time.monotonic()
 
     async def take(self, key: str) -> float:
-        if time.monotonic() - self._forgotten_at > 60:
-            self._forgotten_at = time.monotonic()
-            await self.database("forget_idle_buckets", max(60.0, self.burst / self.rate))
+        """0 if the request may go ahead, else the seconds to wait."""
+        await self._forget()
         return await self.database("take_token", key, self.rate, self.burst)
+
+    async def admit(self, token: str) -> tuple[str, bool, float] | None:
+        """The contributor a token names (id, contribute) and its wait, in one store call."""
+        await self._forget()
+        return await self.database("admit", token, self.rate, self.burst)
+
+    async def _forget(self) -> None:
+        if time.monotonic() - self._forgotten_at > self.FORGET_SECONDS:
+            self._forgotten_at = time.monotonic()
+            await self.database("forget_idle_buckets", max(self.FORGET_SECONDS, self.burst / self.rate))
+
+
+LIMITER = web.AppKey("limiter", RateLimiter)  # per contributor (per address for registration)
+GUESSES = web.AppKey("guesses", RateLimiter)  # unknown tokens, per address
 
 
 def _error(status: int, message: str, **extra) -> web.Response:
@@ -207,16 +202,16 @@ async def _client(request: web.Request) -> tuple[str, bool]:
     if not header.startswith("Bearer ") or len(header) > 200:
         raise web.HTTPUnauthorized(reason="a bearer token is required (POST /v1/contributors issues one)")
     token = header[len("Bearer "):].strip()
-    found = await request.app[DATABASE]("authenticate", token)
+    found = await request.app[LIMITER].admit(token)
     if found is None:  # guesses are limited per address, whatever token each one tries
         wait = await request.app[GUESSES].take("guess:" + (request.remote or "?"))
         if wait:
             raise _too_many(wait)
         raise web.HTTPUnauthorized(reason="unknown bearer token")
-    wait = await request.app[LIMITER].take("contributor:" + found[0])
+    contributor, contribute, wait = found
     if wait:
         raise _too_many(wait)
-    return found
+    return contributor, contribute
 
 
 def _too_many(wait: float) -> web.HTTPTooManyRequests:
@@ -244,7 +239,11 @@ async def ingest(request: web.Request) -> web.Response:
             return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)",
                           rule="contribute=false")
         observations = contract.decode_observations(contract.decode(body, contract.IngestRequest))
-        results = await request.app[DATABASE]("accept", contributor, observations)
+        try:
+            results = await request.app[DATABASE]("accept", contributor, observations)
+        except ContributionOff:  # turned off at another worker a moment ago
+            return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)",
+                          rule="contribute=false")
         accepted = sum(1 for result in results if result["status"] == "accepted")
         await settler.accepted(accepted)
     finally:
@@ -311,8 +310,8 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app[DATABASE] = database
     app[BODY_SECONDS] = body_seconds
     # shared limits on a database that several workers serve; this process's own otherwise
-    app[LIMITER] = SharedRateLimiter(database, rate, burst) if store.several_processes else RateLimiter(rate, burst)
-    app[GUESSES] = SharedRateLimiter(database, 1.0, 10) if store.several_processes else RateLimiter(rate=1.0, burst=10)
+    app[LIMITER] = RateLimiter(database, rate, burst)
+    app[GUESSES] = RateLimiter(database, rate=1.0, burst=10)
     app[SETTLER] = Settler(database)
     app.cleanup_ctx.append(_settling)
     app.router.add_post("/v1/contributors", register)
@@ -353,12 +352,13 @@ async def start(store: Store, host: str = "127.0.0.1", port: int = 0, *, reuse_p
     (several workers sharing one listening socket); ``reuse_port``: beside other processes
     on the same port (SO_REUSEPORT, the kernel balances). Returns the runner and the base URL."""
     runner = await _runner(store, **limits)
+    site: web.BaseSite
     if sock is not None:
         site = web.SockSite(runner, sock)
     else:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
-    bound_host, bound = site._server.sockets[0].getsockname()[:2]
+    bound_host, bound = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
     url = f"http://{bound_host}:{bound}"
     log.info("catalog listening on %s (database %s)", url, store.label)
     return runner, url

@@ -90,12 +90,13 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")  # no threads or pool connections carried over
         self._stop = False
         self._deaths: list[float] = []
+        self.socket: socket.socket | None
+        self._reserved: socket.socket | None = None
         if sharing == "inherited":  # one listening socket, accepted from by every worker
             self.socket = socket.create_server((host, port), backlog=1024)
             self.port = self.socket.getsockname()[1]
         else:
             self.socket = None
-            self._reserved = None
             if port == 0:  # every worker must bind the same port: pick one and hold it (bound, not
                 # listening: the kernel gives connections only to the workers' listening sockets)
                 self._reserved = socket.socket()

@@ -6,14 +6,19 @@ embeddings and profile vectors, each with a size CHECK (tests/test_catalog_contr
 schema and proves it). Contributors are pseudonymous: a random id and the SHA-256 of a bearer
 token; nothing links them to a person.
 
-An observation goes through two steps. ``accept`` stores it durably as an *arrival* (idempotent
-by observation id; any worker, any number at once). ``settle`` matches arrivals into
-recordings: it claims a slice (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers take
-different slices), scores the candidates outside any lock (the costly part, in parallel across
-workers), then places the slice under one cluster-wide lock, after looking again at the
-fingerprints stored since it looked (two workers must never both decide "new recording" for one
-track). Erasure takes the same lock. Every method is a blocking call; the server runs them on an
-executor so no event loop waits on the database.
+An observation goes through two steps. ``accept`` stores a batch durably as *arrivals*
+(idempotent by observation id; any worker, any number at once; a few statements per batch).
+``settle`` matches arrivals into recordings: it claims a slice (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so workers take different slices), finds and scores the candidates of the whole slice
+outside any lock (one statement, then the costly scoring in Python, in parallel across workers),
+then places the slice under one cluster-wide lock: it looks again at the fingerprints stored
+since it looked (two workers must never both decide "new recording" for one track), decides in
+memory, and writes the slice with a few set-based statements (recordings, fingerprints, index
+terms, observations, consensus), whatever its size. Erasure takes the same lock. Every method is
+a blocking call; the server runs them on an executor so no event loop waits on the database.
+
+Reads that may lag (look-ups, recommendations, exports) go to a streaming standby when one is
+given (``read_target``) and it keeps up; everything else reads the primary (backends.ReadReplica).
 """
 
 from __future__ import annotations
@@ -23,18 +28,22 @@ import math
 import secrets
 import statistics
 import struct
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 from cratesense.catalog import matching
-from cratesense.catalog.backends import MATCHING_LOCK, open_backend
+from cratesense.catalog.backends import MATCHING_LOCK, PostgresBackend, ReadReplica, open_backend
 from cratesense.catalog.contract import (
     EMBEDDING_LENGTH, KEY_BINS, LOUDNESS_BINS, PROFILE_LENGTH, TEMPO_BINS, Observation, Profile, fingerprint_items,
 )
+from cratesense.errors import BackendError
 
 _TEXT = {"artist": 256, "title": 256, "album": 256, "isrc": 12, "catalog_number": 64, "key": 8, "camelot": 3}
+T = TypeVar("T")
 
 
 def _migrations(t: dict[str, str]) -> tuple[str, ...]:
@@ -141,23 +150,91 @@ def _migrations(t: dict[str, str]) -> tuple[str, ...]:
         pass {t['bigint']}
     );
     """)
-    if t["unlogged"]:  # rate limits shared by every worker (SQLite's one process keeps them in memory)
-        scripts[2] += f"""
-    CREATE UNLOGGED TABLE rate_buckets (
+    # 5: recording ids from a counter too (SQLite reused the highest id once it was erased, and a
+    # slice's new recordings are written in one statement, their ids chosen beforehand)
+    scripts.append("""
+    INSERT INTO counters SELECT 'recording', COALESCE(MAX(id), 0) FROM recordings;
+    """)
+    return tuple(scripts)
+
+
+
+
+# Volatile state: lost on a crash (which only refills the buckets), never migrated. PostgreSQL
+# keeps it in an UNLOGGED table every worker shares; SQLite in its one process's memory.
+def _volatile(t: dict[str, str]) -> str:
+    return f"""
+    CREATE {t['unlogged']} TABLE IF NOT EXISTS rate_buckets (
         key TEXT PRIMARY KEY CHECK (length(key) <= 80),
         tokens {t['real']} NOT NULL,
         at {t['real']} NOT NULL,
         allowed BOOLEAN NOT NULL
-    );
-    """
-    return tuple(scripts)
+    )"""
 
 
-# the columns an arrival carries over into its observation, in this order
-_CARRIED = ("id, contributor, fingerprint_duration, artist, title, album, isrc, catalog_number, key, camelot, "
-            "duration, bpm, loudness_lufs, embedding, analyzer_version, received_at")
+# what an arrival carries over into its observation (name -> type for statements over many rows)
+_CARRIED = {"id": "text", "contributor": "text", "fingerprint_duration": "real", "artist": "text", "title": "text",
+            "album": "text", "isrc": "text", "catalog_number": "text", "key": "text", "camelot": "text",
+            "duration": "real", "bpm": "real", "loudness_lufs": "real", "embedding": "blob",
+            "analyzer_version": "text", "received_at": "real"}
+_CARRIED_LIST = ", ".join(_CARRIED)
+CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key", "camelot", "duration", "bpm", "loudness_lufs")
+_CONSENSUS_TYPES = {name: ("real" if name in ("duration", "bpm", "loudness_lufs") else "text") for name in CONSENSUS_FIELDS}
+
+
+class Observed(NamedTuple):
+    """What ``consensus_of`` reads of one observation (its rows are read by these names)."""
+    contributor: str
+    artist: str | None
+    title: str | None
+    album: str | None
+    isrc: str | None
+    catalog_number: str | None
+    key: str | None
+    camelot: str | None
+    duration: float | None  # the tag's duration, else the fingerprint's
+    bpm: float | None
+    loudness_lufs: float | None
+    analyzer_version: str
+    received_at: float
+
+
 _OBSERVED = ("contributor, artist, title, album, isrc, catalog_number, key, camelot, "
-             "COALESCE(duration, fingerprint_duration), bpm, loudness_lufs, analyzer_version, received_at")
+             "COALESCE(duration, fingerprint_duration) AS duration, bpm, loudness_lufs, analyzer_version, received_at")
+
+# Candidates of many fingerprints in one statement: per query fingerprint ``n``, the stored
+# fingerprints sharing at least ``minimum`` of its index terms, the 10 sharing the most, of
+# those the ones sharing at least half as many as the best (AcoustID's shortlist), with their
+# items and their recording's consensus (a look-up answers from this one statement).
+_CANDIDATES = """
+    WITH shared AS (
+        SELECT q.n, t.fingerprint, COUNT(*) AS terms_shared
+        FROM {queries} JOIN fingerprint_terms t ON t.term = q.term
+        WHERE t.fingerprint > ? AND t.fingerprint NOT IN (SELECT id FROM erased_fingerprints)
+        GROUP BY q.n, t.fingerprint
+        HAVING COUNT(*) >= MIN(q.minimum)
+    ), ranked AS (
+        SELECT n, fingerprint, terms_shared,
+               ROW_NUMBER() OVER (PARTITION BY n ORDER BY terms_shared DESC, fingerprint) AS place,
+               MAX(terms_shared) OVER (PARTITION BY n) AS best
+        FROM shared
+    )
+    SELECT r.n, r.fingerprint, f.items, f.duration AS fingerprint_duration, rec.id AS recording,
+           rec.contributors, """ + ", ".join(f"rec.{name}" for name in CONSENSUS_FIELDS) + """
+    FROM ranked r JOIN fingerprints f ON f.id = r.fingerprint JOIN recordings rec ON rec.id = f.recording
+    WHERE r.place <= 10 AND 2 * r.terms_shared >= r.best
+    ORDER BY r.n, r.terms_shared DESC, r.fingerprint"""
+
+
+class Candidate(NamedTuple):
+    score: float
+    fingerprint: int
+    recording: int
+    row: Any  # the candidates statement's row: the recording's consensus
+
+
+class ContributionOff(Exception):
+    """The contributor turned contribution off: nothing of the batch is stored."""
 
 
 def token_hash(token: str) -> bytes:
@@ -167,6 +244,8 @@ def token_hash(token: str) -> bytes:
 class Store:
     """The catalog database at ``target`` (a SQLite file path or a ``postgresql://`` URL).
 
+    ``read_target``: a streaming standby of a PostgreSQL ``target`` for reads that may lag
+    (look-ups, recommendations, exports), used while it is less than ``max_lag`` seconds behind.
     ``claim_seconds``: how long a settler's claim on arrivals holds before another may take them
     (a worker killed mid-slice); correctness never depends on it, only how soon work is redone.
     ``sweep_inline``: an erasure of more fingerprints than this answers once the data is gone
@@ -176,13 +255,16 @@ class Store:
     grown by an eighth since the last derivation, or when it has been stale for
     ``debounce_seconds`` per 64 observations (at most 10 minutes) — each derivation reads all
     of its observations, so a popular recording costs O(1) per new observation, amortized.
+    ``token_seconds``: how long this process trusts a token it has seen with contribution on
+    (a token never changes owner; whether it may contribute is checked again when it sends).
     """
 
     TERM_SPACE = 1 << (32 - matching.TERM_SHIFT)  # index terms are items' top 28 bits
     SWEEP_SLICES = 64  # sweep() passes over the index in this many term ranges (a transaction each)
 
-    def __init__(self, target: str | Path, *, claim_seconds: float = 10.0, exact_below: int = 64,
-                 debounce_seconds: float = 2.0, sweep_inline: int = 2000, pool_size: int = 10) -> None:
+    def __init__(self, target: str | Path, *, read_target: str | None = None, max_lag: float = 5.0,
+                 claim_seconds: float = 10.0, exact_below: int = 64, debounce_seconds: float = 2.0,
+                 sweep_inline: int = 2000, pool_size: int = 10, token_seconds: float = 60.0) -> None:
         self.backend = open_backend(target, pool_size=pool_size)
         self.path = self.backend.path  # the SQLite file (None on PostgreSQL)
         self.label = self.backend.label  # for log lines: never a password
@@ -190,11 +272,22 @@ class Store:
         self.exact_below = exact_below
         self.debounce_seconds = debounce_seconds
         self.sweep_inline = sweep_inline  # an erasure of more fingerprints leaves their index terms to sweep()
+        self.token_seconds = token_seconds
         self.derived_rows = 0  # observations read by consensus derivations (a cost measure: tests, bench)
+        self.replica_reads = 0  # reads the standby answered (tests, health)
+        self._tokens: dict[bytes, tuple[str, float]] = {}  # token hash -> (contributor, trusted until)
+        self._tokens_lock = threading.Lock()
+        self.replica: ReadReplica | None = None
         try:
             self.backend.migrate(_migrations(self.backend.types))
+            self.backend.prepare_volatile(_volatile(self.backend.types))
+            if read_target:
+                if not isinstance(self.backend, PostgresBackend):
+                    raise BackendError("--read-db needs a PostgreSQL primary (--db postgresql://...): "
+                                       "a SQLite file has no streaming standby")
+                self.replica = ReadReplica(read_target, self.backend, max_lag=max_lag, pool_size=pool_size)
         except BaseException:
-            self.backend.close()
+            self.close()
             raise
 
     @property
@@ -203,6 +296,8 @@ class Store:
         return self.backend.several_processes
 
     def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
         self.backend.close()
 
     def _transaction(self):
@@ -211,50 +306,83 @@ class Store:
     def _reading(self):
         return self.backend.reading()
 
+    def _lagging(self, read: Callable[[Any], T]) -> T:
+        """``read(backend)`` on the standby while it keeps up, else (or if it fails) on the primary."""
+        replica = self.replica
+        if replica is not None and replica.usable and replica.backend is not None:
+            try:
+                result = read(replica.backend)
+            except replica.backend.errors as exc:
+                replica.failed(exc)
+            else:
+                self.replica_reads += 1
+                return result
+        return read(self.backend)
+
     # --- contributors --------------------------------------------------------------------
 
     def register(self) -> tuple[str, str]:
         """A new pseudonymous contributor: (id, bearer token). Only the token's hash is kept."""
         contributor, token = secrets.token_hex(16), secrets.token_urlsafe(32)
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO contributors (id, token_hash, created_at) VALUES (?, ?, ?)",
-                (contributor, token_hash(token), time.time()),
-            )
+        self.backend.run("INSERT INTO contributors (id, token_hash, created_at) VALUES (?, ?, ?)",
+                         (contributor, token_hash(token), time.time()), writes=True)
         return contributor, token
 
     def authenticate(self, token: str) -> tuple[str, bool] | None:
         """(contributor id, contribute) for a bearer token, or None. Looked up by the token's
-        SHA-256, so response time says nothing about how close a guess was."""
-        with self._reading() as db:
-            row = db.execute("SELECT id, contribute FROM contributors WHERE token_hash = ?", (token_hash(token),)).fetchone()
-        return (row[0], bool(row[1])) if row else None
+        SHA-256, so response time says nothing about how close a guess was. A token seen with
+        contribution on is trusted for ``token_seconds`` without asking the database (``accept``
+        checks contribution again in its own transaction)."""
+        hashed = token_hash(token)
+        cached = self._tokens.get(hashed)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0], True
+        rows = self.backend.run("SELECT id, contribute FROM contributors WHERE token_hash = ?", (hashed,))
+        if not rows:
+            return None
+        contributor, contribute = rows[0].id, bool(rows[0].contribute)
+        with self._tokens_lock:
+            if contribute:
+                if len(self._tokens) >= 100_000:  # bounded: forget the lot, they come back on their next request
+                    self._tokens.clear()
+                self._tokens[hashed] = (contributor, time.monotonic() + self.token_seconds)
+            else:
+                self._tokens.pop(hashed, None)
+        return contributor, contribute
+
+    def admit(self, token: str, rate: float, burst: float) -> tuple[str, bool, float] | None:
+        """``authenticate``, then the contributor's rate limit: (id, contribute, seconds to
+        wait), or None for an unknown token. One round trip for a token seen recently."""
+        found = self.authenticate(token)
+        if found is None:
+            return None
+        return (*found, self.take_token("contributor:" + found[0], rate, burst))
 
     def set_contribute(self, contributor: str, contribute: bool) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE contributors SET contribute = ? WHERE id = ?", (int(contribute), contributor))
+        self.backend.run("UPDATE contributors SET contribute = ? WHERE id = ?", (int(contribute), contributor),
+                         writes=True)
+        if not contribute:
+            with self._tokens_lock:
+                self._tokens = {h: entry for h, entry in self._tokens.items() if entry[0] != contributor}
 
     def take_token(self, key: str, rate: float, burst: float) -> float:
-        """A token bucket kept in the database, so every worker shares it (PostgreSQL: an
-        UNLOGGED table, cheap and lost on a crash, which only refills the buckets). 0 if the
-        request may go ahead, else the seconds to wait. The database's clock: hosts may differ."""
-        with self._transaction() as db:
-            allowed, tokens = db.execute(
-                "INSERT INTO rate_buckets AS b (key, tokens, at, allowed) "
-                "VALUES (?, ? - 1, EXTRACT(EPOCH FROM clock_timestamp()), TRUE) "
-                "ON CONFLICT (key) DO UPDATE SET "
-                "tokens = LEAST(?, b.tokens + (EXCLUDED.at - b.at) * ?) "
-                "- CASE WHEN LEAST(?, b.tokens + (EXCLUDED.at - b.at) * ?) >= 1 THEN 1 ELSE 0 END, "
-                "allowed = LEAST(?, b.tokens + (EXCLUDED.at - b.at) * ?) >= 1, at = EXCLUDED.at "
-                "RETURNING allowed, tokens",
+        """A token bucket per ``key``: ``rate`` requests a second, bursts up to ``burst``; 0 if
+        the request may go ahead, else the seconds to wait. Kept as volatile state, so on
+        PostgreSQL every worker shares one budget; one statement, on the database's clock."""
+        refilled = f"{self.backend.least}(?, b.tokens + (excluded.at - b.at) * ?)"
+        with self.backend.volatile() as db:
+            row = db.execute(
+                f"INSERT INTO rate_buckets AS b (key, tokens, at, allowed) VALUES (?, ? - 1, {self.backend.now}, TRUE) "
+                f"ON CONFLICT (key) DO UPDATE SET tokens = {refilled} - CASE WHEN {refilled} >= 1 THEN 1 ELSE 0 END, "
+                f"allowed = {refilled} >= 1, at = excluded.at RETURNING allowed, tokens",
                 (key[:80], burst, burst, rate, burst, rate, burst, rate),
             ).fetchone()
-        return 0.0 if allowed else (1 - tokens) / rate
+        return 0.0 if row.allowed else (1 - row.tokens) / rate
 
     def forget_idle_buckets(self, idle_seconds: float) -> None:
         """Drop buckets untouched for ``idle_seconds`` (a full bucket is the default anyway)."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM rate_buckets WHERE at < EXTRACT(EPOCH FROM clock_timestamp()) - ?", (idle_seconds,))
+        with self.backend.volatile() as db:
+            db.execute(f"DELETE FROM rate_buckets WHERE at < {self.backend.now} - ?", (idle_seconds,))
 
     # --- observations --------------------------------------------------------------------
 
@@ -267,175 +395,170 @@ class Store:
 
     def accept(self, contributor: str, observations: Iterable[Observation]) -> list[dict]:
         """Take a batch in durably, unmatched: per item ``accepted``, ``duplicate`` (same id
-        again: idempotent) or ``rejected`` with a reason. Cheap: matching is ``settle``'s."""
-        results = []
+        again: idempotent) or ``rejected`` with a reason. Cheap: matching is ``settle``'s; a
+        few statements whatever the batch's size. Raises ``ContributionOff`` (storing nothing)
+        when the contributor has turned contribution off."""
+        observations = list(observations)
         now = time.time()
+        rows = []
+        for o in observations:
+            m, a = o.metadata, o.analysis
+            rows.append((
+                matching.pack(fingerprint_items("fingerprint.chromaprint", o.fingerprint.chromaprint)), o.id,
+                contributor, o.fingerprint.duration, m.artist, m.title, m.album, m.isrc, m.catalog_number, a.key,
+                a.camelot, m.duration, a.bpm, a.loudness_lufs,
+                struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None, a.analyzer_version, now))
         with self._transaction() as db:
-            for o in observations:
-                owner = self._owner(db, o.id)
-                if owner is None:
-                    items = fingerprint_items("fingerprint.chromaprint", o.fingerprint.chromaprint)
-                    m, a = o.metadata, o.analysis
-                    embedding = struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None
-                    # ON CONFLICT: the same id at another worker at this very moment (a re-send)
-                    inserted = db.execute(
-                        f"INSERT INTO arrivals (items, {_CARRIED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (id) DO NOTHING RETURNING seq",
-                        (matching.pack(items), o.id, contributor, o.fingerprint.duration, m.artist, m.title, m.album,
-                         m.isrc, m.catalog_number, a.key, a.camelot, m.duration, a.bpm, a.loudness_lufs, embedding,
-                         a.analyzer_version, now),
-                    ).fetchone()
-                    if inserted is not None:
-                        results.append({"id": o.id, "status": "accepted"})
-                        continue
-                    owner = self._owner(db, o.id)
-                if owner == contributor:
-                    results.append({"id": o.id, "status": "duplicate"})
-                else:
-                    results.append({"id": o.id, "status": "rejected", "reason": "id: already used by another contributor"})
+            allowed = db.execute("SELECT contribute FROM contributors WHERE id = ?", (contributor,)).fetchone()
+            if allowed is None or not allowed.contribute:
+                raise ContributionOff(contributor)
+            ids = list(dict.fromkeys(o.id for o in observations))
+            owners = self._owners(db, ids)
+            fresh, picked = [], set()
+            for row in rows:  # each id once: the first of the batch's copies
+                if row[1] not in owners and row[1] not in picked:
+                    picked.add(row[1])
+                    fresh.append(row)
+            # ON CONFLICT: the same id at another worker at this very moment (a re-send)
+            inserted = {row.id for row in self.backend.each(
+                db, f"INSERT INTO arrivals (items, {_CARRIED_LIST}) SELECT d.items, "
+                f"{', '.join('d.' + name for name in _CARRIED)} FROM {{rows}} WHERE true "
+                "ON CONFLICT (id) DO NOTHING RETURNING id", {"items": "blob", **_CARRIED}, fresh)}
+            if picked - inserted:
+                owners.update(self._owners(db, sorted(picked - inserted)))
+        results = []
+        answered: set[str] = set()
+        for o in observations:
+            if o.id in inserted and o.id not in answered:
+                results.append({"id": o.id, "status": "accepted"})
+            elif o.id in inserted or owners.get(o.id) == contributor:
+                results.append({"id": o.id, "status": "duplicate"})
+            else:
+                results.append({"id": o.id, "status": "rejected", "reason": "id: already used by another contributor"})
+            answered.add(o.id)
         return results
 
-    @staticmethod
-    def _owner(db, observation_id: str) -> str | None:
-        row = db.execute("SELECT contributor FROM observations WHERE id = ? UNION ALL "
-                         "SELECT contributor FROM arrivals WHERE id = ?", (observation_id, observation_id)).fetchone()
-        return row[0] if row else None
+    def _owners(self, db, ids: list[str]) -> dict[str, str]:
+        """observation id -> its contributor, for those of ``ids`` already stored or waiting."""
+        if not ids:
+            return {}
+        where, params = self.backend.any_of("id", ids)
+        return {row.id: row.contributor for row in db.execute(
+            f"SELECT id, contributor FROM observations WHERE {where} UNION ALL "
+            f"SELECT id, contributor FROM arrivals WHERE {where}", params + params)}
 
     def settle(self, limit: int = 20) -> int:
         """Match up to ``limit`` waiting arrivals (oldest first) into observations and update the
         consensus of every recording they touch; returns how many were claimed."""
         now = time.time()
-        with self._transaction() as db:  # claim a slice: settlers elsewhere skip it
-            claimed = db.execute(
-                "UPDATE arrivals SET claimed_at = ? WHERE seq IN (SELECT seq FROM arrivals "
-                f"WHERE claimed_at IS NULL OR claimed_at < ? ORDER BY seq LIMIT ?{self.backend.skip_locked}) "
-                "RETURNING seq, items, fingerprint_duration, isrc",
-                (now, now - self.claim_seconds, limit),
-            ).fetchall()
+        # claim a slice (settlers elsewhere skip it), and see how far fingerprints were stored
+        claimed = self.backend.run(
+            "UPDATE arrivals SET claimed_at = ? WHERE seq IN (SELECT seq FROM arrivals "
+            f"WHERE claimed_at IS NULL OR claimed_at < ? ORDER BY seq LIMIT ?{self.backend.skip_locked}) "
+            "RETURNING seq, items, fingerprint_duration, isrc", (now, now - self.claim_seconds, limit), writes=True)
         if not claimed:
             return 0
         claimed.sort()
-        arrivals = {seq: (matching.unpack(packed), duration, isrc) for seq, packed, duration, isrc in claimed}
+        arrivals = {row.seq: (matching.unpack(row.items), row.fingerprint_duration, row.isrc) for row in claimed}
         terms = {seq: matching.index_terms(items) for seq, (items, _, _) in arrivals.items()}
-        with self._reading() as db:  # the costly part, outside the lock: candidates and their scores
-            seen_up_to = db.execute("SELECT value FROM counters WHERE counter = 'fingerprint'").fetchone()[0]
-            prepared = {seq: self._candidates(db, items, duration, terms[seq])
-                        for seq, (items, duration, _) in arrivals.items()}
+        queries = [(items, duration, terms[seq]) for seq, (items, duration, _) in arrivals.items()]
+        # the costly part, outside the lock: candidates (one statement) and their scores
+        [seen] = self.backend.run("SELECT value FROM counters WHERE counter = 'fingerprint'")
+        prepared = dict(zip(arrivals, self._candidates(self.backend.run, queries)))
         with self._transaction() as db:
             self.backend.lock(db, MATCHING_LOCK)  # one placer at a time, cluster-wide
-            # fingerprints stored since we looked, by other placers: then the index is asked
-            # again; else only this slice's own new ones can be missing (kept here, in memory)
-            placed_up_to = db.execute("SELECT value FROM counters WHERE counter = 'fingerprint'").fetchone()[0]
-            others_placed = placed_up_to > seen_up_to
+            counters = {row.counter: row.value for row in db.execute(
+                "SELECT counter, value FROM counters WHERE counter IN ('fingerprint', 'recording')")}
             where, params = self.backend.any_of("seq", list(arrivals))
-            alive = {row[0] for row in db.execute(f"SELECT seq FROM arrivals WHERE {where}", params)}
-            known = {fingerprint for candidates in prepared.values() for _, fingerprint, _ in candidates}
-            if known:  # erased since they were scored?
-                where, params = self.backend.any_of("id", sorted(known))
-                known = {row[0] for row in db.execute(f"SELECT id FROM fingerprints WHERE {where}", params)}
-            new_index: dict[int, list[int]] = defaultdict(list)  # term -> this slice's new fingerprints
-            new_prints: dict[int, tuple[int, list[int], float]] = {}
-            touched: dict[int, int] = defaultdict(int)
-            created: set[int] = set()
-            for seq, (items, duration, isrc) in arrivals.items():
+            alive = {row.seq for row in db.execute(f"SELECT seq FROM arrivals WHERE {where}", params)}
+            # erased since they were scored? and their recordings' ISRCs now (a weaker match suffices
+            # when they agree)
+            known: dict[int, str | None] = {}
+            scored = sorted({c.fingerprint for candidates in prepared.values() for c in candidates})
+            if scored:
+                where, params = self.backend.any_of("f.id", scored)
+                known = {row.id: row.isrc for row in db.execute(
+                    f"SELECT f.id, r.isrc FROM fingerprints f JOIN recordings r ON r.id = f.recording WHERE {where}",
+                    params)}
+            if counters["fingerprint"] > seen.value:  # others placed fingerprints since we looked: ask again
+                later = self._candidates(lambda sql, p: db.execute(sql, p).fetchall(), queries, after=seen.value)
+            else:
+                later = [[] for _ in queries]
+            placement = _Placement(counters["fingerprint"], counters["recording"])
+            for candidates in (*prepared.values(), *later):
+                for c in candidates:
+                    placement.isrc[c.recording] = known.get(c.fingerprint, c.row.isrc if c.row else None)
+            for (seq, (items, duration, isrc)), found_later in zip(arrivals.items(), later):
                 if seq not in alive:  # settled by another worker whose claim outlived ours, or erased
                     continue
-                candidates = [c for c in prepared[seq] if c[1] in known]
-                if others_placed:
-                    candidates += self._candidates(db, items, duration, terms[seq], after=seen_up_to)
-                elif new_prints:
-                    candidates += _in_memory_candidates(new_index, new_prints, items, duration, terms[seq])
-                candidates.sort(reverse=True)
-                recording, fingerprint, new_recording = self._place(db, candidates, items, terms[seq], duration, isrc, now)
-                if fingerprint > placed_up_to and fingerprint not in new_prints:  # new, in this slice
-                    new_prints[fingerprint] = (recording, items, duration)
-                    for term in terms[seq]:
-                        new_index[term].append(fingerprint)
-                if new_recording:
-                    created.add(recording)
-                # ON CONFLICT: a re-send accepted while its first copy was being settled
-                db.execute(
-                    f"INSERT INTO observations (recording, fingerprint, {_CARRIED}) "
-                    f"SELECT ?, ?, {_CARRIED} FROM arrivals WHERE seq = ? ON CONFLICT (id) DO NOTHING",
-                    (recording, fingerprint, seq))
-                db.execute("DELETE FROM arrivals WHERE seq = ?", (seq,))
-                touched[recording] += 1
-            for recording, added in sorted(touched.items()):
-                if recording in created:
-                    self._derive(db, recording, now)
-                else:
-                    self._touch(db, recording, added, now)
+                candidates = [c for c in prepared[seq] if c.fingerprint in known] + found_later
+                candidates += placement.candidates(items, duration, terms[seq])  # this slice's own new ones
+                placement.place(seq, sorted(candidates, key=_best_first), items, terms[seq], duration, isrc)
+            self._write_placement(db, placement, now)
         return len(claimed)
+
+    def _write_placement(self, db, placement: _Placement, now: float) -> None:
+        """A slice's decisions, in a few statements whatever its size."""
+        each = self.backend.each
+        each(db, "UPDATE counters SET value = d.value FROM {rows} WHERE counters.counter = d.counter",
+             {"counter": "text", "value": "bigint"},
+             [("fingerprint", placement.next_fingerprint), ("recording", placement.next_recording)])
+        each(db, "INSERT INTO recordings (id, updated_at) SELECT d.id, d.updated_at FROM {rows}",
+             {"id": "bigint", "updated_at": "real"}, [(recording, now) for recording in placement.new_recordings])
+        each(db, "INSERT INTO fingerprints (id, recording, items, terms, duration) "
+                 "SELECT d.id, d.recording, d.items, d.terms, d.duration FROM {rows}",
+             {"id": "bigint", "recording": "bigint", "items": "blob", "terms": "blob", "duration": "real"},
+             [(f, recording, matching.pack(items), matching.pack(terms), duration)
+              for f, (recording, items, duration, terms) in placement.new_prints.items()])
+        each(db, "INSERT INTO fingerprint_terms (term, fingerprint) SELECT d.term, d.fingerprint FROM {rows} "
+                 "WHERE true ON CONFLICT DO NOTHING", {"term": "int", "fingerprint": "bigint"},
+             sorted((term, f) for f, (_, _, _, terms) in placement.new_prints.items() for term in set(terms)))
+        # ON CONFLICT: a re-send accepted while its first copy was being settled
+        each(db, f"INSERT INTO observations (recording, fingerprint, {_CARRIED_LIST}) SELECT d.recording, "
+                 f"d.fingerprint, {', '.join('a.' + name for name in _CARRIED)} FROM {{rows}} "
+                 "JOIN arrivals a ON a.seq = d.seq WHERE true ON CONFLICT (id) DO NOTHING",
+             {"seq": "bigint", "recording": "bigint", "fingerprint": "bigint"}, placement.placed)
+        if placement.placed:
+            where, params = self.backend.any_of("seq", [seq for seq, _, _ in placement.placed])
+            db.execute(f"DELETE FROM arrivals WHERE {where}", params)
+        added: dict[int, int] = defaultdict(int)
+        for _, recording, _ in placement.placed:
+            added[recording] += 1
+        self._touch(db, sorted(added.items()), set(placement.new_recordings), now)
 
     def waiting(self) -> int:
         """Arrivals not matched yet."""
-        with self._reading() as db:
-            return db.execute("SELECT COUNT(*) FROM arrivals").fetchone()[0]
+        return self.backend.run("SELECT COUNT(*) AS waiting FROM arrivals")[0].waiting
 
-    def _candidates(self, db, items: list[int], duration: float, terms: list[int],
-                    after: int = 0) -> list[tuple[float, int, int]]:
-        """(score, fingerprint id, recording id) of stored fingerprints like ``items`` (whose
-        index ``terms`` they are; ids above ``after``), best first."""
+    def _candidates(self, run: Callable[[str, Sequence], list], queries: Sequence[tuple[list[int], float, list[int]]],
+                    after: int = 0) -> list[list[Candidate]]:
+        """Per query (items, duration, index terms): the stored fingerprints like it (ids above
+        ``after``), scored, best first; one statement for all of them."""
+        terms = [(n, term, matching.minimum_shared_terms(query_terms))
+                 for n, (_, _, query_terms) in enumerate(queries) for term in query_terms]
         if not terms:
-            return []
-        where, params = self.backend.any_of("term", terms)
-        rows = db.execute(
-            f"SELECT fingerprint, COUNT(*) AS shared FROM fingerprint_terms WHERE {where} AND fingerprint > ? "
-            "AND fingerprint NOT IN (SELECT id FROM erased_fingerprints) "  # terms not swept yet
-            "GROUP BY fingerprint HAVING COUNT(*) >= ? ORDER BY shared DESC, fingerprint LIMIT 10",
-            (*params, after, matching.minimum_shared_terms(terms)),
-        ).fetchall()
-        near = _near_the_best(rows)
-        if not near:
-            return []
-        where, params = self.backend.any_of("id", near)
-        stored = {row[0]: (row[1], matching.unpack(row[2]), row[3]) for row in db.execute(
-            f"SELECT id, recording, items, duration FROM fingerprints WHERE {where}", params)}
-        return _scored(items, duration, near, stored)
-
-    def _place(self, db, candidates, items: list[int], terms: list[int], duration: float, isrc: str | None,
-               now: float) -> tuple[int, int, bool]:
-        """The recording and fingerprint an observation belongs to, created when new (and
-        whether the recording is new)."""
-        if candidates:
-            best_score, fingerprint, recording = candidates[0]
-            if best_score >= matching.SAME_FINGERPRINT:
-                return recording, fingerprint, False
-            for candidate_score, _, candidate_recording in candidates:
-                same_isrc = isrc is not None and db.execute(
-                    "SELECT 1 FROM recordings WHERE id = ? AND isrc = ?", (candidate_recording, isrc)
-                ).fetchone()
-                threshold = matching.SAME_RECORDING_WITH_ISRC if same_isrc else matching.SAME_RECORDING
-                if candidate_score >= threshold:
-                    return candidate_recording, self._new_fingerprint(db, candidate_recording, items, terms, duration), False
-        recording = db.execute("INSERT INTO recordings (updated_at) VALUES (?) RETURNING id", (now,)).fetchone()[0]
-        return recording, self._new_fingerprint(db, recording, items, terms, duration), True
-
-    @staticmethod
-    def _new_fingerprint(db, recording: int, items: list[int], terms: list[int], duration: float) -> int:
-        """A new fingerprint of ``recording`` and its index ``terms`` (under the matching lock)."""
-        fingerprint = db.execute(
-            "UPDATE counters SET value = value + 1 WHERE counter = 'fingerprint' RETURNING value").fetchone()[0]
-        db.execute("INSERT INTO fingerprints (id, recording, items, terms, duration) VALUES (?, ?, ?, ?, ?)",
-                   (fingerprint, recording, matching.pack(items), matching.pack(terms), duration))
-        if terms:  # one statement: one round trip to a database server
-            db.execute(f"INSERT INTO fingerprint_terms VALUES {', '.join(['(?, ?)'] * len(terms))} ON CONFLICT DO NOTHING",
-                       [value for term in terms for value in (term, fingerprint)])
-        return fingerprint
+            return [[] for _ in queries]
+        table, params = self.backend.table({"n": "int", "term": "int", "minimum": "int"}, terms, alias="q")
+        near: dict[int, list] = defaultdict(list)
+        for row in run(_CANDIDATES.replace("{queries}", table), (*params, after)):
+            near[row.n].append(row)
+        return [_scored(items, duration, near.get(n, [])) for n, (items, duration, _) in enumerate(queries)]
 
     # --- consensus -----------------------------------------------------------------------
 
-    def _touch(self, db, recording: int, added: int, now: float) -> None:
-        """A recording got ``added`` new observations: re-derive it now if it is small or has
-        grown by an eighth since it was derived; otherwise mark it stale for ``refresh``."""
-        # the count is kept in the row: counting the observations would cost what debouncing saves
-        observed, derived = db.execute(
-            "UPDATE recordings SET observations = observations + ? WHERE id = ? RETURNING observations, derived_observations",
-            (added, recording)).fetchone()
-        if derived < self.exact_below or 8 * (observed - derived) >= derived:
-            self._derive(db, recording, now)
-        else:
-            db.execute("UPDATE recordings SET stale_since = COALESCE(stale_since, ?) WHERE id = ?", (now, recording))
+    def _touch(self, db, added: list[tuple[int, int]], created: set[int], now: float) -> None:
+        """Recordings got new observations (id, how many): re-derive those just created, small,
+        or grown by an eighth since they were derived; mark the others stale for ``refresh``.
+        (The count is kept in the row: counting the observations would cost what debouncing
+        saves. The UPDATE takes each row's lock before its observations are read.)"""
+        counted = self.backend.each(
+            db, "UPDATE recordings SET observations = recordings.observations + d.added, "
+                "stale_since = COALESCE(recordings.stale_since, d.now) FROM {rows} WHERE recordings.id = d.id "
+                "RETURNING recordings.id, recordings.observations, recordings.derived_observations",
+            {"id": "bigint", "added": "bigint", "now": "real"}, [(recording, n, now) for recording, n in added])
+        due = [row.id for row in counted if row.id in created or row.derived_observations < self.exact_below
+               or 8 * (row.observations - row.derived_observations) >= row.derived_observations]
+        self._derive(db, due, now, locked=True)
 
     def refresh(self, limit: int = 20, now: float | None = None) -> int:
         """Re-derive up to ``limit`` recordings whose consensus has been stale long enough
@@ -443,37 +566,47 @@ class Store:
         now = time.time() if now is None else now
         with self._transaction() as db:
             delay = "CASE WHEN derived_observations * ? < 600 THEN derived_observations * ? ELSE 600 END"
-            due = db.execute(
+            due = [row.id for row in db.execute(
                 f"SELECT id FROM recordings WHERE stale_since IS NOT NULL AND stale_since + {delay} < ? "
                 f"ORDER BY stale_since LIMIT ?{self.backend.skip_locked}",
-                (self.debounce_seconds / 64, self.debounce_seconds / 64, now, limit)).fetchall()
-            for (recording,) in due:
-                self._derive(db, recording, now)
+                (self.debounce_seconds / 64, self.debounce_seconds / 64, now, limit))]
+            self._derive(db, due, now, locked=True)
         return len(due)
 
-    def _derive(self, db, recording: int, now: float) -> None:
-        """The consensus of a recording from its observations, votes counted per contributor."""
-        if self.backend.for_update:  # the row lock first: an observation placed meanwhile is then seen
-            db.execute(f"SELECT id FROM recordings WHERE id = ?{self.backend.for_update}", (recording,))
-        rows = db.execute(f"SELECT {_OBSERVED} FROM observations WHERE recording = ?", (recording,)).fetchall()
-        self.derived_rows += len(rows)
-        if not rows:
-            self._drop_recordings(db, [recording])
+    def _derive(self, db, recordings: list[int], now: float, *, locked: bool = False) -> None:
+        """The consensus of ``recordings`` from their observations, votes counted per contributor;
+        a recording left without observations is dropped. ``locked``: this transaction already
+        holds their rows' locks (else they are taken first: an observation placed meanwhile is
+        then seen)."""
+        if not recordings:
             return
-        consensus = consensus_of(rows)
-        db.execute(
-            "UPDATE recordings SET artist = ?, title = ?, album = ?, isrc = ?, catalog_number = ?, key = ?, "
-            "camelot = ?, duration = ?, bpm = ?, loudness_lufs = ?, contributors = ?, updated_at = ?, "
-            "observations = ?, derived_observations = ?, stale_since = NULL WHERE id = ?",
-            (*(consensus[name] for name in CONSENSUS_FIELDS), consensus["contributors"], now, len(rows), len(rows),
-             recording),
-        )
+        recordings = sorted(set(recordings))
+        where, params = self.backend.any_of("id", recordings)
+        if self.backend.for_update and not locked:
+            db.execute(f"SELECT id FROM recordings WHERE {where} ORDER BY id{self.backend.for_update}", params)
+        where, params = self.backend.any_of("recording", recordings)
+        observed: dict[int, list] = defaultdict(list)
+        for row in db.execute(f"SELECT recording, {_OBSERVED} FROM observations WHERE {where}", params):
+            observed[row.recording].append(row)
+        self.derived_rows += sum(len(rows) for rows in observed.values())
+        self._drop_recordings(db, [recording for recording in recordings if recording not in observed])
+        updates = []
+        for recording, rows in observed.items():
+            consensus = consensus_of(rows)
+            updates.append((recording, *(consensus[name] for name in CONSENSUS_FIELDS), consensus["contributors"],
+                            now, len(rows)))
+        self.backend.each(
+            db, "UPDATE recordings SET " + ", ".join(f"{name} = d.{name}" for name in CONSENSUS_FIELDS)
+            + ", contributors = d.contributors, updated_at = d.updated_at, observations = d.observations, "
+            "derived_observations = d.observations, stale_since = NULL FROM {rows} WHERE recordings.id = d.id",
+            {"id": "bigint", **_CONSENSUS_TYPES, "contributors": "bigint", "updated_at": "real", "observations": "bigint"},
+            updates)
 
     def _drop_recordings(self, db, recordings: list[int]) -> None:
         if not recordings:
             return
         where, params = self.backend.any_of("recording", recordings)
-        self._drop_fingerprints(db, [row[0] for row in db.execute(f"SELECT id FROM fingerprints WHERE {where}", params)])
+        self._drop_fingerprints(db, [row.id for row in db.execute(f"SELECT id FROM fingerprints WHERE {where}", params)])
         where, params = self.backend.any_of("id", recordings)
         db.execute(f"DELETE FROM recordings WHERE {where}", params)
 
@@ -487,11 +620,17 @@ class Store:
         where, params = self.backend.any_of("id", fingerprints)
         rows = db.execute(f"SELECT id, terms FROM fingerprints WHERE {where}", params).fetchall()
         if len(rows) <= self.sweep_inline:
-            self.backend.delete_terms(db, [(term, fingerprint) for fingerprint, packed in rows
-                                           for term in matching.unpack(packed)])
+            self._delete_terms(db, [(term, row.id) for row in rows for term in matching.unpack(row.terms)])
         else:
-            db.executemany("INSERT INTO erased_fingerprints (id, terms) VALUES (?, ?)", rows)
+            self.backend.each(db, "INSERT INTO erased_fingerprints (id, terms) SELECT d.id, d.terms FROM {rows}",
+                              {"id": "bigint", "terms": "blob"}, [(row.id, row.terms) for row in rows])
         db.execute(f"DELETE FROM fingerprints WHERE {where}", params)
+
+    def _delete_terms(self, db, pairs: list[tuple[int, int]]) -> None:
+        """Index rows (term, fingerprint), in term order (neighbouring B-tree pages)."""
+        self.backend.each(db, "DELETE FROM fingerprint_terms WHERE (term, fingerprint) IN "
+                              "(SELECT d.term, d.fingerprint FROM {rows})",
+                          {"term": "int", "fingerprint": "bigint"}, sorted(set(pairs)))
 
     def sweep(self) -> int:
         """Delete some index terms of erased fingerprints; 0 when none are left. A few are
@@ -499,17 +638,17 @@ class Store:
         index page is rewritten once, not once per fingerprint. Erasures during a pass wait
         for the next one."""
         with self._transaction() as db:
-            position = db.execute(f"SELECT value FROM counters WHERE counter = 'sweep_term'{self.backend.for_update}").fetchone()[0]
-            pass_number = db.execute("SELECT value FROM counters WHERE counter = 'sweep_pass'").fetchone()[0]
+            position = db.execute(
+                f"SELECT value FROM counters WHERE counter = 'sweep_term'{self.backend.for_update}").fetchone().value
+            pass_number = db.execute("SELECT value FROM counters WHERE counter = 'sweep_pass'").fetchone().value
             if position == 0:
                 pending = db.execute("SELECT id, terms FROM erased_fingerprints ORDER BY id LIMIT ?",
                                      (self.sweep_inline + 1,)).fetchall()
                 if not pending:
                     return 0
                 if len(pending) <= self.sweep_inline:  # a few: by their own terms
-                    self.backend.delete_terms(db, [(term, fingerprint) for fingerprint, packed in pending
-                                                   for term in matching.unpack(packed)])
-                    where, params = self.backend.any_of("id", [row[0] for row in pending])
+                    self._delete_terms(db, [(term, row.id) for row in pending for term in matching.unpack(row.terms)])
+                    where, params = self.backend.any_of("id", [row.id for row in pending])
                     db.execute(f"DELETE FROM erased_fingerprints WHERE {where}", params)
                     return len(pending)
                 pass_number += 1
@@ -527,16 +666,12 @@ class Store:
     # --- look-up, deletion, export --------------------------------------------------------
 
     def lookup(self, fingerprints: list[tuple[list[int], float]]) -> list[dict | None]:
-        results = []
-        with self._reading() as db:
-            for items, duration in fingerprints:
-                candidates = self._candidates(db, items, duration, matching.index_terms(items))
-                if candidates and candidates[0][0] >= matching.LOOKUP_HIT:
-                    score, _, recording = candidates[0]
-                    results.append({"score": round(score, 3), **self._recording(db, recording)})
-                else:
-                    results.append(None)
-        return results
+        """Per fingerprint (items, duration): its recording with the consensus, or None. One
+        statement for the whole request, on the standby when there is one that keeps up."""
+        queries = [(items, duration, matching.index_terms(items)) for items, duration in fingerprints]
+        found = self._lagging(lambda backend: self._candidates(backend.run, queries))
+        return [{"score": round(candidates[0].score, 3), **_recording_dict(candidates[0].row)}
+                if candidates and candidates[0].score >= matching.LOOKUP_HIT else None for candidates in found]
 
     def recording(self, recording: int) -> dict:
         with self._reading() as db:
@@ -544,16 +679,9 @@ class Store:
 
     @staticmethod
     def _recording(db, recording: int) -> dict:
-        row = db.execute(
-            f"SELECT id, {', '.join(CONSENSUS_FIELDS)}, contributors FROM recordings WHERE id = ?", (recording,)
-        ).fetchone()
-        values = dict(zip(("id", *CONSENSUS_FIELDS, "contributors"), row))
-        return {
-            "recording": values["id"],
-            "contributors": values["contributors"],
-            "metadata": {name: values[name] for name in ("artist", "title", "album", "isrc", "catalog_number", "duration")},
-            "analysis": {name: values[name] for name in ("bpm", "key", "camelot", "loudness_lufs")},
-        }
+        row = db.execute(f"SELECT id AS recording, {', '.join(CONSENSUS_FIELDS)}, contributors FROM recordings "
+                         "WHERE id = ?", (recording,)).fetchone()
+        return _recording_dict(row)
 
     def delete_contributor_observations(self, contributor: str) -> int:
         """Erase every observation of ``contributor``, drop what no one else holds, re-derive
@@ -563,25 +691,18 @@ class Store:
         now = time.time()
         with self._transaction() as db:
             self.backend.lock(db, MATCHING_LOCK)
-            recordings = [row[0] for row in db.execute(
-                "SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))]
-            fingerprints = [row[0] for row in db.execute(
-                "SELECT DISTINCT fingerprint FROM observations WHERE contributor = ?", (contributor,))]
+            held = db.execute("SELECT DISTINCT recording, fingerprint FROM observations WHERE contributor = ?",
+                              (contributor,)).fetchall()
+            recordings = sorted({row.recording for row in held})
+            fingerprints = sorted({row.fingerprint for row in held})
             count = db.execute("DELETE FROM observations WHERE contributor = ?", (contributor,)).rowcount
             count += db.execute("DELETE FROM arrivals WHERE contributor = ?", (contributor,)).rowcount
             if fingerprints:
                 where, params = self.backend.any_of("f.id", fingerprints)
-                self._drop_fingerprints(db, [row[0] for row in db.execute(
+                self._drop_fingerprints(db, [row.id for row in db.execute(
                     f"SELECT f.id FROM fingerprints f WHERE {where} AND NOT EXISTS "
                     "(SELECT 1 FROM observations o WHERE o.fingerprint = f.id)", params)])
-            if recordings:
-                where, params = self.backend.any_of("r.id", recordings)
-                empty = [row[0] for row in db.execute(
-                    f"SELECT r.id FROM recordings r WHERE {where} AND NOT EXISTS "
-                    "(SELECT 1 FROM observations o WHERE o.recording = r.id)", params)]
-                self._drop_recordings(db, empty)
-                for recording in sorted(set(recordings) - set(empty)):
-                    self._derive(db, recording, now)
+            self._derive(db, recordings, now)  # those left empty are dropped
             db.execute(
                 "UPDATE contributors SET deleted_at = ?, deleted_count = COALESCE(deleted_count, 0) + ? WHERE id = ?",
                 (now, count, contributor),
@@ -589,11 +710,17 @@ class Store:
         return count
 
     def export(self, contributor: str) -> dict:
+        """Everything held about ``contributor`` (may lag: read from the standby when there is one)."""
+        return self._lagging(lambda backend: self._export(backend, contributor))
+
+    @staticmethod
+    def _export(backend, contributor: str) -> dict:
         import chromaprint
 
-        fields = ("{t}.id, {recording}, items, {t}.fingerprint_duration, artist, title, album, isrc, catalog_number, "
-                  "{t}.duration, bpm, key, camelot, loudness_lufs, embedding, analyzer_version, received_at")
-        with self._reading() as db:
+        fields = ("{t}.id, {recording} AS recording, items, {t}.fingerprint_duration, artist, title, album, isrc, "
+                  "catalog_number, {t}.duration, bpm, key, camelot, loudness_lufs, embedding, analyzer_version, "
+                  "received_at")
+        with backend.reading() as db:
             row = db.execute(
                 "SELECT id, contribute, created_at, deleted_at, deleted_count FROM contributors WHERE id = ?", (contributor,)
             ).fetchone()
@@ -607,21 +734,21 @@ class Store:
                 "SELECT track_count, vector, updated_at FROM profiles WHERE contributor = ?", (contributor,)
             ).fetchone()
         observations = []
-        for o in sorted(matched + waiting, key=lambda row: (row[16], row[0])):
+        for o in sorted(matched + waiting, key=lambda row: (row.received_at, row.id)):
             observations.append({
-                "id": o[0],
-                "recording": o[1],
-                "fingerprint": {"chromaprint": chromaprint.encode_fingerprint(matching.unpack(o[2]), 1).decode(),
-                                "duration": o[3]},
-                "metadata": dict(zip(("artist", "title", "album", "isrc", "catalog_number", "duration"), o[4:10])),
-                "analysis": {"bpm": o[10], "key": o[11], "camelot": o[12], "loudness_lufs": o[13],
-                             "embedding": list(struct.unpack(f"<{EMBEDDING_LENGTH}f", o[14])) if o[14] else None,
-                             "analyzer_version": o[15]},
-                "received_at": o[16],
+                "id": o.id,
+                "recording": o.recording,
+                "fingerprint": {"chromaprint": chromaprint.encode_fingerprint(matching.unpack(o.items), 1).decode(),
+                                "duration": o.fingerprint_duration},
+                "metadata": {name: getattr(o, name) for name in ("artist", "title", "album", "isrc", "catalog_number",
+                                                                 "duration")},
+                "analysis": {"bpm": o.bpm, "key": o.key, "camelot": o.camelot, "loudness_lufs": o.loudness_lufs,
+                             "embedding": list(struct.unpack(f"<{EMBEDDING_LENGTH}f", o.embedding)) if o.embedding else None,
+                             "analyzer_version": o.analyzer_version},
+                "received_at": o.received_at,
             })
         return {
-            "contributor": dict(zip(("id", "contribute", "created_at", "deleted_at", "deleted_count"), row))
-            | {"contribute": bool(row[1])},
+            "contributor": row._asdict() | {"contribute": bool(row.contribute)},
             "observations": observations,
             "profile": _profile_dict(profile) if profile else None,
         }
@@ -630,109 +757,164 @@ class Store:
 
     def put_profile(self, contributor: str, profile: Profile) -> None:
         vector = profile_vector(profile)
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO profiles VALUES (?, ?, ?, ?) ON CONFLICT (contributor) DO UPDATE SET "
-                "track_count = excluded.track_count, vector = excluded.vector, updated_at = excluded.updated_at",
-                (contributor, profile.track_count, struct.pack(f"<{PROFILE_LENGTH}f", *vector), time.time()),
-            )
+        self.backend.run(
+            "INSERT INTO profiles VALUES (?, ?, ?, ?) ON CONFLICT (contributor) DO UPDATE SET "
+            "track_count = excluded.track_count, vector = excluded.vector, updated_at = excluded.updated_at",
+            (contributor, profile.track_count, struct.pack(f"<{PROFILE_LENGTH}f", *vector), time.time()), writes=True)
 
     def recommendations(self, contributor: str, limit: int = 20, neighbours: int = 10) -> list[dict]:
         """Recordings held by the contributors with the nearest profiles (cosine), which the
-        requester does not hold."""
-        with self._reading() as db:
+        requester does not hold (may lag: read from the standby when there is one)."""
+        return self._lagging(lambda backend: self._recommendations(backend, contributor, limit, neighbours))
+
+    def _recommendations(self, backend, contributor: str, limit: int, neighbours: int) -> list[dict]:
+        with backend.reading() as db:
             mine = db.execute("SELECT vector FROM profiles WHERE contributor = ?", (contributor,)).fetchone()
             if mine is None:
                 return []
-            me = struct.unpack(f"<{PROFILE_LENGTH}f", mine[0])
+            me = struct.unpack(f"<{PROFILE_LENGTH}f", mine.vector)
             nearest = []
-            for other, vector in db.execute("SELECT contributor, vector FROM profiles WHERE contributor != ?", (contributor,)):
-                similarity = _cosine(me, struct.unpack(f"<{PROFILE_LENGTH}f", vector))
+            for row in db.execute("SELECT contributor, vector FROM profiles WHERE contributor != ?", (contributor,)):
+                similarity = _cosine(me, struct.unpack(f"<{PROFILE_LENGTH}f", row.vector))
                 if similarity > 0:
-                    nearest.append((similarity, other))
+                    nearest.append((similarity, row.contributor))
             nearest = sorted(nearest, reverse=True)[:neighbours]
-            held = {row[0] for row in db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))}
+            held = {row.recording for row in db.execute(
+                "SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))}
             weights: dict[int, float] = defaultdict(float)
             for similarity, other in nearest:
-                for (recording,) in db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (other,)):
-                    if recording not in held:
-                        weights[recording] += similarity
+                for row in db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (other,)):
+                    if row.recording not in held:
+                        weights[row.recording] += similarity
             ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))[:limit]
             return [{"weight": round(weight, 4), **self._recording(db, recording)} for recording, weight in ranked]
 
+    # --- operating it ----------------------------------------------------------------------
+
     def counts(self) -> dict[str, int]:
         with self._reading() as db:
-            return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            return {table: db.execute(f"SELECT COUNT(*) AS n FROM {table}").fetchone().n
                     for table in ("contributors", "recordings", "fingerprints", "observations", "profiles", "arrivals")}
+
+    def backlog(self) -> dict[str, float]:
+        """What waits to be matched: how many arrivals, and the age of the oldest (seconds)."""
+        [row] = self.backend.run("SELECT COUNT(*) AS waiting, MIN(received_at) AS oldest FROM arrivals")
+        return {"waiting": row.waiting, "oldest_seconds": round(max(0.0, time.time() - row.oldest), 3) if row.oldest else 0.0}
 
     def size(self) -> int:
         """Bytes the database takes on disk."""
         return self.backend.size()
 
 
-def _near_the_best(rows: list[tuple[int, int]]) -> list[int]:
-    """Of (fingerprint, shared terms) rows, best first: those sharing at least half the best's."""
-    return [fingerprint for fingerprint, shared in rows if shared >= rows[0][1] / 2] if rows else []
+class _Placement:
+    """A slice's placement decisions, made in memory under the matching lock: which recording
+    and fingerprint each arrival belongs to, the new ones numbered from the counters."""
+
+    def __init__(self, last_fingerprint: int, last_recording: int) -> None:
+        self.next_fingerprint, self.next_recording = last_fingerprint, last_recording
+        self.new_recordings: list[int] = []
+        self.new_prints: dict[int, tuple[int, list[int], float, list[int]]] = {}  # id -> (recording, items, duration, terms)
+        self._index: dict[int, list[int]] = defaultdict(list)  # term -> this slice's new fingerprints
+        self.placed: list[tuple[int, int, int]] = []  # (arrival seq, recording, fingerprint)
+        self.isrc: dict[int, str | None] = {}  # recording -> its ISRC now
+
+    def candidates(self, items: list[int], duration: float, terms: list[int]) -> list[Candidate]:
+        """``Store._candidates`` among this slice's own new fingerprints."""
+        shared: dict[int, int] = defaultdict(int)
+        for term in terms:
+            for fingerprint in self._index.get(term, ()):
+                shared[fingerprint] += 1
+        minimum = matching.minimum_shared_terms(terms)
+        rows = sorted(((f, n) for f, n in shared.items() if n >= minimum), key=lambda row: (-row[1], row[0]))[:10]
+        near = [_InMemory(f, self.new_prints[f][0], self.new_prints[f][1], self.new_prints[f][2])
+                for f, n in rows if n >= rows[0][1] / 2]
+        return _scored(items, duration, near)
+
+    def place(self, seq: int, candidates: list[Candidate], items: list[int], terms: list[int], duration: float,
+              isrc: str | None) -> None:
+        if candidates and candidates[0].score >= matching.SAME_FINGERPRINT:
+            self.placed.append((seq, candidates[0].recording, candidates[0].fingerprint))
+            return
+        for candidate in candidates:
+            same_isrc = isrc is not None and self.isrc.get(candidate.recording) == isrc
+            if candidate.score >= (matching.SAME_RECORDING_WITH_ISRC if same_isrc else matching.SAME_RECORDING):
+                self.placed.append((seq, candidate.recording, self._new_print(candidate.recording, items, duration, terms)))
+                return
+        self.next_recording += 1
+        self.new_recordings.append(self.next_recording)
+        self.isrc[self.next_recording] = None  # a new recording has no consensus yet
+        self.placed.append((seq, self.next_recording, self._new_print(self.next_recording, items, duration, terms)))
+
+    def _new_print(self, recording: int, items: list[int], duration: float, terms: list[int]) -> int:
+        self.next_fingerprint += 1
+        self.new_prints[self.next_fingerprint] = (recording, items, duration, terms)
+        for term in terms:
+            self._index[term].append(self.next_fingerprint)
+        return self.next_fingerprint
 
 
-def _scored(items: list[int], duration: float, near: list[int],
-            stored: dict[int, tuple[int, list[int], float]]) -> list[tuple[float, int, int]]:
-    """(score, fingerprint, recording) of the ``near`` fingerprints found in ``stored`` (id ->
-    recording, items, duration) within the duration tolerance, best first."""
+class _InMemory(NamedTuple):
+    """A slice's own new fingerprint, shaped like a row of the candidates statement."""
+    fingerprint: int
+    recording: int
+    items: list[int]
+    fingerprint_duration: float
+    isrc: None = None
+
+
+def _scored(items: list[int], duration: float, near: Sequence) -> list[Candidate]:
+    """The ``near`` fingerprints (rows with fingerprint, recording, items, fingerprint_duration;
+    items packed or not) within the duration tolerance, scored, best first."""
     scored = []
-    for fingerprint in near:
-        if fingerprint not in stored:
-            continue
-        recording, stored_items, stored_duration = stored[fingerprint]
-        if abs(stored_duration - duration) <= matching.DURATION_TOLERANCE:
-            scored.append((matching.score(items, stored_items), fingerprint, recording))
-            if scored[-1][0] >= matching.SAME_FINGERPRINT:
+    for row in near:
+        if abs(row.fingerprint_duration - duration) <= matching.DURATION_TOLERANCE:
+            stored = matching.unpack(bytes(row.items)) if isinstance(row.items, (bytes, memoryview)) else row.items
+            scored.append(Candidate(matching.score(items, stored), row.fingerprint, row.recording,
+                                    None if isinstance(row, _InMemory) else row))
+            if scored[-1].score >= matching.SAME_FINGERPRINT:
                 break  # the same fingerprint: nothing can do better (scores cost ~1 ms each)
-    return sorted(scored, reverse=True)
+    return sorted(scored, key=_best_first)
 
 
-def _in_memory_candidates(index: dict[int, list[int]], prints: dict[int, tuple[int, list[int], float]],
-                          items: list[int], duration: float, terms: list[int]) -> list[tuple[float, int, int]]:
-    """``Store._candidates`` among fingerprints held in memory (a slice's own new ones)."""
-    shared: dict[int, int] = defaultdict(int)
-    for term in terms:
-        for fingerprint in index.get(term, ()):
-            shared[fingerprint] += 1
-    minimum = matching.minimum_shared_terms(terms)
-    rows = sorted(((f, n) for f, n in shared.items() if n >= minimum), key=lambda row: (-row[1], row[0]))[:10]
-    return _scored(items, duration, _near_the_best(rows), prints)
+def _best_first(candidate: Candidate) -> tuple[float, int, int]:
+    return -candidate.score, -candidate.fingerprint, -candidate.recording
 
 
-CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key", "camelot", "duration", "bpm", "loudness_lufs")
+def _recording_dict(row) -> dict:
+    return {
+        "recording": row.recording,
+        "contributors": row.contributors,
+        "metadata": {name: getattr(row, name) for name in ("artist", "title", "album", "isrc", "catalog_number", "duration")},
+        "analysis": {name: getattr(row, name) for name in ("bpm", "key", "camelot", "loudness_lufs")},
+    }
 
 
-def consensus_of(rows: list[tuple]) -> dict:
-    """Pure: rows of (contributor, artist, title, album, isrc, catalog_number, key, camelot,
-    duration, bpm, loudness, analyzer_version, received_at) -> the consensus. Only each
+def consensus_of(rows: Sequence[Observed]) -> dict:
+    """Pure: observations (read by name: ``Observed``'s fields) -> the consensus. Only each
     contributor's newest analysis counts (an upgraded agent sends its new figures as new
     observations: its superseded ones must not vote beside them). Text fields: the value most
     contributors agree on (ties: the smallest value); numbers: the median of each contributor's
     median, BPM after folding octave errors onto the others; camelot follows the chosen key."""
     newest: dict[str, tuple[float, str]] = {}
     for row in rows:
-        if row[0] not in newest or row[12] > newest[row[0]][0]:
-            newest[row[0]] = (row[12], row[11])
-    rows = [row for row in rows if row[11] == newest[row[0]][1]]
-    by_contributor: dict[str, list[tuple]] = defaultdict(list)
+        if row.contributor not in newest or row.received_at > newest[row.contributor][0]:
+            newest[row.contributor] = (row.received_at, row.analyzer_version)
+    rows = [row for row in rows if row.analyzer_version == newest[row.contributor][1]]
+    by_contributor: dict[str, list] = defaultdict(list)
     for row in rows:
-        by_contributor[row[0]].append(row)
+        by_contributor[row.contributor].append(row)
     result: dict = {"contributors": len(by_contributor)}
-    for index, name in enumerate(("artist", "title", "album", "isrc", "catalog_number", "key"), start=1):
-        result[name] = _vote({(contributor, row[index]) for contributor, group in by_contributor.items()
-                              for row in group if row[index] is not None})
-    camelots = {(c, row[7]) for c, group in by_contributor.items() for row in group if row[6] == result["key"] and row[7]}
-    result["camelot"] = _vote(camelots)
-    result["duration"] = _median_of_medians(by_contributor, 8)
-    result["loudness_lufs"] = _median_of_medians(by_contributor, 10)
-    raw_bpms = [row[9] for row in rows if row[9]]
+    for name in ("artist", "title", "album", "isrc", "catalog_number", "key"):
+        result[name] = _vote({(contributor, getattr(row, name)) for contributor, group in by_contributor.items()
+                              for row in group if getattr(row, name) is not None})
+    result["camelot"] = _vote({(c, row.camelot) for c, group in by_contributor.items() for row in group
+                               if row.key == result["key"] and row.camelot})
+    result["duration"] = _median_of_medians(by_contributor, "duration")
+    result["loudness_lufs"] = _median_of_medians(by_contributor, "loudness_lufs")
+    raw_bpms = [row.bpm for row in rows if row.bpm]
     if raw_bpms:
         reference = statistics.median(raw_bpms)
-        folded = {c: [fold_octave(row[9], reference) for row in group if row[9]] for c, group in by_contributor.items()}
+        folded = {c: [fold_octave(row.bpm, reference) for row in group if row.bpm] for c, group in by_contributor.items()}
         per_contributor = [statistics.median(values) for values in folded.values() if values]
         result["bpm"] = round(statistics.median(per_contributor), 2)
     else:
@@ -754,9 +936,10 @@ def _vote(pairs: set[tuple[str, object]]):
     return min(votes.items(), key=lambda item: (-item[1], str(item[0])))[0]
 
 
-def _median_of_medians(by_contributor: dict[str, list[tuple]], index: int) -> float | None:
+def _median_of_medians(by_contributor: dict[str, list], name: str) -> float | None:
     medians = [statistics.median(values) for values in
-               ([row[index] for row in group if row[index] is not None] for group in by_contributor.values()) if values]
+               ([getattr(row, name) for row in group if getattr(row, name) is not None]
+                for group in by_contributor.values()) if values]
     return round(statistics.median(medians), 2) if medians else None
 
 
@@ -766,15 +949,14 @@ def profile_vector(profile: Profile) -> list[float]:
 
 
 def _profile_dict(row) -> dict:
-    track_count, vector, updated_at = row
-    values = struct.unpack(f"<{PROFILE_LENGTH}f", vector)
+    values = struct.unpack(f"<{PROFILE_LENGTH}f", row.vector)
     key_start = TEMPO_BINS
     loudness_start = key_start + KEY_BINS
     embedding_start = loudness_start + LOUDNESS_BINS
-    return {"track_count": track_count, "tempo_histogram": list(values[:key_start]),
+    return {"track_count": row.track_count, "tempo_histogram": list(values[:key_start]),
             "key_histogram": list(values[key_start:loudness_start]),
             "loudness_histogram": list(values[loudness_start:embedding_start]),
-            "embedding_centroid": list(values[embedding_start:]), "updated_at": updated_at}
+            "embedding_centroid": list(values[embedding_start:]), "updated_at": row.updated_at}
 
 
 def _cosine(a, b) -> float:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from catalogkit import observation, query, random_fingerprint
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.catalog import contract
-from cratesense.catalog.store import CONSENSUS_FIELDS, Store, consensus_of
+from cratesense.catalog.store import CONSENSUS_FIELDS, Observed, Store, consensus_of
 
 FINGERPRINT_DURATION = 180.0
 VALUES = {
@@ -46,10 +46,10 @@ def decoded(body: dict) -> contract.Observation:
     return msgspec.json.decode(msgspec.json.encode(body), type=contract.Observation)
 
 
-def model_row(contributor: str, values: dict) -> tuple:
+def model_row(contributor: str, values: dict) -> Observed:
     """The row ``consensus_of`` reads for one observation (duration: the tag's, else the fingerprint's)."""
     duration = values["duration"] if values["duration"] is not None else FINGERPRINT_DURATION
-    return (contributor, values["artist"], values["title"], values["album"], values["isrc"], values["catalog_number"],
+    return Observed(contributor, values["artist"], values["title"], values["album"], values["isrc"], values["catalog_number"],
             values["key"], values["camelot"], duration, values["bpm"], values["loudness_lufs"], ANALYZER_VERSION, 0.0)
 
 
@@ -91,7 +91,7 @@ def test_stored_consensus_is_consensus_of_the_observations(consensus_store, hist
                 pass
         else:
             store.delete_contributor_observations(contributors[argument])
-            held = [row for row in held if row[0] != contributors[argument]]
+            held = [row for row in held if row.contributor != contributors[argument]]
         ours = stored(store)
         mine = _recordings_of(store, contributors)
         if not held:

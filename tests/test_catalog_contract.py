@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from catalogkit import observation
 from cratesense.catalog.contract import ContractError, Observation, check_text, decode, sanitize_observation
-from cratesense.catalog.store import Store, consensus_of, fold_octave
+from cratesense.catalog.store import Observed, Store, consensus_of, fold_octave
 
 CORPUS = [
     line.rstrip("\n")
@@ -157,18 +157,18 @@ def test_no_column_can_hold_a_path_or_audio_on_postgresql(postgres):
 def test_consensus_counts_contributors_and_folds_octaves():
     v, t = "f1.t1.t2.k2.l2.e2.d1", 1.0  # one analyzer version, one arrival time
     rows = [
-        ("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 128.0, -8.0, v, t),
-        ("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 128.0, -8.0, v, t),
-        ("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 128.0, -8.0, v, t),  # one voice, three files
-        ("b", "Artist", "Title (Edit)", None, None, None, "C major", "8B", 201.0, 64.0, -9.0, v, t),
-        ("c", "Artist", "Title (Edit)", None, None, None, "A minor", "8A", 199.0, 127.0, -7.0, v, t),
+        Observed("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 128.0, -8.0, v, t),
+        Observed("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 128.0, -8.0, v, t),
+        Observed("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 128.0, -8.0, v, t),  # one voice, three files
+        Observed("b", "Artist", "Title (Edit)", None, None, None, "C major", "8B", 201.0, 64.0, -9.0, v, t),
+        Observed("c", "Artist", "Title (Edit)", None, None, None, "A minor", "8A", 199.0, 127.0, -7.0, v, t),
     ]
     result = consensus_of(rows)
     assert result["contributors"] == 3 and result["title"] == "Title (Edit)"  # 2 contributors to 1
     assert result["bpm"] == 128.0 and result["key"] == "A minor" and result["camelot"] == "8A"
     assert result["loudness_lufs"] == -8.0 and result["duration"] == 200.0
-    assert consensus_of([("a", "X", None, None, None, None, None, None, None, None, None, v, t),
-                         ("b", "Y", None, None, None, None, None, None, None, None, None, v, t)])["artist"] == "X"  # tie
+    assert consensus_of([Observed("a", "X", None, None, None, None, None, None, None, None, None, v, t),
+                         Observed("b", "Y", None, None, None, None, None, None, None, None, None, v, t)])["artist"] == "X"  # tie
     assert fold_octave(64.0, 128.0) == 128.0 and fold_octave(255.0, 128.0) == 127.5
 
 
@@ -177,10 +177,10 @@ def test_an_upgraded_contributor_votes_with_its_newest_analysis_only():
     but must not vote beside them (they would outvote a contributor who holds one file)."""
     old, new = "f1.t1.t1.k1.l2.e1", "f1.t1.t2.k2.l2.e2.d1"
     rows = [
-        ("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 85.3, -8.0, old, 1.0),
-        ("a", "Artist", "Title", None, None, None, "E minor", "9A", 200.0, 128.0, -8.0, new, 2.0),
-        ("b", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 85.3, -8.0, old, 1.5),  # not upgraded yet
-        ("c", "Artist", "Title", None, None, None, "E minor", "9A", 200.0, 128.0, -8.0, new, 1.7),
+        Observed("a", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 85.3, -8.0, old, 1.0),
+        Observed("a", "Artist", "Title", None, None, None, "E minor", "9A", 200.0, 128.0, -8.0, new, 2.0),
+        Observed("b", "Artist", "Title", None, None, None, "A minor", "8A", 200.0, 85.3, -8.0, old, 1.5),  # not upgraded yet
+        Observed("c", "Artist", "Title", None, None, None, "E minor", "9A", 200.0, 128.0, -8.0, new, 1.7),
     ]
     result = consensus_of(rows)
     # counting a's superseded A minor would make it a 2-2 tie, which A minor wins
