@@ -8,10 +8,17 @@ The development set and the independent check are described in bench/devset.py; 
 rendered once and cached under ~/.cache/cratesense-bench (``scripts/setup.sh bench`` installs
 fluidsynth, the FluidR3 soundfont, MMA, music21, mido and the peers).
 
-Methods: cratesense (``analyze_file``, as the agent runs it); librosa (``beat.beat_track``;
-``chroma_cqt`` + Krumhansl-Kessler profiles); Essentia (``RhythmExtractor2013`` multifeature,
-``PercivalBpmEstimator``; ``KeyExtractor`` with the edma, temperley and krumhansl profiles).
-Peers' answers are cached per file and library version (they cost minutes per run).
+Methods: cratesense (``analyze_file``, as the agent runs it); Mixxx's own analyzers
+(``mixxx-analyzer``: the Queen Mary beat tracker and KeyFinder, as a Mixxx DJ has them); librosa
+(``beat.beat_track``; ``chroma_cqt`` + Krumhansl-Kessler profiles); Essentia
+(``RhythmExtractor2013`` multifeature, ``PercivalBpmEstimator``; ``KeyExtractor`` with the edma,
+temperley and krumhansl profiles). Peers' answers are cached per file and library version
+(they cost minutes per run).
+
+Folds: every subset is one source (bench/devset.py). Tuning folds are where weights and
+thresholds are chosen; the held-out folds are reported apart and never tuned on. Beside every
+comparison with a peer stands a paired bootstrap interval (95 %, 2000 resamples of the pieces)
+of our score less the peer's: a difference whose interval holds 0 is no difference.
 
 Metrics: tempo Accuracy1 (within 4 %) and Accuracy2 (also x2, x1/2, x3, x1/3); key exact and the
 MIREX weighted score (1 exact, 0.5 a fifth away, 0.3 relative, 0.2 parallel, else 0);
@@ -45,9 +52,10 @@ TOLERANCE = 0.07  # downbeat F-measure window, seconds
 PEER_CACHE = devset.CACHE.parent / "peers"
 _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-TEMPO_METHODS = ("cratesense", "librosa", "essentia-multifeature", "essentia-percival")
-KEY_METHODS = ("cratesense", "librosa-krumhansl", "essentia-edma", "essentia-temperley", "essentia-krumhansl")
-DOWNBEAT_METHODS = ("cratesense", "librosa", "essentia-multifeature")
+TEMPO_METHODS = ("cratesense", "mixxx", "librosa", "essentia-multifeature", "essentia-percival")
+KEY_METHODS = ("cratesense", "mixxx", "librosa-krumhansl", "essentia-edma", "essentia-temperley", "essentia-krumhansl")
+DOWNBEAT_METHODS = ("cratesense", "mixxx", "librosa", "essentia-multifeature")
+BOOTSTRAP = 2000
 
 
 @dataclass
@@ -59,6 +67,7 @@ class Answer:
     downbeat: float | None = None  # seconds to the first downbeat
     beats_per_bar: int | None = None
     strength: float | None = None  # key strength
+    tuning: float | None = None  # cents from A4 = 440 Hz
 
 
 @dataclass
@@ -73,15 +82,52 @@ class Score:
 # --- the methods ------------------------------------------------------------------------------
 
 
-def cratesense(path: str) -> Answer:
-    descriptors = analyze_file(path, bpm_range=BPM_RANGE).descriptors
+FEATURE_CACHE = devset.CACHE.parent / "features"
+
+
+def cratesense(path: str, cached_features: bool = False) -> Answer:
+    """Our answer, as the agent computes it; with ``cached_features`` the frame features come from
+    a cache (stamped with the feature code and the file), so tuning the stages after them is fast."""
+    if cached_features:
+        from cratesense.analysis.loudness import Loudness
+        from cratesense.analysis.pipeline import _describe
+
+        descriptors = _describe(_features(path), Loudness(None, None, None, None), BPM_RANGE)
+    else:
+        descriptors = analyze_file(path, bpm_range=BPM_RANGE).descriptors
     return Answer(
         descriptors.bpm,
         descriptors.key,
         getattr(descriptors, "downbeat_offset", None),
         getattr(descriptors, "beats_per_bar", None),
         descriptors.key_strength,
+        descriptors.tuning_cents,
     )
+
+
+def _features(path: str):
+    """The streamed frame features of ``path``, from the cache when the feature code and the
+    file are the ones it was made from."""
+    import hashlib
+
+    from cratesense.analysis import decode, features as features_module
+
+    code = hashlib.sha256(Path(features_module.__file__).read_bytes() + Path(decode.__file__).read_bytes()).hexdigest()[:12]
+    stat = os.stat(path)
+    cache = FEATURE_CACHE / Path(path).parent.name / f"{Path(path).stem}-{code}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+    if cache.exists():
+        stored = np.load(cache)
+        return features_module.FrameFeatures(**{name: stored[name] for name in stored.files if name != "duration"},
+                                             duration=float(stored["duration"]))
+    extractor = features_module.FeatureExtractor()
+    with AudioFile(path) as audio:
+        for block in audio.blocks(native=False):
+            if block.analysis.size:
+                extractor.feed(block.analysis)
+    found = extractor.finish()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **{name: getattr(found, name) for name in found.__dataclass_fields__})
+    return found
 
 
 def _krumhansl(profile: np.ndarray) -> Key:
@@ -106,10 +152,12 @@ def peers(path: str) -> dict[str, Answer]:
         if stored.get("stamp") == stamp:
             return {name: Answer(**answer) for name, answer in stored["answers"].items()}
     answers = {}
-    if "librosa" in versions:
-        answers.update(_librosa(path))
-    if "essentia" in versions:
-        answers.update(_essentia(path))
+    for library, run in (("mixxx", _mixxx), ("librosa", _librosa), ("essentia", _essentia)):
+        if library in versions:
+            try:
+                answers.update(run(path))
+            except Exception as error:  # a peer that fails on a file answers nothing for it
+                progress(f"{library} failed on {Path(path).name}: {error}")
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"stamp": stamp, "answers": {k: vars(v) for k, v in answers.items()}}))
     return answers
@@ -117,6 +165,12 @@ def peers(path: str) -> dict[str, Answer]:
 
 def _peer_versions() -> str:
     found = []
+    try:
+        from importlib.metadata import version
+
+        found.append(f"mixxx-analyzer {version('mixxx-analyzer')}")
+    except Exception:
+        pass
     try:
         import librosa
 
@@ -130,6 +184,16 @@ def _peer_versions() -> str:
     except ImportError:
         pass
     return ", ".join(found)
+
+
+def _mixxx(path: str) -> dict[str, Answer]:
+    """Mixxx's analyzers (its own binary in the wheel): BPM, key and the beat grid."""
+    import mixxx_analyzer
+
+    result = mixxx_analyzer.analyze(path)
+    key = parse_key(result.key) if result.key else None
+    first = float(result.beatgrid[0]) if result.beatgrid else None
+    return {"mixxx": Answer(result.bpm, key.name if key else None, first, 4)}
 
 
 def _librosa(path: str) -> dict[str, Answer]:
@@ -228,34 +292,98 @@ def fraction(values) -> str:
     return f"{np.mean(values):5.3f}" if values else "    -"
 
 
+def scores_of(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]], method: str) -> Score:
+    score = Score()
+    for piece in pieces:
+        if method in answers[piece.audio]:
+            record(score, piece, answers[piece.audio][method], method)
+    return score
+
+
 def table(title: str, groups: dict[str, list[devset.Piece]], answers: dict[str, dict[str, Answer]], methods) -> None:
+    """Every method's figures, per group."""
     print(f"\n{title}")
-    print(f"{'subset':16} {'method':22} {'n':>4} {'Acc1':>5} {'Acc2':>5} {'n':>4} {'exact':>5} {'MIREX':>5} {'n':>4} {'downF':>5}")
+    print(f"{'subset':20} {'method':22} {'n':>4} {'Acc1':>5} {'Acc2':>5} {'n':>4} {'exact':>5} {'MIREX':>5} {'n':>4} {'downF':>5}")
     for group, pieces in groups.items():
         for method in methods:
-            score = Score()
-            for piece in pieces:
-                if method in answers[piece.audio]:
-                    record(score, piece, answers[piece.audio][method], method)
+            score = scores_of(pieces, answers, method)
             if not (score.tempo1 or score.key_exact or score.downbeat_f):
                 continue
             print(
-                f"{group:16} {method:22} {len(score.tempo1):4d} {fraction(score.tempo1)} {fraction(score.tempo2)} "
+                f"{group:20} {method:22} {len(score.tempo1):4d} {fraction(score.tempo1)} {fraction(score.tempo2)} "
                 f"{len(score.key_exact):4d} {fraction(score.key_exact)} {fraction(score.mirex)} "
                 f"{len(score.downbeat_f):4d} {fraction(score.downbeat_f)}"
             )
 
 
-def calibration(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]]) -> None:
+def paired_interval(ours: list[float], theirs: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """Our mean less theirs over the same pieces, and its 95 % bootstrap interval."""
+    difference = np.asarray(ours, float) - np.asarray(theirs, float)
+    rng = np.random.default_rng(seed)
+    means = difference[rng.integers(0, difference.size, (BOOTSTRAP, difference.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(difference.mean()), float(low), float(high)
+
+
+_METRICS = (("Acc1", "tempo1", TEMPO_METHODS), ("Acc2", "tempo2", TEMPO_METHODS), ("MIREX", "mirex", KEY_METHODS),
+            ("downbeat F", "downbeat_f", DOWNBEAT_METHODS))
+
+
+def comparison(title: str, groups: dict[str, list[devset.Piece]], answers: dict[str, dict[str, Answer]]) -> list[str]:
+    """A markdown table: per group and metric, ours, the best peer on that group, and our lead
+    over it with its paired bootstrap interval; ✗ where the peer is ahead beyond the interval.
+    Returns the groups and metrics where a peer is ahead (its interval excludes 0)."""
+    print(f"\n{title}\n")
+    print("| subset | " + " | ".join(f"n | {name} ours | best peer | ours - peer [95 %]" for name, _, _ in _METRICS) + " |")
+    print("|---|" + "---|---|---|---|" * len(_METRICS))
+    behind = []
+    for group, pieces in groups.items():
+        cells = []
+        for name, attribute, methods in _METRICS:
+            ours = getattr(scores_of(pieces, answers, "cratesense"), attribute)
+            if not ours:
+                cells.append("0 | - | - | -")
+                continue
+            peers_ = {m: getattr(scores_of(pieces, answers, m), attribute) for m in methods if m != "cratesense"}
+            peers_ = {m: v for m, v in peers_.items() if len(v) == len(ours)}
+            if not peers_:
+                cells.append(f"{len(ours)} | {np.mean(ours):.3f} | - | -")
+                continue
+            best = max(peers_, key=lambda m: np.mean(peers_[m]))
+            lead, low, high = paired_interval(ours, peers_[best])
+            mark = " ✗" if high < 0 else (" **ahead**" if low > 0 else "")
+            if high < 0:
+                behind.append(f"{group} {name} ({best})")
+            cells.append(f"{len(ours)} | {np.mean(ours):.3f} | {np.mean(peers_[best]):.3f} {best} | "
+                         f"{lead:+.3f} [{low:+.3f}, {high:+.3f}]{mark}")
+        print(f"| {group.strip()} | " + " | ".join(cells) + " |")
+    return behind
+
+
+def calibration(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]], title: str) -> None:
     """How often our key is right at each key strength: an honest strength is right about as
     often as it says."""
-    print("\nKey strength against how often the key is right (cratesense, development set)")
-    rows = [(answers[p.audio]["cratesense"].strength, answers[p.audio]["cratesense"].key == p.key) for p in pieces
-            if p.key and answers[p.audio]["cratesense"].strength is not None]
-    for low, high in ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
+    print(f"\nKey strength against how often the key is right (cratesense, {title})")
+    rows = [(answers[p.audio]["cratesense"].strength, parse_key(answers[p.audio]["cratesense"].key or "") == p.key_truth)
+            for p in pieces if p.key and answers[p.audio]["cratesense"].strength is not None]
+    for low, high in ((0.0, 0.3), (0.3, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
         inside = [right for strength, right in rows if low <= strength < high]
         share = f"{np.mean(inside):.2f}" if inside else "   -"
         print(f"  strength {low:.2f}-{min(high, 1.0):.2f}: {len(inside):4d} pieces, right {share}")
+
+
+def tuning_errors(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]], title: str) -> None:
+    """How far our tuning estimate is from the production's detune."""
+    errors = [abs(answers[p.audio]["cratesense"].tuning - p.tuning_cents) for p in pieces
+              if p.tuning_cents is not None and answers[p.audio]["cratesense"].tuning is not None]
+    if errors:
+        print(f"\nTuning (cratesense, {title}): {len(errors)} productions, |error| median {np.median(errors):.1f} cents, "
+              f"90th percentile {np.percentile(errors, 90):.1f}, within 10 cents {np.mean(np.asarray(errors) <= 10):.2f}")
+
+
+_TAGS = ("ternary", "fast", "modulating", "orchestral", "piano", "quartet", "melody", "vocal",
+         "electronic", "minor", "riff-led", "chords", "detuned", "long-intro", "swung",
+         "house", "techno", "trance", "dnb", "hiphop", "dubstep")
 
 
 def groups_of(pieces: list[devset.Piece], subsets) -> dict[str, list[devset.Piece]]:
@@ -263,7 +391,7 @@ def groups_of(pieces: list[devset.Piece], subsets) -> dict[str, list[devset.Piec
     groups = {name: members for name, members in groups.items() if members}
     if len(groups) > 1:
         everything = [p for p in pieces if p.subset in subsets]
-        for tag in ("ternary", "fast", "modulating", "orchestral", "piano", "quartet", "melody", "vocal"):
+        for tag in _TAGS:
             tagged = [p for p in everything if tag in p.tags]
             if tagged:
                 groups[f"  [{tag}]"] = tagged
@@ -340,7 +468,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a third of the set")
     parser.add_argument("--no-peers", action="store_true", help="cratesense only")
-    parser.add_argument("--no-check", action="store_true", help="leave out the independent check")
+    parser.add_argument("--no-check", action="store_true", help="leave out the held-out folds")
+    parser.add_argument("--cached-features", action="store_true",
+                        help="our frame features from a cache (for tuning the stages after them; not for a result)")
     parser.add_argument("--speed", action="store_true", help="measure the descriptors' CPU cost instead")
     parser.add_argument("--files", type=int, default=24, help="files for --speed")
     parser.add_argument("--against", type=Path, default=None, help="--speed: another checkout (with its .venv) to compare with")
@@ -359,17 +489,27 @@ def main() -> int:
     for number, piece in enumerate(pieces, 1):
         if number % 20 == 0:
             progress(f"analyzed {number}/{len(pieces)}")
-        answers[piece.audio] = {"cratesense": cratesense(piece.audio)}
+        answers[piece.audio] = {"cratesense": cratesense(piece.audio, args.cached_features)}
         if not args.no_peers:
             answers[piece.audio].update(peers(piece.audio))
     counts = ", ".join(f"{sum(p.subset == s for p in pieces)} {s}" for s in devset.DEV_SUBSETS + devset.CHECK_SUBSETS)
     print(f"{len(pieces)} pieces: {counts}")
     print(f"peers: {_peer_versions() if not args.no_peers else 'not run'}")
     methods = list(dict.fromkeys(TEMPO_METHODS + KEY_METHODS))
-    table("Development set", groups_of(pieces, devset.DEV_SUBSETS), answers, methods)
-    calibration([p for p in pieces if p.subset in devset.DEV_SUBSETS], answers)
+    sections = [("Tuning folds", devset.DEV_SUBSETS)]
     if not args.no_check:
-        table("Independent check (never tuned on)", groups_of(pieces, devset.CHECK_SUBSETS), answers, methods)
+        sections.append(("Held-out folds (never tuned on)", devset.CHECK_SUBSETS))
+    behind = []
+    for title, subsets in sections:
+        groups = groups_of(pieces, subsets)
+        table(title, groups, answers, methods)
+        if not args.no_peers:
+            behind += [f"{title}: {where}" for where in comparison(f"{title}: ours against the best peer", groups, answers)]
+        chosen = [p for p in pieces if p.subset in subsets]
+        calibration(chosen, answers, title)
+        tuning_errors(chosen, answers, title)
+    if behind:
+        print("\nA peer ahead beyond the interval: " + "; ".join(behind))
     return 0
 
 

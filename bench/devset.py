@@ -20,9 +20,24 @@ key (the score's key, or its key signature read with the final bass note), the b
                 charts in its rock, pop, trance, funk, latin, waltz, 6/8 and fast grooves;
                 a third of them modulate to the dominant (or relative) and return
   blupi         Debian's planetblupi-music-midi (tempo event only: its key signatures are all C)
+  edm-synth-a   electronic dance productions (bench/edm.py: house, techno, trance, drum & bass,
+                hip-hop, pop, dubstep; minor keys mostly, riff- and bass-led, detuned, filtered,
+                sidechained, swung, long drum-only intros) as producer A writes and sounds them,
+                synthesized with numpy
+  edm-midi-fluidr3  producer A's writing as MIDI, rendered by FluidSynth with FluidR3 GM's synths
 
-Independent check (never used to tune anything): Bach chorales (music21, key from the
-Riemenschneider analyses), Debian's openttd-openmsx (tempo event; key signature where written).
+Folds are sources: every subset above is a tuning fold (weights and thresholds are chosen on
+them). The held-out folds are never tuned on; bench/accuracy.py reports them beside the
+tuning folds:
+
+  edm-synth-b   productions as producer B writes and sounds them (FM basses, square plucks and
+                arpeggios, off-beat chord stabs with sevenths, harder mastering), numpy
+  edm-midi-timgm  producer B's writing as MIDI through another soundfont (TimGM6mb, Debian
+                ``timgm6mb-soundfont``), never used for anything else
+  bach-chorales Bach chorales (music21, key from the Riemenschneider analyses)
+  openttd       Debian's openttd-openmsx (tempo event; key signature where written)
+
+Every electronic production carries its detune (cents from A4 = 440 Hz) as its tuning truth.
 """
 
 from __future__ import annotations
@@ -50,9 +65,11 @@ log = logging.getLogger(__name__)
 
 CACHE = Path(os.environ.get("CRATESENSE_BENCH_CACHE", Path.home() / ".cache" / "cratesense-bench")) / "devset"
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+HELD_OUT_SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 MAX_SECONDS = 420.0  # longer movements are left out (render and peer time)
-DEV_SUBSETS = ("synthesized", "folk", "irish", "classical", "polyphony", "pop", "blupi")
-CHECK_SUBSETS = ("bach-chorales", "openttd")
+DEV_SUBSETS = ("synthesized", "folk", "irish", "classical", "polyphony", "pop", "blupi", "edm-synth-a", "edm-midi-fluidr3")
+CHECK_SUBSETS = ("edm-synth-b", "edm-midi-timgm", "bach-chorales", "openttd")  # the held-out folds
+ELECTRONIC_SUBSETS = ("edm-synth-a", "edm-midi-fluidr3", "edm-synth-b", "edm-midi-timgm")
 _COMPOUND = {"6/8": 2, "9/8": 3, "12/8": 4, "6/4": 2}
 
 
@@ -66,6 +83,7 @@ class Piece:
     beats_per_bar: int | None
     downbeats: list[float] | None  # seconds of every bar line (bar 1 first)
     tags: list[str] = field(default_factory=list)  # ternary, fast, modulating, orchestral, piano...
+    tuning_cents: float | None = None  # the production's detune, where it is known
 
     @property
     def key_truth(self) -> Key | None:
@@ -89,13 +107,13 @@ def _store(piece: Piece) -> Piece:
     return piece
 
 
-def render(midi: Path, flac: Path) -> bool:
+def render(midi: Path, flac: Path, soundfont: str = SOUNDFONT) -> bool:
     """MIDI -> FLAC with fluidsynth and FluidR3 GM (the same settings for every source)."""
     seconds = _end_every_note(midi)
     wav = flac.with_suffix(".wav")
     try:
         done = subprocess.run(
-            ["fluidsynth", "-ni", "-g", "0.6", "-r", "44100", "-F", str(wav), SOUNDFONT, str(midi)],
+            ["fluidsynth", "-ni", "-g", "0.6", "-r", "44100", "-F", str(wav), soundfont, str(midi)],
             capture_output=True, timeout=60 + seconds,
         )
     except subprocess.TimeoutExpired:
@@ -354,6 +372,38 @@ def synthesized(per_genre: int) -> list[Piece]:
                 bar = 240.0 / bpm
                 piece = _store(Piece(name, "synthesized", str(path), bpm, key.name, 4, [round(i * bar, 4) for i in range(int(30 / bar) + 1)],
                                      ["electronic"] + (["fast"] if bpm >= 150 else [])))
+            pieces.append(piece)
+    return pieces
+
+
+def electronic(subset: str, per_genre: int) -> list[Piece]:
+    """Electronic dance productions (bench/edm.py) of one fold: producer A or B, synthesized with
+    numpy or written as MIDI and rendered through a soundfont."""
+    import edmgen as edm
+
+    producer = "A" if subset in ("edm-synth-a", "edm-midi-fluidr3") else "B"
+    midi = "midi" in subset
+    folder = CACHE / subset
+    pieces = []
+    for genre in edm.GENRE_ORDER:
+        for index in range(per_genre):
+            name = f"{genre}-{index}"
+            piece = _cached(subset, name)
+            if piece is None:
+                song = edm.compose(f"{subset}:{name}", genre, producer)
+                flac = folder / f"{name}.flac"
+                if midi:
+                    source = folder / f"{name}.mid"
+                    edm.to_midi(song, source)
+                    soundfont = SOUNDFONT if producer == "A" else HELD_OUT_SOUNDFONT
+                    if not render(source, flac, soundfont):
+                        continue
+                    source.unlink()
+                else:
+                    encode(edm.render_synth(song), edm.RATE, flac)
+                piece = _store(Piece(name, subset, str(flac), song.bpm, song.key_name, 4, song.downbeats,
+                                     ["electronic"] + song.tags + (["fast"] if song.bpm >= 150 else []),
+                                     tuning_cents=song.detune_cents))
             pieces.append(piece)
     return pieces
 
@@ -814,11 +864,18 @@ def build(*, quick: bool = False, check: bool = True) -> list[Piece]:
         (CACHE / subset).mkdir(parents=True, exist_ok=True)
     scale = 0.34 if quick else 1.0
     n = lambda full: max(3, int(full * scale))  # noqa: E731
+    per_genre = lambda full: max(1, int(full * scale))  # noqa: E731
     pieces = synthesized(n(8))
+    pieces += electronic("edm-synth-a", per_genre(6))
+    if check:
+        pieces += electronic("edm-synth-b", per_genre(5))
     can_render = shutil.which("fluidsynth") and os.path.exists(SOUNDFONT)
     if not can_render:
         print("(no fluidsynth/FluidR3_GM: scripts/setup.sh bench installs them)", file=sys.stderr)
         return pieces
+    pieces += electronic("edm-midi-fluidr3", per_genre(4))
+    if check and os.path.exists(HELD_OUT_SOUNDFONT):
+        pieces += electronic("edm-midi-timgm", per_genre(4))
     for builder, full in ((folk, 30), (irish, 36), (classical, 36), (polyphony, 30), (pop, 50)):
         pieces += builder(n(full))
     pieces += blupi()
