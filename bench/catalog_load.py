@@ -132,12 +132,14 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def run_config(args, backend: str, workers: int, target) -> dict:
+def run_config(args, backend: str, workers: int, target, checkout: Path | None = None) -> dict:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(checkout)} if checkout else None
     server = subprocess.Popen([sys.executable, "-m", "cratesense", "catalog", "serve", "--port", str(port),
-                               "--db", str(target), "--workers", str(workers)], stderr=subprocess.DEVNULL)
+                               "--db", str(target), "--workers", str(workers)], stderr=subprocess.DEVNULL, env=env,
+                              cwd="/")
     try:
         for _ in range(600):  # until it answers
             try:
@@ -151,7 +153,7 @@ def run_config(args, backend: str, workers: int, target) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"config": f"{backend} x{workers}", **result}
+    return {"config": f"{backend} x{workers}" + (f" ({checkout.name})" if checkout else ""), **result}
 
 
 def main() -> int:
@@ -164,12 +166,17 @@ def main() -> int:
                         help="agents start at random moments over this many seconds (default 0: all at once)")
     parser.add_argument("--configs", default="sqlite:1,postgresql:2",
                         help="backend:workers, comma-separated (default: sqlite:1,postgresql:2)")
+    parser.add_argument("--against", type=Path, help="another checkout (e.g. main before #28), run first in the same run")
+    parser.add_argument("--against-configs", default="sqlite:1,postgresql:2")
     args = parser.parse_args()
-    configs = [(name, int(workers)) for name, workers in (item.split(":") for item in args.configs.split(","))]
+    configs = [(name, int(workers), None) for name, workers in (item.split(":") for item in args.configs.split(","))]
+    if args.against:
+        configs = [(name, int(workers), args.against)
+                   for name, workers in (item.split(":") for item in args.against_configs.split(","))] + configs
     results, server = [], None
     try:
         with tempfile.TemporaryDirectory(prefix="cratesense-load-") as temp:
-            for backend, workers in configs:
+            for backend, workers, checkout in configs:
                 if backend == "sqlite":
                     target = Path(temp) / f"catalog-{len(results)}.sqlite"
                 else:
@@ -178,7 +185,7 @@ def main() -> int:
 
                         server = PostgresServer(fsync=True).start()
                     target = server.new_database("load")
-                results.append(run_config(args, backend, workers, target))
+                results.append(run_config(args, backend, workers, target, checkout))
                 print(json.dumps(results[-1]), flush=True)
     finally:
         if server is not None:

@@ -11,7 +11,7 @@ backend supplies only what differs between SQLite and PostgreSQL:
 * a list parameter (``IN (...)`` or ``= ANY(?)``): ``any_of``;
 * many rows in one statement: ``table`` (a table expression of numbers and text, for reads) and
   ``each`` (a statement over rows ``d``: one statement over ``unnest`` of arrays on PostgreSQL,
-  once per row on SQLite, where a statement costs no round trip);
+  a VALUES list of bound parameters on SQLite);
 * the column types of the DDL, ``FOR UPDATE [SKIP LOCKED]``, the database's clock;
 * the cluster-wide lock that serializes matching (SQLite's one writer already does;
   PostgreSQL takes an advisory lock);
@@ -112,6 +112,7 @@ class SQLiteBackend:
     skip_locked = ""
     now = "((julianday('now') - 2440587.5) * 86400.0)"  # seconds since the epoch, to the millisecond
     least = "MIN"  # the smaller of its arguments
+    connection_errors: tuple[type[BaseException], ...] = ()  # a file has no connection to lose
     types = {"id": "INTEGER PRIMARY KEY", "real": "REAL", "blob": "BLOB", "bigint": "INTEGER",
              "without_rowid": "WITHOUT ROWID", "unlogged": ""}
 
@@ -188,6 +189,9 @@ class SQLiteBackend:
     def lock(self, db, key: int) -> None:
         """Nothing to take: BEGIN IMMEDIATE already made this transaction the only writer."""
 
+    def recover(self) -> None:
+        """Nothing to reconnect."""
+
     @staticmethod
     def any_of(column: str, values: Sequence) -> tuple[str, list]:
         """``column`` is one of ``values``: a short list inline, a long one (past SQLite's limit
@@ -196,27 +200,34 @@ class SQLiteBackend:
             return f"{column} IN ({','.join('?' * len(values))})", list(values)
         return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
 
-    @staticmethod
-    def table(columns: dict[str, str], rows: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
-        """A table expression ``alias`` of ``rows`` (numbers and text only) with ``columns``
-        (name -> type) in one parameter: a JSON array read by ``json_each``."""
-        picked = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(columns))
-        return f"(SELECT {picked} FROM json_each(?)) AS {alias}", [json.dumps([list(row) for row in rows])]
+    PARAMETERS = 30_000  # bound parameters per statement (SQLite's limit: 32,766)
 
-    @staticmethod
-    def each(db, sql: str, columns: dict[str, str], rows: Sequence[Sequence]) -> list:
-        """Run ``sql`` over ``rows``, which it reads as the table ``{rows}`` with ``columns``
-        (name -> type): here once per row (a statement costs no round trip); the rows any
-        RETURNING clause gave."""
-        if not rows:
-            return []
-        statement = sql.replace("{rows}", f"(SELECT {', '.join(f'? AS {name}' for name in columns)}) AS d")
-        if " RETURNING " not in sql:
-            db.executemany(statement, rows)
-            return []
-        returned = []
-        for row in rows:
-            returned += db.execute(statement, row).fetchall()
+    @classmethod
+    def table(cls, columns: dict[str, str], rows: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
+        """A table expression ``alias`` of ``rows`` with ``columns`` (name -> type): a VALUES list
+        of bound parameters; past the limit of parameters (numbers and text only) one JSON array
+        read by ``json_each``."""
+        names = list(columns)
+        if len(rows) * len(names) <= cls.PARAMETERS:
+            values = ", ".join([f"({', '.join('?' * len(names))})"] * len(rows)) or f"({', '.join(['NULL'] * len(names))})"
+            picked = ", ".join(f"column{i + 1} AS {name}" for i, name in enumerate(names))
+            where = "" if rows else " WHERE 0"
+            return f"(SELECT {picked} FROM (VALUES {values}){where}) AS {alias}", [value for row in rows for value in row]
+        picked = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(names))
+        return f"(SELECT {picked} FROM json_each(?)) AS {alias}", [json.dumps(rows)]
+
+    @classmethod
+    def each(cls, db, sql: str, columns: dict[str, str], rows: Sequence[Sequence]) -> list:
+        """Run ``sql`` over ``rows``, which it reads as the table ``{rows}`` (alias ``d``) with
+        ``columns`` (name -> type): one statement per few thousand rows; the rows any RETURNING
+        clause gave."""
+        returned: list = []
+        chunk = max(1, cls.PARAMETERS // max(1, len(columns)))
+        for start in range(0, len(rows), chunk):
+            table, params = cls.table(columns, rows[start:start + chunk])
+            cursor = db.execute(sql.replace("{rows}", table), params)
+            if cursor.description:
+                returned += cursor.fetchall()
         return returned
 
     def migrate(self, migrations: Sequence[str]) -> None:
@@ -237,7 +248,8 @@ class _PgConnection:
     def execute(self, sql: str, params: Sequence = ()):
         if not params:  # psycopg reads % as a placeholder only when there are parameters
             return self._connection.execute(sql)
-        return self._connection.execute(self._translate(sql), params)
+        # binary: fingerprint items and arrays of ids cross as they are, not escaped into text
+        return self._connection.execute(self._translate(sql), params, binary=True)
 
     def executemany(self, sql: str, rows):
         cursor = self._connection.cursor()
@@ -255,7 +267,7 @@ class PostgresBackend:
     types = {"id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "real": "DOUBLE PRECISION",
              "blob": "BYTEA", "bigint": "BIGINT", "without_rowid": "", "unlogged": "UNLOGGED"}
 
-    def __init__(self, url: str, *, pool_size: int = 10, role: str = "catalog") -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, role: str = "catalog", wait: float = 5.0) -> None:
         try:
             import psycopg
             from psycopg.rows import namedtuple_row
@@ -267,14 +279,16 @@ class PostgresBackend:
         self.label = redact(url)
         self._sql: dict[str, str] = {}
         self.errors = psycopg.Error
+        self.connection_errors = (psycopg.OperationalError,)  # includes the pool's timeout
         try:  # one connection first: its error says why (the pool's would only say "timed out")
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split())
             raise BackendError(f"cannot connect to PostgreSQL at {self.label}: {reason}") from None
-        # reconnect_timeout: a server that restarts is reconnected to while it comes back
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name=role,
-                                    check=ConnectionPool.check_connection, reconnect_timeout=60,
+        # timeout: a request waits this long for a connection (a server that is down answers 503 soon);
+        # reconnect_timeout: the pool keeps trying to reconnect to a server that restarts
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name=role, timeout=wait,
+                                    reconnect_timeout=300,
                                     kwargs={"autocommit": True, "application_name": f"cratesense-{role}",
                                             "row_factory": namedtuple_row, "connect_timeout": 10})
         self._pool.open(wait=True, timeout=30)
@@ -287,6 +301,10 @@ class PostgresBackend:
 
     def close(self) -> None:
         self._pool.close()
+
+    def recover(self) -> None:
+        """After a connection failed (a restarted server): drop the pool's dead idle connections."""
+        self._pool.check()
 
     @contextmanager
     def transaction(self) -> Iterator[_PgConnection]:
@@ -384,7 +402,7 @@ class ReadReplica:
 
     def _connect(self) -> PostgresBackend:
         if self.backend is None:
-            self.backend = PostgresBackend(self.url, pool_size=self._pool_size, role="catalog-replica")
+            self.backend = PostgresBackend(self.url, pool_size=self._pool_size, role="catalog-replica", wait=2.0)
         return self.backend
 
     def check(self) -> None:
@@ -409,7 +427,8 @@ class ReadReplica:
                 self._become("not a standby", None, "it is not in recovery (a promoted standby is a primary)")
                 return
             caught_up = [t for t, lsn in self._samples if lsn <= standby.replayed]
-            lag = max(0.0, now - max(caught_up)) if caught_up else float("inf")
+            # no sample it has caught up with: behind for at least as long as samples are kept
+            lag = max(0.0, now - (max(caught_up) if caught_up else min(t for t, _ in self._samples or [(now, 0)])))
             if lag > self.max_lag:
                 self._become("lagging", lag, f"{lag:.1f} s behind the primary (limit {self.max_lag:g} s)")
             else:
@@ -421,12 +440,13 @@ class ReadReplica:
             self._become("unreachable", None, " ".join(str(exc).split())[:300] or type(exc).__name__)
 
     def _become(self, state: str, lag: float | None, reason: str) -> None:
-        self.lag = lag if lag != float("inf") else None
+        self.lag = lag
         if state != self.state:
             if state == "in use":
-                log.warning("read replica %s is in use again (lag %.1f s): look-ups, recommendations and "
-                            "exports go to it", self.label, lag or 0.0)
-            elif self.state in ("in use", "unknown") or state != self.state:
+                log.log(logging.INFO if self.state == "unknown" else logging.WARNING,
+                        "read replica %s is in use%s (lag %.1f s): look-ups, recommendations and exports go to it",
+                        self.label, "" if self.state == "unknown" else " again", lag or 0.0)
+            else:
                 log.warning("read replica %s is %s: %s; look-ups, recommendations and exports go to the "
                             "primary", self.label, state, reason)
         self.state, self.reason = state, reason

@@ -48,14 +48,17 @@ def minimum_shared_terms(terms: list[int]) -> int:
     return max(1, -(-len(terms) // 20))
 
 
-def score(a: list[int], b: list[int]) -> float:
-    """Similarity of two raw fingerprints in [0, 1] at their best alignment."""
+def score(a: list[int], b: list[int] | bytes, *, a_bytes: bytes | None = None) -> float:
+    """Similarity of two raw fingerprints in [0, 1] at their best alignment. ``b`` may be given
+    packed (as stored) and ``a`` packed too (``a_bytes``): most pairs then need no conversion."""
     if not a or not b:
         return 0.0
-    a_bytes, b_bytes = pack(a), pack(b)
+    a_bytes = a_bytes if a_bytes is not None else pack(a)
+    b_bytes = b if isinstance(b, bytes) else pack(b)
     aligned = _score_at(a_bytes, b_bytes, 0)
     if aligned >= SAME_FINGERPRINT:  # the common case (the same encode, or one that starts alike)
         return aligned  # no other alignment can matter; skip the offset histogram
+    b = unpack(b) if isinstance(b, bytes) else b
     positions: dict[int, list[int]] = {}
     for j, item in enumerate(b):
         positions.setdefault(item >> ALIGN_SHIFT, []).append(j)

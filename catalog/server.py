@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import zlib
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -38,15 +39,41 @@ class Database:
     def __init__(self, store: Store, threads: int) -> None:
         self.store = store
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="catalog-db")
+        self.down_since: float | None = None  # the database could not be reached (for the log and /health)
 
     async def __call__(self, method: str, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, getattr(self.store, method), *args)
+        """``store.method(*args)`` on the pool. A connection the server dropped (a restarted
+        primary) is noticed here: the pool's idle connections are checked and the call tried
+        once more; still unreachable, it is DatabaseUnavailable (a 503 that says to retry)."""
+        loop = asyncio.get_running_loop()
+        call = getattr(self.store, method)
+        try:
+            result = await loop.run_in_executor(self._executor, call, *args)
+        except self.store.backend.connection_errors as first:
+            await loop.run_in_executor(self._executor, self.store.backend.recover)
+            try:
+                result = await loop.run_in_executor(self._executor, call, *args)
+            except self.store.backend.connection_errors as exc:
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    log.error("the catalog's database %s cannot be reached (%s); answering 503 until it is back",
+                              self.store.label, " ".join(str(exc).split())[:300] or type(exc).__name__)
+                raise DatabaseUnavailable() from first
+        if self.down_since is not None:
+            log.warning("the catalog's database %s is reachable again after %.1f s", self.store.label,
+                        time.monotonic() - self.down_since)
+            self.down_since = None
+        return result
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 DATABASE = web.AppKey("database", Database)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (restarting, failing over): answered 503 with Retry-After."""
 
 
 class Settler:
@@ -57,8 +84,9 @@ class Settler:
     that died, and re-derives consensus that has been stale long enough."""
 
     INLINE_MAX = 200  # a lone request settles its own batch and at most this backlog besides
-    SLICE = 20  # arrivals matched per call
+    SLICE = 100  # arrivals matched per call (a slice costs a dozen statements whatever its size)
     POLL_SECONDS = 2.0  # how often run() looks for work nobody woke it for
+    RETRY_SECONDS = 5.0  # after a failure
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -96,9 +124,12 @@ class Settler:
                     pass
                 while await self.database("sweep"):  # an erasure's index terms, a slice at a time
                     await asyncio.sleep(0.05)  # (on SQLite each slice holds the one write lock)
-            except Exception:  # a full disk, a database restarting: the arrivals stay; try again
-                log.exception("matching accepted observations failed; retrying in 30 s")
-                await asyncio.sleep(30)
+            except DatabaseUnavailable:  # Database() said so in one line; the arrivals stay
+                await asyncio.sleep(self.RETRY_SECONDS)
+                self._wake.set()
+            except Exception:  # a full disk: the arrivals stay; try again
+                log.exception("matching accepted observations failed; retrying in %.0f s", self.RETRY_SECONDS)
+                await asyncio.sleep(self.RETRY_SECONDS)
                 self._wake.set()
 
 
@@ -136,6 +167,37 @@ LIMITER = web.AppKey("limiter", RateLimiter)  # per contributor (per address for
 GUESSES = web.AppKey("guesses", RateLimiter)  # unknown tokens, per address
 
 
+class Answers:
+    """This worker's answers over the last minute, per route (for /health and /metrics)."""
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self._seen: dict[str, deque[tuple[float, float, int]]] = defaultdict(deque)  # route -> (at, ms, status)
+
+    def add(self, route: str, ms: float, status: int) -> None:
+        now = time.monotonic()
+        seen = self._seen[route]
+        seen.append((now, ms, status))
+        while seen and seen[0][0] < now - self.WINDOW:
+            seen.popleft()
+
+    def summary(self) -> dict[str, dict]:
+        now = time.monotonic()
+        result = {}
+        for route, seen in sorted(self._seen.items()):
+            recent = [(ms, status) for at, ms, status in seen if at >= now - self.WINDOW]
+            if recent:
+                times = sorted(ms for ms, _ in recent)
+                result[route] = {"count": len(times), "p50_ms": round(times[len(times) // 2], 1),
+                                 "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 1),
+                                 "errors_5xx": sum(1 for _, status in recent if status >= 500)}
+        return result
+
+
+ANSWERS = web.AppKey("answers", Answers)
+
+
 def _error(status: int, message: str, **extra) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
@@ -149,6 +211,9 @@ async def _errors_and_access_log(request: web.Request, handler):
         response = web.json_response(exc.to_json(), status=exc.status)
         if exc.status in (408, 413):
             response.force_close()  # the rest of the body was never read: this connection is done
+    except DatabaseUnavailable:
+        response = _error(503, "the catalog's database is unavailable; try again later", rule="database")
+        response.headers["Retry-After"] = "5"
     except web.HTTPRequestEntityTooLarge:
         response = _error(413, f"the body is larger than {contract.MAX_BODY_BYTES} bytes", rule="body size")
     except web.HTTPException as exc:
@@ -158,10 +223,11 @@ async def _errors_and_access_log(request: web.Request, handler):
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         response = _error(500, "internal error")
-    access_log.info(
-        "%s %s %d %.1fms", request.method, request.match_info.route.resource.canonical if request.match_info.route.resource else request.path,
-        response.status, 1000 * (time.perf_counter() - started),
-    )
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    ms = 1000 * (time.perf_counter() - started)
+    access_log.info("%s %s %d %.1fms", request.method, route, response.status, ms)
+    if route.startswith("/v1/"):
+        request.app[ANSWERS].add(f"{request.method} {route}", ms, response.status)
     return response
 
 
@@ -292,6 +358,45 @@ async def recommendations(request: web.Request) -> web.Response:
     return web.json_response({"recommendations": await request.app[DATABASE]("recommendations", contributor)})
 
 
+async def _health(app: web.Application) -> tuple[int, dict]:
+    store, database = app[STORE], app[DATABASE]
+    body: dict = {"status": "ok", "worker": os.getpid(), "database": store.label}
+    try:
+        body["backlog"] = await database("backlog")  # arrivals waiting to be matched, the oldest's age
+    except DatabaseUnavailable:
+        body["status"], body["backlog"] = "database unavailable", None
+    body["replica"] = store.replica.status() if store.replica is not None else None
+    body["answers_last_minute"] = app[ANSWERS].summary()
+    return (200 if body["status"] == "ok" else 503), body
+
+
+async def health(request: web.Request) -> web.Response:
+    """What an operator watches: the matching backlog, the replica's lag, this worker's
+    latencies and 5xx over the last minute. No token: nothing in it is about anyone."""
+    status, body = await _health(request.app)
+    return web.json_response(body, status=status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """/health in Prometheus' text format."""
+    status, body = await _health(request.app)
+    lines = [f"cratesense_catalog_up {int(status == 200)}"]
+    if body["backlog"] is not None:
+        lines += [f"cratesense_catalog_backlog_waiting {body['backlog']['waiting']}",
+                  f"cratesense_catalog_backlog_oldest_seconds {body['backlog']['oldest_seconds']}"]
+    if body["replica"] is not None:
+        lines.append(f"cratesense_catalog_replica_in_use {int(body['replica']['state'] == 'in use')}")
+        if body["replica"]["lag_seconds"] is not None:
+            lines.append(f"cratesense_catalog_replica_lag_seconds {body['replica']['lag_seconds']}")
+    for route, figures in body["answers_last_minute"].items():
+        label = f'route="{route}",worker="{body["worker"]}"'
+        lines += [f"cratesense_catalog_answers_last_minute{{{label}}} {figures['count']}",
+                  f"cratesense_catalog_answer_p50_ms{{{label}}} {figures['p50_ms']}",
+                  f"cratesense_catalog_answer_p99_ms{{{label}}} {figures['p99_ms']}",
+                  f"cratesense_catalog_answers_5xx_last_minute{{{label}}} {figures['errors_5xx']}"]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", status=status)
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
@@ -313,6 +418,7 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app[LIMITER] = RateLimiter(database, rate, burst)
     app[GUESSES] = RateLimiter(database, rate=1.0, burst=10)
     app[SETTLER] = Settler(database)
+    app[ANSWERS] = Answers()
     app.cleanup_ctx.append(_settling)
     app.router.add_post("/v1/contributors", register)
     app.router.add_post("/v1/observations", ingest)
@@ -324,18 +430,35 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app.router.add_get("/v1/recommendations", recommendations)
     app[OPENAPI] = json.dumps(document()).encode()
     app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
 async def _settling(app: web.Application):
-    task = asyncio.create_task(app[SETTLER].run(), name="catalog-settler")
+    tasks = [asyncio.create_task(app[SETTLER].run(), name="catalog-settler")]
+    replica = app[STORE].replica
+    if replica is not None:
+        tasks.append(asyncio.create_task(_watch_replica(app[DATABASE], replica.check_seconds),
+                                         name="catalog-replica-watch"))
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    for task in tasks:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
     app[DATABASE].shutdown()  # waits for a call in flight: the store may be closed after this
+
+
+async def _watch_replica(database: Database, every: float) -> None:
+    """Measure the standby's lag every ``every`` seconds (ReadReplica logs what changes)."""
+    while True:
+        try:
+            await database("check_replica")
+        except Exception:  # the primary's trouble: its own log line comes from Database()
+            log.debug("checking the read replica failed", exc_info=True)
+        await asyncio.sleep(every)
 
 
 async def _runner(store: Store, **limits) -> web.AppRunner:

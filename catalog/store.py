@@ -534,8 +534,8 @@ class Store:
                     after: int = 0) -> list[list[Candidate]]:
         """Per query (items, duration, index terms): the stored fingerprints like it (ids above
         ``after``), scored, best first; one statement for all of them."""
-        terms = [(n, term, matching.minimum_shared_terms(query_terms))
-                 for n, (_, _, query_terms) in enumerate(queries) for term in query_terms]
+        terms = [(n, term, minimum) for n, (_, _, query_terms) in enumerate(queries)
+                 for minimum in (matching.minimum_shared_terms(query_terms),) for term in query_terms]
         if not terms:
             return [[] for _ in queries]
         table, params = self.backend.table({"n": "int", "term": "int", "minimum": "int"}, terms, alias="q")
@@ -801,6 +801,13 @@ class Store:
         [row] = self.backend.run("SELECT COUNT(*) AS waiting, MIN(received_at) AS oldest FROM arrivals")
         return {"waiting": row.waiting, "oldest_seconds": round(max(0.0, time.time() - row.oldest), 3) if row.oldest else 0.0}
 
+    def check_replica(self) -> dict | None:
+        """Measure the standby's lag now (the server calls this every second); its status."""
+        if self.replica is None:
+            return None
+        self.replica.check()
+        return self.replica.status()
+
     def size(self) -> int:
         """Bytes the database takes on disk."""
         return self.backend.size()
@@ -865,11 +872,12 @@ class _InMemory(NamedTuple):
 def _scored(items: list[int], duration: float, near: Sequence) -> list[Candidate]:
     """The ``near`` fingerprints (rows with fingerprint, recording, items, fingerprint_duration;
     items packed or not) within the duration tolerance, scored, best first."""
-    scored = []
+    scored: list[Candidate] = []
+    packed = matching.pack(items) if near else b""
     for row in near:
         if abs(row.fingerprint_duration - duration) <= matching.DURATION_TOLERANCE:
-            stored = matching.unpack(bytes(row.items)) if isinstance(row.items, (bytes, memoryview)) else row.items
-            scored.append(Candidate(matching.score(items, stored), row.fingerprint, row.recording,
+            stored = bytes(row.items) if isinstance(row.items, memoryview) else row.items
+            scored.append(Candidate(matching.score(items, stored, a_bytes=packed), row.fingerprint, row.recording,
                                     None if isinstance(row, _InMemory) else row))
             if scored[-1].score >= matching.SAME_FINGERPRINT:
                 break  # the same fingerprint: nothing can do better (scores cost ~1 ms each)

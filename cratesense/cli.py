@@ -209,6 +209,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="a SQLite file (default: catalog.sqlite in the data folder) or a postgresql:// URL")
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="worker processes on the one port (PostgreSQL only; default: 1)")
+    serve.add_argument("--read-db", metavar="URL",
+                       help="a streaming standby of the PostgreSQL --db: look-ups, recommendations and exports "
+                       "are read there while it keeps up (the primary answers them otherwise)")
+    serve.add_argument("--read-max-lag", type=float, default=5.0, metavar="SECONDS",
+                       help="how far the standby may be behind before reads go to the primary (default: 5)")
     serve.set_defaults(handler=_cmd_catalog_serve)
     catalog.set_defaults(handler=lambda args: catalog.print_help() or EXIT_ERROR)
     return parser
@@ -219,7 +224,8 @@ def _cmd_catalog_serve(args: argparse.Namespace) -> int:
     from cratesense.daemon.paths import data_dir
 
     logging.getLogger("cratesense").setLevel(logging.DEBUG if args.debug else logging.INFO)
-    return serve(args.db or str(data_dir() / "catalog.sqlite"), args.host, args.port, args.workers)
+    options = {"read_target": args.read_db, "max_lag": args.read_max_lag} if args.read_db else {}
+    return serve(args.db or str(data_dir() / "catalog.sqlite"), args.host, args.port, args.workers, store_options=options)
 
 
 def _add_agent_options(parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,8 @@ class PostgresServer:
 
     USER = "cratesense"
 
-    def __init__(self, *, fsync: bool = False, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, *, fsync: bool = False, settings: dict[str, str] | None = None,
+                 primary: PostgresServer | None = None) -> None:
         self.bin = binaries()
         if self.bin is None:
             raise RuntimeError("PostgreSQL is not installed (scripts/setup.sh test installs it: apt-get install postgresql)")
@@ -45,6 +46,7 @@ class PostgresServer:
         # no test here crashes the database server itself
         self.settings = {"fsync": "on" if fsync else "off", "max_connections": "300", **(settings or {})}
         self._names = itertools.count(1)
+        self.primary = primary  # a standby's primary (start() copies it with pg_basebackup instead of initdb)
         self._as = []
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
@@ -59,15 +61,35 @@ class PostgresServer:
             raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr.strip()}\n{log[-2000:]}")
 
     def start(self) -> PostgresServer:
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.USER, "--auth=trust", "-E", "UTF8",
-                  "--locale=C.UTF-8", "-N")
-        options = f"-k {self.socket_dir} -p {self.port} -c listen_addresses=''" + "".join(
-            f" -c {name}={value}" for name, value in self.settings.items())
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start")
+        if self.primary is None:
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.USER, "--auth=trust", "-E", "UTF8",
+                      "--locale=C.UTF-8", "-N")
+        else:  # a streaming standby: a base backup of the primary, -R writes standby.signal and primary_conninfo
+            self._run(str(self.bin / "pg_basebackup"), "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+                      "-h", str(self.primary.socket_dir), "-p", str(self.primary.port), "-U", self.USER)
+        self.pg_ctl("start")
         return self
+
+    def standby(self) -> PostgresServer:
+        """A streaming standby of this server (built-in replication: pg_basebackup -R, a
+        standby.signal, its own port and socket), started; it serves reads of every database."""
+        return PostgresServer(settings=dict(self.settings), primary=self).start()
+
+    def pg_ctl(self, *arguments: str) -> None:
+        """Run pg_ctl on this server (e.g. "stop", "-m", "fast"; or "start" with its options)."""
+        if arguments and arguments[0] == "start":
+            options = f"-k {self.socket_dir} -p {self.port} -c listen_addresses=''" + "".join(
+                f" -c {name}={value}" for name, value in self.settings.items())
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start")
+        else:  # restart keeps the options it started with; -l: never the server's output on our pipe
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", *arguments)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.USER}@/{database}?host={self.socket_dir}&port={self.port}"
+
+    def url_of(self, other: str) -> str:
+        """This server's URL for the database another URL names (a standby holds its primary's)."""
+        return self.url(other.split("@/", 1)[1].split("?", 1)[0])
 
     def new_database(self, prefix: str = "t") -> str:
         """A fresh, empty database: its URL."""
@@ -80,7 +102,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if (self.data / "postmaster.pid").exists():
+                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -404,3 +404,28 @@ async def test_the_settler_stops_when_cancelled_as_it_is_woken(tmp_path):
     finally:
         database.shutdown()
         store.close()
+
+
+async def test_health_and_metrics_say_what_to_watch(catalog, catalog_fingerprints):
+    """/health (JSON) and /metrics (Prometheus text): the matching backlog, this worker's answers
+    over the last minute with their p50/p99 and 5xx, the replica (none here). No token needed,
+    and nothing in them names a contributor."""
+    store, url, session = catalog
+    alice = await agent(catalog)
+    await alice.ingest([observation(catalog_fingerprints[(0, "flac")])])
+    await alice.call("POST", "/v1/lookup", {"fingerprints": [
+        {"chromaprint": catalog_fingerprints[(0, "flac")][0], "duration": catalog_fingerprints[(0, "flac")][1]}]})
+    async with session.get(url + "/health") as response:
+        assert response.status == 200
+        health = await response.json()
+    assert health["status"] == "ok" and health["replica"] is None
+    assert health["backlog"]["waiting"] == 0 and health["backlog"]["oldest_seconds"] == 0.0
+    answers = health["answers_last_minute"]
+    assert answers["POST /v1/observations"]["count"] == 1 and answers["POST /v1/lookup"]["count"] == 1
+    assert answers["POST /v1/lookup"]["p99_ms"] > 0 and answers["POST /v1/observations"]["errors_5xx"] == 0
+    assert alice.id not in json.dumps(health)
+    async with session.get(url + "/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert "cratesense_catalog_up 1\n" in text and "cratesense_catalog_backlog_waiting 0\n" in text
+    assert 'cratesense_catalog_answer_p99_ms{route="POST /v1/lookup",' in text

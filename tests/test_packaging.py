@@ -225,3 +225,46 @@ def test_install_and_forget_from_a_fresh_virtualenv(tmp_path):
         agent.wait(timeout=15)
         log.close()
     assert agent.returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing (apt-get install systemd)")
+def test_the_catalog_unit_verifies_and_its_command_serves(tmp_path):
+    """packaging/systemd/cratesense-catalog.service: `systemd-analyze verify` says nothing at all
+    (with this interpreter in ExecStart), and its command line, with the unit's defaults
+    substituted as systemd would, serves the catalog and its health endpoint, and stops on SIGTERM."""
+    import json
+    import urllib.request
+
+    source = (ROOT / "packaging" / "systemd" / "cratesense-catalog.service").read_text()
+    unit = tmp_path / "cratesense-catalog.service"
+    unit.write_text(source.replace("/opt/cratesense/bin/python", sys.executable))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read_string(unit.read_text())
+    service = parser["Service"]
+    assert service["DynamicUser"] == "yes" and service["StateDirectory"] == "cratesense-catalog"
+    assert service["KillMode"] == "mixed" and service["Restart"] == "on-failure"
+    assert int(service["TimeoutStopSec"].rstrip("s")) > 10  # the supervisor gives workers 10 s
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = (service["ExecStart"].replace("${CATALOG_DB}", str(tmp_path / "catalog.sqlite"))
+               .replace("$CATALOG_OPTIONS", "").replace("--port 8750", f"--port {port}").split())
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    health = json.loads(response.read())
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert health["status"] == "ok" and health["backlog"] == {"waiting": 0, "oldest_seconds": 0.0}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
