@@ -2,6 +2,7 @@
 of the same file, librosa, Essentia and fpcalc; per-format costs and a first-pass estimate.
 
     flock -x /work/heavy.lock .venv/bin/python bench/speed.py [--files 8] [--repeat 2] [--no-peers]
+    flock -x /work/heavy.lock .venv/bin/python bench/speed.py --against /work/wt/baseline [--rounds 3]
 
 The recordings are the Debian music packages the opt-in tests use (tests/realaudio.py: Ogg
 Vorbis); the first ``--files`` of 2-5 minutes are also transcoded with Debian's ffmpeg into the
@@ -12,6 +13,13 @@ best of ``--repeat`` rounds; only ratios are meant to be compared across machine
 Peers (benchmark-only extras, never runtime dependencies; skipped when missing): librosa (load
 at 22050 Hz, ``beat.beat_track``, chroma + Krumhansl-Kessler key) and Essentia (AudioLoader,
 RhythmExtractor2013, KeyExtractor, LoudnessEBUR128): tempo, key and loudness, our fields.
+
+``--against CHECKOUT`` (a checkout with its own .venv, e.g. the budget's baseline) measures only
+the whole pipeline, here and there, on the same files in one run: each side in its own child
+process (one BLAS thread, the first file analyzed once untimed), the two sides alternating which
+runs first in each of ``--rounds`` rounds; a file's cost on a side is the median of its rounds'
+CPU times. Per format it prints both sides' CPU seconds per track and their ratio with a 95 %
+bootstrap interval over the files (the CPU budget: the whole pipeline within 1.1x the baseline's).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import av  # noqa: E402
@@ -186,6 +195,67 @@ def best_cpu(action, files: list[Path], repeat: int) -> float:
     return best
 
 
+# --- the CPU budget: this checkout against another, in one run ----------------------------------
+
+
+def pipeline_child(paths: list[str]) -> list[float]:
+    """CPU seconds of ``analyze_file`` on each path, for the installed cratesense (this process
+    runs with the other checkout's venv when it measures that side). The first file is analyzed
+    once untimed: imports, FFT plans and a model's session are a worker's one-time set-up."""
+    ours(Path(paths[0]))
+    spent = []
+    for path in paths:
+        started = time.process_time()
+        ours(Path(path))
+        spent.append(time.process_time() - started)
+    return spent
+
+
+def _child_cpu(python: str, paths: list[Path]) -> list[float]:
+    import json
+
+    done = subprocess.run([python, __file__, "--pipeline-child", *map(str, paths)], capture_output=True, text=True,
+                          check=True, cwd="/")  # not the checkout root: its packaging/ shadows PyPA's
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ratio_interval(here: np.ndarray, there: np.ndarray, seed: int = 27) -> tuple[float, float]:
+    """95 % bootstrap interval of sum(here) / sum(there) over the files (paired)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, here.size, (2000, here.size))
+    ratios = here[picks].sum(axis=1) / there[picks].sum(axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def against(checkout: Path, sets: dict[str, list[Path]], rounds: int) -> None:
+    sides = {"here": sys.executable, "there": str(checkout / ".venv" / "bin" / "python")}
+    files = [path for paths in sets.values() for path in paths]
+    runs: dict[str, list[list[float]]] = {side: [] for side in sides}
+    for round_ in range(rounds):
+        order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
+        for side in order:
+            print(f"[speed] round {round_ + 1}/{rounds}: {side}", file=sys.stderr, flush=True)
+            runs[side].append(_child_cpu(sides[side], files))
+    cost = {side: np.median(np.array(values), axis=0) for side, values in runs.items()}
+    print(f"\nwhole pipeline, CPU s per track (median of {rounds} alternating rounds; there = {checkout})")
+    print(f"{'format':8}{'files':>6}{'here':>9}{'there':>9}{'here/there':>12}{'95% CI':>16}")
+    start = 0
+    totals = {"here": [], "there": []}
+    for ext, paths in sets.items():
+        here, there = cost["here"][start : start + len(paths)], cost["there"][start : start + len(paths)]
+        start += len(paths)
+        totals["here"].append(here)
+        totals["there"].append(there)
+        low, high = ratio_interval(here, there)
+        print(f"{ext:8}{len(paths):>6}{here.mean():9.3f}{there.mean():9.3f}{here.sum() / there.sum():12.3f}"
+              f"{f'{low:.3f}..{high:.3f}':>16}")
+    here, there = np.concatenate(totals["here"]), np.concatenate(totals["there"])
+    low, high = ratio_interval(here, there)
+    print(f"{'all':8}{here.size:>6}{here.mean():9.3f}{there.mean():9.3f}{here.sum() / there.sum():12.3f}"
+          f"{f'{low:.3f}..{high:.3f}':>16}   budget <= 1.10")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=8)
@@ -193,10 +263,23 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip librosa and Essentia")
     parser.add_argument("--workers-speedup", type=float, default=None,
                         help="first-pass throughput of 2 workers over 1 on this machine (bench/workers.py)")
+    parser.add_argument("--against", type=Path, help="another checkout (with its .venv): the whole pipeline there "
+                        "and here on the same files, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="--against: rounds per side")
+    parser.add_argument("--pipeline-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pipeline_child:
+        import json
+
+        print(json.dumps(pipeline_child(args.pipeline_child)))
+        return 0
 
     vorbis = choose_recordings(args.files)
     sets = {"ogg": vorbis, **{ext: transcoded(vorbis, ext) for ext in FORMATS}}
+    if args.against:
+        print(f"{len(vorbis)} real recordings, each as Vorbis, MP3 320k, AAC 256k, FLAC")
+        against(args.against, sets, args.rounds)
+        return 0
     seconds = {ext: sum(duration_of(p) for p in files) for ext, files in sets.items()}
     print(f"{len(vorbis)} real recordings ({seconds['ogg'] / 60:.1f} min), each as Vorbis, MP3 320k, AAC 256k, "
           f"FLAC; CPU time, one thread each, best of {args.repeat}")
