@@ -13,6 +13,7 @@ class has a stable ``kind`` (for journals, statuses and JSON) and an exit code::
     │   ├── TooShortError               shorter than the minimum we can analyze
     │   ├── SilentAudioError            decodes to digital silence
     │   └── AnalysisTimeoutError        exceeded its per-file time limit
+    ├── ModelError                      the sound model cannot be loaded (analysis/learned.py)
     ├── ConfigError                     bad configuration (daemon/config.py)
     ├── JournalError                    the journal cannot be used; says what to do (daemon/journal.py)
     │   ├── JournalDamagedError         not a sound database: moved aside and rebuilt
@@ -67,6 +68,12 @@ class SilentAudioError(AnalysisError):
 
 class AnalysisTimeoutError(AnalysisError):
     kind = "timeout"
+
+
+class ModelError(CrateSenseError):
+    """The shipped sound model is missing or damaged: the rest of the analysis goes on without it."""
+
+    kind = "model"
 
 
 class ConfigError(CrateSenseError):

@@ -1,0 +1,277 @@
+"""The learned sound model: a pre-trained music tagger, run on a few 3-second patches of a track
+with ONNX Runtime (one thread), giving tag scores (genres, moods, instruments, voice) and a learned
+embedding.
+
+The model ships with CrateSense as package data (``analysis/sound-model/``): musicnn's two taggers
+(MagnaTagATune and Million Song Dataset, MTG-UPF 2019, ISC licence), converted once to ONNX by
+``scripts/convert_musicnn.py``; ``sound-model/musicnn.json`` records their provenance, labels and
+hashes, and ``sound-model/LICENSE-musicnn`` their licence. Each file's SHA-256 is checked when it is
+loaded: a missing or altered file is a ``ModelError`` that says which, and the rest of the
+analysis goes on without the model.
+
+The model is swappable: the pipeline knows only ``SoundModel`` (the rate it wants, how long a
+patch is, ``infer``). ``Musicnn`` is the one implementation.
+
+musicnn's input, reproduced exactly (``musicnn.extractor.batch_data``): mono audio at 16 kHz, a
+power spectrogram (periodic Hann, 512-sample FFT, hop 256), 96 mel bands on the Slaney scale
+with Slaney (area) normalisation as ``librosa.filters.mel`` makes them, the mel rounded to
+float16 (the package stored its training data so), then ``log10(10000 x + 1)`` computed in
+float32 (NumPy 1 promoted the product to float32; NumPy 2 would keep float16 and overflow to
+infinity above x = 6.55); 187 frames (3 s) a patch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import scipy.fft
+from scipy import signal
+
+from cratesense.errors import ModelError
+
+MODEL_FOLDER = "sound-model"  # package data of cratesense.analysis (no identifier: setuptools takes no package)
+MANIFEST = "musicnn.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutput:
+    """A model's view of a track: each label's score (0-1, the mean over the patches) and the
+    mean of the patches' embeddings."""
+
+    scores: dict[str, float]
+    embedding: np.ndarray
+
+
+class SoundModel(Protocol):
+    """What the pipeline needs of a sound model (any implementation will do)."""
+
+    name: str  # recorded with the results
+    rate: int  # the sample rate of the mono windows ``infer`` takes
+    window_samples: int  # samples per window
+
+    def infer(self, windows: np.ndarray) -> ModelOutput:
+        """Scores and embedding of ``(n, window_samples)`` float32 mono windows at ``rate``."""
+        ...
+
+
+# --- musicnn's log-mel representation ------------------------------------------------------------
+
+RATE = 16000
+N_FFT = 512
+HOP = 256
+MELS = 96
+FRAMES = 187  # a 3-second patch
+WINDOW_SAMPLES = (FRAMES - 1) * HOP + N_FFT  # every frame centred on real samples: 48,128
+
+
+def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's Auditory Toolbox scale (librosa's default): linear to 1 kHz, logarithmic above."""
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    hz = np.asarray(hz, np.float64)
+    linear = hz / f_sp
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, linear)
+
+
+def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    mel = np.asarray(mel, np.float64)
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def slaney_filterbank(rate: int = RATE, n_fft: int = N_FFT, bands: int = MELS) -> np.ndarray:
+    """``librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=bands)``: (bands, n_fft // 2 + 1) float32."""
+    frequencies = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    edges = _slaney_mel_to_hz(np.linspace(_hz_to_slaney_mel(0.0), _hz_to_slaney_mel(rate / 2), bands + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - frequencies[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2 : bands + 2] - edges[:bands]))[:, None]
+    return weights.astype(np.float32)
+
+
+_FILTERBANK = slaney_filterbank()
+_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
+
+
+def log_mel_patches(windows: np.ndarray) -> np.ndarray:
+    """musicnn's input for ``(n, WINDOW_SAMPLES)`` mono windows at 16 kHz: ``(n, 187, 96)`` float32."""
+    windows = np.asarray(windows, np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(windows, N_FFT, axis=1)[:, ::HOP]  # (n, 187, 512)
+    spectrum = scipy.fft.rfft(frames * _WINDOW, axis=2)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = (power.astype(np.float32) @ _FILTERBANK.T).astype(np.float16).astype(np.float32)
+    return np.log10(np.float32(10000) * mel + np.float32(1))
+
+
+# --- choosing the patches while the audio streams by --------------------------------------------
+
+FIRST_SPACING_SECONDS = 4.0  # candidate windows start this far apart, until there are too many
+CANDIDATES_PER_PATCH = 4  # candidates kept per patch wanted (the spacing doubles beyond)
+QUIET_BELOW_LOUDEST_DB = 20.0  # a candidate this far below the loudest is not where the music is
+SILENCE_DBFS = -60.0
+_MARGIN_SECONDS = 0.01  # native samples kept each side of a window for the resampler's filter
+
+
+class PatchCollector:
+    """Keeps a bounded number of candidate windows of a track as it streams by, spread evenly
+    over it, and at the end hands the model ``patches`` of them where the music is.
+
+    Feed it the native blocks ``(channels, n)`` float32 at ``rate`` in order. Candidates start
+    every ``spacing`` samples (4 s at first); whenever there are more than
+    ``CANDIDATES_PER_PATCH * patches`` of them, every other one is dropped and the spacing
+    doubles, so a 3-minute song and a 2-hour mix both end with candidates across their whole
+    length, and memory never depends on the length (which need not be known in advance).
+    ``finish`` drops candidates in silence or far below the loudest (a quiet intro, a fade, a gap
+    between movements), takes ``patches`` of the rest evenly spread, mixes them to mono and
+    resamples them to the model's rate.
+    """
+
+    def __init__(self, rate: int, model_rate: int, window_samples: int, patches: int) -> None:
+        self._rate = rate
+        self._model_rate = model_rate
+        self._window = window_samples
+        self._margin = int(np.ceil(_MARGIN_SECONDS * rate))
+        # Native samples a window needs: its length at the model's rate, plus the margins.
+        self._length = int(np.ceil(window_samples * rate / model_rate)) + 2 * self._margin
+        self._patches = patches
+        self._spacing = max(1, int(FIRST_SPACING_SECONDS * rate))
+        self._position = 0  # native samples seen so far
+        self._windows: dict[int, list[np.ndarray]] = {}  # start -> mono pieces so far
+        self._filled: dict[int, int] = {}
+
+    def feed(self, block: np.ndarray) -> None:
+        if block is None or block.size == 0:
+            return
+        start, end = self._position, self._position + block.shape[1]
+        first = -(-start // self._spacing) * self._spacing
+        for window_start in range(first, end, self._spacing):
+            self._windows[window_start] = []
+            self._filled[window_start] = 0
+        for window_start, pieces in self._windows.items():
+            needed = self._length - self._filled[window_start]
+            low = max(window_start + self._filled[window_start], start)
+            high = min(window_start + self._length, end)
+            if needed > 0 and low < high:
+                part = block[:, low - start : high - start]
+                pieces.append(part.mean(axis=0) if part.shape[0] > 1 else part[0].copy())
+                self._filled[window_start] += high - low
+        self._position = end
+        while len(self._windows) > CANDIDATES_PER_PATCH * self._patches:
+            self._spacing *= 2
+            for window_start in [s for s in self._windows if s % self._spacing]:
+                del self._windows[window_start], self._filled[window_start]
+
+    def finish(self) -> np.ndarray:
+        """``(n, window_samples)`` float32 windows at the model's rate, n <= patches (0 for
+        silence). A track shorter than one window gives one, repeated to length (as musicnn was
+        trained on short clips)."""
+        complete = [np.concatenate(pieces) for start, pieces in sorted(self._windows.items())
+                    if self._filled[start] == self._length]
+        if not complete:
+            pieces = self._windows.get(0)
+            if not pieces or self._filled[0] < self._margin * 4:
+                return np.zeros((0, self._window), np.float32)
+            audio = np.concatenate(pieces)
+            complete = [np.resize(audio, self._length)]
+        levels = np.array([10 * np.log10(np.mean(np.square(w, dtype=np.float64)) + 1e-20) for w in complete])
+        audible = np.nonzero((levels > SILENCE_DBFS) & (levels > levels.max() - QUIET_BELOW_LOUDEST_DB))[0]
+        if audible.size == 0:
+            return np.zeros((0, self._window), np.float32)
+        chosen = audible[np.unique(np.round(np.linspace(0, audible.size - 1, min(self._patches, audible.size))).astype(int))]
+        return np.stack([self._resampled(complete[index]) for index in chosen])
+
+    def _resampled(self, window: np.ndarray) -> np.ndarray:
+        if self._rate == self._model_rate:
+            resampled, margin = window, self._margin
+        else:
+            common = math.gcd(self._rate, self._model_rate)
+            resampled = signal.resample_poly(window, self._model_rate // common, self._rate // common)
+            margin = int(round(self._margin * self._model_rate / self._rate))
+        return np.ascontiguousarray(resampled[margin : margin + self._window], dtype=np.float32)
+
+
+# --- loading and running the shipped models --------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_folder() -> Path:
+    return Path(str(resources.files("cratesense.analysis").joinpath(MODEL_FOLDER)))
+
+
+class Musicnn:
+    """musicnn's MagnaTagATune and Million Song Dataset taggers, side by side: 100 labels (each
+    prefixed ``mtt:`` or ``msd:``) and a 400-d embedding (the two 200-unit penultimate layers)."""
+
+    rate = RATE
+    window_samples = WINDOW_SAMPLES
+
+    def __init__(self, folder: Path | None = None) -> None:
+        folder = Path(folder) if folder is not None else model_folder()
+        manifest_path = folder / MANIFEST
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            models = manifest["models"]
+        except FileNotFoundError as exc:
+            raise ModelError(f"the sound model's manifest is missing ({manifest_path})") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"the sound model's manifest cannot be read ({manifest_path}: {exc})") from exc
+        self.name = f"{manifest.get('package', 'musicnn')}"
+        self.labels: tuple[str, ...] = ()
+        self._sessions = []
+        import onnxruntime  # here, not at import: only a worker that runs the model pays for it
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        for short in ("mtt", "msd"):
+            entry = models[short]
+            path = folder / entry["file"]
+            if not path.is_file():
+                raise ModelError(f"the sound model file {path.name} is missing (reinstall CrateSense)")
+            if _sha256(path) != entry["sha256"]:
+                raise ModelError(f"the sound model file {path.name} is damaged: its checksum does not match "
+                                 "(reinstall CrateSense)")
+            try:
+                session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise ModelError(f"the sound model file {path.name} cannot be loaded: {exc}") from exc
+            self._sessions.append(session)
+            self.labels += tuple(f"{short}:{label}" for label in entry["labels"])
+
+    def infer(self, windows: np.ndarray) -> ModelOutput:
+        patches = log_mel_patches(windows)
+        scores, embeddings = [], []
+        for session in self._sessions:
+            tags, penultimate = session.run(["tags", "penultimate"], {"mel": patches})
+            scores.append(tags.mean(axis=0))
+            embeddings.append(penultimate.mean(axis=0))
+        joined = np.concatenate(scores)
+        return ModelOutput(
+            scores={label: float(score) for label, score in zip(self.labels, joined)},
+            embedding=np.concatenate(embeddings).astype(np.float32),
+        )
+
+
+def load_model(folder: Path | None = None) -> SoundModel:
+    """The shipped model (or the one in ``folder``), checked; raises ``ModelError``."""
+    return Musicnn(folder)
