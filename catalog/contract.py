@@ -125,18 +125,21 @@ class IngestResponse(_Strict):
 
 
 class RecordingMetadata(_Strict):
-    artist: str | None
-    title: str | None
-    album: str | None
-    isrc: str | None
-    catalog_number: str | None
+    """A recording's consensus metadata (each text as long as an observation's may be: the
+    agent that reads a reply never stores more than a contributor could have sent)."""
+
+    artist: Text | None
+    title: Text | None
+    album: Text | None
+    isrc: Annotated[str, msgspec.Meta(max_length=12)] | None
+    catalog_number: ShortText | None
     duration: float | None
 
 
 class RecordingAnalysis(_Strict):
     bpm: float | None
-    key: str | None
-    camelot: str | None
+    key: Annotated[str, msgspec.Meta(max_length=16)] | None
+    camelot: Annotated[str, msgspec.Meta(max_length=3)] | None
     loudness_lufs: float | None
 
 
@@ -152,6 +155,33 @@ class Match(_Strict):
 
 class LookupResponse(_Strict):
     results: list[Match | None]  # one per fingerprint asked, in order; null: not known
+
+
+class ChangedRecording(_Strict):
+    """A recording the requester holds whose consensus changed, and the requester's own
+    observations in it (never anyone else's)."""
+
+    recording: int
+    contributors: Annotated[int, msgspec.Meta(ge=0)]
+    metadata: RecordingMetadata
+    analysis: RecordingAnalysis
+    observations: list[ObservationId]
+
+
+class ChangesCursor(_Strict):
+    """Where the next request starts: after change ``change`` (and, when a page ended inside
+    that change, after recording ``recording`` of it)."""
+
+    change: Annotated[int, msgspec.Meta(ge=0)]
+    recording: int | None
+
+
+class Changes(_Strict):
+    """What changed in the recordings the requester holds since its cursor (GET /v1/changes)."""
+
+    changes: list[ChangedRecording]
+    cursor: ChangesCursor
+    more: bool  # another page follows: ask again at once from ``cursor``
 
 
 class ProfileStored(_Strict):

@@ -37,9 +37,22 @@ _OPERATIONS = (
      (200, contract.Deleted), ()),
     ("get", "/v1/contributors/me/export", "export", "Everything the catalog holds about this contributor.", None,
      (200, contract.Export), ()),
+    ("get", "/v1/changes", "changes", "The recordings this contributor holds whose consensus changed after the "
+     "cursor (from the last answer; none: from the start), with this contributor's own observation ids in each.",
+     None, (200, contract.Changes), (422,)),
     ("get", "/v1/recommendations", "recommendations", "Recordings held by contributors with a similar profile.",
      None, (200, contract.Recommendations), ()),
 )
+# query parameters, per operation id
+_PARAMETERS = {
+    "changes": [
+        {"name": "since", "in": "query", "required": False, "description": "The cursor's change number (0: from the start).",
+         "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
+        {"name": "after", "in": "query", "required": False,
+         "description": "The cursor's recording, when the last page ended inside a change.",
+         "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
+    ],
+}
 _ERRORS = {
     400: "Not JSON, not valid gzip, or nested too deeply.",
     401: "No bearer token, or an unknown one.",
@@ -116,6 +129,8 @@ def document() -> dict:
                                               retry_after=code == 429) for code in codes},
             },
         }
+        if operation_id in _PARAMETERS:
+            operation["parameters"] = _PARAMETERS[operation_id]
         if request is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": _REF.format(name=request.__name__)},

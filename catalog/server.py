@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from cratesense.catalog import contract
+from cratesense.catalog import contract, follow
 from cratesense.catalog.openapi import document
 from cratesense.catalog.contract import ContractError
 from cratesense.catalog.store import ContributionOff, Store
@@ -64,6 +64,11 @@ class Database:
                         time.monotonic() - self.down_since)
             self.down_since = None
         return result
+
+    async def run(self, function, *args):
+        """``function(store, *args)`` on the pool: logic kept beside the store, not in it
+        (follow.py, recommend.py)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, self.store, *args)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -353,6 +358,22 @@ async def export(request: web.Request) -> web.Response:
     return web.json_response(await request.app[DATABASE]("export", contributor))
 
 
+async def changes(request: web.Request) -> web.Response:
+    contributor, _ = await _client(request)
+    since, after = _count_parameter(request, "since", 0), _count_parameter(request, "after", None)
+    return web.json_response(await request.app[DATABASE].run(follow.changes, contributor, since, after))
+
+
+def _count_parameter(request: web.Request, name: str, default: int | None) -> int | None:
+    """A whole-number query parameter, or a 422 naming it."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise ContractError(name, "a whole number from 0 (the cursor the last answer gave)")
+    return int(text)
+
+
 async def recommendations(request: web.Request) -> web.Response:
     contributor, _ = await _client(request)
     return web.json_response({"recommendations": await request.app[DATABASE]("recommendations", contributor)})
@@ -427,6 +448,7 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app.router.add_put("/v1/contributors/me", put_settings)
     app.router.add_delete("/v1/contributors/me/observations", delete_observations)
     app.router.add_get("/v1/contributors/me/export", export)
+    app.router.add_get("/v1/changes", changes)
     app.router.add_get("/v1/recommendations", recommendations)
     app[OPENAPI] = json.dumps(document()).encode()
     app.router.add_get("/v1/openapi.json", openapi)

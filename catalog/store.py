@@ -155,6 +155,17 @@ def _migrations(t: dict[str, str]) -> tuple[str, ...]:
     scripts.append("""
     INSERT INTO counters SELECT 'recording', COALESCE(MAX(id), 0) FROM recordings;
     """)
+    # 6: the change feed (catalog/follow.py): a recording's consensus carries the number of the
+    # change that last altered it, from one counter taken last in the deriving transaction (so
+    # the numbers are in commit order); holdings by contributor then recording (the feed's "do I
+    # hold it", the recommender's "what does each contributor hold")
+    scripts.append(f"""
+    ALTER TABLE recordings ADD COLUMN changed {t['bigint']} NOT NULL DEFAULT 0;
+    UPDATE recordings SET changed = 1;
+    INSERT INTO counters VALUES ('consensus', 1);
+    CREATE INDEX recordings_changed ON recordings (changed, id);
+    CREATE INDEX observations_holdings ON observations (contributor, recording);
+    """)
     return tuple(scripts)
 
 
@@ -524,7 +535,7 @@ class Store:
         added: dict[int, int] = defaultdict(int)
         for _, recording, _ in placement.placed:
             added[recording] += 1
-        self._touch(db, sorted(added.items()), set(placement.new_recordings), now)
+        self._stamp(db, self._touch(db, sorted(added.items()), set(placement.new_recordings), now))
 
     def waiting(self) -> int:
         """Arrivals not matched yet."""
@@ -546,11 +557,12 @@ class Store:
 
     # --- consensus -----------------------------------------------------------------------
 
-    def _touch(self, db, added: list[tuple[int, int]], created: set[int], now: float) -> None:
+    def _touch(self, db, added: list[tuple[int, int]], created: set[int], now: float) -> list[int]:
         """Recordings got new observations (id, how many): re-derive those just created, small,
         or grown by an eighth since they were derived; mark the others stale for ``refresh``.
         (The count is kept in the row: counting the observations would cost what debouncing
-        saves. The UPDATE takes each row's lock before its observations are read.)"""
+        saves. The UPDATE takes each row's lock before its observations are read.) Returns the
+        recordings whose consensus changed, for ``_stamp``."""
         counted = self.backend.each(
             db, "UPDATE recordings SET observations = recordings.observations + d.added, "
                 "stale_since = COALESCE(recordings.stale_since, d.now) FROM {rows} WHERE recordings.id = d.id "
@@ -558,7 +570,7 @@ class Store:
             {"id": "bigint", "added": "bigint", "now": "real"}, [(recording, n, now) for recording, n in added])
         due = [row.id for row in counted if row.id in created or row.derived_observations < self.exact_below
                or 8 * (row.observations - row.derived_observations) >= row.derived_observations]
-        self._derive(db, due, now, locked=True)
+        return self._derive(db, due, now, locked=True)
 
     def refresh(self, limit: int = 20, now: float | None = None) -> int:
         """Re-derive up to ``limit`` recordings whose consensus has been stale long enough
@@ -570,37 +582,54 @@ class Store:
                 f"SELECT id FROM recordings WHERE stale_since IS NOT NULL AND stale_since + {delay} < ? "
                 f"ORDER BY stale_since LIMIT ?{self.backend.skip_locked}",
                 (self.debounce_seconds / 64, self.debounce_seconds / 64, now, limit))]
-            self._derive(db, due, now, locked=True)
+            self._stamp(db, self._derive(db, due, now, locked=True))
         return len(due)
 
-    def _derive(self, db, recordings: list[int], now: float, *, locked: bool = False) -> None:
+    def _derive(self, db, recordings: list[int], now: float, *, locked: bool = False) -> list[int]:
         """The consensus of ``recordings`` from their observations, votes counted per contributor;
         a recording left without observations is dropped. ``locked``: this transaction already
         holds their rows' locks (else they are taken first: an observation placed meanwhile is
-        then seen)."""
+        then seen). Returns those whose consensus changed (the caller ``_stamp``s them)."""
         if not recordings:
-            return
+            return []
         recordings = sorted(set(recordings))
         where, params = self.backend.any_of("id", recordings)
-        if self.backend.for_update and not locked:
-            db.execute(f"SELECT id FROM recordings WHERE {where} ORDER BY id{self.backend.for_update}", params)
+        lock = self.backend.for_update if not locked else ""
+        before = {row.id: tuple(row[1:]) for row in db.execute(
+            f"SELECT id, {', '.join(CONSENSUS_FIELDS)}, contributors FROM recordings WHERE {where} ORDER BY id{lock}",
+            params)}
         where, params = self.backend.any_of("recording", recordings)
         observed: dict[int, list] = defaultdict(list)
         for row in db.execute(f"SELECT recording, {_OBSERVED} FROM observations WHERE {where}", params):
             observed[row.recording].append(row)
         self.derived_rows += sum(len(rows) for rows in observed.values())
         self._drop_recordings(db, [recording for recording in recordings if recording not in observed])
-        updates = []
+        updates, changed = [], []
         for recording, rows in observed.items():
             consensus = consensus_of(rows)
-            updates.append((recording, *(consensus[name] for name in CONSENSUS_FIELDS), consensus["contributors"],
-                            now, len(rows)))
+            derived = (*(consensus[name] for name in CONSENSUS_FIELDS), consensus["contributors"])
+            updates.append((recording, *derived, now, len(rows)))
+            if before.get(recording) != derived:
+                changed.append(recording)
         self.backend.each(
             db, "UPDATE recordings SET " + ", ".join(f"{name} = d.{name}" for name in CONSENSUS_FIELDS)
             + ", contributors = d.contributors, updated_at = d.updated_at, observations = d.observations, "
             "derived_observations = d.observations, stale_since = NULL FROM {rows} WHERE recordings.id = d.id",
             {"id": "bigint", **_CONSENSUS_TYPES, "contributors": "bigint", "updated_at": "real", "observations": "bigint"},
             updates)
+        return changed
+
+    def _stamp(self, db, recordings: list[int]) -> None:
+        """Number the change of these recordings' consensus for the change feed (follow.py). The
+        counter is taken last in the transaction and its row stays locked until the commit, so a
+        later number never commits before an earlier one: a reader that sees change N has seen
+        every change up to N (and nothing else is waited for while it is held: no deadlock)."""
+        if not recordings:
+            return
+        number = db.execute(
+            "UPDATE counters SET value = value + 1 WHERE counter = 'consensus' RETURNING value").fetchone().value
+        where, params = self.backend.any_of("id", sorted(set(recordings)))
+        db.execute(f"UPDATE recordings SET changed = ? WHERE {where}", (number, *params))
 
     def _drop_recordings(self, db, recordings: list[int]) -> None:
         if not recordings:
@@ -670,7 +699,7 @@ class Store:
         statement for the whole request, on the standby when there is one that keeps up."""
         queries = [(items, duration, matching.index_terms(items)) for items, duration in fingerprints]
         found = self._lagging(lambda backend: self._candidates(backend.run, queries))
-        return [{"score": round(candidates[0].score, 3), **_recording_dict(candidates[0].row)}
+        return [{"score": round(candidates[0].score, 3), **recording_dict(candidates[0].row)}
                 if candidates and candidates[0].score >= matching.LOOKUP_HIT else None for candidates in found]
 
     def recording(self, recording: int) -> dict:
@@ -681,7 +710,7 @@ class Store:
     def _recording(db, recording: int) -> dict:
         row = db.execute(f"SELECT id AS recording, {', '.join(CONSENSUS_FIELDS)}, contributors FROM recordings "
                          "WHERE id = ?", (recording,)).fetchone()
-        return _recording_dict(row)
+        return recording_dict(row)
 
     def delete_contributor_observations(self, contributor: str) -> int:
         """Erase every observation of ``contributor``, drop what no one else holds, re-derive
@@ -702,11 +731,12 @@ class Store:
                 self._drop_fingerprints(db, [row.id for row in db.execute(
                     f"SELECT f.id FROM fingerprints f WHERE {where} AND NOT EXISTS "
                     "(SELECT 1 FROM observations o WHERE o.fingerprint = f.id)", params)])
-            self._derive(db, recordings, now)  # those left empty are dropped
+            changed = self._derive(db, recordings, now)  # those left empty are dropped
             db.execute(
                 "UPDATE contributors SET deleted_at = ?, deleted_count = COALESCE(deleted_count, 0) + ? WHERE id = ?",
                 (now, count, contributor),
             )
+            self._stamp(db, changed)  # last: see _stamp
         return count
 
     def export(self, contributor: str) -> dict:
@@ -888,7 +918,9 @@ def _best_first(candidate: Candidate) -> tuple[float, int, int]:
     return -candidate.score, -candidate.fingerprint, -candidate.recording
 
 
-def _recording_dict(row) -> dict:
+def recording_dict(row) -> dict:
+    """A recording and its consensus as the API answers it, from a row naming ``recording``,
+    ``contributors`` and the consensus fields."""
     return {
         "recording": row.recording,
         "contributors": row.contributors,

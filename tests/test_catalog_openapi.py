@@ -67,7 +67,7 @@ def test_the_document_is_openapi_3_1_generated_from_the_contract():
     assert operations == {("post", "/v1/contributors"), ("post", "/v1/observations"), ("post", "/v1/lookup"),
                           ("put", "/v1/profile"), ("put", "/v1/contributors/me"),
                           ("delete", "/v1/contributors/me/observations"), ("get", "/v1/contributors/me/export"),
-                          ("get", "/v1/recommendations"), ("get", "/v1/openapi.json")}
+                          ("get", "/v1/changes"), ("get", "/v1/recommendations"), ("get", "/v1/openapi.json")}
     assert doc["paths"]["/v1/contributors"]["post"]["security"] == []
     assert doc["paths"]["/v1/lookup"]["post"]["security"] == [{"bearer": []}]
 
