@@ -241,11 +241,15 @@ class Export(_Strict):
 
 
 class Recommendation(_Strict):
+    """A recording DJs like the requester hold (catalog/recommend.py): never one fewer than 3
+    contributors hold, never naming any of them."""
+
     weight: float
     recording: int
-    contributors: int
+    contributors: Annotated[int, msgspec.Meta(ge=3)]
     metadata: RecordingMetadata
     analysis: RecordingAnalysis
+    reason: Annotated[str, msgspec.Meta(max_length=200)]  # e.g. "held by 4 DJs whose libraries overlap yours by 31 %"
 
 
 class Recommendations(_Strict):

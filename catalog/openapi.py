@@ -40,7 +40,9 @@ _OPERATIONS = (
     ("get", "/v1/changes", "changes", "The recordings this contributor holds whose consensus changed after the "
      "cursor (from the last answer; none: from the start), with this contributor's own observation ids in each.",
      None, (200, contract.Changes), (422,)),
-    ("get", "/v1/recommendations", "recommendations", "Recordings held by contributors with a similar profile.",
+    ("get", "/v1/recommendations", "recommendations", "Recordings held by the DJs whose libraries and taste "
+     "profiles are nearest this contributor's, with the reason in words; never one held by fewer than 3 "
+     "contributors, never naming any.",
      None, (200, contract.Recommendations), ()),
 )
 # query parameters, per operation id

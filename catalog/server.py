@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from cratesense.catalog import contract, follow
+from cratesense.catalog import contract, follow, recommend
 from cratesense.catalog.openapi import document
 from cratesense.catalog.contract import ContractError
 from cratesense.catalog.store import ContributionOff, Store
@@ -376,7 +376,7 @@ def _count_parameter(request: web.Request, name: str, default: int | None) -> in
 
 async def recommendations(request: web.Request) -> web.Response:
     contributor, _ = await _client(request)
-    return web.json_response({"recommendations": await request.app[DATABASE]("recommendations", contributor)})
+    return web.json_response({"recommendations": await request.app[DATABASE].run(recommend.recommend, contributor)})
 
 
 async def _health(app: web.Application) -> tuple[int, dict]:

@@ -783,7 +783,7 @@ class Store:
             "profile": _profile_dict(profile) if profile else None,
         }
 
-    # --- profiles and recommendations -----------------------------------------------------
+    # --- profiles (recommendations: recommend.py) -------------------------------------------
 
     def put_profile(self, contributor: str, profile: Profile) -> None:
         vector = profile_vector(profile)
@@ -791,33 +791,6 @@ class Store:
             "INSERT INTO profiles VALUES (?, ?, ?, ?) ON CONFLICT (contributor) DO UPDATE SET "
             "track_count = excluded.track_count, vector = excluded.vector, updated_at = excluded.updated_at",
             (contributor, profile.track_count, struct.pack(f"<{PROFILE_LENGTH}f", *vector), time.time()), writes=True)
-
-    def recommendations(self, contributor: str, limit: int = 20, neighbours: int = 10) -> list[dict]:
-        """Recordings held by the contributors with the nearest profiles (cosine), which the
-        requester does not hold (may lag: read from the standby when there is one)."""
-        return self._lagging(lambda backend: self._recommendations(backend, contributor, limit, neighbours))
-
-    def _recommendations(self, backend, contributor: str, limit: int, neighbours: int) -> list[dict]:
-        with backend.reading() as db:
-            mine = db.execute("SELECT vector FROM profiles WHERE contributor = ?", (contributor,)).fetchone()
-            if mine is None:
-                return []
-            me = struct.unpack(f"<{PROFILE_LENGTH}f", mine.vector)
-            nearest = []
-            for row in db.execute("SELECT contributor, vector FROM profiles WHERE contributor != ?", (contributor,)):
-                similarity = _cosine(me, struct.unpack(f"<{PROFILE_LENGTH}f", row.vector))
-                if similarity > 0:
-                    nearest.append((similarity, row.contributor))
-            nearest = sorted(nearest, reverse=True)[:neighbours]
-            held = {row.recording for row in db.execute(
-                "SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))}
-            weights: dict[int, float] = defaultdict(float)
-            for similarity, other in nearest:
-                for row in db.execute("SELECT DISTINCT recording FROM observations WHERE contributor = ?", (other,)):
-                    if row.recording not in held:
-                        weights[row.recording] += similarity
-            ranked = sorted(weights.items(), key=lambda item: (-item[1], item[0]))[:limit]
-            return [{"weight": round(weight, 4), **self._recording(db, recording)} for recording, weight in ranked]
 
     # --- operating it ----------------------------------------------------------------------
 
@@ -997,9 +970,3 @@ def _profile_dict(row) -> dict:
             "key_histogram": list(values[key_start:loudness_start]),
             "loudness_histogram": list(values[loudness_start:embedding_start]),
             "embedding_centroid": list(values[embedding_start:]), "updated_at": row.updated_at}
-
-
-def _cosine(a, b) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0

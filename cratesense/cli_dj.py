@@ -383,5 +383,5 @@ def _cmd_recommendations(args) -> int:
         name = " - ".join(part for part in (metadata.get("artist"), metadata.get("title")) if part) or "(untitled)"
         bpm = f"{analysis['bpm']:.1f} BPM" if analysis.get("bpm") else ""
         key = analysis.get("camelot") or ""
-        print(f"  {name}  {bpm} {key}  (held by {item.get('contributors', 0)} contributor(s), weight {item['weight']})")
+        print(f"  {name}  {bpm} {key}  ({item.get('reason') or 'held by DJs with a taste like yours'})")
     return EXIT_OK

@@ -181,18 +181,25 @@ def profile(tempo_peak: int, key_peak: int = 0) -> dict:
     }
 
 
-async def test_recommendations_come_from_the_nearest_profiles(catalog, catalog_fingerprints):
-    alice, twin, stranger = [await agent(catalog) for _ in range(3)]
+async def test_recommendations_come_from_the_nearest_djs_and_never_reveal_a_lone_holder(catalog, catalog_fingerprints):
+    """Three DJs like Alice (her profile, her track) and three unlike her: she is recommended
+    what the three like her hold, never what she holds (another encode of it included), never
+    what only one DJ holds (catalog/recommend.py: tests/test_catalog_recommend.py for taste)."""
+    alice = await agent(catalog)
     await alice.call("PUT", "/v1/profile", profile(tempo_peak=4, key_peak=2))
-    await twin.call("PUT", "/v1/profile", profile(tempo_peak=4, key_peak=2))
-    await stranger.call("PUT", "/v1/profile", profile(tempo_peak=20, key_peak=15))
     await alice.ingest([observation(catalog_fingerprints[(0, "flac")])])
-    await twin.ingest([observation(catalog_fingerprints[(0, "mp3")], title="Shared"),
-                       observation(catalog_fingerprints[(1, "flac")], title="Twin's pick")])
-    await stranger.ingest([observation(catalog_fingerprints[(2, "flac")], title="Stranger's pick")])
+    for n in range(3):
+        twin, stranger = await agent(catalog), await agent(catalog)
+        await twin.call("PUT", "/v1/profile", profile(tempo_peak=4, key_peak=2))
+        await stranger.call("PUT", "/v1/profile", profile(tempo_peak=20, key_peak=15))
+        await twin.ingest([observation(catalog_fingerprints[(0, "mp3")], title="Shared"),
+                           observation(catalog_fingerprints[(1, "flac")], title="Twin's pick")]
+                          + ([observation(catalog_fingerprints[(3, "flac")], title="Lone pick")] if n == 0 else []))
+        await stranger.ingest([observation(catalog_fingerprints[(2, "flac")], title="Stranger's pick")])
     status, body = await alice.call("GET", "/v1/recommendations")
     titles = [r["metadata"]["title"] for r in body["recommendations"]]
-    assert status == 200 and titles[0] == "Twin's pick" and "Shared" not in titles
+    assert status == 200 and titles == ["Twin's pick"], body
+    assert body["recommendations"][0]["reason"] == "held by 3 DJs whose libraries overlap yours by 100 %"
 
 
 async def test_rate_limit_answers_429_with_retry_after(catalog_db):

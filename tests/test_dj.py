@@ -495,8 +495,18 @@ def test_the_control_api_answers_the_library_questions(library):
 
 
 def test_recommendations_come_from_djs_with_similar_taste(tmp_path, tracks):
-    """Two agents share a catalog; B holds two of A's three tracks: B is recommended the third,
-    with the catalog's artist and title."""
+    """Two agents share a catalog with two more DJs (who send their observations straight to it);
+    B holds two of the others' three tracks: B is recommended the third (held by 3 DJs: never
+    fewer), with the catalog's artist and title and the reason in words."""
+    import asyncio
+    import secrets
+
+    import aiohttp
+
+    from catalogkit import Client
+    from cratesense.analysis.model import observation_fields
+    from cratesense.analysis.pipeline import analyze_file
+
     import socket as sockets
 
     with sockets.socket() as probe:
@@ -519,11 +529,22 @@ def test_recommendations_come_from_djs_with_similar_taste(tmp_path, tracks):
             agent.start()
             agent.analyzed(len(held), timeout=120)
             assert agent.cli("sync").returncode == 0
+
+        async def two_more_djs() -> None:
+            fields = [observation_fields(analyze_file(track)) for track in tracks[:3]]
+            async with aiohttp.ClientSession() as session:
+                for _ in range(2):
+                    client = await Client(session, f"http://127.0.0.1:{port}").register()
+                    status, _ = await client.ingest([{"id": secrets.token_hex(16), **f} for f in fields])
+                    assert status == 200
+
+        asyncio.run(two_more_djs())
         answer = json.loads(agents[1].cli("recommendations", "--json").stdout)
         titles = [item["metadata"]["title"] for item in answer["recommendations"]]
         assert titles == ["Title 2"], answer
+        assert answer["recommendations"][0]["reason"] == "held by 3 DJs whose libraries overlap yours by 100 %"
         printed = agents[1].cli("recommendations").stdout
-        assert "Artist 2 - Title 2" in printed and "DJs with similar taste" in printed
+        assert "Artist 2 - Title 2" in printed and "DJs with similar taste" in printed and "overlap yours" in printed
     finally:
         for agent in agents:
             agent.stop(signal.SIGKILL)
