@@ -356,7 +356,8 @@ class PostgresBackend:
     def table(columns: dict[str, str], rows: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
         """A table expression ``alias`` of ``rows``: ``unnest`` of one array per column."""
         arrays = ", ".join(f"?::{_PG_TYPES[kind]}[]" for kind in columns.values())
-        values = [list(column) for column in zip(*rows)] if rows else [[] for _ in columns]
+        values = [_array(kind, column) for kind, column in zip(columns.values(), zip(*rows))] if rows else [
+            [] for _ in columns]
         return f"unnest({arrays}) AS {alias} ({', '.join(columns)})", values
 
     def each(self, db, sql: str, columns: dict[str, str], rows: Sequence[Sequence]) -> list:
@@ -373,6 +374,15 @@ class PostgresBackend:
     def size(self) -> int:
         with self.reading() as db:
             return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
+def _array(kind: str, values: Sequence) -> list | str:
+    """One column of a table of rows as a parameter: numbers as an array literal, which costs a
+    join of strings here (psycopg's list dumper walks a long list in Python: most of a placed
+    slice's client time); text and bytes as lists (escaping is psycopg's job)."""
+    if kind in ("int", "bigint", "real"):
+        return "{" + ",".join("NULL" if value is None else repr(value) for value in values) + "}"
+    return list(values)
 
 
 class ReadReplica:
