@@ -92,10 +92,12 @@ class Settler:
     SLICE = 100  # arrivals matched per call (a slice costs a dozen statements whatever its size)
     POLL_SECONDS = 2.0  # how often run() looks for work nobody woke it for
     RETRY_SECONDS = 5.0  # after a failure
+    YIELD_SECONDS = 0.5  # a slice waits at most this long for a moment with no request in flight
 
     def __init__(self, database: Database) -> None:
         self.database = database
         self.in_flight = 0  # ingest requests being handled now
+        self.answering = 0  # API requests of any kind being handled now
         self.deferred = 0  # batches answered before being matched (for status and tests)
         self._wake = asyncio.Event()
         self._wake.set()  # arrivals left by a previous run are settled at start
@@ -112,6 +114,14 @@ class Settler:
     def wake(self) -> None:
         self._wake.set()
 
+    async def _answers_first(self) -> None:
+        """Let the requests in flight be answered before the next slice takes the CPU (a burst
+        of agents is answered first and matched moments later), waiting at most
+        ``YIELD_SECONDS``, so under a sustained load matching still keeps up."""
+        deadline = time.monotonic() + self.YIELD_SECONDS
+        while self.answering > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def run(self) -> None:
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
@@ -123,8 +133,10 @@ class Settler:
                 pass
             self._wake.clear()
             try:
-                while await self.database("settle", self.SLICE):
-                    pass
+                while True:
+                    await self._answers_first()
+                    if not await self.database("settle", self.SLICE):
+                        break
                 while await self.database("refresh", self.SLICE):
                     pass
                 while await self.database("sweep"):  # an erasure's index terms, a slice at a time
@@ -210,6 +222,8 @@ def _error(status: int, message: str, **extra) -> web.Response:
 @web.middleware
 async def _errors_and_access_log(request: web.Request, handler):
     started = time.perf_counter()
+    settler = request.app[SETTLER]
+    settler.answering += 1
     try:
         response = await handler(request)
     except ContractError as exc:
@@ -228,6 +242,8 @@ async def _errors_and_access_log(request: web.Request, handler):
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         response = _error(500, "internal error")
+    finally:
+        settler.answering -= 1
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
     ms = 1000 * (time.perf_counter() - started)
     access_log.info("%s %s %d %.1fms", request.method, route, response.status, ms)
