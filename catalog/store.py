@@ -380,7 +380,10 @@ class Store:
         """A token bucket per ``key``: ``rate`` requests a second, bursts up to ``burst``; 0 if
         the request may go ahead, else the seconds to wait. Kept as volatile state, so on
         PostgreSQL every worker shares one budget; one statement, on the database's clock."""
-        refilled = f"{self.backend.least}(?, b.tokens + (excluded.at - b.at) * ?)"
+        # the time since the bucket was last used, never negative: a clock stepped back (an RTC
+        # reset, a manual change) must not drain the bucket for hours
+        elapsed = "CASE WHEN excluded.at > b.at THEN excluded.at - b.at ELSE 0 END"
+        refilled = f"{self.backend.least}(?, b.tokens + ({elapsed}) * ?)"
         with self.backend.volatile() as db:
             row = db.execute(
                 f"INSERT INTO rate_buckets AS b (key, tokens, at, allowed) VALUES (?, ? - 1, {self.backend.now}, TRUE) "
