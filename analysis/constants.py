@@ -16,6 +16,15 @@ ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_V
 NATIVE_STAGES = ("loudness", "embedding")
 NATIVE_FIELDS = ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db", "embedding")
 
+# The longest text a tag, an observation or a consensus may carry (the wire contract checks
+# these; an agent reading a catalog's answer never stores more than a contributor could send).
+MAX_TEXT_LENGTH = 256
+MAX_SHORT_TEXT_LENGTH = 64  # a catalog number
+
+# What `tags write` can write into a file (dj/tagging.py writes them; the config, the CLI and the
+# control API take their choice from this one list).
+TAG_FIELDS = ("bpm", "key", "replaygain")
+
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in
 BPM_LIMITS = (20.0, 300.0)  # any tempo anywhere (config, flags, the wire contract) lies within these
 EMBEDDING_LENGTH = 64  # floats in a track's embedding (the wire contract checks this length)

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import av
 import av.error
@@ -143,7 +144,7 @@ class _FilterGraph:
         for pieces, sink in zip(views, self._sinks):
             while True:
                 try:
-                    frame = sink.pull()
+                    frame = cast(av.AudioFrame, sink.pull())  # an audio graph's sinks give audio frames
                 except (av.error.BlockingIOError, av.error.EOFError):
                     break
                 pieces.append(frame.to_ndarray())
@@ -176,6 +177,7 @@ class _Converter:
             self._graph = _FilterGraph(frame, self._native_format)
             self._input_key = key
         frame.pts = None  # the filters work on sample counts; broken timestamps must not matter
+        assert self._graph is not None, "made above for the first frame"
         self._graph.push(frame)
 
     def take(self, final: bool = False) -> AudioBlock:
@@ -189,6 +191,7 @@ class _Converter:
         return block
 
     def _collect(self) -> None:
+        assert self._graph is not None, "collected only while a graph runs"
         analysis, native = self._graph.pull()
         self._analysis.extend(analysis)
         self._native_blocks.extend(native)
@@ -302,7 +305,7 @@ class AudioFile:
                 raise AnalysisTimeoutError("decoding took longer than the per-file time limit")
             packets += 1 if packet.size else 0
             try:
-                frames = packet.decode()
+                frames = cast(list[av.AudioFrame], packet.decode())  # packets of the audio stream only
             except av.error.FFmpegError as exc:
                 # A damaged packet: skip it like every player does, but not without limit.
                 bad_packets += 1

@@ -55,6 +55,7 @@ def estimate_bars(
             score = _BAR_PRIOR[beats] + sum(_WEIGHTS[name] * _contrast(values, beats, phase) for name, values in cues.items())
             if best is None or score > best[0]:
                 best = (score, beats, phase)
+    assert best is not None, "BAR_LENGTHS is not empty"
     score, beats, phase = best
     first = beat_times[phase]
     return Bars(beats, round(float(first), 3), round(float(np.clip(score / sum(_WEIGHTS.values()), 0.0, 1.0)), 3))

@@ -7,8 +7,6 @@ result is bit-identical to ``fpcalc``'s for the same file. Like AcoustID, only t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from cratesense.errors import CrateSenseError
@@ -28,12 +26,6 @@ def _chromaprint():
             "macOS: brew install chromaprint)"
         ) from exc
     return chromaprint
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    chromaprint: str  # compressed and base64-encoded, as fpcalc prints it
-    duration: float  # seconds of audio in the file (not only the fingerprinted part)
 
 
 class FingerprintBuilder:

@@ -1,18 +1,67 @@
-"""The frozen result of analyzing one file, and the allow-list that turns it into the only
-fields an observation may carry on the wire (see shared/design.md, "The wire contract")."""
+"""The typed track: one msgspec model of what CrateSense knows about a track, from the analysis
+worker to the journal, the library's read model, every face and the wire.
+
+Free of numpy and of the analysis stack, so the agent and a cold CLI load it cheaply; the worker
+builds it, the journal stores it as its JSON (``encode``/``decode``), and every reader gets it
+back as this model, never as a dict. The catalog's consensus on a track (``Consensus``: what a
+look-up answers) is here too: the catalog's contract answers with it and the agent keeps it
+beside its own analysis. A field is named once, here; a new field is added here with a default,
+so a journal written before it still reads.
+
+``observation_fields`` is the allow-list: exactly the fields an observation may carry to the
+catalog (see shared/design.md, "The wire contract"), built field by field so nothing new can
+leak by being added to the model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, Literal
 
-from cratesense.analysis.fingerprint import Fingerprint
-from cratesense.analysis.tags import Tags
-from cratesense.analysis.constants import ANALYZER_VERSION, STAGE_VERSIONS  # noqa: F401 (re-exported)
+import msgspec
+
+from cratesense.analysis.constants import (
+    ANALYZER_VERSION,
+    MAX_SHORT_TEXT_LENGTH,
+    MAX_TEXT_LENGTH,
+    NATIVE_FIELDS,
+    STAGE_VERSIONS,
+)
+
+__all__ = [
+    "ANALYZER_VERSION", "STAGE_VERSIONS", "AudioFacts", "Consensus", "ConsensusAnalysis", "ConsensusMetadata",
+    "Descriptors", "Fingerprint", "Tags", "TrackAnalysis", "decode_track", "encode_track", "observation_fields",
+]
 
 
+class _Model(msgspec.Struct, frozen=True, kw_only=True):
+    """Frozen and keyword-only; unknown fields are ignored when decoding, so a journal or a
+    catalog a version ahead still reads."""
 
-@dataclass(frozen=True, slots=True)
-class AudioFacts:
+
+class Fingerprint(_Model, frozen=True, kw_only=True):
+    chromaprint: str  # compressed and base64-encoded, as fpcalc prints it
+    duration: float  # seconds of audio in the file (not only the fingerprinted part)
+
+
+class Tags(_Model, frozen=True, kw_only=True):
+    """Tags the file carries, cleaned (analysis/tags.py)."""
+
+    artist: str | None = None
+    title: str | None = None
+    album: str | None = None
+    album_artist: str | None = None
+    track_number: int | None = None
+    duration: float | None = None  # seconds, from the file's header
+    isrc: str | None = None
+    catalog_number: str | None = None
+    bpm: float | None = None  # as tagged
+    key: str | None = None  # as tagged, canonical ("A minor")
+    # The length the header states exactly (FLAC, WAV, AIFF, MP4, MP3 with a Xing/Info header);
+    # None when it is only an estimate. Lets the analysis tell a truncated file from a short one.
+    exact_length: float | None = None
+
+
+class AudioFacts(_Model, frozen=True, kw_only=True):
     container: str
     codec: str
     sample_rate: int
@@ -21,8 +70,7 @@ class AudioFacts:
     fully_decoded: bool  # False when only the fingerprinted head was read
 
 
-@dataclass(frozen=True, slots=True)
-class Descriptors:
+class Descriptors(_Model, frozen=True, kw_only=True):
     """What the audio sounds like; every field is None when it could not be determined."""
 
     bpm: float | None = None
@@ -42,20 +90,76 @@ class Descriptors:
     embedding: tuple[float, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TrackAnalysis:
+class TrackAnalysis(_Model, frozen=True, kw_only=True):
     fingerprint: Fingerprint
     tags: Tags
     audio: AudioFacts
-    descriptors: Descriptors = field(default_factory=Descriptors)
+    descriptors: Descriptors = Descriptors()
     analyzer_version: str = ANALYZER_VERSION
+    # whose descriptors these are: ours, or none of ours because the catalog's consensus stood in
+    # for them (daemon/known_tracks.py); set by the agent when it records the analysis
+    descriptors_from: Literal["local", "catalog"] = "local"
 
-    def to_dict(self) -> dict:
-        """Everything, for local use (the CLI's JSON, the journal). Not for the wire."""
-        return asdict(self)
+    def native_results(self) -> dict[str, Any]:
+        """The ``NATIVE_FIELDS`` of this analysis, to be kept by a re-analysis."""
+        return {name: getattr(self.descriptors, name) for name in NATIVE_FIELDS}
 
 
-def observation_fields(track: TrackAnalysis) -> dict:
+# --- the catalog's consensus on a recording (what a look-up answers) -----------------------
+
+# Texts as long as an observation's may be: an agent never keeps more than a contributor could send.
+_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
+_ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SHORT_TEXT_LENGTH)]
+
+
+class ConsensusMetadata(_Model, frozen=True, kw_only=True):
+    artist: _Text | None = None
+    title: _Text | None = None
+    album: _Text | None = None
+    isrc: Annotated[str, msgspec.Meta(max_length=12)] | None = None
+    catalog_number: _ShortText | None = None
+    duration: float | None = None
+
+
+class ConsensusAnalysis(_Model, frozen=True, kw_only=True):
+    bpm: float | None = None
+    key: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    camelot: Annotated[str, msgspec.Meta(max_length=3)] | None = None
+    loudness_lufs: float | None = None
+
+
+class Consensus(_Model, frozen=True, kw_only=True):
+    """A recording a fingerprint matched at the catalog, with what its contributors agree on."""
+
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    recording: int
+    contributors: Annotated[int, msgspec.Meta(ge=0)]
+    metadata: ConsensusMetadata = ConsensusMetadata()
+    analysis: ConsensusAnalysis = ConsensusAnalysis()
+
+
+_track_decoder = msgspec.json.Decoder(TrackAnalysis)
+_consensus_decoder = msgspec.json.Decoder(Consensus | None)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_track(track: TrackAnalysis) -> bytes:
+    return _encoder.encode(track)
+
+
+def decode_track(data: bytes | str) -> TrackAnalysis:
+    return _track_decoder.decode(data)
+
+
+def encode_consensus(consensus: Consensus | None) -> bytes:
+    return _encoder.encode(consensus)
+
+
+def decode_consensus(data: bytes | str) -> Consensus | None:
+    return _consensus_decoder.decode(data)
+
+
+def observation_fields(track: TrackAnalysis) -> dict[str, Any]:
     """The allow-list: exactly the fields an observation may carry (the catalog's contract
     validates them again). Built field by field, so nothing new can leak by being added to
     ``TrackAnalysis``."""

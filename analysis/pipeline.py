@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 
+import msgspec
 import numpy as np
 
 from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
 from cratesense.analysis.downbeat import estimate_bars
-from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, Fingerprint, FingerprintBuilder
+from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, FingerprintBuilder
 from cratesense.analysis.embedding import compute_embedding
 from cratesense.analysis.features import (
     CHROMA_HOP,
@@ -23,7 +23,7 @@ from cratesense.analysis.features import (
 )
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
-from cratesense.analysis.model import AudioFacts, Descriptors, TrackAnalysis
+from cratesense.analysis.model import AudioFacts, Descriptors, Fingerprint, TrackAnalysis
 from cratesense.analysis.tempo import estimate_tempo
 from cratesense.analysis.constants import DEFAULT_BPM_RANGE, NATIVE_FIELDS
 from cratesense.analysis.tags import read_tags
@@ -70,6 +70,7 @@ def analyze_file(
                 if meter is None:
                     meter = LoudnessMeter(block.native_rate, _channel_names(info, block.native.shape[0]))
                     timbre = TimbreExtractor(block.native_rate)
+                assert timbre is not None, "made with the meter"
                 meter.feed(block.native)
                 timbre.feed(block.native)
             if block.analysis.size:
@@ -107,9 +108,9 @@ def analyze_file(
     if features is not None and native_results is not None:
         kept = {name: native_results.get(name) for name in NATIVE_FIELDS}
         kept["embedding"] = tuple(kept["embedding"]) if kept["embedding"] else None
-        described = replace(described, **kept)
+        described = msgspec.structs.replace(described, **kept)
     return TrackAnalysis(
-        fingerprint=Fingerprint(fingerprinter.finish(), duration),
+        fingerprint=Fingerprint(chromaprint=fingerprinter.finish(), duration=duration),
         tags=tags,
         audio=AudioFacts(
             container=info.container,

@@ -13,7 +13,6 @@ import math
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
 
 import mutagen
 import mutagen.id3
@@ -21,32 +20,15 @@ import mutagen.mp3
 import mutagen.mp4
 
 from cratesense.analysis.keys import parse_key
-from cratesense.analysis.constants import BPM_LIMITS
+from cratesense.analysis.constants import BPM_LIMITS, MAX_TEXT_LENGTH
+from cratesense.analysis.model import Tags
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT_LENGTH = 256
 MAX_CATALOG_NUMBER_LENGTH = 64
 BPM_RANGE = BPM_LIMITS  # a tag outside these is not a tempo
 _ISRC_RE = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
 _WHITESPACE_RE = re.compile(r"\s+")
-
-
-@dataclass(frozen=True, slots=True)
-class Tags:
-    artist: str | None = None
-    title: str | None = None
-    album: str | None = None
-    album_artist: str | None = None
-    track_number: int | None = None
-    duration: float | None = None  # seconds, from the file's header
-    isrc: str | None = None
-    catalog_number: str | None = None
-    bpm: float | None = None  # as tagged
-    key: str | None = None  # as tagged, canonical ("A minor")
-    # The length the header states exactly (FLAC, WAV, AIFF, MP4, MP3 with a Xing/Info header);
-    # None when it is only an estimate. Lets the analysis tell a truncated file from a short one.
-    exact_length: float | None = None
 
 
 # Field -> the names it goes by, per tag family (compared case-insensitively).
@@ -148,7 +130,7 @@ def _raw_values(tags) -> dict[str, list]:
 def _header_states_length(audio) -> bool:
     if isinstance(audio, mutagen.mp3.MP3):
         # Without a Xing/Info/VBRI header the length is only estimated from the bitrate.
-        return audio.info.bitrate_mode != mutagen.mp3.BitrateMode.UNKNOWN
+        return audio.info is not None and audio.info.bitrate_mode != mutagen.mp3.BitrateMode.UNKNOWN
     return type(audio).__name__ in {"FLAC", "WAVE", "AIFF", "MP4"}
 
 

@@ -189,10 +189,11 @@ def scenario_rescan(temp: Path, files: int) -> list[str]:
     agent.journal.parent.mkdir(parents=True, exist_ok=True)
     with Journal(agent.journal) as journal:
         from cratesense.analysis.constants import ANALYZER_VERSION
+        from trackkit import track_analysis
 
         for index, (path, identity) in enumerate(walk([tree])):
             if index == 0:
-                journal.record_analysis(path, identity, "bench", {}, ANALYZER_VERSION, None)
+                journal.record_analysis(path, identity, "bench", track_analysis(ANALYZER_VERSION), None)
             journal.record_link(path, identity, "bench", ANALYZER_VERSION)
     agent.start()
     busy: list[float] = []

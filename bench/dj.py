@@ -87,9 +87,9 @@ def sketch_recall(path: Path, queries: int = 50) -> str:
     from cratesense.dj.mixing import similar_tracks
 
     with Collection.open(path) as collection:
-        rowids, _ = collection.sketch_block()
-        keys = list(collection.content_keys([int(rowid) for rowid in rowids]).values())
-        vectors = collection.embeddings(keys)
+        rowids, _ = collection.reader.sketch_block()
+        keys = list(collection.reader.content_keys([int(rowid) for rowid in rowids]).values())
+        vectors = collection.reader.embeddings(keys)
         matrix = np.array([vectors[key] for key in keys], dtype=np.float32)
         rng = random.Random(3)
         found = 0

@@ -32,6 +32,7 @@ from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.library import Library
 from cratesense.daemon.pool import AnalysisPool
 from cratesense.daemon.scan import walk
+from trackkit import track_analysis
 
 
 def make_tree(root: Path, files: int, per_folder: int = 100) -> None:
@@ -47,7 +48,7 @@ def known_journal(root: Path, journal_path: Path) -> None:
     found = list(walk([root]))
     with Journal(journal_path) as journal:
         (first, identity), links = found[0], found[1:]
-        journal.record_analysis(first, identity, "bench", {}, ANALYZER_VERSION, None, links=links)
+        journal.record_analysis(first, identity, "bench", track_analysis(ANALYZER_VERSION), None, links=links)
 
 
 def best_of(repeat: int, action) -> float:

@@ -30,6 +30,7 @@ from cratesense.catalog.store import Store
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import FileIdentity, Journal, Observation
 from cratesense.daemon.sync import Syncer
+from trackkit import track_analysis
 
 
 def memory(field: str) -> float:
@@ -50,7 +51,7 @@ def fill_outbox(journal: Journal, count: int) -> None:
             "analysis": {"analyzer_version": "bench", "bpm": 120.0, "key": "A minor", "camelot": "8A",
                          "loudness_lufs": -9.0, "embedding": None},
         }
-        journal.record_analysis(f"/m/{index}.flac", FileIdentity(1, index, 1, 1), f"k{index}", {}, "bench",
+        journal.record_analysis(f"/m/{index}.flac", FileIdentity(1, index, 1, 1), f"k{index}", track_analysis("bench"),
                                 Observation(secrets.token_hex(16), payload))
         if index % 5000 == 0:
             print(f"\r  queued {index}/{count}", end="", file=sys.stderr, flush=True)

@@ -1,11 +1,13 @@
 """The v1 wire contract (shared/design.md, "The wire contract") and its guard.
 
-Every request and response body is a strict msgspec model: unknown fields are rejected, every
+Every request body is a strict msgspec model: unknown fields are rejected, every
 string is bounded, numbers are in range and finite. On top of the types, ``guard`` rejects what a
 type cannot see: strings that look like file paths, long base64/hex runs, control characters,
 anything that decodes to audio, and a fingerprint that is not a real Chromaprint fingerprint of
 plausible length for its duration. The agent runs the same code before it queues an observation,
-so the catalog's door and the agent's outbox can never disagree.
+so the catalog's door and the agent's outbox can never disagree. Responses are described by
+models too; the consensus a look-up answers is the typed track's (``analysis/model.py``), which
+ignores fields it does not know, so an agent reads a newer catalog's answers.
 
 A rejection is a ``ContractError`` naming the field (``observations[3].metadata.title``) and the
 rule it broke.
@@ -27,8 +29,11 @@ from cratesense.analysis.constants import (  # owned there (light: the agent's r
     EMBEDDING_LENGTH,
     KEY_BINS,
     LOUDNESS_BINS,
+    MAX_SHORT_TEXT_LENGTH,
+    MAX_TEXT_LENGTH,
     TEMPO_BINS,
 )
+from cratesense.analysis.model import Consensus, ConsensusAnalysis, ConsensusMetadata
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 500
@@ -36,8 +41,8 @@ MAX_LOOKUP = 100
 PROFILE_LENGTH = TEMPO_BINS + KEY_BINS + LOUDNESS_BINS + EMBEDDING_LENGTH
 MAX_FINGERPRINT_CHARS = 12_000  # a 120 s fingerprint is about 2,600 characters
 
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SHORT_TEXT_LENGTH)]
 ObservationId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 Isrc = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")]
 Camelot = Annotated[str, msgspec.Meta(pattern=r"^(1[0-2]|[1-9])[AB]$")]
@@ -124,33 +129,11 @@ class IngestResponse(_Strict):
     accepted: Annotated[int, msgspec.Meta(ge=0)]
 
 
-class RecordingMetadata(_Strict):
-    """A recording's consensus metadata (each text as long as an observation's may be: the
-    agent that reads a reply never stores more than a contributor could have sent)."""
-
-    artist: Text | None
-    title: Text | None
-    album: Text | None
-    isrc: Annotated[str, msgspec.Meta(max_length=12)] | None
-    catalog_number: ShortText | None
-    duration: float | None
-
-
-class RecordingAnalysis(_Strict):
-    bpm: float | None
-    key: Annotated[str, msgspec.Meta(max_length=16)] | None
-    camelot: Annotated[str, msgspec.Meta(max_length=3)] | None
-    loudness_lufs: float | None
-
-
-class Match(_Strict):
-    """A recording a fingerprint matched, with the consensus of its contributors."""
-
-    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-    recording: int
-    contributors: Annotated[int, msgspec.Meta(ge=0)]
-    metadata: RecordingMetadata
-    analysis: RecordingAnalysis
+# A look-up's answer per fingerprint is the typed track's consensus (analysis/model.py): the
+# agent decodes it into the same model it keeps in its journal, so its fields are named once.
+RecordingMetadata = ConsensusMetadata
+RecordingAnalysis = ConsensusAnalysis
+Match = Consensus
 
 
 class LookupResponse(_Strict):

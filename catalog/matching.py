@@ -19,7 +19,7 @@ ALIGN_STRIDE = 4
 MAX_OFFSET = 120  # items (~15 s): a 12 s head cut still aligns
 DURATION_TOLERANCE = 7.0  # seconds
 
-# Thresholds on ``score`` (AcoustID's, confirmed by tests/test_catalog_matching.py's measured
+# Thresholds on ``score`` (AcoustID's, confirmed by tests/test_real_recordings.py's measured
 # distributions: same recording 0.77-1.0 across encodes and cuts, different recordings < 0.1).
 SAME_FINGERPRINT = 0.9  # an encode this close shares the stored fingerprint
 SAME_RECORDING = 0.6  # attach to the recording

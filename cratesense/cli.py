@@ -179,7 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="CrateSense", help="the playlist's name in the DJ program")
     export.add_argument("--relative-to", metavar="DIR", help="m3u: paths relative to this folder")
     cli_dj.add_filters(export)
-    export.add_argument("--sort", default="artist", choices=cli_dj.SORTS)
+    export.add_argument("--sort", default="artist", metavar="FIELD", help=cli_dj.SORT_HELP)
     export.add_argument("--limit", type=cli_dj.positive, metavar="N")
     export.set_defaults(handler=_cmd_export)
     open_page = commands.add_parser(
@@ -215,8 +215,14 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--read-max-lag", type=float, default=5.0, metavar="SECONDS",
                        help="how far the standby may be behind before reads go to the primary (default: 5)")
     serve.set_defaults(handler=_cmd_catalog_serve)
-    catalog.set_defaults(handler=lambda args: catalog.print_help() or EXIT_ERROR)
+    catalog.set_defaults(handler=lambda args: help_of(catalog))
     return parser
+
+
+def help_of(parser: argparse.ArgumentParser) -> int:
+    """A command group named without its command: its help, and the exit code of a usage error."""
+    parser.print_help()
+    return EXIT_ERROR
 
 
 def _cmd_catalog_serve(args: argparse.Namespace) -> int:
@@ -421,14 +427,14 @@ def _print_status(status) -> None:
 def _cmd_failures(args: argparse.Namespace) -> int:
     """Read-only: it opens the journal for reading only (never migrating it under a running
     agent of another version), and works with the agent stopped."""
-    from cratesense.daemon.journal import Journal, display_path
+    from cratesense.daemon.journal_read import JournalReader, display_path
     from cratesense.daemon.paths import journal_path
 
     path = journal_path()
     if not path.exists():
         print("no journal yet: the agent has not run")
         return EXIT_OK
-    with Journal(path, read_only=True) as journal:
+    with JournalReader(path) as journal:
         failures = journal.failures()
         parked = journal.parked()
     for file_path, kind, message in failures:
@@ -507,6 +513,8 @@ def _audio_files(paths: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    import msgspec
+
     from cratesense.daemon.pool import AnalysisPool, Task
 
     files, missing = _audio_files(args.paths)
@@ -516,8 +524,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     with AnalysisPool(workers=min(max(1, args.jobs), max(1, len(files))), timeout=args.timeout, nice=0) as pool:
         tasks = (Task(path, descriptors=not args.fingerprint_only, bpm_range=args.bpm_range) for path in files)
         for outcome in pool.run(tasks):
-            if outcome.ok:
-                record = {"path": outcome.path, **outcome.analysis}
+            if outcome.analysis is not None:
+                record = {"path": outcome.path, **msgspec.to_builtins(outcome.analysis)}
                 if args.table:
                     rows.append(record)
                 else:

@@ -9,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+from cratesense.analysis.constants import TAG_FIELDS
+
 EXIT_OK = 0
-SORTS = ("bpm", "key", "loudness", "added", "artist", "title", "duration")
+SORT_HELP = "the order: bpm, key, loudness, added, artist, title or duration"
 
 _FILTER_HELP = {
     "bpm": "a tempo range, e.g. 120-128 (double/half time are not folded here)",
@@ -27,7 +29,7 @@ def add_commands(commands) -> None:
         "repeated). Values the catalog's consensus filled, where the file's own tags were empty, "
         "are marked *. Works with the agent stopped.")
     add_filters(tracks)
-    tracks.add_argument("--sort", default="artist", choices=SORTS)
+    tracks.add_argument("--sort", default="artist", metavar="FIELD", help=SORT_HELP)
     tracks.add_argument("--limit", type=positive, metavar="N")
     tracks.add_argument("--json", action="store_true", help="one JSON document")
     tracks.set_defaults(handler=_cmd_tracks)
@@ -39,7 +41,7 @@ def add_commands(commands) -> None:
         "time counted) and sound. TRACK is a file's path or text that matches one track.")
     next_.add_argument("track", metavar="TRACK")
     next_.add_argument("--limit", type=positive, default=10, metavar="N")
-    next_.add_argument("--pitch-range", type=_percent, metavar="PERCENT",
+    next_.add_argument("--pitch-range", metavar="PERCENT",
                        help="how far a track may be pitched to match (default: dj.pitch_range_percent, 6)")
     next_.add_argument("--json", action="store_true")
     next_.set_defaults(handler=_cmd_next)
@@ -59,7 +61,7 @@ def add_commands(commands) -> None:
     playlist.add_argument("--length", type=positive, default=20, metavar="N")
     playlist.add_argument("--per-artist", type=positive, default=2, metavar="N")
     add_filters(playlist)
-    playlist.add_argument("--sort", default="bpm", choices=SORTS)
+    playlist.add_argument("--sort", default="bpm", metavar="FIELD", help=SORT_HELP)
     playlist.add_argument("--output", metavar="FILE.m3u8")
     playlist.add_argument("--relative-to", metavar="DIR", help="write paths relative to this folder")
     playlist.add_argument("--json", action="store_true")
@@ -86,11 +88,11 @@ def _add_more_commands(commands) -> None:
         "analysis is written, never the catalog's consensus; never Mixed In Key's fields; never the "
         "audio. Each file is rewritten atomically with its permissions kept.")
     write.add_argument("tracks", nargs="*", metavar="TRACK")
-    write.add_argument("--fields", type=_fields, default=("bpm", "key", "replaygain"), metavar="LIST",
-                       help="comma-separated: bpm,key,replaygain (default: all three)")
+    write.add_argument("--fields", type=_fields, default=None, metavar="LIST",
+                       help=f"comma-separated, some of: {','.join(TAG_FIELDS)} (default: all)")
     write.add_argument("--dry-run", action="store_true", help="show each change, write nothing")
     write.set_defaults(handler=_cmd_tags_write)
-    tags.set_defaults(handler=lambda args: tags.print_help() or 2)
+    tags.set_defaults(handler=lambda args: _help_of(tags))
 
     recommendations = commands.add_parser(
         "recommendations", help='"DJs with similar taste also have", from a shared catalog',
@@ -99,6 +101,12 @@ def _add_more_commands(commands) -> None:
         "a shared catalog (sync.catalog_url).")
     recommendations.add_argument("--json", action="store_true")
     recommendations.set_defaults(handler=_cmd_recommendations)
+
+
+def _help_of(parser: argparse.ArgumentParser) -> int:
+    from cratesense.cli import help_of
+
+    return help_of(parser)
 
 
 def add_filters(parser: argparse.ArgumentParser) -> None:
@@ -118,16 +126,6 @@ def positive(text: str) -> int:
     return value
 
 
-def _percent(text: str) -> float:
-    try:
-        value = float(text.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a percentage such as 6, got {text!r}") from None
-    if not 0 < value < 50:
-        raise argparse.ArgumentTypeError("the pitch range must be between 0 and 50 %")
-    return value / 100
-
-
 def _settings(args):
     from cratesense.daemon.config import load
 
@@ -145,47 +143,51 @@ def _collection():
     return Collection.open(path)
 
 
-def _filters(args, **extra):
-    from cratesense.dj.collection import parse_filters
-
-    return parse_filters({"bpm": args.bpm, "key": args.key, "compatible_with": args.compatible_with,
-                          "search": args.search, **extra})
+def _filters(args) -> dict:
+    return {"bpm": args.bpm, "key": args.key, "compatible_with": args.compatible_with, "search": args.search}
 
 
-def _print_tracks(tracks, notation: str) -> None:
+def _ask(command: str, values: dict, args) -> dict:
+    """The answer of one of the DJ's commands (dj/usecases.py), read here from the journal."""
+    from cratesense.dj.usecases import READ_COMMANDS
+
+    settings = _settings(args)
+    with _collection() as collection:
+        return READ_COMMANDS[command](collection, values, settings)
+
+
+def _print_json(answer: dict) -> None:
+    print(json.dumps(answer, indent=1, ensure_ascii=False))
+
+
+def _print_tracks(tracks: list[dict]) -> None:
     from cratesense.dj.views import CATALOG_MARK, TRACK_COLUMNS, cells, table
 
-    rows = [cells(track, notation) for track in tracks]
-    for line in table(rows, TRACK_COLUMNS):
+    for line in table([cells(track) for track in tracks], TRACK_COLUMNS):
         print(line)
-    if any(track.filled for track in tracks):
+    if any(track["from_catalog"] for track in tracks):
         print(f"\n{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none)")
 
 
 def _cmd_tracks(args) -> int:
-    from cratesense.dj.views import track_json
-
-    notation = _settings(args).key_notation
-    filters = _filters(args, sort=args.sort, limit=args.limit)
-    with _collection() as collection:
-        tracks = collection.tracks(filters)
+    answer = _ask("tracks", {**_filters(args), "sort": args.sort, "limit": args.limit}, args)
     if args.json:
-        print(json.dumps({"tracks": [track_json(track, notation) for track in tracks]}, indent=1, ensure_ascii=False))
-    elif tracks:
-        _print_tracks(tracks, notation)
+        _print_json(answer)
+    elif answer["tracks"]:
+        _print_tracks(answer["tracks"])
     else:
         print("no track matches", file=sys.stderr)
     return EXIT_OK
 
 
-def _print_suggestions(title: str, suggestions, notation: str) -> None:
+def _print_suggestions(title: str, suggestions: list[dict]) -> None:
     from cratesense.dj.views import cells, table
 
     print(title)
     rows = []
     for index, suggestion in enumerate(suggestions, start=1):
-        row = cells(suggestion.track, notation)
-        row.update(rank=str(index), score=f"{suggestion.score:.2f}", why="; ".join(suggestion.reasons))
+        row = cells(suggestion["track"])
+        row.update(rank=str(index), score=f"{suggestion['score']:.2f}", why="; ".join(suggestion["reasons"]))
         rows.append(row)
     columns = [("rank", "#", 3), ("score", "score", 5), ("artist", "artist", 20), ("title", "title", 26),
                ("bpm", "BPM", 7), ("key", "key", 7), ("why", "why", 400)]
@@ -193,73 +195,55 @@ def _print_suggestions(title: str, suggestions, notation: str) -> None:
         print(line)
 
 
-def _cmd_next(args) -> int:
-    from cratesense.dj.mixing import next_tracks
-    from cratesense.dj.views import suggestion_json, track_json
+def _label(track: dict) -> str:
+    """"Artist - Title", or the file's name when the tags do not say."""
+    if track["artist"] and track["title"]:
+        return f"{track['artist']} - {track['title']}"
+    return track["title"] or Path(track["path"]).stem
 
-    settings = _settings(args)
-    pitch_range = args.pitch_range or settings.pitch_range_percent / 100
-    with _collection() as collection:
-        current = collection.find(args.track)
-        suggestions = next_tracks(collection, current, limit=args.limit, pitch_range=pitch_range,
-                                  notation=settings.key_notation)
+
+def _cmd_next(args) -> int:
+    answer = _ask("next", {"track": args.track, "limit": args.limit, "pitch_range": args.pitch_range}, args)
     if args.json:
-        print(json.dumps({"track": track_json(current, settings.key_notation),
-                          "next": [suggestion_json(s, settings.key_notation) for s in suggestions]},
-                         indent=1, ensure_ascii=False))
+        _print_json(answer)
         return EXIT_OK
-    if not suggestions:
-        print(f"nothing in the library can follow {current.label} (no other track with a tempo)")
+    current = answer["track"]
+    if not answer["next"]:
+        print(f"nothing in the library can follow {_label(current)} (no other track with a tempo)")
         return EXIT_OK
-    _print_suggestions(f"after {current.label} ({_describe(current, settings.key_notation)}):", suggestions,
-                       settings.key_notation)
+    described = ", ".join([f"{current['bpm']:.1f} BPM" if current["bpm"] else "tempo unknown",
+                           current["key"] or "key unknown"])
+    _print_suggestions(f"after {_label(current)} ({described}):", answer["next"])
     return EXIT_OK
 
 
-def _describe(track, notation: str) -> str:
-    from cratesense.dj.harmony import in_notation
-
-    parts = [f"{track.bpm:.1f} BPM" if track.bpm else "tempo unknown", in_notation(track.key, notation) or "key unknown"]
-    return ", ".join(parts)
-
-
 def _cmd_similar(args) -> int:
-    from cratesense.dj.mixing import similar_tracks
-    from cratesense.dj.views import suggestion_json, track_json
-
-    notation = _settings(args).key_notation
-    with _collection() as collection:
-        current = collection.find(args.track)
-        suggestions = similar_tracks(collection, current, limit=args.limit)
+    answer = _ask("similar", {"track": args.track, "limit": args.limit}, args)
     if args.json:
-        print(json.dumps({"track": track_json(current, notation),
-                          "similar": [suggestion_json(s, notation) for s in suggestions]}, indent=1, ensure_ascii=False))
+        _print_json(answer)
     else:
-        _print_suggestions(f"sounds like {current.label}:", suggestions, notation)
+        _print_suggestions(f"sounds like {_label(answer['track'])}:", answer["similar"])
     return EXIT_OK
 
 
 def _cmd_playlist(args) -> int:
     from cratesense.dj.exports import write_m3u8
-    from cratesense.dj.mixing import playlist
-    from cratesense.dj.views import suggestion_json
 
-    settings = _settings(args)
-    filters = _filters(args, sort=args.sort)
-    with _collection() as collection:
-        start = collection.find(args.start) if args.start else None
-        steps = playlist(collection, start, length=args.length, filters=filters, per_artist=args.per_artist,
-                         pitch_range=settings.pitch_range_percent / 100, notation=settings.key_notation)
-    tracks = [step.track for step in steps]
+    values = {**_filters(args), "from": args.start, "length": args.length, "per_artist": args.per_artist,
+              "sort": args.sort}
+    answer = _ask("playlist", values, args)
+    steps = answer["playlist"]
     if args.output:
-        write_m3u8(tracks, Path(args.output), relative_to=Path(args.relative_to) if args.relative_to else None)
-        print(f"wrote {args.output}: {len(tracks)} tracks")
+        with _collection() as collection:
+            tracks = [collection.track(step["track"]["content_key"]) for step in steps]
+        write_m3u8([track for track in tracks if track is not None], Path(args.output),
+                   relative_to=Path(args.relative_to) if args.relative_to else None)
+        print(f"wrote {args.output}: {len(steps)} tracks")
     elif args.json:
-        print(json.dumps({"playlist": [suggestion_json(step, settings.key_notation) for step in steps]}, indent=1,
-                         ensure_ascii=False))
+        _print_json(answer)
     else:
-        _print_suggestions(f"{len(steps)} tracks:", steps, settings.key_notation)
-    if start is not None and len(steps) < args.length:
+        _print_suggestions(f"{len(steps)} tracks:", steps)
+    if not answer["complete"]:
         print(f"(only {len(steps)} of {args.length}: nothing more mixes after the last one within the rules)",
               file=sys.stderr)
     return EXIT_OK
@@ -268,49 +252,49 @@ def _cmd_playlist(args) -> int:
 def export_library(args) -> int:
     """``cratesense export --format rekordbox|traktor|m3u --output FILE [filters]``."""
     from cratesense.dj.exports import export
+    from cratesense.dj.usecases import export_tracks
 
-    filters = _filters(args, sort=args.sort, limit=args.limit)
+    values = {**_filters(args), "format": args.format, "sort": args.sort, "limit": args.limit}
     with _collection() as collection:
-        tracks = collection.tracks(filters)
+        format, tracks = export_tracks(collection, values)
     output = Path(args.output)
     if output.is_dir():
         output = output / {"rekordbox": "cratesense-rekordbox.xml", "traktor": "cratesense.nml",
-                           "m3u": "cratesense.m3u8"}[args.format]
-    export(tracks, args.format, output, name=args.name,
-           relative_to=Path(args.relative_to) if args.relative_to else None)
+                           "m3u": "cratesense.m3u8"}[format]
+    export(tracks, format, output, name=args.name, relative_to=Path(args.relative_to) if args.relative_to else None)
     print(f"wrote {output}: {len(tracks)} tracks")
     return EXIT_OK
 
 
 def _cmd_duplicates(args) -> int:
-    from cratesense.dj.duplicates import find_groups, group_json
-
-    with _collection() as collection:
-        groups = find_groups(collection)
+    answer = _ask("duplicates", {}, args)
     if args.json:
-        print(json.dumps({"groups": [group_json(group) for group in groups]}, indent=1, ensure_ascii=False))
+        _print_json(answer)
         return EXIT_OK
+    groups = answer["groups"]
     if not groups:
         print("no duplicates: every recording is in one file")
         return EXIT_OK
     for group in groups:
-        first = group.copies[0].track
-        print(f"{first.label} — {len(group.copies)} files" + (f" (fingerprints match at {group.score:.2f})"
-                                                              if group.score < 1 else ""))
-        for copy in group.copies:
-            quality = "lossless" if copy.lossless else f"{copy.bitrate_kbps:.0f} kb/s" if copy.bitrate_kbps else "?"
-            print(f"  {'keep' if copy.keep else '    '}  {copy.track.codec or '?':<10} {quality:<9} "
-                  f"tags {copy.tags_filled}/5  {copy.path}")
+        files = group["files"]
+        print(f"{_label({**files[0], 'path': files[0]['path']})} — {len(files)} files"
+              + (f" (fingerprints match at {group['score']:.2f})" if group["score"] < 1 else ""))
+        for copy in files:
+            quality = "lossless" if copy["lossless"] else f"{copy['bitrate_kbps']:.0f} kb/s" if copy["bitrate_kbps"] else "?"
+            print(f"  {'keep' if copy['keep'] else '    '}  {copy['codec'] or '?':<10} {quality:<9} "
+                  f"tags {copy['tags_filled']}/5  {copy['path']}")
     print(f"\n{len(groups)} group(s); nothing was deleted")
     return EXIT_OK
 
 
 def _fields(text: str) -> tuple[str, ...]:
-    fields = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = sorted(set(fields) - {"bpm", "key", "replaygain"})
-    if not fields or unknown:
-        raise argparse.ArgumentTypeError(f"expected some of bpm,key,replaygain, got {text!r}")
-    return fields
+    from cratesense.dj.usecases import tag_fields
+    from cratesense.errors import QueryError
+
+    try:
+        return tag_fields({"fields": text})
+    except QueryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_tags_write(args) -> int:
@@ -320,7 +304,7 @@ def _cmd_tags_write(args) -> int:
     from cratesense.errors import NotRunningError
 
     try:
-        answer = request("POST", "tags", {"tracks": args.tracks, "fields": list(args.fields),
+        answer = request("POST", "tags", {"tracks": args.tracks, "fields": list(args.fields or ()),
                                           "dry_run": args.dry_run}, timeout=3600)
         files = answer["files"]
     except NotRunningError:
@@ -347,6 +331,7 @@ def _write_tags_here(args) -> list[dict]:
     from cratesense.daemon.paths import data_dir, journal_path
     from cratesense.dj.collection import Collection
     from cratesense.dj.tagging import retag, wanted_for
+    from cratesense.dj.usecases import tag_plan
     from cratesense.errors import QueryError
 
     notation = _settings(args).key_notation
@@ -354,12 +339,11 @@ def _write_tags_here(args) -> list[dict]:
         raise QueryError("there is no library yet: the agent has not run (cratesense run ~/Music)")
     results = []
     with InstanceLock(data_dir() / "agent.lock"), Journal(journal_path()) as journal:
-        collection = Collection(journal)
-        tracks = [collection.find(spec) for spec in args.tracks] if args.tracks else collection.tracks()
-        for track in tracks:
-            for path, _ in collection.files(track.content_key):
-                done = retag(path, wanted_for(track), args.fields, notation, dry_run=args.dry_run)
-                if done.identity is not None:
+        fields, chosen = tag_plan(Collection(journal), {"tracks": args.tracks, "fields": list(args.fields or ())})
+        for track, paths in chosen:
+            for path in paths:
+                done = retag(path, wanted_for(track), fields, notation, dry_run=args.dry_run)
+                if done.identity is not None and done.content_key is not None:
                     journal.retagged(path, FileIdentity(*done.identity), done.content_key)
                 results.append({"path": done.path, "changes": [c.describe() for c in done.changes],
                                 "error": done.error})

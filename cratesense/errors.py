@@ -2,7 +2,11 @@
 
 Every error a user can meet is a ``CrateSenseError`` subclass, raised by the component that
 knows what went wrong and handled only at the edge: the CLI prints ``cratesense: <message>``
-on one line and exits with the error's ``exit_code``; the daemon turns it into a status. Each
+on one line and exits with the error's ``exit_code``; the daemon turns it into a status; the
+control API answers with its ``http_status`` (400 for the user's mistake, 409 for a request the
+agent cannot carry out now) and its ``kind``, and the client raises the same class again
+(``from_kind``), so the CLI prints and exits alike whether it asked the agent or read the
+journal itself. Anything else raised in a handler is a bug: a 500 and a logged traceback. Each
 class has a stable ``kind`` (for journals, statuses and JSON) and an exit code::
 
     CrateSenseError                     exit 2 unless said otherwise
@@ -14,7 +18,7 @@ class has a stable ``kind`` (for journals, statuses and JSON) and an exit code::
     │   ├── SilentAudioError            decodes to digital silence
     │   └── AnalysisTimeoutError        exceeded its per-file time limit
     ├── ModelError                      the sound model cannot be loaded (analysis/learned.py)
-    ├── ConfigError                     bad configuration (daemon/config.py)
+    ├── ConfigError                     bad configuration (daemon/config.py)                 HTTP 400
     ├── JournalError                    the journal cannot be used; says what to do (daemon/journal.py)
     │   ├── JournalDamagedError         not a sound database: moved aside and rebuilt
     │   └── JournalVersionError         written by another schema version than this program reads
@@ -24,7 +28,7 @@ class has a stable ``kind`` (for journals, statuses and JSON) and an exit code::
     ├── AgentError                      talking to the running agent (daemon/control_client.py)
     │   ├── NotRunningError             no agent is running                                   exit 3
     │   └── ControlError                the agent did not answer, or refused the request
-    ├── QueryError                      a library query that cannot be answered (bad track, range...)
+    ├── QueryError                      a request that cannot be answered (bad track, range...)   HTTP 400
     ├── ExportError                     an export or tag write that cannot be done
     ├── BackendError                    the catalog's database cannot be used (catalog/backends.py)
     ├── ServiceError                    installing the login service (daemon/service.py)
@@ -37,6 +41,7 @@ class CrateSenseError(Exception):
 
     kind = "error"
     exit_code = 2
+    http_status = 409  # the control API's answer: the request cannot be carried out now
 
 
 class AnalysisError(CrateSenseError):
@@ -78,6 +83,7 @@ class ModelError(CrateSenseError):
 
 class ConfigError(CrateSenseError):
     kind = "config"
+    http_status = 400
 
 
 class JournalError(CrateSenseError):
@@ -125,6 +131,7 @@ class ControlError(AgentError):
 
 class QueryError(CrateSenseError):
     kind = "query"
+    http_status = 400
 
 
 class ExportError(CrateSenseError):
@@ -144,3 +151,15 @@ class ServiceError(CrateSenseError):
 
 class TrayUnavailableError(CrateSenseError):
     kind = "tray-unavailable"
+
+
+def from_kind(kind: str | None, message: str) -> CrateSenseError:
+    """The error a server answered with ``kind``, raised again on this side (a kind this
+    version does not know: a ``ControlError``)."""
+    pending: list[type[CrateSenseError]] = [CrateSenseError]
+    while pending:
+        cls = pending.pop()
+        if cls.kind == kind and cls is not CrateSenseError:
+            return cls(message)
+        pending.extend(cls.__subclasses__())
+    return ControlError(message)

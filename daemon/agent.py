@@ -70,16 +70,18 @@ class Agent:
         the same parts as ``run``, without the watcher, the control socket and the timers."""
         async with contextlib.AsyncExitStack() as stack:
             await self._start(stack, live=False)
-            self.library.request_scan()
+            library, api, syncer = self.library, self.api, self.syncer
+            assert library is not None and api is not None and syncer is not None, "set by _start"
+            library.request_scan()
             while True:
                 await asyncio.sleep(0.2)
                 if on_status is not None:
-                    on_status(await self.api.status())
-                if self.library.idle:
+                    on_status(await api.status())
+                if library.idle:
                     break
             with contextlib.suppress(asyncio.TimeoutError):
-                await self.syncer.sync_now(timeout=120)
-            return await self.api.status()
+                await syncer.sync_now(timeout=120)
+            return await api.status()
 
     async def _start(self, stack: contextlib.AsyncExitStack, *, live: bool) -> None:
         def on_stop(name: str, stop: Callable[[], Awaitable[None] | None]) -> None:

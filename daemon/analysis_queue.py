@@ -19,7 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from cratesense.analysis.constants import ANALYZER_VERSION, NATIVE_FIELDS, native_stages_unchanged
+from cratesense.analysis.constants import ANALYZER_VERSION, native_stages_unchanged
+from cratesense.analysis.model import TrackAnalysis
 from cratesense.daemon.filejob import FileJob, Phase
 from cratesense.daemon.journal import FileIdentity
 from cratesense.daemon.journal_io import JournalIO
@@ -65,7 +66,7 @@ class AnalysisQueue:
         self.journal_error: str | None = None  # why the journal cannot be written now, if so
         self._journal_retry_at = 0.0
         # what follows a file's own analysis being recorded (tags written, when asked for)
-        self.after_recorded: Callable[[list[bytes], dict], Awaitable[None]] | None = None
+        self.after_recorded: Callable[[list[bytes], TrackAnalysis], Awaitable[None]] | None = None
         self.completed = 0  # jobs done this session (for progress)
         self.backlog_started_at: float | None = None
         self.backlog_done = 0
@@ -208,7 +209,7 @@ class AnalysisQueue:
         except OSError as exc:
             await self._recorder.unreadable(job.path, exc)
             return self._finish(job)
-        key = job.content_key
+        key = job.identified()[1]
         if earlier_key is not None and earlier_key != key:  # edited meanwhile: its copies are not copies
             if self._leaders.get(earlier_key) is job:
                 del self._leaders[earlier_key]
@@ -231,7 +232,7 @@ class AnalysisQueue:
         outcome = await self._pool.analyze(Task(os.fsdecode(job.path), descriptors=not head_first,
                                                 bpm_range=self._bpm_range, native_results=kept))
         consensus = None
-        if head_first and outcome.ok:
+        if head_first and outcome.analysis is not None:
             if not await self._recorder.unchanged(job):
                 self._stats["requeued"] += 1
                 return self._requeue(job)
@@ -239,13 +240,13 @@ class AnalysisQueue:
                 return self._describe_next(job)
             job.phase = Phase.JUDGING
             release()  # the worker is free while the catalog is asked
-            fingerprint = outcome.observation["fingerprint"]
-            consensus = await self._known.verdict(fingerprint["chromaprint"], fingerprint["duration"])
+            fingerprint = outcome.analysis.fingerprint
+            consensus = await self._known.verdict(fingerprint.chromaprint, fingerprint.duration)
             if not self._known.known_well(consensus):
                 return self._describe_next(job)
         job.phase = Phase.RECORDING
         if await self._recorder.analysis(job, outcome, consensus):
-            if outcome.ok and consensus is None and self.after_recorded is not None:
+            if outcome.analysis is not None and consensus is None and self.after_recorded is not None:
                 self._spawn(self.after_recorded([job.path, *(copy.path for copy in job.copies)], outcome.analysis),
                             "after recording")
             return self._finish(job)
@@ -302,12 +303,11 @@ class AnalysisQueue:
             self.backlog_done += 1
 
 
-def native_results(analysis: dict | None) -> dict | None:
+def native_results(analysis: TrackAnalysis | None) -> dict | None:
     """The loudness and embedding of an earlier full analysis, for an upgrade that changed
     neither stage: its re-analysis then decodes only the analysis view (about 40 % of a track's
     cost is the native view and its loudness). None when that analysis has none to keep (it was
     a fingerprint-only pass, or the track is too quiet to measure): the file is read in full."""
-    descriptors = (analysis or {}).get("descriptors") or {}
-    if descriptors.get("loudness_lufs") is None:
+    if analysis is None or analysis.descriptors.loudness_lufs is None:
         return None
-    return {name: descriptors.get(name) for name in NATIVE_FIELDS}
+    return analysis.native_results()

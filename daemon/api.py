@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cratesense import __version__
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.config import DjConfig
-from cratesense.daemon.journal import Journal, display_path
+from cratesense.daemon.journal_read import JournalReader, display_path
 from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.library import Library
 from cratesense.daemon.pool import AnalysisPool
@@ -22,6 +23,13 @@ from cratesense.daemon.sync import Backoff, Syncer
 from cratesense.daemon.tag_writer import TagWriter
 from cratesense.daemon.watcher import Watcher
 from cratesense.errors import QueryError
+
+if TYPE_CHECKING:
+    from cratesense.daemon.web import WebPage
+
+# the DJ's read-only commands (dj/usecases.READ_COMMANDS), named here so the agent's start does not
+# import the DJ's code
+DJ_COMMANDS = ("tracks", "next", "similar", "playlist", "duplicates", "library-export")
 
 
 @dataclass
@@ -38,10 +46,10 @@ class Parts:
     journal_rebuilt_from: str | None = None
     dj: DjConfig = DjConfig()
     tag_writer: TagWriter | None = None
-    web: object | None = None  # the WebPage, when it is on
+    web: WebPage | None = None  # the page, when it is on
 
 
-def _journal_view(journal: Journal) -> dict:
+def _journal_view(journal: JournalReader) -> dict:
     return {**journal.counts(), "known_to_catalog": journal.known_to_catalog(),
             "parked_reasons": [reason for _, reason in journal.parked(5)]}
 
@@ -65,13 +73,8 @@ class ControlAPI:
             ("POST", "forget"): self.forget,
             ("GET", "export"): self.export,
             ("GET", "preview"): self.preview,
-            # the DJ's library (dj/): the same code as the CLI's commands, over read-only connections
-            ("GET", "tracks"): self.tracks,
-            ("GET", "next"): self.next,
-            ("GET", "similar"): self.similar,
-            ("GET", "playlist"): self.playlist,
-            ("GET", "duplicates"): self.duplicates,
-            ("GET", "library-export"): self.library_export,
+            # the DJ's library (dj/usecases.py): the CLI's own functions, over read-only connections
+            **{("GET", name): self.dj_command(name) for name in DJ_COMMANDS},
             ("POST", "tags"): self.tags,
             ("GET", "recommendations"): self.recommendations,
             ("GET", "overview"): self.overview,
@@ -154,7 +157,7 @@ class ControlAPI:
     async def pause(self, body: dict) -> Status:
         seconds = body.get("seconds")
         if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0):
-            raise ValueError("seconds must be a positive number")
+            raise QueryError("seconds must be a positive number")
         await self._parts.library.pause.pause(time.time() + seconds if seconds else None)
         return await self.status()
 
@@ -172,7 +175,7 @@ class ControlAPI:
 
     async def settings(self, body: dict) -> Status:
         if not isinstance(body.get("contribute"), bool):
-            raise ValueError("contribute must be true or false")
+            raise QueryError("contribute must be true or false")
         self._parts.syncer.set_contribute(body["contribute"])
         return await self.status()
 
@@ -202,116 +205,34 @@ class ControlAPI:
         }
 
 
-    # --- the DJ's library ------------------------------------------------------------------
+    # --- the DJ's library: dj/usecases.py, the same functions the CLI calls ---------------
 
     async def _on_collection(self, work):
         from cratesense.dj.collection import Collection
 
-        return await self._parts.io.read(lambda journal: work(Collection(journal)))
+        return await self._parts.io.read(lambda reader: work(Collection(reader)))
 
-    async def tracks(self, body: dict) -> dict:
-        from cratesense.dj.collection import parse_filters
-        from cratesense.dj.views import track_json
+    def dj_command(self, name: str):
+        """The route of one of the DJ's read-only commands."""
 
-        filters = parse_filters(body)
-        offset = _whole(body.get("offset"), "offset", 0)
-        notation = self._parts.dj.key_notation
+        async def route(body: dict) -> dict:
+            from cratesense.dj.usecases import READ_COMMANDS
 
-        def work(collection):
-            return {"total": collection.count(filters), "offset": offset,
-                    "tracks": [track_json(track, notation) for track in collection.tracks(filters, offset=offset)]}
+            command = READ_COMMANDS[name]
+            return await self._on_collection(lambda collection: command(collection, body, self._parts.dj))
 
-        return await self._on_collection(work)
-
-    async def next(self, body: dict) -> dict:
-        from cratesense.dj.mixing import next_tracks
-        from cratesense.dj.views import suggestion_json, track_json
-
-        notation, limit = self._parts.dj.key_notation, _whole(body.get("limit"), "limit", 10)
-        pitch_range = float(body.get("pitch_range") or self._parts.dj.pitch_range_percent / 100)
-
-        def work(collection):
-            current = _named(collection, body)
-            found = next_tracks(collection, current, limit=limit, pitch_range=pitch_range, notation=notation)
-            return {"track": track_json(current, notation), "next": [suggestion_json(s, notation) for s in found]}
-
-        return await self._on_collection(work)
-
-    async def similar(self, body: dict) -> dict:
-        from cratesense.dj.mixing import similar_tracks
-        from cratesense.dj.views import suggestion_json, track_json
-
-        notation, limit = self._parts.dj.key_notation, _whole(body.get("limit"), "limit", 10)
-
-        def work(collection):
-            current = _named(collection, body)
-            found = similar_tracks(collection, current, limit=limit)
-            return {"track": track_json(current, notation), "similar": [suggestion_json(s, notation) for s in found]}
-
-        return await self._on_collection(work)
-
-    async def playlist(self, body: dict) -> dict:
-        from cratesense.dj.collection import parse_filters
-        from cratesense.dj.mixing import playlist
-        from cratesense.dj.views import suggestion_json
-
-        settings = self._parts.dj
-        filters = parse_filters({**body, "sort": body.get("sort") or "bpm"})
-        length = _whole(body.get("length"), "length", 20)
-        per_artist = _whole(body.get("per_artist"), "per_artist", 2)
-
-        def work(collection):
-            start = _named(collection, body) if body.get("track") or body.get("content_key") else None
-            steps = playlist(collection, start, length=length, filters=filters, per_artist=per_artist,
-                             pitch_range=settings.pitch_range_percent / 100, notation=settings.key_notation)
-            return {"playlist": [suggestion_json(step, settings.key_notation) for step in steps]}
-
-        return await self._on_collection(work)
-
-    async def duplicates(self, _body: dict) -> dict:
-        from cratesense.dj.duplicates import find_groups, group_json
-
-        return await self._on_collection(lambda collection: {"groups": [group_json(g) for g in find_groups(collection)]})
-
-    async def library_export(self, body: dict) -> dict:
-        """A DJ program's document for some tracks (a list of content keys, or filters)."""
-        from cratesense.dj.collection import parse_filters
-        from cratesense.dj.exports import FORMATS, MEDIA_TYPES, render
-
-        format = body.get("format") or "m3u"
-        if format not in FORMATS:
-            raise QueryError(f"unknown export format {format!r}; one of {', '.join(FORMATS)}")
-        keys = body.get("content_keys")
-        filters = parse_filters(body)
-
-        def work(collection):
-            if keys:
-                tracks = [track for key in keys if (track := collection.track(key)) is not None]
-            else:
-                tracks = collection.tracks(filters)
-            document = render(tracks, format, name=body.get("name") or "CrateSense")
-            return {"format": format, "media_type": MEDIA_TYPES[format], "tracks": len(tracks),
-                    "document": document.decode("utf-8")}
-
-        return await self._on_collection(work)
+        return route
 
     async def tags(self, body: dict) -> dict:
-        """Write (or with ``dry_run`` only show) BPM, key and ReplayGain into the files of the
-        named tracks (all tracks when none are named)."""
-        from cratesense.daemon.config import TAG_FIELDS
+        """Write (or with ``dry_run`` only show) the tag fields into the files of the named
+        tracks (all tracks when none are named)."""
+        from cratesense.dj.usecases import tag_plan
 
         writer = self._parts.tag_writer
-        fields = tuple(body.get("fields") or TAG_FIELDS)
-        if not set(fields) <= set(TAG_FIELDS):
-            raise QueryError(f"unknown tag field(s): {', '.join(sorted(set(fields) - set(TAG_FIELDS)))}")
-        specs = body.get("tracks") or []
-
-        def work(collection):
-            tracks = [collection.find(spec) for spec in specs] if specs else collection.tracks()
-            return [(track, [path for path, _ in collection.files(track.content_key)]) for track in tracks]
-
-        chosen = await self._on_collection(work)
-        files = dict((track.content_key, paths) for track, paths in chosen)
+        if writer is None:
+            raise QueryError("tags cannot be written by this agent")
+        fields, chosen = await self._on_collection(lambda collection: tag_plan(collection, body))
+        files = {track.content_key: paths for track, paths in chosen}
         results = await writer.write_tracks([track for track, _ in chosen], fields, dry_run=bool(body.get("dry_run")),
                                             files_of=lambda track: files[track.content_key])
         return {"dry_run": bool(body.get("dry_run")), "files": [
@@ -322,10 +243,10 @@ class ControlAPI:
 
     async def overview(self, _body: dict | None = None) -> dict:
         """The library as a whole: its tempi, its keys (per Camelot code), its loudness."""
-        return await self._parts.io.read(_overview)
+        return await self._parts.io.read(lambda reader: reader.overview())
 
     async def failures(self, _body: dict | None = None) -> dict:
-        def read(journal: Journal) -> dict:
+        def read(journal: JournalReader) -> dict:
             return {"files": [{"path": display_path(path), "kind": kind, "reason": reason}
                               for path, kind, reason in journal.failures()],
                     "parked": [{"observation": oid, "reason": reason} for oid, reason in journal.parked()]}
@@ -340,43 +261,6 @@ class ControlAPI:
         if page.url is None:
             raise QueryError(page.error or "the web page is not up")
         return {"url": page.url}
-
-
-def _overview(journal: Journal) -> dict:
-    """Histograms of the library (it holds exactly the tracks on disk)."""
-    db = journal._db
-    tempo = dict(db.execute("SELECT CAST(bpm / 2 AS INTEGER) * 2, COUNT(*) FROM library WHERE bpm IS NOT NULL "
-                            "GROUP BY 1"))
-    keys = dict(db.execute("SELECT camelot, COUNT(*) FROM library WHERE camelot IS NOT NULL GROUP BY 1"))
-    # floor() without SQLite's optional math functions: shifted past zero, truncated, shifted back
-    loudness = dict(db.execute("SELECT CAST(loudness + 1000 AS INTEGER) - 1000, COUNT(*) FROM library "
-                               "WHERE loudness IS NOT NULL GROUP BY 1"))
-    total = db.execute("SELECT COUNT(*) FROM library").fetchone()[0]
-    return {"tracks": total, "tempo": {"bin": 2, "counts": {str(k): v for k, v in sorted(tempo.items())}},
-            "keys": keys, "loudness": {"bin": 1, "counts": {str(k): v for k, v in sorted(loudness.items())}}}
-
-
-def _whole(value, name: str, default: int) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise QueryError(f"{name} must be a whole number, got {value!r}") from None
-    if number < 0 or (number == 0 and name != "offset"):
-        raise QueryError(f"{name} must be positive, got {number}")
-    return number
-
-
-def _named(collection, body: dict):
-    if body.get("content_key"):
-        track = collection.track(body["content_key"])
-        if track is None:
-            raise QueryError("no such track in the library")
-        return track
-    if not body.get("track"):
-        raise QueryError("say which track: track=PATH or text, or content_key=KEY")
-    return collection.find(body["track"])
 
 
 def _progress(queue) -> Progress | None:

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cratesense.analysis.constants import BPM_LIMITS, DEFAULT_BPM_RANGE
+from cratesense.analysis.constants import BPM_LIMITS, DEFAULT_BPM_RANGE, TAG_FIELDS
 from cratesense.daemon import paths
 from cratesense.errors import ConfigError
 
@@ -59,7 +59,7 @@ class DjConfig:
 @dataclass(frozen=True, slots=True)
 class TagsConfig:
     write_new: bool = False  # write BPM, key and ReplayGain into each newly analyzed file (opt-in)
-    fields: tuple[str, ...] = ("bpm", "key", "replaygain")
+    fields: tuple[str, ...] = TAG_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,6 @@ class WebConfig:
     port: int = 8764  # clear of Syncthing (8384), Jellyfin (8096), Navidrome (4533) and our catalog (8750)
 
 
-TAG_FIELDS = ("bpm", "key", "replaygain")
 _SECTIONS = {"library": LibraryConfig, "analysis": AnalysisConfig, "sync": SyncConfig, "dj": DjConfig,
              "tags": TagsConfig, "web": WebConfig}
 _CHOICES = {"library.watch": ("auto", "polling"), "dj.key_notation": ("camelot", "open-key", "musical")}

@@ -29,7 +29,8 @@ from cratesense.errors import CrateSenseError
 log = logging.getLogger(__name__)
 
 # A handler gets the JSON body (and the query string's values) and answers with a dict or a
-# msgspec Struct; a CrateSenseError becomes a 409 with its message, a bad value a 400.
+# msgspec Struct; a CrateSenseError becomes its ``http_status`` with its message and kind, and
+# anything else is a bug of ours: a 500, logged with its traceback (``failed``).
 Handler = Callable[[dict], Awaitable[object]]
 
 
@@ -63,7 +64,7 @@ class ControlServer:
                 site = web.TCPSite(self._runner, "127.0.0.1", 0)
                 await site.start()
                 self._token = secrets.token_urlsafe(32)
-                port = site._server.sockets[0].getsockname()[1]
+                port = self._runner.addresses[0][1]
                 fd = os.open(tcp_file(self.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as file:
                     json.dump({"port": port, "token": self._token}, file)
@@ -95,6 +96,16 @@ def answer(value: object) -> web.Response:
     return web.Response(body=msgspec.json.encode(value), content_type="application/json")
 
 
+def failed(exc: Exception, route: str) -> tuple[int, dict]:
+    """The status and body that say what went wrong in ``route`` (for the control API and the
+    web page alike): the user's mistake or a state of the agent as itself, a bug as a 500."""
+    if isinstance(exc, CrateSenseError):
+        return exc.http_status, {"error": str(exc), "kind": exc.kind}
+    log.exception("the control API's %s failed", route)
+    return 500, {"error": f"internal error in {route} ({type(exc).__name__}); the agent's log has the details",
+                 "kind": "internal"}
+
+
 def _wrap(handler: Handler):
     async def handle(request: web.Request) -> web.Response:
         try:
@@ -102,13 +113,12 @@ def _wrap(handler: Handler):
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
         except ValueError as exc:
-            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+            return web.json_response({"error": f"bad request: {exc}", "kind": "query"}, status=400)
         body = {**request.query, **body}
         try:
             return answer(await handler(body))
-        except CrateSenseError as exc:
-            return web.json_response({"error": str(exc), "kind": exc.kind}, status=409)
-        except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        except Exception as exc:
+            status, error = failed(exc, request.path)
+            return web.json_response(error, status=status)
 
     return handle

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 from cratesense.daemon.paths import socket_path
-from cratesense.errors import ControlError, NotRunningError
+from cratesense.errors import ControlError, NotRunningError, from_kind
 
 
 def tcp_file(path: Path) -> Path:
@@ -61,10 +61,11 @@ def request_raw(method: str, name: str, body: dict | None = None, *, path: Path 
         connection.close()
     if response.status >= 400:
         try:
-            message = json.loads(data).get("error")
+            error = json.loads(data)
+            message, kind = error.get("error"), error.get("kind")
         except (ValueError, AttributeError):
-            message = None
-        raise ControlError(message or f"the agent answered {response.status}")
+            message, kind = None, None
+        raise from_kind(kind, message or f"the agent answered {response.status}")  # the server's own kind
     return data
 
 

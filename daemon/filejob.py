@@ -49,3 +49,9 @@ class FileJob:
     again: bool = False  # the file changed while it was being read: queue it again after
     gone: bool = False  # the file was deleted while it was being read
     copies: list[FileJob] = field(default_factory=list)  # other paths with the same content
+
+    def identified(self) -> tuple[FileIdentity, str]:
+        """(identity, content key): set once IDENTIFYING is done; asked only after it."""
+        if self.identity is None or self.content_key is None:
+            raise RuntimeError(f"{self.path!r} is not identified yet")
+        return self.identity, self.content_key

@@ -1,46 +1,59 @@
 """The agent's journal: one SQLite file (WAL) holding what the agent knows about the library.
+This module is its schema and its write model; ``journal_read.py`` is its read model, which the
+``Journal`` is too (over its one write connection).
 
 Tables (see shared/design.md, "The journal"):
 
 * ``files``: every audio file seen, by path (stored as bytes: Linux paths need not be UTF-8),
   with the (device, inode, size, mtime_ns) that say whether it changed, its content key, and its
   state (``analyzed``, ``failed``) with the last error;
-* ``tracks``: one analysis per content key, with the analyzer version that made it;
+* ``tracks``: one analysis per content key (the typed ``TrackAnalysis`` as its JSON), with the
+  analyzer version that made it;
 * ``outbox``: observations waiting for the catalog, written in the same transaction as their
   track; unique by observation id, so a retried write never queues a duplicate;
 * ``settings``: small key/value state (paused, paused until); the privacy choices are the
   identity file's (``identity.py``), earlier versions' copies here are moved there once;
-* ``consensus``: what the catalog knows of each track, beside our own analysis;
-* ``profile``: the taste profile's running totals, kept in step with the tracks on disk by the
-  same transactions that add or remove them (so a change never needs a pass over the library).
+* ``consensus``: what the catalog knows of each track (the typed ``Consensus``), beside our own;
+* derived state, kept in step by every write through one path (``_derived``): ``library``, a
+  query-ready row per track on disk (``trackview.library_row``), and ``profile``, the taste
+  profile's running totals, derived from those rows (so a change never needs a pass over the
+  library).
 
 One writer: a ``Journal`` is used from one thread; in the agent that is the journal's own
-writer thread (``daemon/journal_io.py``), and every other reader opens it read-only. A read-only
-``Journal`` never migrates: it refuses a journal of another schema version with a
-``JournalVersionError`` that says which program should open it. Migrations are recorded in
-``migrations``. Raw sqlite errors become a ``JournalError`` that says what to do.
+writer thread (``daemon/journal_io.py``), and every other reader opens a ``JournalReader``.
+Migrations are recorded in ``migrations``. Raw sqlite errors become a ``JournalError`` that says
+what to do.
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import sqlite3
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+import msgspec
 
 from cratesense import sqlite
-from cratesense.daemon import trackview
-from cratesense.daemon.profile import ProfileTotals, TrackTaste
+from cratesense.analysis.model import Consensus, TrackAnalysis, decode_consensus, decode_track, encode_consensus, encode_track
+from cratesense.daemon import journal_read
+from cratesense.daemon.journal_read import (
+    FileIdentity,
+    JournalReader,
+    Observation,
+    _chunks,
+    _marks,
+    display_path,
+    explain,
+)
+from cratesense.daemon.profile import ProfileTotals
+from cratesense.daemon.trackview import COLUMNS, library_row
 from cratesense.errors import JournalDamagedError, JournalError, JournalVersionError
 
-__all__ = ["Journal", "JournalError", "JournalDamagedError", "JournalVersionError", "FileIdentity", "Observation"]
+__all__ = ["FileIdentity", "Journal", "JournalDamagedError", "JournalError", "JournalReader", "JournalVersionError",
+           "Observation", "display_path"]
 
 _MIGRATIONS = (
     """
@@ -128,119 +141,41 @@ _MIGRATIONS = (
     """
     CREATE INDEX files_identity ON files (path, device, inode, size, mtime_ns);
     """,
+    # 8: the taste profile is derived from the library rows (what the library shows of each
+    # track): its totals are recomputed from them once, on open
+    """
+    DELETE FROM profile;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
+assert SCHEMA_VERSION == journal_read.SCHEMA_VERSION, "journal_read.SCHEMA_VERSION must name the last migration"
 
 
-class FileIdentity(NamedTuple):
-    """What says a file is unchanged: equal identities mean no re-analysis. (A named tuple: a
-    100,000-file rescan builds two of these per file, and tuples are the cheapest to build.)"""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, stat: os.stat_result) -> FileIdentity:
-        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    id: str
-    payload: dict  # the wire fields only (see cratesense.analysis.model.observation_fields)
-
-
-def _explain(error: sqlite3.Error, path: Path) -> JournalError:
-    """A sentence that says what happened and what to do."""
-    text = str(error).lower()
-    if "locked" in text or "busy" in text:
-        return JournalError(f"the journal {path} is locked by another process; is another CrateSense agent running?")
-    # for a bare "disk I/O error" SQLite does not say why: ask the file system
-    cause = _why_unwritable(path.parent) if "disk i/o error" in text else None
-    if "full" in text or cause == errno.ENOSPC:
-        return JournalError(f"the disk holding the journal {path} is full; free some space and the agent resumes")
-    if "readonly" in text or "read-only" in text:
-        return JournalError(f"the journal {path} is read-only; check the permissions of {path.parent}")
-    if "not a database" in text or "malformed" in text or "corrupt" in text or "integrity" in text:
-        return JournalDamagedError(
-            f"the journal {path} is damaged; move it aside (the agent rebuilds it from a rescan)"
-        )
-    if "unable to open" in text:
-        return JournalError(f"cannot open the journal {path}; check that {path.parent} exists and is writable")
-    if cause == errno.EROFS:  # a failing disk is remounted read-only by the kernel
-        return JournalError(
-            f"the file system holding the journal {path} has turned read-only (a failing disk?); "
-            "check the disk, then restart the agent"
-        )
-    return JournalError(f"journal error in {path}: {error}")
-
-
-def _why_unwritable(folder: Path) -> int | None:
-    """The errno that creating a file in ``folder`` fails with, or None when it can be written."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return None
-    except OSError as exc:
-        return exc.errno
-
-
-def display_path(path: bytes) -> str:
-    """A path for people and JSON: UTF-8, with bytes that are not UTF-8 shown as \\xNN."""
-    return bytes(path).decode("utf-8", "backslashreplace")
-
-
-class Journal:
-    """The journal at ``path``, created and migrated on open; or, ``read_only``, opened for
-    reading only (never created, never migrated). Use as a context manager."""
+class Journal(JournalReader):
+    """The journal at ``path``, created and migrated on open, for writing (and reading: a
+    ``JournalReader`` over the same connection). Use as a context manager."""
 
     def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 5.0, verify: bool = False,
-                 read_only: bool = False, check_same_thread: bool = True) -> None:
+                 check_same_thread: bool = True) -> None:
         self.path = Path(path)
-        self.read_only = read_only
-        if read_only:
-            self._open_read_only(busy_timeout, check_same_thread)
-            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._db = sqlite.connect(self.path, timeout=busy_timeout, check_same_thread=check_same_thread)
             if verify and self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
             sqlite.migrate(self._db, _MIGRATIONS)
-            if self._db.execute("SELECT 1 FROM profile").fetchone() is None:
-                self.rebuild_profile()
             if self._db.execute("SELECT (SELECT COUNT(DISTINCT content_key) FROM files WHERE state = 'analyzed') "
                                 "!= (SELECT COUNT(*) FROM library)").fetchone()[0]:
                 self.rebuild_library()
+            if self._db.execute("SELECT 1 FROM profile").fetchone() is None:
+                self.rebuild_profile()
         except sqlite3.Error as exc:
             if hasattr(self, "_db"):
                 self._db.close()
-            raise _explain(exc, self.path) from exc
+            raise explain(exc, self.path) from exc
         except OSError as exc:
             raise JournalError(f"cannot create the journal's folder {self.path.parent}: {exc.strerror}") from exc
-
-    def _open_read_only(self, busy_timeout: float, check_same_thread: bool) -> None:
-        if not self.path.exists():
-            raise JournalError(f"there is no journal at {self.path} yet: the agent has not run (cratesense run)")
-        try:
-            self._db = sqlite.connect_read_only(self.path, timeout=busy_timeout, check_same_thread=check_same_thread)
-            found = sqlite.schema_version(self._db) if self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'migrations'").fetchone() else 0
-        except sqlite3.Error as exc:
-            if hasattr(self, "_db"):
-                self._db.close()
-            raise _explain(exc, self.path) from exc
-        if found != SCHEMA_VERSION:
-            self._db.close()
-            if found > SCHEMA_VERSION:
-                raise JournalVersionError(
-                    f"the journal {self.path} was written by a newer CrateSense (schema {found}; this one "
-                    f"reads schema {SCHEMA_VERSION}): upgrade CrateSense to read it; nothing was changed")
-            raise JournalVersionError(
-                f"the journal {self.path} is from an older CrateSense (schema {found}; this one reads schema "
-                f"{SCHEMA_VERSION}): start the agent once (cratesense run) to upgrade it; nothing was changed")
 
     @classmethod
     def open_or_rebuild(cls, path: Path) -> tuple[Journal, Path | None]:
@@ -258,87 +193,78 @@ class Journal:
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._db.close()
-
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             with sqlite.transaction(self._db) as db:
                 yield db
         except sqlite3.Error as exc:
-            raise _explain(exc, self.path) from exc
+            raise explain(exc, self.path) from exc
 
-    @property
-    def schema_version(self) -> int:
-        return sqlite.schema_version(self._db)
+    @contextmanager
+    def _change(self, content_keys: Sequence[str] = (), paths: Sequence[str | bytes] = (), linked: str | None = None
+                ) -> Iterator[sqlite3.Connection]:
+        """One write: a transaction, and the derived state brought in step with it inside it.
+        ``content_keys``: tracks whose analysis or consensus the write sets; ``paths``: files it
+        adds, moves or removes (their tracks, and the ``linked`` one a new file holds, may come
+        onto the disk or leave it)."""
+        with self._transaction() as db, self._derived(db, list(content_keys), list(paths), linked):
+            yield db
 
     # --- files -----------------------------------------------------------------------------
-
-    def identity(self, path: str | bytes) -> FileIdentity | None:
-        row = self._db.execute(
-            "SELECT device, inode, size, mtime_ns FROM files WHERE path = ?", (os.fsencode(path),)
-        ).fetchone()
-        return FileIdentity(*row) if row else None
 
     def record_analysis(
         self,
         path: str | bytes,
         identity: FileIdentity,
         content_key: str,
-        analysis: dict,
-        analyzer_version: str,
+        analysis: TrackAnalysis,
         observation: Observation | None,
-        consensus: dict | None = None,
-        links: list[tuple[bytes, FileIdentity]] = (),
+        consensus: Consensus | None = None,
+        links: Sequence[tuple[bytes, FileIdentity]] = (),
     ) -> None:
         """The file, its track and its observation, in one transaction: all or nothing. With
         ``consensus`` (the catalog's view, when our descriptors were skipped for it) too, and
         ``links``: other files with the same content (copies), linked to the same track."""
         now = time.time()
-        with self._transaction() as db, self._profile_follows(db, [content_key], [path, *(p for p, _ in links)]):
+        version = analysis.analyzer_version
+        with self._change([content_key], [path, *(p for p, _ in links)]) as db:
             db.execute(
                 "INSERT INTO tracks VALUES (?, ?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
                 "analysis = excluded.analysis, analyzer_version = excluded.analyzer_version, "
                 "analyzed_at = excluded.analyzed_at",
-                (content_key, json.dumps(analysis, ensure_ascii=False), analyzer_version, now),
+                (content_key, encode_track(analysis).decode(), version, now),
             )
-            self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now, analyzer_version)
+            self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now, version)
             if observation is not None:
                 db.execute(
                     "INSERT INTO outbox (observation_id, kind, payload) VALUES (?, 'observation', ?) "
                     "ON CONFLICT (observation_id) DO NOTHING",
-                    (observation.id, json.dumps(observation.payload, ensure_ascii=False)),
+                    (observation.id, msgspec.json.encode(observation.payload).decode()),
                 )
             if consensus is not None:
                 self._store_consensus(db, [(content_key, consensus)], now)
-            else:
-                self._refresh_library(db, [content_key])  # a new analysis: its row derived anew
             for link, link_identity in links:
-                self._upsert_file(db, link, link_identity, content_key, "analyzed", None, None, now, analyzer_version)
+                self._upsert_file(db, link, link_identity, content_key, "analyzed", None, None, now, version)
 
     def record_failure(
         self, path: str | bytes, identity: FileIdentity, kind: str, message: str, analyzer_version: str | None = None
     ) -> None:
         """A file that could not be analyzed: kept with its error until it or the analyzer changes."""
-        with self._transaction() as db, self._profile_follows(db, [], [path]):
-            self._upsert_file(db, path, identity, None, "failed", kind, message, time.time(), analyzer_version)
+        self.record_failures([(path, identity)], kind, message, analyzer_version)
 
     def record_failures(
-        self, files: list[tuple[bytes, FileIdentity]], kind: str, message: str, analyzer_version: str | None = None
+        self, files: Sequence[tuple[str | bytes, FileIdentity]], kind: str, message: str, analyzer_version: str | None = None
     ) -> None:
         """Several files (a file and its copies) that failed alike, in one transaction."""
         now = time.time()
-        with self._transaction() as db, self._profile_follows(db, [], [path for path, _ in files]):
+        with self._change(paths=[path for path, _ in files]) as db:
             for path, identity in files:
                 self._upsert_file(db, path, identity, None, "failed", kind, message, now, analyzer_version)
 
     def record_link(self, path: str | bytes, identity: FileIdentity, content_key: str, analyzer_version: str) -> None:
         """A file whose content is already analyzed (a copy, or a hard link): no new observation."""
-        with self._transaction() as db, self._profile_follows(db, [content_key], [path]):
+        with self._change(paths=[path], linked=content_key) as db:
             self._upsert_file(db, path, identity, content_key, "analyzed", None, None, time.time(), analyzer_version)
 
     def retagged(self, path: str | bytes, identity: FileIdentity, content_key: str) -> None:
@@ -347,7 +273,7 @@ class Journal:
         something to analyze again)."""
         now = time.time()
         encoded = os.fsencode(path)
-        with self._transaction() as db, self._profile_follows(db, [content_key], [path]):
+        with self._change([content_key], [path]) as db:
             row = db.execute("SELECT content_key, analyzer_version FROM files WHERE path = ?", (encoded,)).fetchone()
             if row is None or row[0] is None:
                 return
@@ -360,62 +286,19 @@ class Journal:
             self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now, version)
             if old_key != content_key and db.execute("SELECT 1 FROM files WHERE content_key = ? LIMIT 1",
                                                      (old_key,)).fetchone() is None:
-                for table in ("tracks", "library", "consensus"):  # nothing holds that content any more
+                for table in ("tracks", "consensus"):  # nothing holds that content any more
                     db.execute(f"DELETE FROM {table} WHERE content_key = ?", (old_key,))
 
     def move_files(self, moves: list[tuple[bytes, bytes]]) -> None:
         """Renamed or moved files keep their analysis: only the path changes."""
-        with self._transaction() as db, self._profile_follows(db, [], [path for move in moves for path in move]):
+        with self._change(paths=[path for move in moves for path in move]) as db:
             for old, new in moves:
                 db.execute("DELETE FROM files WHERE path = ?", (os.fsencode(new),))
                 db.execute("UPDATE files SET path = ? WHERE path = ?", (os.fsencode(new), os.fsencode(old)))
 
     def forget_files(self, paths: list[bytes]) -> None:
-        with self._transaction() as db, self._profile_follows(db, [], paths):
+        with self._change(paths=paths) as db:
             db.executemany("DELETE FROM files WHERE path = ?", [(os.fsencode(path),) for path in paths])
-
-    def files_under(self, folders: list[bytes]) -> dict[bytes, FileIdentity]:
-        """Every known file at or below each of ``folders`` (a file path matches itself)."""
-        known: dict[bytes, FileIdentity] = {}
-        for folder in folders:
-            folder = os.fsencode(folder).rstrip(b"/") or b"/"
-            low = folder if folder.endswith(b"/") else folder + b"/"
-            high = low[:-1] + b"0"  # "0" sorts right after "/": the range is exactly the subtree
-            rows = self._db.execute(
-                "SELECT path, device, inode, size, mtime_ns FROM files "
-                "WHERE path = ? OR (path >= ? AND path < ?)",
-                (folder, low, high),
-            )
-            # plain (device, inode, size, mtime_ns) tuples: equal to FileIdentity's, and a
-            # 100,000-file rescan builds them twice as fast
-            known.update({row[0]: row[1:] for row in rows})
-        return known
-
-    def stale_files(self, analyzer_version: str) -> list[bytes]:
-        """Files a newer analyzer should look at again, newest first: analyses and failures made
-        by another version."""
-        if not self._db.execute(  # the common case, answered without a pass over every file
-            "SELECT EXISTS (SELECT 1 FROM tracks WHERE analyzer_version != ?) "
-            "OR EXISTS (SELECT 1 FROM files WHERE state = 'failed' AND (analyzer_version IS NULL OR analyzer_version != ?)) "
-            "OR EXISTS (SELECT 1 FROM files f WHERE f.state = 'analyzed' AND NOT EXISTS "
-            "(SELECT 1 FROM tracks t WHERE t.content_key = f.content_key))",
-            (analyzer_version, analyzer_version),
-        ).fetchone()[0]:
-            return []
-        rows = self._db.execute(
-            "SELECT f.path FROM files f LEFT JOIN tracks t ON t.content_key = f.content_key "
-            "WHERE (f.state = 'analyzed' AND (t.analyzer_version IS NULL OR t.analyzer_version != ?)) "
-            "OR (f.state = 'failed' AND (f.analyzer_version IS NULL OR f.analyzer_version != ?)) "
-            "ORDER BY f.mtime_ns DESC",
-            (analyzer_version, analyzer_version),
-        )
-        return [bytes(path) for (path,) in rows]
-
-    def track_version(self, content_key: str) -> str | None:
-        row = self._db.execute(
-            "SELECT analyzer_version FROM tracks WHERE content_key = ?", (content_key,)
-        ).fetchone()
-        return row[0] if row else None
 
     @staticmethod
     def _upsert_file(db, path, identity, content_key, state, error_kind, error, now, analyzer_version=None) -> None:
@@ -427,164 +310,50 @@ class Journal:
             "mtime_ns = excluded.mtime_ns, content_key = excluded.content_key, state = excluded.state, "
             "error_kind = excluded.error_kind, error = excluded.error, updated_at = excluded.updated_at, "
             "analyzer_version = excluded.analyzer_version",
-            (
-                os.fsencode(path),
-                identity.device,
-                identity.inode,
-                identity.size,
-                identity.mtime_ns,
-                content_key,
-                state,
-                error_kind,
-                error,
-                now,
-                analyzer_version,
-            ),
+            (os.fsencode(path), *identity, content_key, state, error_kind, error, now, analyzer_version),
         )
 
-    def failed_paths(self, kind: str) -> list[bytes]:
-        return [bytes(path) for (path,) in self._db.execute(
-            "SELECT path FROM files WHERE state = 'failed' AND error_kind = ?", (kind,))]
+    # --- the catalog's consensus -------------------------------------------------------------
 
-    def failures(self) -> list[tuple[bytes, str, str]]:
-        return self._db.execute(
-            "SELECT path, error_kind, error FROM files WHERE state = 'failed' ORDER BY path"
-        ).fetchall()
-
-    def track(self, content_key: str) -> dict | None:
-        row = self._db.execute("SELECT analysis FROM tracks WHERE content_key = ?", (content_key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def lookup_due(self, limit: int, older_than: float) -> list[tuple[str, str, float]]:
-        """(content key, chromaprint, duration) of tracks on disk never looked up at the catalog,
-        or last looked up before ``older_than``."""
-        return self._db.execute(
-            "SELECT t.content_key, json_extract(t.analysis, '$.fingerprint.chromaprint'), "
-            "json_extract(t.analysis, '$.fingerprint.duration') FROM tracks t "
-            "LEFT JOIN consensus c ON c.content_key = t.content_key "
-            "WHERE (c.content_key IS NULL OR c.looked_up_at < ?) "
-            "AND json_extract(t.analysis, '$.fingerprint.chromaprint') IS NOT NULL "
-            "AND t.content_key IN (SELECT content_key FROM files WHERE state = 'analyzed') LIMIT ?",
-            (older_than, limit),
-        ).fetchall()
-
-    def record_consensus(self, found: list[tuple[str, dict | None]]) -> None:
-        with self._transaction() as db, self._profile_follows(db, [key for key, _ in found], []):
+    def record_consensus(self, found: list[tuple[str, Consensus | None]]) -> None:
+        with self._change([key for key, _ in found]) as db:
             self._store_consensus(db, found, time.time())
 
-    @classmethod
-    def _store_consensus(cls, db, found: list[tuple[str, dict | None]], now: float) -> None:
+    @staticmethod
+    def _store_consensus(db, found: list[tuple[str, Consensus | None]], now: float) -> None:
         db.executemany(
             "INSERT INTO consensus VALUES (?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
             "recording = excluded.recording, looked_up_at = excluded.looked_up_at",
-            [(key, json.dumps(recording, ensure_ascii=False), now) for key, recording in found],
+            [(key, encode_consensus(consensus).decode(), now) for key, consensus in found],
         )
-        cls._refresh_library(db, [key for key, _ in found])
 
-    # --- the library view (daemon/trackview.py) ---------------------------------------------
-
-    @staticmethod
-    def _refresh_library(db: sqlite3.Connection, content_keys: list[str]) -> None:
-        """The library rows of ``content_keys`` derived anew from their analysis and consensus
-        (those on disk; a track no analyzed file holds has no row)."""
-        columns = (*trackview.COLUMNS, "added_at")
-        placeholders = ", ".join(["?"] * len(columns))
-        for start in range(0, len(content_keys), 500):
-            chunk = content_keys[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            rows = db.execute(
-                "SELECT t.content_key, t.analysis, c.recording, t.analyzed_at FROM tracks t LEFT JOIN consensus c "
-                f"ON c.content_key = t.content_key WHERE t.content_key IN ({marks}) AND EXISTS "
-                "(SELECT 1 FROM files f WHERE f.content_key = t.content_key AND f.state = 'analyzed')", chunk).fetchall()
-            db.executemany(
-                f"INSERT OR REPLACE INTO library ({', '.join(columns)}) VALUES ({placeholders})",
-                [(*trackview.library_row(key, json.loads(analysis), json.loads(recording) if recording else None), at)
-                 for key, analysis, recording, at in rows])
-            on_disk = {row[0] for row in rows}
-            db.executemany("DELETE FROM library WHERE content_key = ?", [(k,) for k in chunk if k not in on_disk])
-
-    def rebuild_library(self) -> None:
-        """Every library row from scratch (a new or migrated journal)."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM library")
-            keys = [key for (key,) in db.execute("SELECT DISTINCT content_key FROM files WHERE state = 'analyzed'")]
-            self._refresh_library(db, keys)
-
-    def known_to_catalog(self) -> int:
-        # EXISTS probes the content-key index per consensus row; IN (SELECT ...) built a
-        # 100,000-key temporary index at every status request (130 ms)
-        return self._db.execute(
-            "SELECT COUNT(*) FROM consensus c WHERE c.recording != 'null' AND EXISTS "
-            "(SELECT 1 FROM files f WHERE f.content_key = c.content_key AND f.state = 'analyzed')"
-        ).fetchone()[0]
-
-    # --- the taste profile ------------------------------------------------------------------
-
-    def profile(self) -> tuple[dict, int]:
-        """The taste profile of the tracks on disk, and its revision (it grows with each change)."""
-        totals, revision = self._db.execute("SELECT totals, revision FROM profile").fetchone()
-        return ProfileTotals.from_json(totals).profile(), revision
-
-    def tastes(self, content_keys: list[str] | None = None, db: sqlite3.Connection | None = None) -> dict[str, TrackTaste]:
-        """What each track on disk (or each of ``content_keys`` that is on disk) adds to the
-        profile: our own descriptors, or the catalog's consensus where ours were skipped."""
-        db = db or self._db
-        query = (
-            "SELECT t.content_key, json_extract(t.analysis, '$.descriptors_from'), "
-            "json_extract(t.analysis, '$.descriptors.bpm'), json_extract(t.analysis, '$.descriptors.camelot'), "
-            "json_extract(t.analysis, '$.descriptors.loudness_lufs'), json_extract(t.analysis, '$.descriptors.embedding'), "
-            "json_extract(c.recording, '$.analysis.bpm'), json_extract(c.recording, '$.analysis.camelot'), "
-            "json_extract(c.recording, '$.analysis.loudness_lufs') "
-            "FROM tracks t LEFT JOIN consensus c ON c.content_key = t.content_key "
-            "WHERE EXISTS (SELECT 1 FROM files f WHERE f.content_key = t.content_key AND f.state = 'analyzed')"
-        )
-        if content_keys is None:
-            rows = db.execute(query).fetchall()
-        else:
-            rows = []
-            for start in range(0, len(content_keys), 500):
-                chunk = content_keys[start : start + 500]
-                rows += db.execute(f"{query} AND t.content_key IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
-        tastes = {}
-        for key, source, bpm, camelot, lufs, embedding, c_bpm, c_camelot, c_lufs in rows:
-            if source == "catalog":
-                tastes[key] = TrackTaste(c_bpm, c_camelot, c_lufs, None)
-            else:
-                tastes[key] = TrackTaste(bpm, camelot, lufs, json.loads(embedding) if embedding else None)
-        return tastes
-
-    def rebuild_profile(self) -> None:
-        """The totals from scratch (a new or migrated journal)."""
-        totals = ProfileTotals()
-        with self._transaction() as db:
-            for taste in self.tastes(db=db).values():
-                totals.add(taste)
-            revision = (db.execute("SELECT revision FROM profile").fetchone() or (0,))[0] + 1
-            db.execute("INSERT OR REPLACE INTO profile VALUES (1, ?, ?)", (totals.to_json(), revision))
+    # --- derived state: the library view and the taste profile --------------------------------
 
     @contextmanager
-    def _profile_follows(self, db: sqlite3.Connection, content_keys: list[str], paths: list) -> Iterator[None]:
-        """Keep the profile's totals and the library view in step with a change, inside its
-        transaction: the tracks the change may add, remove or alter (``content_keys`` and those
-        of ``paths`` now) are taken out as they were and put back as they are; a track that
-        came onto the disk gets its library row, one that left loses it."""
-        keys = set(content_keys)
+    def _derived(self, db: sqlite3.Connection, content_keys: list[str], paths: list[str | bytes], linked: str | None
+                 ) -> Iterator[None]:
+        """Keep the library view and the profile's totals in step with a change, inside its
+        transaction: the rows of ``content_keys`` are derived anew (their analysis or consensus
+        changed), a track that came onto the disk gets its row and one that left loses it; the
+        totals take out what the changed rows added and add what they add now."""
+        keys = set(content_keys) | ({linked} if linked else set())
         encoded = [os.fsencode(path) for path in paths]
-        for start in range(0, len(encoded), 500):
-            chunk = encoded[start : start + 500]
+        for chunk in _chunks(encoded):
             keys.update(key for (key,) in db.execute(
-                f"SELECT content_key FROM files WHERE content_key IS NOT NULL AND path IN ({', '.join('?' * len(chunk))})",
-                chunk))
-        keys = sorted(keys)
-        before = self.tastes(keys, db)
+                f"SELECT content_key FROM files WHERE content_key IS NOT NULL AND path IN ({_marks(chunk)})", chunk))
+        ordered = sorted(keys)
+        before = self.tastes(ordered)
         yield
-        after = self.tastes(keys, db)
-        self._library_follows(db, keys, set(after))
+        on_disk = self._on_disk(db, ordered)
+        self._derive_rows(db, sorted((set(content_keys) & on_disk) | (on_disk - set(before))))
+        gone = sorted(set(before) - on_disk)
+        db.executemany("DELETE FROM library WHERE content_key = ?", [(key,) for key in gone])
+        after = self.tastes(ordered)
         if before == after:
             return
         totals_json, revision = db.execute("SELECT totals, revision FROM profile").fetchone()
         totals = ProfileTotals.from_json(totals_json)
-        for key in keys:
+        for key in ordered:
             if before.get(key) != after.get(key):
                 if key in before:
                     totals.add(before[key], -1)
@@ -592,65 +361,47 @@ class Journal:
                     totals.add(after[key])
         db.execute("UPDATE profile SET totals = ?, revision = ?", (totals.to_json(), revision + 1))
 
-    @classmethod
-    def _library_follows(cls, db: sqlite3.Connection, keys: list[str], on_disk: set[str]) -> None:
-        """Rows for the tracks of ``keys`` that are on disk and have none; none for the others."""
-        have = set()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            have.update(key for (key,) in db.execute(
-                f"SELECT content_key FROM library WHERE content_key IN ({', '.join('?' * len(chunk))})", chunk))
-        changed = sorted((on_disk - have) | (have - on_disk))
-        if changed:
-            cls._refresh_library(db, changed)
+    @staticmethod
+    def _on_disk(db: sqlite3.Connection, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(keys):
+            found.update(key for (key,) in db.execute(
+                f"SELECT DISTINCT content_key FROM files WHERE state = 'analyzed' AND content_key IN ({_marks(chunk)})",
+                chunk))
+        return found
 
-    def export(self) -> dict:
-        """Everything the journal holds, paths included, for the user's own export (the
-        credentials live in the identity file, not here)."""
-        files = [
-            {"path": display_path(path), "device": d, "inode": i, "size": s, "mtime_ns": m, "content_key": k,
-             "state": state, "error_kind": kind, "error": error}
-            for path, d, i, s, m, k, state, kind, error in self._db.execute(
-                "SELECT path, device, inode, size, mtime_ns, content_key, state, error_kind, error FROM files ORDER BY path")
-        ]
-        tracks = [{"content_key": k, "analyzer_version": v, "analyzed_at": at, "analysis": json.loads(a)}
-                  for k, a, v, at in self._db.execute("SELECT content_key, analysis, analyzer_version, analyzed_at FROM tracks")]
-        outbox = [{"observation_id": o, "state": state, "reason": reason, "payload": json.loads(payload)}
-                  for o, state, reason, payload in self._db.execute(
-                      "SELECT observation_id, state, reason, payload FROM outbox ORDER BY seq")]
-        settings = {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM settings")}
-        consensus = {key: json.loads(recording) for key, recording in self._db.execute(
-            "SELECT content_key, recording FROM consensus")}
-        for track in tracks:  # the catalog's view beside our own, per track
-            track["catalog_consensus"] = consensus.get(track["content_key"])
-        return {"files": files, "tracks": tracks, "outbox": outbox, "settings": settings}
+    @staticmethod
+    def _derive_rows(db: sqlite3.Connection, content_keys: list[str]) -> None:
+        """The library rows of ``content_keys`` (tracks on disk) from their analysis and consensus."""
+        columns = (*COLUMNS, "added_at")
+        placeholders = _marks(columns)
+        for chunk in _chunks(content_keys):
+            rows = db.execute(
+                "SELECT t.content_key, t.analysis, c.recording, t.analyzed_at FROM tracks t LEFT JOIN consensus c "
+                f"ON c.content_key = t.content_key WHERE t.content_key IN ({_marks(chunk)})", chunk).fetchall()
+            db.executemany(
+                f"INSERT OR REPLACE INTO library ({', '.join(columns)}) VALUES ({placeholders})",
+                [(*msgspec.structs.astuple(library_row(key, decode_track(analysis), decode_consensus(recording) if recording else None)), at)
+                 for key, analysis, recording, at in rows])
 
-    def counts(self) -> dict[str, int]:
-        query = (
-            "SELECT (SELECT COUNT(*) FROM files), (SELECT COUNT(*) FROM tracks), "
-            "(SELECT COUNT(*) FROM outbox WHERE state = 'pending'), "
-            "(SELECT COUNT(*) FROM outbox WHERE state = 'parked'), "
-            "(SELECT COUNT(*) FROM files WHERE state = 'failed')"
-        )
-        files, tracks, pending, parked, failed = self._db.execute(query).fetchone()
-        return {"files": files, "tracks": tracks, "outbox": pending, "parked": parked, "failed": failed}
+    def rebuild_library(self) -> None:
+        """Every library row from scratch (a new or migrated journal), and the totals from them."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM library")
+            keys = [key for (key,) in db.execute("SELECT DISTINCT content_key FROM files WHERE state = 'analyzed'")]
+            self._derive_rows(db, keys)
+        self.rebuild_profile()
+
+    def rebuild_profile(self) -> None:
+        """The totals from scratch, from the library rows."""
+        totals = ProfileTotals()
+        with self._transaction() as db:
+            for taste in self.tastes().values():
+                totals.add(taste)
+            revision = (db.execute("SELECT revision FROM profile").fetchone() or (0,))[0] + 1
+            db.execute("INSERT OR REPLACE INTO profile VALUES (1, ?, ?)", (totals.to_json(), revision))
 
     # --- outbox --------------------------------------------------------------------------
-
-    def pending(self, limit: int) -> list[tuple[int, str, dict]]:
-        """The oldest observations due for sending: (seq, observation id, payload)."""
-        rows = self._db.execute(
-            "SELECT seq, observation_id, payload FROM outbox WHERE state = 'pending' "
-            "AND next_attempt_at <= ? ORDER BY seq LIMIT ?",
-            (time.time(), limit),
-        ).fetchall()
-        return [(seq, observation_id, json.loads(payload)) for seq, observation_id, payload in rows]
-
-    def parked(self, limit: int = 100) -> list[tuple[str, str]]:
-        """(observation id, why the catalog refused it), newest first."""
-        return self._db.execute(
-            "SELECT observation_id, reason FROM outbox WHERE state = 'parked' ORDER BY seq DESC LIMIT ?", (limit,)
-        ).fetchall()
 
     def acknowledge(self, seqs: list[int]) -> None:
         """Remove rows only once the catalog has acknowledged them."""
@@ -664,13 +415,9 @@ class Journal:
 
     # --- settings ------------------------------------------------------------------------
 
-    def setting(self, key: str, default=None):
-        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
-
     def set_setting(self, key: str, value) -> None:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
+                (key, msgspec.json.encode(value).decode()),
             )

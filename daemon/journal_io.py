@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cratesense.daemon.journal import Journal
+from cratesense.daemon.journal_read import JournalReader
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class JournalIO:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="journal-reader")
         self._local = threading.local()
-        self._reader_connections: list[Journal] = []
+        self._reader_connections: list[JournalReader] = []
         self._lock = threading.Lock()
         self._journal: Journal | None = None
         self.writes = 0  # writes done so far: what was read before the last one may be stale
@@ -51,8 +52,8 @@ class JournalIO:
         """``fn(journal)`` on the writer thread; its result (or its exception) here."""
         return await self._on_writer(self._run_write, fn)
 
-    async def read(self, fn: Callable[[Journal], T]) -> T:
-        """``fn(journal)`` on a reader thread, over a read-only connection."""
+    async def read(self, fn: Callable[[JournalReader], T]) -> T:
+        """``fn(reader)`` on a reader thread, over a read-only connection (the read model)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
@@ -88,10 +89,10 @@ class JournalIO:
         finally:
             self.writes += 1
 
-    def _run_read(self, fn: Callable[[Journal], T]) -> T:
+    def _run_read(self, fn: Callable[[JournalReader], T]) -> T:
         reader = getattr(self._local, "journal", None)
         if reader is None:
-            reader = Journal(self.path, read_only=True, check_same_thread=False)
+            reader = JournalReader(self.path, check_same_thread=False)
             self._local.journal = reader
             with self._lock:
                 self._reader_connections.append(reader)

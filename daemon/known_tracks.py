@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from cratesense.analysis.model import Consensus
 from cratesense.catalog.contract import MAX_LOOKUP
 
 log = logging.getLogger(__name__)
@@ -25,15 +26,15 @@ class Catalog(Protocol):
 
     def can_look_up(self) -> bool: ...
 
-    async def look_up(self, fingerprints: list[tuple[str, float]]) -> list[dict | None]: ...
+    async def look_up(self, fingerprints: list[tuple[str, float]]) -> list[Consensus | None]: ...
 
 
-def known_well(consensus: dict | None, min_contributors: int) -> bool:
+def known_well(consensus: Consensus | None, min_contributors: int) -> bool:
     """Does the catalog know this recording well enough to skip our own descriptors?"""
-    if not consensus or consensus.get("contributors", 0) < min_contributors:
+    if consensus is None or consensus.contributors < min_contributors:
         return False
-    analysis = consensus.get("analysis") or {}
-    return all(analysis.get(name) is not None for name in ("bpm", "key", "loudness_lufs"))
+    agreed = consensus.analysis
+    return agreed.bpm is not None and agreed.key is not None and agreed.loudness_lufs is not None
 
 
 class KnownTracks:
@@ -41,20 +42,20 @@ class KnownTracks:
         """Without ``catalog`` or ``min_contributors`` every file gets the full analysis."""
         self._catalog = catalog
         self._min = min_contributors
-        self._waiting: list[tuple[tuple[str, float], asyncio.Future]] = []
+        self._waiting: list[tuple[tuple[str, float], asyncio.Future[Consensus | None]]] = []
         self._sender: asyncio.Task | None = None
 
     def fingerprint_first(self) -> bool:
         return bool(self._min) and self._catalog is not None and self._catalog.can_look_up()
 
-    def known_well(self, consensus: dict | None) -> bool:
+    def known_well(self, consensus: Consensus | None) -> bool:
         return known_well(consensus, self._min or 0)
 
     @property
     def judging(self) -> int:
         return len(self._waiting)
 
-    async def verdict(self, chromaprint: str, duration: float) -> dict | None:
+    async def verdict(self, chromaprint: str, duration: float) -> Consensus | None:
         """The catalog's consensus for this fingerprint; None when it knows nothing or cannot
         be asked now (then the file gets our own full analysis, as without a catalog)."""
         future = asyncio.get_running_loop().create_future()
@@ -65,10 +66,12 @@ class KnownTracks:
 
     async def _send(self) -> None:
         await asyncio.sleep(0)  # the files fingerprinted in the same moment go in one request
+        catalog = self._catalog
+        assert catalog is not None, "verdicts are asked only when fingerprint_first() said so"
         while self._waiting:
             batch, self._waiting = self._waiting[:MAX_LOOKUP], self._waiting[MAX_LOOKUP:]
             try:
-                results = await asyncio.wait_for(self._catalog.look_up([fp for fp, _ in batch]), LOOKUP_TIMEOUT)
+                results = await asyncio.wait_for(catalog.look_up([fp for fp, _ in batch]), LOOKUP_TIMEOUT)
             except Exception as exc:  # offline, refused, too slow: our own analysis
                 log.info("no catalog look-up (%s): analyzing %d file(s) in full", exc, len(batch))
                 results = [None] * len(batch)

@@ -31,6 +31,12 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cratesense.analysis.model import TrackAnalysis
+
+if TYPE_CHECKING:
+    from cratesense.dj.tagging import Wanted
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ class TagTask:
     """Write tags into one file (``dj/tagging.py``): in a worker, so the agent never loads mutagen."""
 
     path: str
-    wanted: object  # dj.tagging.Wanted
+    wanted: Wanted
     fields: tuple[str, ...]
     notation: str
     dry_run: bool = False
@@ -63,7 +69,7 @@ class Outcome:
     """What became of one file: an analysis, or an error kind and message."""
 
     path: str
-    analysis: dict | None = None  # TrackAnalysis.to_dict(): plain data, so the daemon never loads numpy
+    analysis: TrackAnalysis | None = None  # the typed track (msgspec only: the daemon never loads numpy)
     observation: dict | None = None  # the allow-listed wire fields, when there is a fingerprint
     error_kind: str | None = None
     error: str | None = None
@@ -87,7 +93,7 @@ class _Worker:
         finally:
             theirs.close()
         self.connection = multiprocessing.connection.Connection(ours.detach())
-        self.task: Task | None = None
+        self.task: Task | TagTask | None = None
         self.future: concurrent.futures.Future | None = None
         self.ready = False  # its imports are done
         self.deadline = time.monotonic() + BOOT_SECONDS
@@ -126,7 +132,7 @@ class AnalysisPool:
         self._nice = nice
         self._idle_seconds = idle_seconds
         self._workers: list[_Worker] = []  # only the owner thread touches these
-        self._pending: deque[tuple[Task, concurrent.futures.Future]] = deque()
+        self._pending: deque[tuple[Task | TagTask, concurrent.futures.Future]] = deque()
         self._lock = threading.Lock()  # guards _pending and _closing
         self._closing = False
         self._wake_read, self._wake_write = os.pipe()
@@ -296,16 +302,19 @@ class AnalysisPool:
                 log.warning("an analysis process did not start within %.0f s", BOOT_SECONDS)
                 self._remove(worker, kill=True)
 
-    def _finish(self, worker: _Worker, outcome: Outcome) -> None:
-        future = worker.future
-        self._busy_pids.pop(worker.task.path, None)
+    def _finish(self, worker: _Worker, outcome: object) -> None:
+        task, future = worker.task, worker.future
+        assert task is not None and future is not None, "only a busy worker finishes"
+        self._busy_pids.pop(task.path, None)
         worker.task, worker.future = None, None
         worker.idle_since = time.monotonic()
         future.set_result(outcome)
 
     def _fail(self, worker: _Worker, kind: str, message: str) -> None:
-        log.warning("analysis worker for %s replaced: %s", worker.task.path, message)
-        self._finish(worker, Outcome(worker.task.path, error_kind=kind, error=message))
+        assert worker.task is not None, "only a busy worker fails"
+        path = worker.task.path
+        log.warning("analysis worker for %s replaced: %s", path, message)
+        self._finish(worker, Outcome(path, error_kind=kind, error=message))
 
     def _remove(self, worker: _Worker, kill: bool = False) -> None:
         worker.stop(kill=kill)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.analysis_queue import AnalysisQueue
 from cratesense.daemon.journal import FileIdentity, Journal
+from cratesense.daemon.journal_read import Identity, JournalReader
 from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.scan import Plan, is_candidate, reconcile, reconcile_walk, walk
 
@@ -37,7 +38,7 @@ class ScanProgress:
 
 
 @dataclass
-class _FullScan:
+class FullScan:
     plan: Plan
     missing: dict[str, str] = field(default_factory=dict)
     unreadable: list[tuple[bytes, str]] = field(default_factory=list)
@@ -66,7 +67,7 @@ class Reconciler:
         try:
             known = await self._io.read(self._known_files)
             progress.known = len(known)
-            work = asyncio.ensure_future(asyncio.to_thread(self._compare_with_disk, known, progress, abandon))
+            work = asyncio.ensure_future(asyncio.to_thread(compare_with_disk, self.folders, known, progress, abandon))
             try:
                 result = await asyncio.shield(work)
             except asyncio.CancelledError:
@@ -83,56 +84,14 @@ class Reconciler:
         for folder, why in result.missing.items():
             log.warning("music folder %s: %s", os.fsdecode(folder), why)
 
-    def _known_files(self, journal: Journal) -> tuple[dict[bytes, FileIdentity], list[bytes], list[bytes]]:
+    def _known_files(self, journal: JournalReader) -> tuple[dict[bytes, Identity], list[bytes], list[bytes]]:
         return (journal.files_under(self.folders), journal.stale_files(ANALYZER_VERSION),
                 journal.failed_paths("permission"))
 
-    def _compare_with_disk(self, known_rows, progress: ScanProgress, abandon: threading.Event) -> _FullScan:
-        """On a thread: walk the folders past the journal's view and plan what changed."""
-        known, stale, permission_failures = known_rows
-        present, missing = [], {}
-        for folder in self.folders:
-            if os.path.isdir(folder):
-                present.append(folder)
-            else:
-                missing[os.fsdecode(folder)] = "the folder is missing (an unmounted drive?); its tracks are kept"
-        held = [folder for folder in present if _has_prefix(known, folder)]
-        errors: list[tuple[bytes, str]] = []  # folders and files that could not be read
-        emptied: list[bytes] = []  # present but empty although they held tracks: an unmounted drive?
-        stale_wanted, stale_seen = set(stale), []
-
-        def walked():
-            for folder in present:
-                count = 0
-                for path, identity in walk([folder], errors):
-                    count += 1
-                    progress.seen += 1
-                    if path in stale_wanted:
-                        stale_seen.append(path)
-                    if count % 1000 == 0 and abandon.is_set():
-                        return
-                    yield path, identity
-                if count == 0 and folder in held:
-                    emptied.append(folder)
-
-        def kept(path: bytes) -> bool:
-            """Known, not seen, and yet not deleted (asked after the walk)."""
-            return (not any(_under(path, folder) for folder in present)
-                    or any(_under(path, folder) for folder in emptied)
-                    or any(_under(path, bad) for bad, _ in errors))  # below a folder we cannot read
-
-        plan = reconcile_walk(known, walked(), kept)
-        for folder in emptied:
-            missing[os.fsdecode(folder)] = "the folder is empty but held tracks (an unmounted drive?); they are kept"
-        # permissions fixed (a chmod changes no size or mtime): tried again, once per scan
-        deleted = set(plan.deleted)
-        readable_again = [path for path in permission_failures if path not in deleted and os.access(path, os.R_OK)]
-        return _FullScan(plan, missing, errors, readable_again, stale_seen)
-
-    async def refresh(self, paths: Iterable[bytes]) -> None:
-        """Reconcile just ``paths`` (files or folders a watcher saw change)."""
-        paths = [path.rstrip(b"/") for path in paths]
-        paths = await asyncio.to_thread(lambda: [path for path in paths if self._inside(path)])
+    async def refresh(self, changed: Iterable[bytes]) -> None:
+        """Reconcile just ``changed`` (files or folders a watcher saw change)."""
+        stripped = [path.rstrip(b"/") for path in changed]
+        paths = await asyncio.to_thread(lambda: [path for path in stripped if self._inside(path)])
         if not paths:
             return
         known = await self._io.read(lambda journal: journal.files_under(paths))
@@ -168,17 +127,63 @@ class Reconciler:
             self._on_change()
 
 
+def compare_with_disk(folders: list[bytes], known_rows: tuple[dict[bytes, Identity], list[bytes], list[bytes]],
+                      progress: ScanProgress, abandon: threading.Event) -> FullScan:
+    """Walk ``folders`` past the journal's view (its known files, the stale ones and those that
+    failed for lack of permission) and plan what changed (on a thread: it reads the disk). A
+    missing folder, an emptied one and one that cannot be read keep their tracks."""
+    known, stale, permission_failures = known_rows
+    present, missing = [], {}
+    for folder in folders:
+        if os.path.isdir(folder):
+            present.append(folder)
+        else:
+            missing[os.fsdecode(folder)] = "the folder is missing (an unmounted drive?); its tracks are kept"
+    held = [folder for folder in present if _has_prefix(known, folder)]
+    errors: list[tuple[bytes, str]] = []  # folders and files that could not be read
+    emptied: list[bytes] = []  # present but empty although they held tracks: an unmounted drive?
+    stale_wanted, stale_seen = set(stale), []
+
+    def walked():
+        for folder in present:
+            count = 0
+            for path, identity in walk([folder], errors):
+                count += 1
+                progress.seen += 1
+                if path in stale_wanted:
+                    stale_seen.append(path)
+                if count % 1000 == 0 and abandon.is_set():
+                    return
+                yield path, identity
+            if count == 0 and folder in held:
+                emptied.append(folder)
+
+    def kept(path: bytes) -> bool:
+        """Known, not seen, and yet not deleted (asked after the walk)."""
+        return (not any(_under(path, folder) for folder in present)
+                or any(_under(path, folder) for folder in emptied)
+                or any(_under(path, bad) for bad, _ in errors))  # below a folder we cannot read
+
+    plan = reconcile_walk(known, walked(), kept)
+    for folder in emptied:
+        missing[os.fsdecode(folder)] = "the folder is empty but held tracks (an unmounted drive?); they are kept"
+    # permissions fixed (a chmod changes no size or mtime): tried again, once per scan
+    deleted = set(plan.deleted)
+    readable_again = [path for path in permission_failures if path not in deleted and os.access(path, os.R_OK)]
+    return FullScan(plan, missing, errors, readable_again, stale_seen)
+
+
 def _under(path: bytes, folder: bytes) -> bool:
     return path == folder or path.startswith(folder + b"/") or folder == b"/"
 
 
-def _has_prefix(paths: dict[bytes, FileIdentity], folder: bytes) -> bool:
+def _has_prefix(paths: dict[bytes, Identity], folder: bytes) -> bool:
     return any(_under(path, folder) for path in paths)
 
 
-def _list_paths(paths: list[bytes]) -> dict[bytes, FileIdentity]:
+def _list_paths(paths: list[bytes]) -> dict[bytes, Identity]:
     """The disk's view of ``paths``: folders walked, files stat'ed (if they are audio files)."""
-    disk: dict[bytes, FileIdentity] = {}
+    disk: dict[bytes, Identity] = {}
     for path in paths:
         try:
             if os.path.isdir(path) and not os.path.islink(path):

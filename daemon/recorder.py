@@ -16,7 +16,10 @@ import os
 from collections import Counter
 from collections.abc import Callable
 
+import msgspec
+
 from cratesense.analysis.constants import ANALYZER_VERSION
+from cratesense.analysis.model import Consensus
 from cratesense.daemon.filejob import FileJob
 from cratesense.daemon.journal import FileIdentity, Journal, Observation, display_path
 from cratesense.daemon.journal_io import JournalIO
@@ -65,23 +68,22 @@ class Recorder:
         """The file is still what was read (a stat, in a thread: it may hang on a dead mount)."""
         return await asyncio.to_thread(stat_identity, job.path) == job.identity
 
-    async def analysis(self, job: FileJob, outcome: Outcome, consensus: dict | None = None) -> bool:
+    async def analysis(self, job: FileJob, outcome: Outcome, consensus: Consensus | None = None) -> bool:
         """Record ``outcome`` for ``job`` and its copies; False (nothing written) when the file
         changed or vanished since it was read."""
         if not await self.unchanged(job):
             self._stats["requeued"] += 1
             return False
-        copies = [(copy.path, copy.identity) for copy in job.copies]
-        if outcome.ok:
-            secret, path, key = self._secret, job.path, job.content_key
-            version = outcome.analysis["analyzer_version"]
+        identity, key = job.identified()
+        copies = [(copy.path, copy.identified()[0]) for copy in job.copies]
+        if outcome.analysis is not None:
+            secret, path = self._secret, job.path
             # which descriptors are ours: "local", or "catalog" when skipped for its consensus
-            analysis = {**outcome.analysis, "descriptors_from": "local" if consensus is None else "catalog"}
+            analysis = msgspec.structs.replace(outcome.analysis, descriptors_from="local" if consensus is None else "catalog")
 
             def write(journal: Journal) -> None:
-                observation = guarded(observation_id(secret, key, version), outcome.observation, path)
-                journal.record_analysis(path, job.identity, key, analysis, version, observation, consensus,
-                                        links=copies)
+                observation = guarded(observation_id(secret, key, analysis.analyzer_version), outcome.observation, path)
+                journal.record_analysis(path, identity, key, analysis, observation, consensus, links=copies)
 
             await self._io.write(write)
             self._stats["analyzed"] += 1
@@ -89,9 +91,9 @@ class Recorder:
             self._stats["described_by_catalog"] += consensus is not None
             log.info("analyzed %s", display_path(job.path))
         else:
-            failed = [(job.path, job.identity), *copies]
-            await self._io.write(lambda journal: journal.record_failures(
-                failed, outcome.error_kind, outcome.error, ANALYZER_VERSION))
+            failed = [(job.path, identity), *copies]
+            kind, message = outcome.error_kind or "internal", outcome.error or "no analysis and no error"
+            await self._io.write(lambda journal: journal.record_failures(failed, kind, message, ANALYZER_VERSION))
             self._stats["failed"] += len(failed)
             log.warning("cannot analyze %s: %s: %s", display_path(job.path), outcome.error_kind, outcome.error)
         self._on_change()
@@ -99,7 +101,7 @@ class Recorder:
 
     async def link(self, job: FileJob) -> None:
         """A file whose content is already analyzed (a copy, a hard link, a file moved back)."""
-        path, identity, key = job.path, job.identity, job.content_key
+        path, (identity, key) = job.path, job.identified()
         await self._io.write(lambda journal: journal.record_link(path, identity, key, ANALYZER_VERSION))
         self._stats["linked"] += 1
         self._on_change()

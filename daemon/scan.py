@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cratesense.analysis.constants import AUDIO_EXTENSIONS
-from cratesense.daemon.journal import FileIdentity
+from cratesense.daemon.journal_read import FileIdentity, Identity
 
 PARTIAL_SUFFIXES = (b".part", b".crdownload", b".tmp", b".partial", b".download")
 _AUDIO_EXTENSIONS = frozenset(ext.lstrip(".").encode() for ext in AUDIO_EXTENSIONS)
@@ -74,7 +74,7 @@ class Plan:
     unchanged: int = 0
 
 
-def reconcile(known: dict[bytes, FileIdentity], disk: dict[bytes, FileIdentity]) -> Plan:
+def reconcile(known: dict[bytes, Identity], disk: dict[bytes, Identity]) -> Plan:
     """What changed between the journal (``known``) and the disk, by path and identity."""
     appeared = disk.keys() - known.keys()
     both = disk.keys() & known.keys()
@@ -92,8 +92,8 @@ def reconcile(known: dict[bytes, FileIdentity], disk: dict[bytes, FileIdentity])
 
 
 def reconcile_walk(
-    known: dict[bytes, FileIdentity],
-    walked: Iterable[tuple[bytes, FileIdentity]],
+    known: dict[bytes, Identity],
+    walked: Iterable[tuple[bytes, Identity]],
     keep: Callable[[bytes], bool] = lambda path: False,
 ) -> Plan:
     """``reconcile`` for a walk streamed past the journal's view (``known``, which it consumes):
@@ -101,7 +101,7 @@ def reconcile_walk(
     unchanged files builds no second dict of them. ``keep(path)``, asked after the walk, spares
     a known file that was not seen (one below a missing, emptied or unreadable folder)."""
     new, changed, unchanged = [], [], 0
-    appeared: list[tuple[bytes, FileIdentity]] = []
+    appeared: list[tuple[bytes, Identity]] = []
     for path, identity in walked:
         old = known.pop(path, None)
         if old is None:
@@ -113,11 +113,11 @@ def reconcile_walk(
     gone = {identity: path for path, identity in known.items() if not keep(path)}
     moved = []
     for path, identity in appeared:
-        old = gone.pop(identity, None)  # same inode, size and mtime under a new name: a move
-        if old is None:
+        was = gone.pop(identity, None)  # same inode, size and mtime under a new name: a move
+        if was is None:
             new.append(path)
         else:
-            moved.append((old, path))
+            moved.append((was, path))
     return Plan(new=new, changed=changed, moved=moved, deleted=list(gone.values()), unchanged=unchanged)
 
 

@@ -42,6 +42,13 @@ class Step:
     command: tuple[str, ...] = ()
     may_fail: bool = False
 
+    @property
+    def target(self) -> Path:
+        """The path a write, remove or mkdir acts on."""
+        if self.path is None:
+            raise ServiceError(f"a {self.action} step without a path")
+        return self.path
+
     def describe(self) -> str:
         if self.action == "run":
             return "run    " + " ".join(self.command)
@@ -137,7 +144,7 @@ def _plan_launchd(action: str, python: str, home: Path, uid: int, tray: bool) ->
 
 def written_files(steps: list[Step]) -> list[Path]:
     """The files ``steps`` write (for an install: what ``status`` looks for)."""
-    return [step.path for step in steps if step.action == "write"]
+    return [step.target for step in steps if step.action == "write"]
 
 
 def carry_out(steps: list[Step]) -> None:
@@ -151,13 +158,13 @@ def carry_out(steps: list[Step]) -> None:
     try:
         for step in steps:
             if step.action == "mkdir":
-                step.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+                step.target.mkdir(parents=True, exist_ok=True, mode=0o700)
             elif step.action == "write":
-                step.path.parent.mkdir(parents=True, exist_ok=True)
-                step.path.write_text(step.content, encoding="utf-8")
-                written.append(step.path)
+                step.target.parent.mkdir(parents=True, exist_ok=True)
+                step.target.write_text(step.content, encoding="utf-8")
+                written.append(step.target)
             elif step.action == "remove":
-                step.path.unlink(missing_ok=True)
+                step.target.unlink(missing_ok=True)
             else:
                 _run(step)
     except ServiceError:

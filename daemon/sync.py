@@ -25,10 +25,13 @@ import time
 from collections.abc import Callable
 
 import aiohttp
+import msgspec
 
+from cratesense.analysis.model import Consensus
 from cratesense.catalog.contract import MAX_BATCH, MAX_LOOKUP
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import Journal
+from cratesense.daemon.journal_read import JournalReader
 from cratesense.daemon.journal_io import JournalIO
 
 log = logging.getLogger(__name__)
@@ -94,7 +97,7 @@ class Syncer:
     def notify_change(self) -> None:
         """The library changed: sync after a quiet period, so an import of 500 files is one sync."""
         now = time.monotonic()
-        if self._change_timer is not None:
+        if self._change_timer is not None and self._first_change_at is not None:
             if now - self._first_change_at > 5 * self._quiet:
                 return  # changes keep coming (a long import): let the armed timer fire
             self._change_timer.cancel()
@@ -268,8 +271,9 @@ class Syncer:
         """The next rows to send, as sent: (outbox seq, observation with its id)."""
         limit = self._batch_limit
 
-        def read(journal: Journal) -> list[tuple[int, dict]]:
-            batch, size = [], 2
+        def read(journal: JournalReader) -> list[tuple[int, dict]]:
+            batch: list[tuple[int, dict]] = []
+            size = 2
             for seq, observation_id, payload in journal.pending(limit):
                 item = {"id": observation_id, **payload}
                 item_size = len(json.dumps(item, ensure_ascii=False).encode()) + 1
@@ -335,9 +339,7 @@ class Syncer:
                 return
             query = {"fingerprints": [{"chromaprint": fp, "duration": max(1.0, duration)} for _, fp, duration in due]}
             status, answer = await self._authorized("POST", "/v1/lookup", query)
-            if status != 200 or len(answer.get("results", [])) != len(due):
-                raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
-            found = [(key, result) for (key, _, _), result in zip(due, answer["results"])]
+            found = [(key, match) for (key, _, _), match in zip(due, _matches(status, answer, len(due)))]
             await self._io.write(lambda journal: journal.record_consensus(found))
 
     # --- the library asks: is this track known well enough to skip its descriptors? ----------
@@ -347,7 +349,7 @@ class Syncer:
         registered, and the catalog not known to be unreachable."""
         return self.contribute and bool(self._credentials().get("token")) and not self.offline
 
-    async def look_up(self, fingerprints: list[tuple[str, float]]) -> list[dict | None]:
+    async def look_up(self, fingerprints: list[tuple[str, float]]) -> list[Consensus | None]:
         """The catalog's consensus for each (chromaprint, duration), or None where it knows
         nothing. Its own session, outside the sync run, so a long sync does not hold up the
         analysis queue. Raises ``Backoff`` when there is no answer."""
@@ -356,10 +358,7 @@ class Syncer:
         query = {"fingerprints": [{"chromaprint": fp, "duration": max(1.0, duration)} for fp, duration in fingerprints]}
         async with self._session_factory() as session:
             status, answer = await self._call("POST", "/v1/lookup", query, session=session)
-        results = answer.get("results")
-        if status != 200 or not isinstance(results, list) or len(results) != len(fingerprints):
-            raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
-        return results
+        return _matches(status, answer, len(fingerprints))
 
     async def _send_profile(self) -> None:
         """The profile, when it changed since the catalog last got it (the journal keeps it
@@ -415,12 +414,26 @@ class Syncer:
         }
 
 
-def adopt_choices(identity: Identity, journal: Journal) -> None:
+def adopt_choices(identity: Identity, journal: JournalReader) -> None:
     """Privacy choices an earlier version kept in the journal move into the identity file once
     (the identity file is their one owner from then on)."""
     for key in ("contribute", "deletion"):
         if identity.get(key) is None and journal.setting(key) is not None:
             identity.set(key, journal.setting(key))
+
+
+def _matches(status: int, answer: dict, asked: int) -> list[Consensus | None]:
+    """A look-up's answer as the typed consensus, one per fingerprint asked; ``Backoff`` for a
+    refusal or an answer that is not one (nothing of it is kept)."""
+    if status != 200:
+        raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
+    try:
+        results = msgspec.convert(answer.get("results"), list[Consensus | None])
+    except msgspec.ValidationError as exc:
+        raise Backoff(f"the catalog's look-up answer is not one ({exc})") from None
+    if len(results) != asked:
+        raise Backoff(f"the catalog answered {len(results)} look-ups for {asked}")
+    return results
 
 
 def _compressed(body: dict) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
+from cratesense.analysis.model import TrackAnalysis
 from cratesense.daemon.config import TagsConfig
 from cratesense.daemon.journal import FileIdentity, display_path
 from cratesense.daemon.journal_io import JournalIO
@@ -31,7 +32,7 @@ class TagWriter:
         answer = await self._pool.retag(TagTask(path, wanted, fields, self._notation, dry_run))
         if not isinstance(answer, Retagged):  # its worker died or overran
             return Retagged(path, [], error=f"{path}: {answer.error}")
-        if answer.identity is not None:
+        if answer.identity is not None and answer.content_key is not None:
             identity, key = FileIdentity(*answer.identity), answer.content_key
             await self._io.write(lambda journal: journal.retagged(os.fsencode(path), identity, key))
         return answer
@@ -45,7 +46,7 @@ class TagWriter:
                 results.append(await self.write(path, wanted_for(track), fields, dry_run=dry_run))
         return results
 
-    async def after_analysis(self, paths: list[bytes], analysis: dict) -> None:
+    async def after_analysis(self, paths: list[bytes], analysis: TrackAnalysis) -> None:
         """``tags.write_new``: a newly analyzed file (and its copies) gets its tags."""
         if not self._settings.write_new:
             return

@@ -26,40 +26,76 @@ import functools
 import random
 import struct
 
+import msgspec
+
 from cratesense.analysis.constants import EMBEDDING_LENGTH
+from cratesense.analysis.model import Consensus, TrackAnalysis
+from cratesense.daemon.profile import TrackTaste
 
 SOUND_SKETCH_BITS = 128
 FINGERPRINT_SKETCH_TERMS = 16
-_TEXT_FIELDS = ("artist", "title", "album", "isrc", "catalog_number")
 LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tak", "tta", "mlp", "truehd"})
 
-COLUMNS = (
-    "content_key", "artist", "title", "album", "isrc", "catalog_number", "filled", "duration", "bpm",
-    "key", "camelot", "loudness", "replaygain", "true_peak", "beat_offset", "downbeat_offset",
-    "beats_per_bar", "codec", "sample_rate", "channels", "embedding", "sound_sketch",
-    "fingerprint_sketch", "fingerprint_duration",
-)
+
+class LibraryRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One track's row of the library view: its fields are the table's columns (named once, here)."""
+
+    content_key: str
+    artist: str | None = None
+    title: str | None = None
+    album: str | None = None
+    isrc: str | None = None
+    catalog_number: str | None = None
+    filled: str | None = None  # the fields the consensus filled, comma-separated
+    duration: float | None = None
+    bpm: float | None = None
+    key: str | None = None
+    camelot: str | None = None
+    loudness: float | None = None
+    replaygain: float | None = None
+    true_peak: float | None = None
+    beat_offset: float | None = None
+    downbeat_offset: float | None = None
+    beats_per_bar: int | None = None
+    codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    embedding: bytes | None = None  # EMBEDDING_LENGTH float32 (pack_embedding)
+    sound_sketch: bytes | None = None
+    fingerprint_sketch: bytes | None = None
+    fingerprint_duration: float | None = None
+
+    def taste(self) -> TrackTaste:
+        """What this track adds to the taste profile: what the library shows of it (our own
+        descriptors, the catalog's consensus where ours are missing)."""
+        return taste_of(self.bpm, self.camelot, self.loudness, self.embedding)
 
 
-def library_row(content_key: str, analysis: dict, consensus: dict | None) -> tuple:
-    """The row of ``COLUMNS`` for one track."""
-    tags = analysis.get("tags") or {}
-    descriptors = analysis.get("descriptors") or {}
-    audio = analysis.get("audio") or {}
-    fingerprint = analysis.get("fingerprint") or {}
-    metadata = (consensus or {}).get("metadata") or {}
-    agreed = (consensus or {}).get("analysis") or {}
-    filled = []
+COLUMNS = LibraryRow.__struct_fields__
+TASTE_COLUMNS = ("bpm", "camelot", "loudness", "embedding")  # what ``LibraryRow.taste`` reads
 
-    def text(name: str):
-        if tags.get(name):
-            return tags[name]
-        if metadata.get(name):
+
+def taste_of(bpm: float | None, camelot: str | None, loudness: float | None, embedding: bytes | None) -> TrackTaste:
+    return TrackTaste(bpm, camelot, loudness, list(unpack_embedding(embedding)) if embedding else None)
+
+
+def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | None) -> LibraryRow:
+    """The library's row for one track: the file's tags, our analysis, and the catalog's
+    consensus where those are empty (named in ``filled``). The one derivation every journal write
+    goes through; the taste profile is derived from the row (``LibraryRow.taste``)."""
+    tags, descriptors = track.tags, track.descriptors
+    metadata = consensus.metadata if consensus else None
+    agreed = consensus.analysis if consensus else None
+    filled: list[str] = []
+
+    def text(name: str) -> str | None:
+        ours = getattr(tags, name)
+        if ours:
+            return ours
+        theirs = getattr(metadata, name) if metadata else None
+        if theirs:
             filled.append(name)
-            return metadata[name]
-        return None
-
-    texts = [text(name) for name in _TEXT_FIELDS]
+        return theirs or None
 
     def measured(ours, theirs, name: str):
         """Our own descriptor; the consensus where ours was skipped or could not be found."""
@@ -69,20 +105,24 @@ def library_row(content_key: str, analysis: dict, consensus: dict | None) -> tup
             filled.append(name)
         return theirs
 
-    bpm = measured(descriptors.get("bpm"), agreed.get("bpm"), "bpm")
-    key = measured(descriptors.get("key"), agreed.get("key"), "key")
-    camelot = descriptors.get("camelot") if descriptors.get("key") else agreed.get("camelot")
-    loudness = measured(descriptors.get("loudness_lufs"), agreed.get("loudness_lufs"), "loudness")
-    embedding = descriptors.get("embedding")
-    return (
-        content_key, *texts, ",".join(filled) or None, audio.get("duration") or fingerprint.get("duration"),
-        bpm, key, camelot, loudness, descriptors.get("replaygain_db"), descriptors.get("true_peak_dbtp"),
-        descriptors.get("beat_offset"), descriptors.get("downbeat_offset"), descriptors.get("beats_per_bar"),
-        audio.get("codec"), audio.get("sample_rate"), audio.get("channels"),
-        pack_embedding(embedding) if embedding else None,
-        sound_sketch(embedding) if embedding else None,
-        fingerprint_sketch(fingerprint.get("chromaprint")),
-        fingerprint.get("duration"),
+    artist, title, album, isrc, catalog_number = (text(name) for name in ("artist", "title", "album", "isrc",
+                                                                          "catalog_number"))
+    bpm = measured(descriptors.bpm, agreed.bpm if agreed else None, "bpm")
+    key = measured(descriptors.key, agreed.key if agreed else None, "key")
+    camelot = descriptors.camelot if descriptors.key else (agreed.camelot if agreed else None)
+    loudness = measured(descriptors.loudness_lufs, agreed.loudness_lufs if agreed else None, "loudness")
+    embedding = descriptors.embedding
+    return LibraryRow(
+        content_key=content_key, artist=artist, title=title, album=album, isrc=isrc, catalog_number=catalog_number,
+        filled=",".join(filled) or None, duration=track.audio.duration or track.fingerprint.duration,
+        bpm=bpm, key=key, camelot=camelot, loudness=loudness, replaygain=descriptors.replaygain_db,
+        true_peak=descriptors.true_peak_dbtp, beat_offset=descriptors.beat_offset,
+        downbeat_offset=descriptors.downbeat_offset, beats_per_bar=descriptors.beats_per_bar,
+        codec=track.audio.codec, sample_rate=track.audio.sample_rate, channels=track.audio.channels,
+        embedding=pack_embedding(embedding) if embedding else None,
+        sound_sketch=sound_sketch(embedding) if embedding else None,
+        fingerprint_sketch=fingerprint_sketch(track.fingerprint.chromaprint),
+        fingerprint_duration=track.fingerprint.duration,
     )
 
 
@@ -141,7 +181,8 @@ def nearest(distances: bytes, count: int) -> list[int]:
 
 
 def _positions(data: bytes, value: int, limit: int) -> list[int]:
-    found, start = [], 0
+    found: list[int] = []
+    start = 0
     while len(found) < limit and (position := data.find(value, start)) >= 0:
         found.append(position)
         start = position + 1

@@ -39,6 +39,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -186,7 +187,7 @@ class Watcher:
         self._folder_check = folder_check_seconds
         self._pending: dict[bytes, tuple[float, float, float]] = {}  # path -> (first, last, origin)
         self._has_pending = asyncio.Event()
-        self._observers: dict[str, object] = {}  # folder -> its own observer (re-watched on its own)
+        self._observers: dict[str, BaseObserver] = {}  # folder -> its own observer (re-watched on its own)
         self._identities: dict[str, tuple[int, int] | None] = {}  # folder -> (device, inode) when watched
         self._recheck: set[str] = set()  # folders an event says were deleted or replaced
         self._folder_count = 0
@@ -244,6 +245,7 @@ class Watcher:
     def _observe(self, folder: str, mode: str) -> None:
         observer = InotifyObserver() if mode == "inotify" else PollingObserver(timeout=self._poll_interval)
         try:
+            assert self._handler is not None, "start() makes the handler before any folder is watched"
             observer.schedule(self._handler, folder, recursive=True, event_filter=_EVENTS)
             observer.start()
         except OSError as exc:  # ENOSPC/EMFILE: out of inotify watches or instances
@@ -288,7 +290,11 @@ class Watcher:
         observers = list(self._observers.values())
         for observer in observers:
             observer.stop()
-        await asyncio.to_thread(lambda: [observer.join(timeout=2) for observer in observers])
+        def join_all() -> None:
+            for observer in observers:
+                observer.join(timeout=2)
+
+        await asyncio.to_thread(join_all)
         self._observers = {}
 
     def _overflowed(self) -> None:

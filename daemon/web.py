@@ -29,6 +29,7 @@ import msgspec
 from aiohttp import web
 
 from cratesense.daemon.api import ControlAPI
+from cratesense.daemon.control import failed
 from cratesense.errors import CrateSenseError
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,9 @@ class WebPage:
             app.router.add_get(path, self._serve_asset)
         routes = {
             ("GET", "status"): self._status,
-            ("GET", "tracks"): self._api.tracks,
-            ("GET", "next"): self._api.next,
-            ("GET", "similar"): self._api.similar,
+            ("GET", "tracks"): self._api.dj_command("tracks"),
+            ("GET", "next"): self._api.dj_command("next"),
+            ("GET", "similar"): self._api.dj_command("similar"),
             ("GET", "overview"): self._overview,
             ("GET", "failures"): self._failures,
             ("GET", "preview"): self._api.preview,
@@ -102,7 +103,7 @@ class WebPage:
             await self._runner.cleanup()
             self._runner = None
             return
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
         log.info("web page on http://127.0.0.1:%d/ (cratesense open)", self.port)
 
     async def stop(self) -> None:
@@ -122,7 +123,7 @@ class WebPage:
         if given is not None:
             if not hmac.compare_digest(given.encode(), self._token.encode()):
                 return _refuse(403, "the access token is wrong (cratesense open gives the right link)")
-            response = web.HTTPFound(request.path)  # the token leaves the address bar (and history)
+            response: web.StreamResponse = web.HTTPFound(request.path)  # the token leaves the address bar (and history)
             response.set_cookie(COOKIE, self._token, httponly=True, samesite="Strict", path="/")
             return response
         cookie = request.cookies.get(COOKIE, "")
@@ -161,8 +162,8 @@ class WebPage:
         """A playlist the page built, as a download: M3U8 or rekordbox XML (the CLI's code)."""
         try:
             body = await request.json()
-            answer = await self._api.library_export({"format": body.get("format"), "content_keys": body.get("tracks"),
-                                                     "name": body.get("name")})
+            export = self._api.dj_command("library-export")
+            answer = await export({"format": body.get("format"), "content_keys": body.get("tracks"), "name": body.get("name")})
         except (ValueError, CrateSenseError) as exc:
             return _refuse(400, str(exc))
         from cratesense.dj.exports import SUFFIXES
@@ -203,9 +204,8 @@ def _json_route(handler):
             body.update(posted)
         try:
             return web.Response(body=msgspec.json.encode(await handler(body)), content_type="application/json")
-        except CrateSenseError as exc:
-            return _refuse(400 if exc.kind == "query" else 409, str(exc))
-        except (KeyError, TypeError, ValueError) as exc:
-            return _refuse(400, f"bad request: {exc}")
+        except Exception as exc:
+            status, error = failed(exc, request.path)
+            return _refuse(status, error["error"])
 
     return handle

@@ -94,7 +94,7 @@ def main(fd: int, nice: int, parent: int) -> None:
             options = {"bpm_range": task.bpm_range} if task.bpm_range else {}
             track = analyze_file(task.path, descriptors=task.descriptors, native_results=task.native_results, **options)
             observation = observation_fields(track) if track.fingerprint.chromaprint else None
-            outcome = Outcome(task.path, analysis=track.to_dict(), observation=observation)
+            outcome = Outcome(task.path, analysis=track, observation=observation)
         except AnalysisError as exc:
             outcome = Outcome(task.path, error_kind=exc.kind, error=str(exc))
         except Exception as exc:  # a bug of ours on this file: record it, keep the worker

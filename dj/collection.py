@@ -11,38 +11,18 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cratesense.analysis.constants import BPM_LIMITS
 from cratesense.analysis.keys import Key, parse_key
-from cratesense.daemon.journal import Journal, display_path
-from cratesense.daemon.trackview import unpack_embedding
+from cratesense.daemon.journal_read import ORDERS, JournalReader, LibraryEntry, LibraryQuery
 from cratesense.dj.harmony import compatible_codes, parse_user_key
 from cratesense.errors import QueryError
 
-SORTS = ("bpm", "key", "loudness", "added", "artist", "title", "duration")
-
-_FIELDS = ("content_key", "artist", "title", "album", "isrc", "catalog_number", "filled", "duration", "bpm", "key",
-           "camelot", "loudness", "replaygain", "true_peak", "beat_offset", "downbeat_offset", "beats_per_bar",
-           "codec", "sample_rate", "channels")
-# The library view holds exactly the tracks on disk: no query needs to look at the files for that.
-_SELECT = (
-    "SELECT " + ", ".join(f"l.{name}" for name in _FIELDS)
-    + ", (SELECT MIN(path) FROM files f WHERE f.content_key = l.content_key AND f.state = 'analyzed')"
-    + ", (SELECT COUNT(*) FROM files f WHERE f.content_key = l.content_key AND f.state = 'analyzed')"
-    + ", l.added_at FROM library l"
-)
-_ORDER = {
-    "bpm": "l.bpm IS NULL, l.bpm, l.artist, l.title",
-    "key": "l.camelot IS NULL, CAST(substr(l.camelot, 1, length(l.camelot) - 1) AS INTEGER), "
-           "substr(l.camelot, -1), l.bpm",
-    "loudness": "l.loudness IS NULL, l.loudness DESC",
-    "added": "l.added_at DESC",
-    "artist": "l.artist IS NULL, l.artist COLLATE NOCASE, l.title COLLATE NOCASE",
-    "title": "l.title IS NULL, l.title COLLATE NOCASE",
-    "duration": "l.duration",
-}
+SORTS = tuple(ORDERS)  # what a library can be sorted by
 
 
 @dataclass(frozen=True)
@@ -109,7 +89,7 @@ def parse_bpm_range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def parse_filters(values: dict) -> Filters:
+def parse_filters(values: Mapping[str, Any]) -> Filters:
     """Filters from strings (CLI flags, query parameters); QueryError names the bad one."""
     try:
         bpm = parse_bpm_range(values["bpm"]) if values.get("bpm") else None
@@ -129,79 +109,45 @@ def parse_filters(values: dict) -> Filters:
 
 
 class Collection:
-    """The collection in the journal at ``path``; use as a context manager."""
+    """The DJ's view of the journal's read model (``daemon/journal_read.py``): tracks as
+    ``Track``, filters as the library queries they mean. Use as a context manager."""
 
-    def __init__(self, journal: Journal) -> None:
-        self._journal = journal
-        self._db = journal._db
+    def __init__(self, reader: JournalReader) -> None:
+        self.reader = reader
 
     @classmethod
     def open(cls, path: Path) -> Collection:
-        return cls(Journal(path, read_only=True))
+        return cls(JournalReader(path))
 
     def __enter__(self) -> Collection:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._journal.close()
+        self.reader.close()
 
     # --- finding tracks -----------------------------------------------------------------
 
-    def tracks(self, filters: Filters = Filters(), *, offset: int = 0) -> list[Track]:
-        """The tracks ``filters`` select, in their order. A page is ordered by the library's own
-        columns first, and only its rows then get their paths (a path per row of 100,000,
-        before sorting, was most of a page's cost)."""
-        where, parameters = self._where(filters)
-        query = f"SELECT l.content_key FROM library l WHERE {' AND '.join(where)} ORDER BY {_ORDER[filters.sort]}"
-        if filters.limit is not None or offset:
-            query += " LIMIT ? OFFSET ?"
-            parameters += [filters.limit if filters.limit is not None else -1, offset]
-        keys = [key for (key,) in self._db.execute(query, parameters)]
-        rows = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows.update((row[0], row) for row in self._db.execute(
-                f"{_SELECT} WHERE l.content_key IN ({', '.join('?' * len(chunk))})", chunk))
-        return [_track(rows[key]) for key in keys if key in rows]
+    def tracks(self, filters: Filters | None = None, *, offset: int = 0) -> list[Track]:
+        """The tracks ``filters`` select, in their order."""
+        filters = filters or Filters()
+        return [_track(entry) for entry in self.reader.library(_query(filters), limit=filters.limit, offset=offset)]
 
-    def count(self, filters: Filters = Filters()) -> int:
-        where, parameters = self._where(filters)
-        return self._db.execute(f"SELECT COUNT(*) FROM library l WHERE {' AND '.join(where)}", parameters).fetchone()[0]
-
-    @staticmethod
-    def _where(filters: Filters) -> tuple[list[str], list]:
-        where, parameters = ["1"], []
-        if filters.bpm is not None:
-            where.append("l.bpm BETWEEN ? AND ?")
-            parameters += list(filters.bpm)
-        if filters.key is not None:
-            where.append("l.camelot = ?")
-            parameters.append(filters.key.camelot)
-        if filters.compatible_with is not None:
-            codes = compatible_codes(filters.compatible_with.camelot)
-            where.append(f"l.camelot IN ({', '.join('?' * len(codes))})")
-            parameters += codes
-        if filters.search:
-            pattern = "%" + filters.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(l.artist LIKE ? ESCAPE '\\' OR l.title LIKE ? ESCAPE '\\' OR l.album LIKE ? ESCAPE '\\' "
-                         "OR l.content_key IN (SELECT f.content_key FROM files f WHERE f.state = 'analyzed' "
-                         "AND CAST(f.path AS TEXT) LIKE ? ESCAPE '\\'))")  # one pass over the paths, not one per row
-            parameters += [pattern] * 4
-        return where, parameters
+    def count(self, filters: Filters | None = None) -> int:
+        return self.reader.library_count(_query(filters or Filters()))
 
     def track(self, content_key: str) -> Track | None:
-        row = self._db.execute(f"{_SELECT} WHERE l.content_key = ?", (content_key,)).fetchone()
-        return _track(row) if row else None
+        entry = self.reader.entries([content_key]).get(content_key)
+        return _track(entry) if entry else None
 
     def find(self, spec: str) -> Track:
         """The one track ``spec`` names: a file's path, or a text that matches one track (its
         artist, title, album or file name). QueryError when it names none or several."""
         if os.path.exists(spec) or os.path.isabs(spec):
-            row = self._db.execute("SELECT content_key FROM files WHERE path = ? AND state = 'analyzed'",
-                                   (os.fsencode(os.path.abspath(spec)),)).fetchone()
-            if row is None:
+            key = self.reader.key_of_file(os.path.abspath(spec))
+            track = self.track(key) if key else None
+            if track is None:
                 raise QueryError(f"{spec} is not an analyzed track of the library (is it in a music folder?)")
-            return self.track(row[0])
+            return track
         found = self.tracks(Filters(search=spec, limit=6))
         if not found:
             raise QueryError(f"no track matches {spec!r}")
@@ -214,84 +160,26 @@ class Collection:
 
     def files(self, content_key: str) -> list[tuple[str, int]]:
         """(path, size) of every file on disk with this content."""
-        return [(display_path(path), size) for path, size in self._db.execute(
-            "SELECT path, size FROM files WHERE content_key = ? AND state = 'analyzed' ORDER BY path", (content_key,))]
-
-    # --- what the mixing code reads -------------------------------------------------------
-
-    def embeddings(self, content_keys: list[str]) -> dict[str, tuple[float, ...]]:
-        found = {}
-        for start in range(0, len(content_keys), 500):
-            chunk = content_keys[start : start + 500]
-            for key, blob in self._db.execute(
-                    f"SELECT content_key, embedding FROM library WHERE embedding IS NOT NULL AND content_key IN "
-                    f"({', '.join('?' * len(chunk))})", chunk):
-                found[key] = unpack_embedding(blob)
-        return found
-
-    def sound_sketch(self, content_key: str) -> bytes | None:
-        """The track's 128-bit sound sketch, or None before it has an embedding."""
-        row = self._db.execute("SELECT sound_sketch FROM library WHERE content_key = ?", (content_key,)).fetchone()
-        return row[0] if row else None
-
-    def sketch_block(self) -> tuple[list[str], bytes]:
-        """The row ids and the sound sketches, end to end, of every track on disk with an
-        embedding: one row out of SQLite instead of 100,000 (their Python objects cost more than
-        the scan)."""
-        rowids, sketches = self._db.execute(
-            "SELECT group_concat(rowid), group_concat(hex(sound_sketch), '') FROM library "
-            "WHERE sound_sketch IS NOT NULL").fetchone()
-        return (rowids.split(",") if rowids else []), bytes.fromhex(sketches or "")
-
-    def content_keys(self, rowids: list[int]) -> dict[int, str]:
-        """Row id -> content key, for the few rows a sketch search picked."""
-        found = {}
-        for start in range(0, len(rowids), 500):
-            chunk = rowids[start : start + 500]
-            found.update(self._db.execute(f"SELECT rowid, content_key FROM library WHERE rowid IN "
-                                          f"({', '.join('?' * len(chunk))})", chunk).fetchall())
-        return found
-
-    def mix_candidates(self, codes: list[str] | None, windows: list[tuple[float, float]]) -> list[tuple]:
-        """(content key, bpm, camelot, artist, sketch bytes) of the tracks on disk in one of the Camelot
-        ``codes`` (None: any key) whose tempo lies in one of the ``windows``."""
-        where, parameters = ["l.bpm IS NOT NULL"], []
-        if codes is not None:
-            where.append(f"l.camelot IN ({', '.join('?' * len(codes))})")
-            parameters += codes
-        if windows:
-            where.append("(" + " OR ".join("l.bpm BETWEEN ? AND ?" for _ in windows) + ")")
-            parameters += [bound for window in windows for bound in window]
-        return self._db.execute(f"SELECT l.content_key, l.bpm, l.camelot, l.artist, l.sound_sketch FROM library l "
-                                f"WHERE {' AND '.join(where)}", parameters).fetchall()
-
-    def fingerprint_sketches(self) -> list[tuple[str, bytes, float]]:
-        return self._db.execute(
-            "SELECT l.content_key, l.fingerprint_sketch, l.fingerprint_duration FROM library l "
-            "WHERE l.fingerprint_sketch IS NOT NULL").fetchall()
-
-    def chromaprint(self, content_key: str) -> str | None:
-        row = self._db.execute("SELECT json_extract(analysis, '$.fingerprint.chromaprint') FROM tracks "
-                               "WHERE content_key = ?", (content_key,)).fetchone()
-        return row[0] if row else None
-
-    def all_files(self) -> list[tuple[str, str, int]]:
-        """(content key, path, size) of every analyzed file."""
-        return [(key, display_path(path), size) for key, path, size in self._db.execute(
-            "SELECT content_key, path, size FROM files WHERE state = 'analyzed' ORDER BY path")]
+        return self.reader.files_of(content_key)
 
 
-def _track(row) -> Track:
-    values = dict(zip(_FIELDS, row))
-    path, copies, added_at = row[len(_FIELDS):]
-    key = parse_key(values["key"]) if values["key"] else None
+def _query(filters: Filters) -> LibraryQuery:
+    camelots: tuple[str, ...] | None = None
+    if filters.key is not None:
+        camelots = (filters.key.camelot,)
+    if filters.compatible_with is not None:
+        compatible = tuple(compatible_codes(filters.compatible_with.camelot))
+        camelots = compatible if camelots is None else tuple(code for code in camelots if code in compatible)
+    return LibraryQuery(bpm=filters.bpm, camelots=camelots, search=filters.search, order=filters.sort)
+
+
+def _track(entry: LibraryEntry) -> Track:
     return Track(
-        content_key=values["content_key"], path=display_path(path) if path else "", copies=copies,
-        artist=values["artist"], title=values["title"], album=values["album"], isrc=values["isrc"],
-        catalog_number=values["catalog_number"], duration=values["duration"], bpm=values["bpm"], key=key,
-        loudness=values["loudness"], replaygain=values["replaygain"], true_peak=values["true_peak"],
-        beat_offset=values["beat_offset"], downbeat_offset=values["downbeat_offset"],
-        beats_per_bar=values["beats_per_bar"], codec=values["codec"], sample_rate=values["sample_rate"],
-        channels=values["channels"], added_at=added_at,
-        filled=frozenset((values["filled"] or "").split(",")) - {""},
+        content_key=entry.content_key, path=entry.path, copies=entry.copies, artist=entry.artist, title=entry.title,
+        album=entry.album, isrc=entry.isrc, catalog_number=entry.catalog_number, duration=entry.duration,
+        bpm=entry.bpm, key=parse_key(entry.key) if entry.key else None, loudness=entry.loudness,
+        replaygain=entry.replaygain, true_peak=entry.true_peak, beat_offset=entry.beat_offset,
+        downbeat_offset=entry.downbeat_offset, beats_per_bar=entry.beats_per_bar, codec=entry.codec,
+        sample_rate=entry.sample_rate, channels=entry.channels, added_at=entry.added_at,
+        filled=frozenset((entry.filled or "").split(",")) - {""},
     )

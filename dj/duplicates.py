@@ -63,7 +63,7 @@ def _rank(copy: Copy) -> tuple:
 
 def find_groups(collection: Collection) -> list[Group]:
     """Every group of two or more files holding the same recording, largest first."""
-    rows = collection.fingerprint_sketches()
+    rows = collection.reader.fingerprint_sketches()
     durations = {key: duration for key, _, duration in rows}
     by_term: dict[int, list[str]] = defaultdict(list)
     for key, sketch, _ in rows:
@@ -116,7 +116,7 @@ def _items(collection: Collection, key: str) -> list[int]:
     from cratesense.catalog.contract import ContractError, fingerprint_items
 
     try:
-        return fingerprint_items("fingerprint", collection.chromaprint(key) or "")
+        return fingerprint_items("fingerprint", collection.reader.chromaprint(key) or "")
     except ContractError:
         return []
 

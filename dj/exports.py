@@ -107,6 +107,8 @@ def _first_downbeat(track: Track) -> float:
     """The first bar line of the grid (Traktor's grid marker is a downbeat): the first beat
     that ``_grid_start`` counts as one."""
     first, beat = _grid_start(track)
+    if not track.bpm:
+        return first  # no tempo, no grid: the first beat is all there is
     return first + ((1 - beat) % _bar_length(track)) * 60.0 / track.bpm
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import overload
 
 from cratesense.analysis.keys import Key, parse_key
 
@@ -54,6 +55,12 @@ def semitones(speed: float) -> float:
 
 def shifted(key: Key, steps: int) -> Key:
     return Key((key.tonic + steps) % 12, key.minor)
+
+
+@overload
+def in_notation(key: Key, notation: str) -> str: ...
+@overload
+def in_notation(key: Key | None, notation: str) -> str | None: ...
 
 
 def in_notation(key: Key | None, notation: str) -> str | None:

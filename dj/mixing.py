@@ -14,6 +14,7 @@ by their exact cosine.
 from __future__ import annotations
 
 import math
+from collections.abc import Set
 from dataclasses import dataclass, field
 
 from cratesense.daemon.trackview import SKETCH_BYTES, SOUND_SKETCH_BITS, cosine, hamming_distances, nearest
@@ -52,7 +53,7 @@ def _tempo_windows(bpm: float, pitch_range: float) -> list[tuple[float, float]]:
 
 
 def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitch_range: float = PITCH_RANGE,
-                notation: str = "camelot", exclude: set[str] = frozenset(), per_artist: dict[str, int] | None = None,
+                notation: str = "camelot", exclude: Set[str] = frozenset(), per_artist: dict[str, int] | None = None,
                 artist_cap: int | None = None, strict: bool = False) -> list[Suggestion]:
     """What can follow ``current`` in a mix, best first. ``strict``: only key-compatible tracks
     within the pitch range, never a relaxed choice (a playlist stops instead)."""
@@ -68,7 +69,7 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
                 (None, windows, "no key-compatible track: key relaxed"),
                 (None, [], "nothing compatible: key and tempo relaxed")]
     for keys, tempi, note in attempts[:1] if strict else attempts:
-        candidates = [c for c in collection.mix_candidates(keys, tempi) if _allowed(c, current, exclude, per_artist,
+        candidates = [c for c in collection.reader.mix_candidates(keys, tempi) if _allowed(c, current, exclude, per_artist,
                                                                                     artist_cap)]
         if candidates:
             if note:
@@ -76,7 +77,7 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
             break
     else:
         return []
-    my_sketch = collection.sound_sketch(current.content_key)
+    my_sketch = collection.reader.sound_sketch(current.content_key)
 
     # Thousands of candidates: each part looked up, not computed, per candidate.
     harmony_of = {code: _harmony(current.camelot, code) for code in {c[2] for c in candidates}}
@@ -92,7 +93,7 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
                    for c, sound in zip(candidates, sounds)]
     best = sorted(range(len(candidates)), key=preliminary.__getitem__, reverse=True)[:RERANK]
     shortlist = [candidates[index] for index in best]
-    embeddings = collection.embeddings([current.content_key, *(c[0] for c in shortlist)])
+    embeddings = collection.reader.embeddings([current.content_key, *(c[0] for c in shortlist)])
     mine = embeddings.get(current.content_key)
     suggestions = []
     for key, bpm, camelot, _, _ in shortlist:
@@ -105,6 +106,8 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
     result = []
     for score, key, harmony, tempo, sound in suggestions[:limit]:
         track = collection.track(key)
+        if track is None:  # gone since the candidates were read (a read-only view never changes)
+            continue
         reasons = [*relaxed, *_reasons(current, track, pitch_range, notation)]
         if sound is not None:
             reasons.append(f"sounds {_alike(sound)} (similarity {sound:.2f})")
@@ -142,7 +145,7 @@ def _alike(similarity: float) -> str:
 def _reasons(current: Track, track: Track, pitch_range: float, notation: str) -> list[str]:
     reasons = []
     if current.key and track.key:
-        found = relation(current.camelot, track.camelot)
+        found = relation(current.key.camelot, track.key.camelot)
         here, there = in_notation(current.key, notation), in_notation(track.key, notation)
         reasons.append(f"{here} → {there}: {found}" if found else f"{here} → {there}: keys clash")
     elif not track.key:
@@ -157,7 +160,7 @@ def _reasons(current: Track, track: Track, pitch_range: float, notation: str) ->
         shift = semitones(fit.speed)
         if track.key and abs(shift) >= 0.5:
             moved = shifted(track.key, round(shift))
-            fits = relation(current.camelot, moved.camelot) if current.key else None
+            fits = relation(current.key.camelot, moved.camelot) if current.key else None
             reasons.append(f"without key lock, {shift:+.1f} semitones: it would sound in "
                            f"{in_notation(moved, notation)} ({fits or 'clashes'})")
     elif not track.bpm:
@@ -169,19 +172,20 @@ def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> 
     """Tracks that sound like ``track`` (the embedding's cosine), best first."""
     if limit < 1:
         raise QueryError("the limit must be a positive number")
-    mine = collection.sound_sketch(track.content_key)
+    mine = collection.reader.sound_sketch(track.content_key)
     if mine is None:
         raise QueryError(f"{track.label} has no sound description yet (analysis pending, or described by the "
                          "catalog only)")
-    rowids, packed = collection.sketch_block()
+    rowids, packed = collection.reader.sketch_block()
     distances = hamming_distances(mine, packed)
     picked = [int(rowids[position]) for position in nearest(distances, RERANK + 1)]
-    shortlist = [key for key in collection.content_keys(picked).values() if key != track.content_key]
-    embeddings = collection.embeddings([track.content_key, *shortlist])
+    shortlist = [key for key in collection.reader.content_keys(picked).values() if key != track.content_key]
+    embeddings = collection.reader.embeddings([track.content_key, *shortlist])
     reference = embeddings[track.content_key]
     ranked = sorted(((cosine(reference, embeddings[key]), key) for key in shortlist if key in embeddings), reverse=True)
-    return [Suggestion(collection.track(key), round(score, 4), [f"sounds {_alike(score)} (similarity {score:.2f})"],
-                       sound=round(score, 4)) for score, key in ranked[:limit]]
+    found = [(score, collection.track(key)) for score, key in ranked[:limit]]
+    return [Suggestion(track, round(score, 4), [f"sounds {_alike(score)} (similarity {score:.2f})"], sound=round(score, 4))
+            for score, track in found if track is not None]
 
 
 def playlist(collection: Collection, start: Track | None, *, length: int, filters: Filters | None = None,

@@ -25,12 +25,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
+from cratesense.analysis.constants import TAG_FIELDS  # noqa: F401 (what this module writes)
 from cratesense.analysis.keys import Key
+from cratesense.analysis.model import TrackAnalysis
 from cratesense.dj.harmony import in_notation
 from cratesense.errors import ExportError
 from cratesense.files import sync_folder
 
-FIELDS = ("bpm", "key", "replaygain")
 R128_REFERENCE = -23.0
 
 
@@ -259,15 +260,15 @@ def wanted_for(track) -> Wanted:
                   peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness))
 
 
-def wanted_from_analysis(analysis: dict) -> Wanted:
-    """The values a fresh analysis (``TrackAnalysis.to_dict()``) has to write."""
+def wanted_from_analysis(analysis: TrackAnalysis) -> Wanted:
+    """The values a fresh analysis has to write (ours only: none when the catalog's consensus
+    stood in for our descriptors)."""
     from cratesense.analysis.keys import parse_key
 
-    descriptors = analysis.get("descriptors") or {}
-    if analysis.get("descriptors_from") == "catalog":
+    if analysis.descriptors_from == "catalog":
         return Wanted()
-    return Wanted(bpm=descriptors.get("bpm"), key=parse_key(descriptors.get("key") or ""),
-                  replaygain_db=descriptors.get("replaygain_db"), peak_dbtp=descriptors.get("true_peak_dbtp"),
-                  loudness_lufs=descriptors.get("loudness_lufs"))
+    descriptors = analysis.descriptors
+    return Wanted(bpm=descriptors.bpm, key=parse_key(descriptors.key or ""), replaygain_db=descriptors.replaygain_db,
+                  peak_dbtp=descriptors.true_peak_dbtp, loudness_lufs=descriptors.loudness_lufs)
 
 

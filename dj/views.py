@@ -44,22 +44,25 @@ def minutes(seconds: float | None) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def cells(track: Track, notation: str) -> dict[str, str]:
-    """A track's table cells; a value the catalog filled ends with ``CATALOG_MARK``."""
+def cells(track: dict) -> dict[str, str]:
+    """The table cells of a track as ``track_json`` gives it (so a table shows exactly what the
+    JSON answer says); a value the catalog filled ends with ``CATALOG_MARK``."""
+    filled = set(track["from_catalog"])
 
     def shown(value, name: str) -> str:
         if value is None or value == "":
             return "-"
-        return f"{value}{CATALOG_MARK if name in track.filled else ''}"
+        return f"{value}{CATALOG_MARK if name in filled else ''}"
 
+    path, copies = track["path"], track["copies"]
     return {
-        "artist": shown(track.artist, "artist"),
-        "title": shown(track.title or (track.path.rsplit('/', 1)[-1] if not track.artist else None), "title"),
-        "bpm": shown(f"{track.bpm:.1f}" if track.bpm else None, "bpm"),
-        "key": shown(in_notation(track.key, notation), "key"),
-        "lufs": shown(f"{track.loudness:.1f}" if track.loudness is not None else None, "loudness"),
-        "time": minutes(track.duration),
-        "path": track.path + (f" (+{track.copies - 1} copies)" if track.copies > 1 else ""),
+        "artist": shown(track["artist"], "artist"),
+        "title": shown(track["title"] or (path.rsplit('/', 1)[-1] if not track["artist"] else None), "title"),
+        "bpm": shown(f"{track['bpm']:.1f}" if track["bpm"] else None, "bpm"),
+        "key": shown(track["key"], "key"),
+        "lufs": shown(f"{track['loudness_lufs']:.1f}" if track["loudness_lufs"] is not None else None, "loudness"),
+        "time": minutes(track["duration"]),
+        "path": path + (f" (+{copies - 1} copies)" if copies > 1 else ""),
     }
 
 

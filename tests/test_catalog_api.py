@@ -16,6 +16,14 @@ from catalogkit import Client, catalog_server, observation, query
 pytestmark = pytest.mark.asyncio
 
 
+
+async def until(condition, what: str, timeout: float = 30.0) -> None:
+    """Wait for ``condition()`` (a loaded machine takes its time; never a fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"waited {timeout:.0f} s for {what}"
+        await asyncio.sleep(0.02)
+
 @pytest.fixture
 async def catalog(catalog_db):
     async with catalog_server(catalog_db) as (store, url):
@@ -328,7 +336,7 @@ async def test_under_load_batches_are_accepted_at_once_and_matched_after(catalog
             writer.write((f"POST /v1/observations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {slow.token}\r\n"
                           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body[:50])
             await writer.drain()
-            await asyncio.sleep(0.2)  # the slow request is in flight
+            await until(lambda: runner.app[SETTLER].in_flight == 1, "the slow request in flight")
             answers = await asyncio.gather(*(client.ingest(_random_batch(i, 20)) for i, client in enumerate(others)))
             assert all(status == 200 and body["accepted"] == 20 for status, body in answers)
             assert runner.app[SETTLER].deferred == 5  # each answered before being matched
@@ -403,7 +411,8 @@ async def test_the_settler_stops_when_cancelled_as_it_is_woken(tmp_path):
     try:
         settler = Settler(database)
         running = asyncio.create_task(settler.run())
-        await asyncio.sleep(0.1)  # settled what was there at start; waiting to be woken
+        # settled what was there at start, and waiting to be woken
+        await until(lambda: not settler._wake.is_set(), "the settler waiting for work")
         settler.wake()
         running.cancel()
         done, _ = await asyncio.wait([running], timeout=10)

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from trackkit import track_analysis
 from unprivileged import without_bypass
 from cratesense.daemon.journal import SCHEMA_VERSION, FileIdentity, Journal, JournalError, Observation
 
@@ -31,13 +32,13 @@ def test_created_in_wal_mode_and_migrated_once(tmp_path):
 def test_subtree_queries_moves_and_stale_files(tmp_path):
     with Journal(tmp_path / "j.sqlite") as journal:
         for path in (b"/m/a/x.flac", b"/m/a/y.flac", b"/m/ab/z.flac", b"/m/a\xff/w.flac", b"/n/v.flac"):
-            journal.record_analysis(path, IDENTITY, path.decode("latin-1"), {}, "v1", None)
+            journal.record_analysis(path, IDENTITY, path.decode("latin-1"), track_analysis("v1"), None)
         assert set(journal.files_under([b"/m/a"])) == {b"/m/a/x.flac", b"/m/a/y.flac"}  # not /m/ab, /m/a\xff
         assert set(journal.files_under([b"/m/a/x.flac"])) == {b"/m/a/x.flac"}
         journal.move_files([(b"/m/a/x.flac", b"/n/x.flac")])
         assert journal.identity(b"/n/x.flac") == IDENTITY and journal.identity(b"/m/a/x.flac") is None
         journal.record_failure(b"/n/bad.mp3", IDENTITY, "decode", "garbage", "v1")
-        journal.record_analysis(b"/n/new.flac", IDENTITY, "k2", {}, "v2", None)
+        journal.record_analysis(b"/n/new.flac", IDENTITY, "k2", track_analysis("v2"), None)
         assert b"/n/new.flac" not in journal.stale_files("v2")
         assert {b"/n/bad.mp3", b"/n/x.flac"} <= set(journal.stale_files("v2"))
         assert journal.stale_files("v1") == [b"/n/new.flac"]
@@ -48,10 +49,10 @@ def test_subtree_queries_moves_and_stale_files(tmp_path):
 def test_analysis_track_and_observation_are_written_together(tmp_path):
     with Journal(tmp_path / "j.sqlite") as journal:
         observation = Observation("obs-1", {"metadata": {"title": "AC/DC"}})
-        journal.record_analysis("/music/a.flac", IDENTITY, "key-1", {"bpm": 128.0}, "v1", observation)
-        journal.record_analysis("/music/a.flac", IDENTITY, "key-1", {"bpm": 128.0}, "v1", observation)
+        journal.record_analysis("/music/a.flac", IDENTITY, "key-1", track_analysis("v1", bpm=128.0), observation)
+        journal.record_analysis("/music/a.flac", IDENTITY, "key-1", track_analysis("v1", bpm=128.0), observation)
         assert journal.identity("/music/a.flac") == IDENTITY
-        assert journal.track("key-1") == {"bpm": 128.0}
+        assert journal.track("key-1") == track_analysis("v1", bpm=128.0)
         assert journal.counts() == {"files": 1, "tracks": 1, "outbox": 1, "parked": 0, "failed": 0}
         [(seq, observation_id, payload)] = journal.pending(10)
         assert observation_id == "obs-1" and payload["metadata"]["title"] == "AC/DC"
@@ -62,7 +63,7 @@ def test_analysis_track_and_observation_are_written_together(tmp_path):
 def test_acknowledged_rows_leave_the_outbox(tmp_path):
     with Journal(tmp_path / "j.sqlite") as journal:
         for index in range(5):
-            journal.record_analysis(f"/m/{index}.mp3", IDENTITY, f"k{index}", {}, "v1", Observation(f"o{index}", {}))
+            journal.record_analysis(f"/m/{index}.mp3", IDENTITY, f"k{index}", track_analysis("v1"), Observation(f"o{index}", {}))
         rows = journal.pending(3)
         assert [row[1] for row in rows] == ["o0", "o1", "o2"]
         journal.acknowledge([row[0] for row in rows])
@@ -89,14 +90,17 @@ def test_settings_round_trip(tmp_path):
 
 _WRITER = """
 import sys
+from cratesense.analysis.model import AudioFacts, Fingerprint, Tags, TrackAnalysis
 from cratesense.daemon.journal import FileIdentity, Journal, Observation
 journal = Journal(sys.argv[1])
+audio = AudioFacts(container="flac", codec="flac", sample_rate=44100, channels=2, duration=60.0, fully_decoded=True)
 print("ready", flush=True)
 index = 0
 while True:
     identity = FileIdentity(1, index, 100, index)
-    journal.record_analysis(f"/music/{index}.flac", identity, f"key-{index}", {"n": index}, "v1",
-                            Observation(f"obs-{index}", {"n": index}))
+    analysis = TrackAnalysis(fingerprint=Fingerprint(chromaprint="", duration=60.0 + index), tags=Tags(), audio=audio,
+                             analyzer_version="v1")
+    journal.record_analysis(f"/music/{index}.flac", identity, f"key-{index}", analysis, Observation(f"obs-{index}", {"n": index}))
     index += 1
 """
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agentproc import AgentProcess, agent_with_music, write_config
+from trackkit import track_analysis
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.daemon.journal import Journal
 from cratesense.daemon.scan import walk
@@ -36,7 +37,7 @@ def known_tree(agent: AgentProcess, files: int) -> None:
     agent.journal_path.parent.mkdir(parents=True, exist_ok=True)
     with Journal(agent.journal_path) as journal:
         (first, identity), links = found[0], found[1:]
-        journal.record_analysis(first, identity, "known", {}, ANALYZER_VERSION, None, links=links)
+        journal.record_analysis(first, identity, "known", track_analysis(ANALYZER_VERSION), None, links=links)
 
 
 def test_a_rescan_asked_for_during_a_scan_runs_once_after_it(agent):

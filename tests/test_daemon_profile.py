@@ -4,33 +4,30 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from cratesense.analysis.model import Consensus, ConsensusAnalysis
 from cratesense.daemon.journal import FileIdentity, Journal
 from cratesense.daemon.profile import ProfileTotals, TrackTaste, taste_profile
+from cratesense.daemon.trackview import COLUMNS, library_row
+from trackkit import track_analysis
 
 CAMELOTS = [f"{n}{letter}" for n in range(1, 13) for letter in "AB"]
 
 
-def analysis(rng: random.Random, source: str = "local") -> dict:
-    embedding = [rng.uniform(-1, 1) for _ in range(64)] if rng.random() < 0.8 else None
-    return {
-        "descriptors_from": source,
-        "fingerprint": {"chromaprint": "AQAA", "duration": 200.0},
-        "descriptors": {
-            "bpm": rng.choice([None, rng.uniform(50, 210)]),
-            "camelot": rng.choice([None, *CAMELOTS]),
-            "loudness_lufs": rng.choice([None, rng.uniform(-35, 0)]),
-            "embedding": embedding,
-        },
-    }
+def analysis(rng: random.Random, source: str = "local", version: str = "v"):
+    embedding = tuple(rng.uniform(-1, 1) for _ in range(64)) if rng.random() < 0.8 else None
+    camelot = rng.choice([None, *CAMELOTS])
+    return track_analysis(version, source=source, chromaprint="AQAA", bpm=rng.choice([None, rng.uniform(50, 210)]),
+                 key="A minor" if camelot else None, camelot=camelot,
+                 loudness_lufs=rng.choice([None, rng.uniform(-35, 0)]), embedding=embedding)
 
 
-def consensus(rng: random.Random) -> dict:
-    return {"recording": 1, "contributors": 3,
-            "analysis": {"bpm": rng.uniform(60, 200), "key": "A minor", "camelot": rng.choice(CAMELOTS),
-                         "loudness_lufs": rng.uniform(-20, -5)}}
+def consensus(rng: random.Random) -> Consensus:
+    return Consensus(score=1.0, recording=1, contributors=3, analysis=ConsensusAnalysis(
+        bpm=rng.uniform(60, 200), key="A minor", camelot=rng.choice(CAMELOTS), loudness_lufs=rng.uniform(-20, -5)))
 
 
 def assert_profiles_equal(incremental: dict, scratch: dict) -> None:
@@ -62,13 +59,13 @@ def test_running_totals_equal_a_recomputation_after_any_changes(tmp_path_factory
                 key = f"k{rng.randrange(12)}"
                 source = rng.choice(["local", "local", "catalog"])
                 file = f"/m/{step}.flac"
-                journal.record_analysis(file, identity, key, analysis(rng, source), "v", None,
+                journal.record_analysis(file, identity, key, analysis(rng, source), None,
                                         consensus(rng) if source == "catalog" else None)
                 paths.append(file)
                 keys.append(key)
             elif action == "reanalyze":
                 index = rng.randrange(len(paths))
-                journal.record_analysis(paths[index], identity, keys[index], analysis(rng), "v2", None)
+                journal.record_analysis(paths[index], identity, keys[index], analysis(rng, version="v2"), None)
             elif action == "link":
                 index = rng.randrange(len(paths))
                 file = f"/m/copy-{step}.flac"
@@ -101,26 +98,29 @@ def test_running_totals_equal_a_recomputation_after_any_changes(tmp_path_factory
             on_disk = {key for (key,) in journal._db.execute(
                 "SELECT DISTINCT content_key FROM files WHERE state = 'analyzed'")}
             assert {key for (key,) in journal._db.execute("SELECT content_key FROM library")} == on_disk
+            # and each row is what its track and consensus derive to now (no stale row survives)
+            for key, entry in journal.entries(sorted(on_disk)).items():
+                derived = library_row(key, journal.track(key), journal.consensus(key))
+                assert msgspec.structs.astuple(derived) == msgspec.structs.astuple(entry)[:len(COLUMNS)], key
 
 
 def test_a_skipped_track_counts_with_the_catalogs_consensus(tmp_path):
     rng = random.Random(3)
     with Journal(tmp_path / "journal.sqlite") as journal:
-        skipped = analysis(rng, "catalog")
-        skipped["descriptors"] = {"bpm": None, "camelot": None, "loudness_lufs": None, "embedding": None}
+        skipped = track_analysis("v", source="catalog", chromaprint="AQAA")
         found = consensus(rng)
-        journal.record_analysis("/m/a.flac", FileIdentity(1, 1, 1, 1), "k", skipped, "v", None, found)
+        journal.record_analysis("/m/a.flac", FileIdentity(1, 1, 1, 1), "k", skipped, None, found)
         profile, _ = journal.profile()
         assert profile["track_count"] == 1 and sum(profile["tempo_histogram"]) == pytest.approx(1.0)
-        expected = taste_profile([TrackTaste(found["analysis"]["bpm"], found["analysis"]["camelot"],
-                                             found["analysis"]["loudness_lufs"], None)])
+        expected = taste_profile([TrackTaste(found.analysis.bpm, found.analysis.camelot,
+                                             found.analysis.loudness_lufs, None)])
         assert profile == expected
 
 
 def test_an_unchanged_library_keeps_its_revision_and_a_change_moves_it(tmp_path):
     rng = random.Random(5)
     with Journal(tmp_path / "journal.sqlite") as journal:
-        journal.record_analysis("/m/a.flac", FileIdentity(1, 1, 1, 1), "k", analysis(rng), "v", None)
+        journal.record_analysis("/m/a.flac", FileIdentity(1, 1, 1, 1), "k", analysis(rng), None)
         _, revision = journal.profile()
         journal.move_files([(b"/m/a.flac", b"/m/b.flac")])  # a rename changes nothing the profile shows
         journal.record_link("/m/c.flac", FileIdentity(1, 2, 1, 1), "k", "v")  # a copy: the same track

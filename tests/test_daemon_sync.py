@@ -14,11 +14,13 @@ import sys
 import time
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
 from agentproc import AgentProcess, write_config
 from catalogkit import catalog_server, observation
+from trackkit import track_analysis
 from cratesense.catalog.server import start
 from cratesense.catalog.store import Store
 from cratesense.daemon.identity import Identity
@@ -192,14 +194,16 @@ async def test_rejected_rows_are_parked_and_413_halves_the_batch(tmp_path, catal
                 if index == 2:  # written by an older, buggier agent: the catalog refuses it
                     payload["metadata"]["title"] = "/home/alice/Music/x.flac"
                 identity = FileIdentity(1, index, 1, 1)
-                journal.record_analysis(f"/m/{index}.flac", identity, f"k{index}", {}, "v", Observation(oid, payload))
+                journal.record_analysis(f"/m/{index}.flac", identity, f"k{index}", track_analysis("v"), Observation(oid, payload))
         async with journal_io(tmp_path / "journal.sqlite") as io:
             identity = Identity(tmp_path / "identity.json")
             syncer = Syncer(io, identity, proxy_url, aiohttp.ClientSession, label=proxy_url, quiet_seconds=0.1)
             loop_task = asyncio.create_task(syncer.run())
             await syncer.sync_now()
             assert syncer.status()["next_retry_at"] and "wait" in syncer.status()["last_sync_error"]
-            await asyncio.sleep(1.5)  # the Retry-After passes; the retry timer runs the sync
+            retry_at = syncer.status()["next_retry_at"]
+            while time.time() < retry_at:  # the Retry-After passes
+                await asyncio.sleep(0.05)
             await syncer.sync_now()
             loop_task.cancel()
         with Journal(tmp_path / "journal.sqlite") as journal:
@@ -377,7 +381,7 @@ def queue_synthetic(journal_path, count: int, seed: int = 11) -> set[str]:
             payload = observation((chromaprint.encode_fingerprint(items, 1).decode(), 180.0))
             oid = random_ids.token_hex(16)
             del payload["id"]
-            journal.record_analysis(f"/m/{index}.flac", FileIdentity(1, index, 1, 1), f"k{index}", {}, "v",
+            journal.record_analysis(f"/m/{index}.flac", FileIdentity(1, index, 1, 1), f"k{index}", track_analysis("v"),
                                     Observation(oid, payload))
             ids.add(oid)
     return ids
@@ -482,7 +486,7 @@ async def _library_pass(tmp_path, name: str, url: str, files, *, min_contributor
 def _analysis_of(journal: Journal, file_name: str) -> dict:
     [key] = [key for path, key in journal._db.execute("SELECT path, content_key FROM files")
              if path.endswith(b"/" + file_name.encode())]
-    return journal.track(key)
+    return msgspec.to_builtins(journal.track(key))
 
 
 @pytest.mark.asyncio

@@ -483,9 +483,9 @@ def test_the_control_api_answers_the_library_questions(library):
         assert len(nxt["next"]) == 2 and {item["track"]["title"] for item in nxt["next"]} <= {"Bravo", "Charlie", "Delta"}
         document = request("GET", "library-export", path=library.socket, query="format=m3u&key=8A")
         assert document["document"].startswith("#EXTM3U") and document["tracks"] == 5
-        from cratesense.errors import ControlError
+        from cratesense.errors import QueryError
 
-        with pytest.raises(ControlError, match="backwards"):
+        with pytest.raises(QueryError, match="backwards"):  # the server's own kind: the user's mistake
             request("GET", "tracks", path=library.socket, query="bpm=130-120")
         refused = library.cli("recommendations")
         assert refused.returncode == 2 and "shared catalog" in refused.stderr
@@ -550,3 +550,37 @@ def test_recommendations_come_from_djs_with_similar_taste(tmp_path, tracks):
             agent.stop(signal.SIGKILL)
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
+
+
+def test_the_cli_and_the_control_api_give_the_same_answers(library):
+    """One use-case layer (dj/usecases.py): the same inputs give the same answers through the
+    CLI (reading the journal itself) and through the running agent's control API, and the
+    same mistakes the same error, naming the field, as exit 2 or as a 400 of kind "query"."""
+    from cratesense.errors import QueryError
+
+    asks = [
+        (("tracks", "--bpm", "120-130", "--compatible-with", "8A", "--sort", "bpm"),
+         ("tracks", {"bpm": "120-130", "compatible_with": "8A", "sort": "bpm"})),
+        (("tracks", "--search", "an", "--limit", "2"), ("tracks", {"search": "an", "limit": "2"})),
+        (("next", "alpha", "--limit", "5", "--pitch-range", "8"),
+         ("next", {"track": "alpha", "limit": "5", "pitch_range": "8"})),
+        (("similar", "alpha", "--limit", "3"), ("similar", {"track": "alpha", "limit": "3"})),
+        (("playlist", "--from", "alpha", "--length", "4"), ("playlist", {"from": "alpha", "length": "4"})),
+        (("playlist", "--bpm", "120-130"), ("playlist", {"bpm": "120-130"})),
+        (("duplicates",), ("duplicates", {})),
+    ]
+    offline = [as_json(library, *args) for args, _ in asks]
+    mistakes = [("next", {"track": "alpha", "pitch_range": "80"}, ("next", "alpha", "--pitch-range", "80")),
+                ("tracks", {"bpm": "130-120"}, ("tracks", "--bpm", "130-120")),
+                ("tracks", {"sort": "colour"}, ("tracks", "--sort", "colour"))]
+    library.start()
+    try:
+        for (args, (name, query)), expected in zip(asks, offline):
+            assert library.call("GET", name, query) == expected, args
+        for name, query, args in mistakes:
+            with pytest.raises(QueryError) as refused:  # the client raises the server's own kind again
+                library.call("GET", name, query)
+            result = cli(library, *args)
+            assert result.returncode == 2 and result.stderr.strip() == f"cratesense: {refused.value}", result.stderr
+    finally:
+        library.stop()

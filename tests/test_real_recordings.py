@@ -96,7 +96,7 @@ def test_real_encodes_match_and_real_tracks_never_merge(tmp_path):
     keys = [key for key in fingerprints if key[1] != "cut-12s"]
     store.ingest(contributor, [decode(msgspec.json.encode(observation(fingerprints[key], id=f"{i:032x}")), Observation)
                                for i, key in enumerate(keys)])
-    recording_of = dict(store._db.execute("SELECT id, recording FROM observations"))
+    recording_of = {item["id"]: item["recording"] for item in store.export(contributor)["observations"]}
     by_track: dict[str, set[int]] = {}
     for i, (name, _) in enumerate(keys):
         by_track.setdefault(name, set()).add(recording_of[f"{i:032x}"])

@@ -81,7 +81,7 @@ class TrayController:
         words = {"watching": "Up to date", "scanning": "Scanning", "analyzing": "Analyzing", "syncing": "Syncing",
                  "paused": "Paused", "offline": "Offline"}
         errors = {"journal": "Journal error", "sync": "Sync error"}
-        state = errors.get(s.error_kind, "Error") if s.state == "error" else words.get(s.state, s.state)
+        state = errors.get(s.error_kind or "", "Error") if s.state == "error" else words.get(s.state, s.state)
         line = f"{state} · {s.tracks} tracks"
         busy = s.queued + s.analyzing
         if busy:
@@ -214,7 +214,7 @@ def run_tray(socket: Path | None = None, *, on_quit: Callable[[], None] | None =
     controller = TrayController(socket)
     icon = pystray.Icon("cratesense", draw_icon("offline"), "CrateSense", controller.menu(pystray))
     stop = threading.Event()
-    shown = {"state": None}
+    shown: dict[str, str | None] = {"state": None}
 
     def redraw() -> None:
         state = controller.icon_state

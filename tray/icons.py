@@ -56,7 +56,7 @@ def state_of(status) -> str:
     running)."""
     if status is None:
         return "offline"
-    state = status.get("state") if isinstance(status, dict) else status.state
+    state = (status.get("state") if isinstance(status, dict) else status.state) or "idle"
     return {
         "paused": "paused",
         "offline": "offline",
