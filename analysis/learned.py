@@ -71,7 +71,7 @@ FRAMES = 187  # a 3-second patch
 WINDOW_SAMPLES = (FRAMES - 1) * HOP + N_FFT  # every frame centred on real samples: 48,128
 
 
-def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_slaney_mel(hz: float | np.ndarray) -> np.ndarray:
     """Slaney's Auditory Toolbox scale (librosa's default): linear to 1 kHz, logarithmic above."""
     f_sp = 200.0 / 3
     min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
