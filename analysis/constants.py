@@ -9,7 +9,10 @@ loads in the worker processes."""
 # tempo 2, key 2, downbeat 1 (#17): the level a listener taps, the key a piece states, bars.
 # embedding 2 (#18): how the track sounds from the channels at their own rate (the mel cepstrum to
 # 6 kHz, the stereo width), standardized on real soundtracks: version 1 was barely better than chance.
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 2, "key": 2, "loudness": 2, "embedding": 2, "downbeat": 1}
+# tempo 3, key 3, downbeat 2 (#29): the level a DJ counts on dance music (the kick and the hats'
+# bands, the backbeat), the key from the notes played (harmonics taken away) and the bass notes,
+# with a calibrated strength; bar 1 on the first beat of a drum intro.
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 3, "key": 3, "loudness": 2, "embedding": 2, "downbeat": 2}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 # The stages that read the native-rate view, and the descriptor fields they fill: when an upgrade
 # changed neither, a re-analysis decodes only the analysis view and keeps these fields.
@@ -26,6 +29,10 @@ MAX_SHORT_TEXT_LENGTH = 64  # a catalog number
 TAG_FIELDS = ("bpm", "key", "replaygain")
 
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in
+# A key whose strength is below this is shown, exported and tagged as uncertain: chosen on the
+# development set's tuning folds (bench/accuracy.py) as the strength below which the key is right
+# less often than not; the held-out folds' calibration is in the README.
+KEY_UNCERTAIN_BELOW = 0.5
 BPM_LIMITS = (20.0, 300.0)  # any tempo anywhere (config, flags, the wire contract) lies within these
 EMBEDDING_LENGTH = 64  # floats in a track's embedding (the wire contract checks this length)
 # The taste profile's histograms on the wire (daemon/profile.py fills them, the catalog's store
@@ -39,6 +46,12 @@ LOUDNESS_BINS, LOUDNESS_RANGE = 12, (-30.0, -3.0)  # LUFS; outside: the end bins
 AUDIO_EXTENSIONS = frozenset(
     ".mp3 .flac .ogg .oga .opus .m4a .mp4 .aac .alac .wav .wave .aif .aiff .aifc .wma .wv .ape".split()
 )
+
+
+def key_uncertain(strength: float | None) -> bool:
+    """Whether a key of this strength is a guess the DJ should not mix or tag by without a look
+    (a key with no strength, from an older analyzer, is not flagged)."""
+    return strength is not None and strength < KEY_UNCERTAIN_BELOW
 
 
 def stage_versions(analyzer_version: str) -> dict[str, int]:

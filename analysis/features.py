@@ -8,11 +8,18 @@ the whole PCM in memory (a 2-hour mix keeps a few MB of features, not 300 MB of 
   bowed or legato note that changes pitch inside one mel band is heard by it, not by the mel flux;
   and the same flux over ``SLOW_FLUX_FRAMES`` frames (~93 ms), which hears the soft attacks of
   voices, organs and slow strings that rise too slowly for one frame's difference;
+* a low-band onset envelope (the rise of the lowest ``LOW_BANDS`` mel bands, ~30-300 Hz): the
+  kick and the bass, which is where dance music puts its beat; and a high-band one (the top
+  ``HIGH_BANDS`` mel bands, ~2.8-5 kHz): the hats and shakers that mark the beat's subdivisions;
 * log-mel band energies, every ``MEL_DECIMATION``-th onset frame (for the bars, ``downbeat.py``);
 * a pitch spectrum folded to one octave at 20-cent resolution (60 bins), every chroma hop, so the
   tuning can be estimated once at the end and the chroma aligned to it;
 * beside it a bass chroma (12 semitones of 40-200 Hz, from the same spectrum): the root of a
-  cadence's chords, which the treble's folded spectrum mixes with the melody.
+  cadence's chords, which the treble's folded spectrum mixes with the melody;
+* and the same spectrum unfolded, ``NOTE_OCTAVES`` octaves from A1 in thirds of a semitone,
+  averaged over ``NOTE_DECIMATION`` chroma frames (float16): the key stage takes each note's
+  harmonics away from the notes above it there (a saw bass's fifth harmonic is a major third
+  that no one played), which a spectrum folded to one octave cannot.
 
 ``TimbreExtractor`` reads the decoded channels at their own rate (the analysis stream holds
 nothing above ~4.4 kHz, and no stereo) and keeps running statistics only, for the embedding:
@@ -35,12 +42,20 @@ ONSET_HOP = 256
 ONSET_RATE = ANALYSIS_RATE / ONSET_HOP  # ~43 frames per second
 MEL_BANDS = 24
 MEL_DECIMATION = 4
+LOW_BANDS = 3  # mel bands of the low-band onset envelope (~30-300 Hz: kick and bass)
+HIGH_BANDS = 5  # mel bands of the high-band one (~2.8-5 kHz: hats)
 CHROMA_FFT = 4096
 CHROMA_HOP = 1024
 SUBBINS_PER_SEMITONE = 5  # 20-cent pitch resolution, for tuning estimation
 PITCH_BINS = 12 * SUBBINS_PER_SEMITONE
 CHROMA_FMIN, CHROMA_FMAX = 55.0, 2000.0
 BASS_FMIN, BASS_FMAX = 40.0, 200.0
+NOTE_LOW_MIDI = 33  # A1, 55 Hz
+NOTE_OCTAVES = 5  # to A6
+NOTE_SUBBINS = 3  # a third of a semitone: the tuning can still be applied
+NOTE_BINS = 12 * NOTE_OCTAVES * NOTE_SUBBINS
+NOTE_DECIMATION = 4  # chroma frames averaged into one (~0.37 s): the key needs no finer time
+_NOTE_SCALE = np.float32(1 / 16)  # keeps the loudest sums well inside float16
 FLUX_FMAX = 5000.0
 SLOW_FLUX_FRAMES = 4
 _FLUX_GAIN = 100.0  # log(1 + gain * magnitude): compresses so quiet notes' onsets count too
@@ -79,6 +94,19 @@ def _pitch_map(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     return selected, fold
 
 
+def _note_map(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """FFT bins of the note range and a 0/1 matrix placing each in its third of a semitone
+    (bin 0 centred on A1 at A4 = 440 Hz)."""
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / ANALYSIS_RATE)
+    midi = np.full(frequencies.size, -1.0)
+    midi[1:] = 69.0 + 12.0 * np.log2(frequencies[1:] / 440.0)
+    position = np.round((midi - NOTE_LOW_MIDI) * NOTE_SUBBINS).astype(int)
+    selected = np.nonzero((midi > 0) & (position >= 0) & (position < NOTE_BINS))[0]
+    fold = np.zeros((selected.size, NOTE_BINS), np.float32)
+    fold[np.arange(selected.size), position[selected]] = 1.0
+    return selected, fold
+
+
 def _bass_map(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     """FFT bins of the bass range and a 0/1 matrix folding them to 12 semitones (C first; a
     semitone is only one or two bins wide down there, so no finer grid)."""
@@ -95,9 +123,12 @@ class FrameFeatures:
     onset: np.ndarray  # (n,) onset strength at ONSET_RATE (log-mel flux)
     onset_fine: np.ndarray  # (n,) onset strength at ONSET_RATE (log-magnitude flux of FFT bins)
     onset_slow: np.ndarray  # (n,) the same flux over SLOW_FLUX_FRAMES frames
+    onset_low: np.ndarray  # (n,) the rise of the lowest LOW_BANDS mel bands (kick and bass)
+    onset_high: np.ndarray  # (n,) the rise of the highest HIGH_BANDS mel bands (hats)
     mel: np.ndarray  # (m, MEL_BANDS) log-mel energies at ONSET_RATE / MEL_DECIMATION
     pitch: np.ndarray  # (k, PITCH_BINS) folded pitch spectrum at ANALYSIS_RATE / CHROMA_HOP
     bass: np.ndarray  # (k, 12) bass chroma (BASS_FMIN-BASS_FMAX), same frames
+    notes: np.ndarray  # (k // NOTE_DECIMATION, NOTE_BINS) float16 unfolded spectrum from A1, thirds of a semitone
     energy: np.ndarray  # (k,) RMS per chroma frame, for weighting
     duration: float
 
@@ -116,12 +147,17 @@ class FeatureExtractor:
         self._pitch_bins, self._pitch_fold = _pitch_map(CHROMA_FFT)
         self._bass_bins, self._bass_fold = _bass_map(CHROMA_FFT)
         self._bass: list[np.ndarray] = []
+        self._note_bins, self._note_fold = _note_map(CHROMA_FFT)
+        self._notes: list[np.ndarray] = []
+        self._note_carry = np.zeros((0, NOTE_BINS), np.float32)  # chroma frames not yet averaged
         self._buffer = np.zeros(0, np.float32)
         self._consumed = 0  # samples dropped from the front of the buffer so far
         self._next_onset = 0  # absolute sample index of the next onset frame's start
         self._next_chroma = 0
         self._previous_mel: np.ndarray | None = None
         self._onset: list[np.ndarray] = []
+        self._onset_low: list[np.ndarray] = []
+        self._onset_high: list[np.ndarray] = []
         self._mel: list[np.ndarray] = []
         self._mel_phase = 0
         self._pitch: list[np.ndarray] = []
@@ -145,11 +181,18 @@ class FeatureExtractor:
         onset = np.concatenate(self._onset) if self._onset else np.zeros(0, np.float32)
         onset_fine = np.concatenate(self._onset_fine) if self._onset_fine else np.zeros(0, np.float32)
         onset_slow = np.concatenate(self._onset_slow) if self._onset_slow else np.zeros(0, np.float32)
+        onset_low = np.concatenate(self._onset_low) if self._onset_low else np.zeros(0, np.float32)
+        onset_high = np.concatenate(self._onset_high) if self._onset_high else np.zeros(0, np.float32)
         mel = np.concatenate(self._mel) if self._mel else np.zeros((0, MEL_BANDS), np.float32)
         pitch = np.concatenate(self._pitch) if self._pitch else np.zeros((0, PITCH_BINS), np.float32)
         bass = np.concatenate(self._bass) if self._bass else np.zeros((0, 12), np.float32)
         energy = np.concatenate(self._energy) if self._energy else np.zeros(0, np.float32)
-        return FrameFeatures(onset, onset_fine, onset_slow, mel, pitch, bass, energy, self._samples / ANALYSIS_RATE)
+        if len(self._note_carry):
+            self._notes.append(self._note_carry.mean(axis=0, keepdims=True).astype(np.float16))
+        notes = np.concatenate(self._notes) if self._notes else np.zeros((0, NOTE_BINS), np.float16)
+        return FrameFeatures(
+            onset, onset_fine, onset_slow, onset_low, onset_high, mel, pitch, bass, notes, energy, self._samples / ANALYSIS_RATE
+        )
 
     def _frames(self, start: int, size: int, hop: int, limit: int | None) -> tuple[np.ndarray, int]:
         """Frames starting at absolute sample ``start`` that fit in the buffer (and start before
@@ -174,6 +217,8 @@ class FeatureExtractor:
             previous = self._previous_mel if self._previous_mel is not None else log_mel[:1]
             flux = np.diff(np.concatenate([previous, log_mel]), axis=0)
             self._onset.append(np.maximum(flux, 0.0).mean(axis=1))
+            self._onset_low.append(np.maximum(flux[:, :LOW_BANDS].mean(axis=1), 0.0))
+            self._onset_high.append(np.maximum(flux[:, -HIGH_BANDS:], 0.0).mean(axis=1))
             self._previous_mel = log_mel[-1:]
             # The log magnitudes after the frames before these (the first frame's own copies at the
             # very start), in one buffer; the rises computed in place (this runs for every frame).
@@ -197,6 +242,12 @@ class FeatureExtractor:
             spectrum = np.abs(scipy.fft.rfft(frames * self._window_chroma, axis=1))
             self._pitch.append(spectrum[:, self._pitch_bins].astype(np.float32) @ self._pitch_fold)
             self._bass.append(spectrum[:, self._bass_bins].astype(np.float32) @ self._bass_fold)
+            notes = np.concatenate([self._note_carry, spectrum[:, self._note_bins].astype(np.float32) @ self._note_fold * _NOTE_SCALE])
+            whole = len(notes) // NOTE_DECIMATION * NOTE_DECIMATION
+            if whole:
+                averaged = notes[:whole].reshape(-1, NOTE_DECIMATION, NOTE_BINS).mean(axis=1)
+                self._notes.append(averaged.astype(np.float16))
+            self._note_carry = notes[whole:]
             self._energy.append(np.sqrt(np.mean(frames**2, axis=1)).astype(np.float32))
         keep_from = min(self._next_onset, self._next_chroma) - self._consumed
         if keep_from > 0:

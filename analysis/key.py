@@ -1,14 +1,17 @@
-"""Musical key from the folded pitch spectrum: estimate the tuning, align the chroma to it, and
-correlate the piece's pitch-class profiles with key profiles of all 24 keys.
+"""Musical key: estimate the tuning, align the pitch spectra to it, weigh the evidence for each
+of the 24 keys, and give the key its probability as its strength.
 
-What bench/accuracy.py showed on music from many sources (see the README's "What the numbers
-mean"): Temperley's profiles, with the harmonics every real note also sounds (a note's third
-harmonic lands on its fifth, its fifth on its major third), beat Krumhansl's, EDMA's and a
-profile fitted to the development set; square-root compression of each frame's chroma beats
-the logarithm; and a piece states its key where it opens and where it ends (the final cadence),
-so those stretches, and the bass under the whole piece and under its ending, count beside the
-whole piece's profile. That last part is what reads a piece that modulates to its dominant (or
-its relative) in the key it starts and ends in.
+The evidence (``EVIDENCE``): the whole piece's chroma against Temperley's profiles with the
+harmonics every real note also sounds; the notes actually played above the bass, from the
+unfolded spectrum with each note's 3rd, 5th, 6th and 7th harmonics taken away from the notes
+above it (a saw bass's 5th harmonic is a major third nobody played: what read minor productions
+as major, and a tonic as a dominant) against the plain profiles, their share on each key's
+tonic and their third; the bass notes found by their summed harmonics (down there a semitone
+is one FFT bin and a kick rings, harmonics are sharp) and where they come home to; a prior for
+minor keys. Two sets of weights, one for productions (drums and synths under every frame) and
+one for played music, are blended by how the piece sounds (``character``). The weights are a
+multinomial logistic fit on bench/accuracy.py's tuning folds (bench/fit_key.py); the strength is
+the softmax probability of the chosen key, so it says how often such a key is right.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cratesense.analysis.features import CHROMA_HOP, SUBBINS_PER_SEMITONE
-from cratesense.analysis.decode import ANALYSIS_RATE
+from cratesense.analysis.features import NOTE_DECIMATION, NOTE_LOW_MIDI, NOTE_SUBBINS, SUBBINS_PER_SEMITONE
 from cratesense.analysis.keys import Key
 
 
@@ -39,12 +41,7 @@ _MAJOR_PROFILE = np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.71
 _MINOR_PROFILE = np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330])
 _MAJOR_SOUNDED = _with_harmonics(_MAJOR_PROFILE)
 _MINOR_SOUNDED = _with_harmonics(_MINOR_PROFILE)
-_STATED_SECONDS = 12.0  # the opening and the ending, where a piece states its key
-_STATED_WEIGHT = 0.55  # each, beside the whole piece's 1 (the middle of the development set's plateau, 0.5-0.6)
-_BASS_WEIGHT = 0.3  # the bass under the whole piece
-_FINAL_BASS_WEIGHT = 0.2  # the bass under the ending: the final cadence's roots
 _SOUNDING = 0.2  # frames with less energy (relative to the loud ones) are not music yet
-_STRENGTH_SHARPNESS = 8.0  # softmax over the keys' scores: calibrated on the development set
 _MIN_CORRELATION = 0.1  # below this the chroma has no key at all (noise reads ~0.2-0.4 with a strength ~0.3)
 _SILENT_ENERGY = 1e-4
 
@@ -78,6 +75,53 @@ def chroma(pitch: np.ndarray, tuning_cents: float) -> np.ndarray:
     return (semitones - fraction * below + fraction * above).astype(np.float32)
 
 
+# A note's harmonics that land on other pitch classes, as (semitones above it, share of its own
+# level taken from there): the 3rd harmonic (a fifth over the octave), the 5th (a major third two
+# octaves up), the 6th (a fifth again) and the 7th (a flat seventh), at about a sawtooth's levels.
+# (Octaves are left: they do not change the pitch class.)
+_HARMONICS = ((19, 0.33), (28, 0.2), (31, 0.17), (34, 0.14))
+_SUMMED = ((0, 1.0), (12, 0.8), (19, 0.6), (24, 0.5), (28, 0.4))  # harmonics summed for the bass's pitch
+_KICK_SEMITONES = 12  # the lowest octave (A1-G#2, 55-104 Hz) is where kicks ring: left out
+_BASS_SEMITONES = 24  # the octave above it (A2-G#3) is the bass
+
+
+def note_chroma(notes: np.ndarray, tuning_cents: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From the unfolded spectrum (``FrameFeatures.notes``), each note's harmonics taken away
+    from the notes above it: the 12-bin chroma of the notes above the bass (from A3) and that of
+    the bass (A2-G#3); and the bass notes (A1-G#3) by their summed harmonics; aligned to the
+    tuning, C first."""
+    spectrum = notes.astype(np.float32)
+    semitones = spectrum.shape[1] // NOTE_SUBBINS
+    # Each semitone's three sub-bins around its tuned centre (a fractional shift interpolated).
+    centre = NOTE_SUBBINS * np.arange(semitones) + tuning_cents / (100.0 / NOTE_SUBBINS)
+    padded = np.pad(spectrum, ((0, 0), (2, 3)))  # zeros beyond both ends
+    level = np.zeros((len(spectrum), semitones), np.float32)
+    for offset in (-1, 0, 1):
+        position = centre + offset + 2
+        below = np.floor(position).astype(int)
+        fraction = (position - below).astype(np.float32)
+        level += (1 - fraction) * padded[:, below] + fraction * padded[:, below + 1]
+    played = level.copy()
+    for above, share in _HARMONICS:
+        played[:, above:] -= share * level[:, :-above]
+    played = np.maximum(played, 0.0)
+    classes = (NOTE_LOW_MIDI + np.arange(semitones)) % 12
+    fold = np.zeros((semitones, 12), np.float32)
+    fold[np.arange(semitones), classes] = 1.0
+    # The bass note by its harmonics (summed where a note of each low pitch would put them): down
+    # there a semitone is one or two FFT bins and smeared, its harmonics are sharp; a kick, a sine
+    # with no harmonics, hardly counts.
+    salience = np.zeros((len(level), _BASS_SEMITONES), np.float32)
+    for above, weight in _SUMMED:
+        salience += weight * level[:, above : above + _BASS_SEMITONES]
+    bass_fold = fold[:_BASS_SEMITONES]
+    return (
+        played[:, _BASS_SEMITONES:] @ fold[_BASS_SEMITONES:],
+        played[:, _KICK_SEMITONES:_BASS_SEMITONES] @ fold[_KICK_SEMITONES:_BASS_SEMITONES],
+        salience @ bass_fold,
+    )
+
+
 def key_correlations(profile: np.ndarray, major: np.ndarray, minor: np.ndarray) -> np.ndarray:
     """Pearson correlation of a 12-bin pitch-class profile with every key's profile: 24 values,
     C major .. B major, then C minor .. B minor."""
@@ -88,11 +132,75 @@ def key_correlations(profile: np.ndarray, major: np.ndarray, minor: np.ndarray) 
     return rotations @ centred / np.maximum(denominator, 1e-12)
 
 
-def estimate_key(
-    chroma_frames: np.ndarray, energy: np.ndarray, tuning_cents: float = 0.0, bass: np.ndarray | None = None
-) -> KeyEstimate | None:
-    """The key from tuning-aligned chroma frames (see ``chroma``) and, when given, the bass chroma
-    of the same frames; None when there is no tonal content (silence, noise, pure percussion)."""
+def _at_tonics(profile: np.ndarray, interval: int) -> np.ndarray:
+    """The share of ``profile`` on each key's tonic + ``interval`` (24 values: major keys, then
+    minor), less the share every pitch class would have in a flat profile."""
+    share = np.roll(profile / max(float(profile.sum()), 1e-12), -interval) - 1.0 / 12
+    return np.concatenate([share, share])
+
+
+def _thirds_sounding(profile: np.ndarray) -> np.ndarray:
+    """Per tonic, 0..1: how much of the profile lies on its two thirds (1 at twice a flat
+    profile's share or more): near 0 for bare fifths, whose mode no one can hear."""
+    share = profile / max(float(profile.sum()), 1e-12)
+    return np.clip((np.roll(share, -3) + np.roll(share, -4)) * 6.0, 0.0, 1.0)
+
+
+def _third_contrast(profile: np.ndarray) -> np.ndarray:
+    """Per key: how much more the profile holds its mode's third than the other mode's (the
+    major third over the minor one for a major key, the other way round for a minor key)."""
+    share = profile / max(float(profile.sum()), 1e-12)
+    major_third, minor_third = np.roll(share, -4), np.roll(share, -3)
+    return np.concatenate([major_third - minor_third, minor_third - major_third])
+
+
+# The evidence for each of the 24 keys, one column each. bench/fit_key.py compared more (the
+# opening and ending stretches, the stated stretches past a drum intro, each frame's flat floor
+# taken away, the bass chroma's correlations, the fifth in the bass, the treble's tonic and
+# third): these seven carried best to a tuning fold left out of the fit.
+EVIDENCE = (
+    "whole",  # the whole piece's chroma against the keys' sounded profiles
+    "notes",  # the notes played above the bass (harmonics taken away) against the plain profiles
+    "notes_tonic",  # the notes' share on the key's tonic
+    "notes_third",  # the notes' third of the key's mode against the other mode's
+    "salience_tonic",  # the bass notes' (by their summed harmonics) share on the tonic: a riff comes home to it
+    "bass_tonic",  # the bass chroma's share on the tonic
+    "minor",  # a prior for minor keys, where the key's thirds sound (bare fifths leave the mode open)
+)
+# What each column weighs, for a production and for played music (blended by ``character``): the
+# multinomial logistic fit of bench/fit_key.py on the development set's tuning folds, never on
+# the held-out folds; so a key's softmax share of its weighted evidence is a probability.
+_WEIGHTS_PRODUCED = np.array([5.160, 5.846, 14.226, 0.581, 9.460, 9.949, 1.904])
+_WEIGHTS_PLAYED = np.array([11.813, 4.024, 6.635, -0.963, 1.224, 0.275, -1.734])
+_CHARACTER_TONALNESS = (0.2, 0.4)  # a sounding frame's median tonalness: produced (drums under it) .. played
+
+
+def character(chroma_frames: np.ndarray, energy: np.ndarray) -> float:
+    """0..1: how much the piece sounds like a production (1: drums and synths under every frame,
+    the chroma flat) rather than played instruments (0: every frame a stated chord or melody).
+    The key's evidence is weighed by one set of weights for each, blended by this."""
+    if chroma_frames.shape[0] == 0:
+        return 0.0
+    weights = np.minimum(1.0, energy / max(float(np.percentile(energy, 90)), 1e-9))
+    sounding = weights > _SOUNDING
+    if not sounding.any():
+        return 0.0
+    median = float(np.median(_tonalness(chroma_frames[sounding])))
+    low, high = _CHARACTER_TONALNESS
+    return float(np.clip((high - median) / (high - low), 0.0, 1.0))
+
+
+def key_evidence(
+    chroma_frames: np.ndarray,
+    energy: np.ndarray,
+    bass: np.ndarray | None = None,
+    notes: np.ndarray | None = None,
+    tuning_cents: float = 0.0,
+) -> np.ndarray | None:
+    """(24, len(EVIDENCE)) evidence for every key (C major .. B major, C minor .. B minor), from
+    tuning-aligned chroma frames, the bass chroma of the same frames and the unfolded note
+    spectrum (``FrameFeatures.notes``); None when there is no tonal content (silence, noise,
+    pure percussion). Columns whose input is missing are 0."""
     if chroma_frames.shape[0] == 0 or energy.max(initial=0.0) < _SILENT_ENERGY:
         return None
     # Each frame normalized (a few loud frames must not decide), square-root compressed, and
@@ -102,28 +210,51 @@ def estimate_key(
     whole = frames.sum(axis=0)
     if whole.std() < 1e-6 * max(whole.mean(), 1e-9):
         return None
-    opening, ending = _stated_stretches(weights)
-    correlations = key_correlations(whole, _MAJOR_SOUNDED, _MINOR_SOUNDED)
-    scores = correlations + _STATED_WEIGHT * (
-        key_correlations(frames[opening].sum(axis=0), _MAJOR_SOUNDED, _MINOR_SOUNDED)
-        + key_correlations(frames[ending].sum(axis=0), _MAJOR_SOUNDED, _MINOR_SOUNDED)
-    )
+    columns = {"whole": key_correlations(whole, _MAJOR_SOUNDED, _MINOR_SOUNDED)}
     if bass is not None and bass.shape == chroma_frames.shape:
-        # The bass plays fundamentals: the plain profiles, no harmonics.
         low = np.sqrt(bass / np.maximum(bass.max(axis=1, keepdims=True), 1e-9)) * weights[:, None]
-        scores = scores + _BASS_WEIGHT * key_correlations(low.sum(axis=0), _MAJOR_PROFILE, _MINOR_PROFILE)
-        scores = scores + _FINAL_BASS_WEIGHT * key_correlations(low[ending].sum(axis=0), _MAJOR_PROFILE, _MINOR_PROFILE)
-    best = int(np.argmax(scores))
-    if correlations[best] < _MIN_CORRELATION:
+        columns["bass_tonic"] = _at_tonics(low.sum(axis=0), 0)
+    if notes is not None and len(notes):
+        played, _, salience = note_chroma(notes, tuning_cents)
+        # The energy weights of the chroma frames each note frame averages.
+        count = len(played)
+        grouped = np.pad(weights, (0, max(0, count * NOTE_DECIMATION - weights.size)), mode="edge")
+        note_weights = grouped[: count * NOTE_DECIMATION].reshape(count, NOTE_DECIMATION).mean(axis=1)
+        played = (np.sqrt(played / np.maximum(played.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]).sum(axis=0)
+        salience = (np.sqrt(salience / np.maximum(salience.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]).sum(axis=0)
+        columns["notes"] = key_correlations(played, _MAJOR_PROFILE, _MINOR_PROFILE)
+        columns["notes_tonic"] = _at_tonics(played, 0)
+        columns["notes_third"] = _third_contrast(played)
+        columns["salience_tonic"] = _at_tonics(salience, 0)
+        columns["minor"] = np.concatenate([np.zeros(12), _thirds_sounding(played)])
+    return np.column_stack([columns.get(name, np.zeros(24)) for name in EVIDENCE])
+
+
+def estimate_key(
+    chroma_frames: np.ndarray,
+    energy: np.ndarray,
+    tuning_cents: float = 0.0,
+    bass: np.ndarray | None = None,
+    notes: np.ndarray | None = None,
+) -> KeyEstimate | None:
+    """The key from tuning-aligned chroma frames (see ``chroma``) and, when given, the bass chroma
+    of the same frames; None when there is no tonal content (silence, noise, pure percussion)."""
+    evidence = key_evidence(chroma_frames, energy, bass, notes, tuning_cents)
+    if evidence is None:
         return None
-    share = np.exp(_STRENGTH_SHARPNESS * (scores - scores[best]))
+    produced = character(chroma_frames, energy)
+    scores = evidence @ (produced * _WEIGHTS_PRODUCED + (1.0 - produced) * _WEIGHTS_PLAYED)
+    best = int(np.argmax(scores))
+    if evidence[best, 0] < _MIN_CORRELATION:
+        return None
+    share = np.exp(scores - scores[best])
     strength = float(1.0 / share.sum())
     return KeyEstimate(Key(best % 12, best >= 12), round(strength, 3), round(tuning_cents, 1))
 
 
-def _stated_stretches(weights: np.ndarray) -> tuple[slice, slice]:
-    """The first and last ``_STATED_SECONDS`` of music (leading and trailing quiet skipped)."""
-    sounding = np.nonzero(weights > _SOUNDING)[0]
-    first, last = (int(sounding[0]), int(sounding[-1])) if sounding.size else (0, weights.size - 1)
-    frames = max(1, int(_STATED_SECONDS * ANALYSIS_RATE / CHROMA_HOP))
-    return slice(first, min(last, first + frames) + 1), slice(max(first, last - frames), last + 1)
+def _tonalness(chroma_frames: np.ndarray) -> np.ndarray:
+    """Per frame, 0..1: how far its chroma is from flat (one minus its spectral flatness): drums
+    and noise are flat, a stated chord or riff is not."""
+    positive = np.maximum(chroma_frames, 1e-9)
+    flatness = np.exp(np.log(positive).mean(axis=1)) / positive.mean(axis=1)
+    return 1.0 - flatness

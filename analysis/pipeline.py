@@ -138,10 +138,13 @@ def _describe(
 ) -> Descriptors:
     """The descriptor stages, each a pure function of the streamed features (no ``timbre``: no
     embedding)."""
-    tempo = estimate_tempo((features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset)
+    tempo = estimate_tempo(
+        (features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset,
+        low_onset=features.onset_low, high_onset=features.onset_high,
+    )
     tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
     chroma_frames = chroma(features.pitch, tuning)
-    key = estimate_key(chroma_frames, features.energy, tuning, features.bass)
+    key = estimate_key(chroma_frames, features.energy, tuning, features.bass, features.notes)
     beat_offset = bars = None
     if tempo is not None:
         period = 60.0 / tempo.bpm

@@ -43,6 +43,10 @@ _EVIDENCE = (
 )
 _PRIOR_WEIGHT = 2.0
 _SOUNDED = 0.3  # a beat is a pulse that sounds: its own periodicity at least this share of the best
+# Dance music puts its beat in the kick: the low band's own periodicity at a candidate beat, and
+# where a swung hat or a 3-against-4 riff suggests a beat two thirds as fast, the kick does not.
+_LOW_EVIDENCE = ((1.0, 0.0), (2 / 3, 0.0), (3 / 2, 0.0))
+_KICK_PULSE = 0.7  # the kick's periodicity at twice a slow listened tempo above which it is counted there
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +61,17 @@ def estimate_tempo(
     frame_rate: float,
     bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE,
     phase_onset: np.ndarray | None = None,
+    low_onset: np.ndarray | None = None,
+    high_onset: np.ndarray | None = None,
 ) -> Tempo | None:
     """The tempo a DJ would count, or None when the audio has no steady beat (silence, drones).
 
     ``onset`` is one onset envelope or several of the same frames (a sharp and a slow one: their
     autocorrelations are averaged, so both crisp and soft attacks count). ``phase_onset``, when
     given, helps place the beat grid: an envelope that favours the low end puts the beat on the
-    kick, not on off-beat hi-hats."""
+    kick, not on off-beat hi-hats. ``low_onset``, when given, is the low band's onset envelope
+    (kick and bass): where it pulses is where dance music puts its beat; ``high_onset`` the high
+    band's (hats), whose fastest steady pulse is the beat's subdivision."""
     envelopes = [onset] if isinstance(onset, np.ndarray) else list(onset)
     if envelopes[0].size < _MIN_SECONDS * frame_rate or not np.any(envelopes[0] > 0):
         return None
@@ -71,8 +79,13 @@ def estimate_tempo(
     if not normalized:
         return None
     acf = np.mean([autocorrelation(e) for e in normalized], axis=0)
-    listened = _refine(acf, frame_rate, listener_tempo(acf, frame_rate))
-    bpm = _refine(acf, frame_rate, into_range(_counted(acf, frame_rate, listened, bpm_range), bpm_range))
+    low_acf, high_acf = (_band_acf(band, envelopes[0].size, frame_rate) for band in (low_onset, high_onset))
+    listened = _refine(acf, frame_rate, listener_tempo(acf, frame_rate, low_acf))
+    bands = None
+    if low_onset is not None and high_onset is not None and low_onset.size == high_onset.size == envelopes[0].size:
+        bands = (low_onset, high_onset)
+    counted = _counted(acf, frame_rate, listened, bpm_range, low_acf, high_acf, bands)
+    bpm = _refine(acf, frame_rate, into_range(counted, bpm_range))
     period = 60.0 * frame_rate / bpm
     # How periodic the onsets are at the tempo listened to (a DJ range that doubles a slow piece
     # does not make it less steady).
@@ -86,13 +99,23 @@ def estimate_tempo(
     return Tempo(round(bpm, 1), round(confidence, 3), round(_beat_offset(placing, period) / frame_rate, 3))
 
 
-def listener_tempo(acf: np.ndarray, frame_rate: float) -> float:
-    """The candidate tempo whose metrical evidence (see ``_EVIDENCE``) scores highest."""
+def _band_acf(onset: np.ndarray | None, size: int, frame_rate: float) -> np.ndarray | None:
+    normalized = _normalize(onset, frame_rate) if onset is not None and onset.size == size else None
+    return autocorrelation(normalized) if normalized is not None else None
+
+
+def listener_tempo(acf: np.ndarray, frame_rate: float, low_acf: np.ndarray | None = None) -> float:
+    """The candidate tempo whose metrical evidence (see ``_EVIDENCE``, and ``_LOW_EVIDENCE`` for
+    the low band's autocorrelation when given) scores highest."""
     grid = np.exp(np.arange(np.log(_CANDIDATE_RANGE[0]), np.log(_CANDIDATE_RANGE[1]), _CANDIDATE_STEP))
     lags = 60.0 * frame_rate / grid
     score = _PRIOR_WEIGHT * -np.log2(grid / _PRIOR_CENTER_BPM) ** 2
     for multiple, weight in _EVIDENCE:
         score = score + weight * _acf_at(acf, lags * multiple)
+    if low_acf is not None:
+        for multiple, weight in _LOW_EVIDENCE:
+            if weight:
+                score = score + weight * _acf_at(low_acf, lags * multiple)
     own = _acf_at(acf, lags)
     score = np.where(own >= _SOUNDED * own.max(), score, -np.inf)
     return float(grid[int(np.argmax(score))])
@@ -102,13 +125,31 @@ _TATUM_RANGE = (150.0, 450.0)  # pulses per minute where eighth and sixteenth la
 _TATUM_SHARE = 0.6  # a faster peak this strong (relative to the strongest) is the tatum
 _MIN_TATUM_PERIODICITY = 0.15
 _SURE_ZONE = (90.0, 160.0)  # a listened tempo in here is counted as it is
+_USE_HIGH_TATUM = True
 
 
-def _counted(acf: np.ndarray, frame_rate: float, listened: float, bpm_range: tuple[float, float]) -> float:
+def _counted(
+    acf: np.ndarray,
+    frame_rate: float,
+    listened: float,
+    bpm_range: tuple[float, float],
+    low_acf: np.ndarray | None = None,
+    high_acf: np.ndarray | None = None,
+    backbeat: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
     """The octave a DJ counts: a slow or fast listened tempo (outside ``_SURE_ZONE``) whose
     double or half is the fastest steady pulse (the hats' eighths) halved, and in the range, is
-    counted at that (drum & bass at 174, not 87; hip-hop at 90, not 180)."""
+    counted at that (drum & bass at 174, not 87; hip-hop at 90, not 180); a slow one whose
+    double the kick pulses at is counted there (trance at 140, not 70)."""
+    if low_acf is not None and listened < _SURE_ZONE[0] and listened * 2 <= bpm_range[1]:
+        lag = 60.0 * frame_rate / (2 * listened)
+        if _interpolate(low_acf, lag) >= _KICK_PULSE:
+            return listened * 2
+        if backbeat is not None and _offbeat_share(*backbeat, lag * 2) >= _OFFBEAT_BACKBEAT:
+            return listened * 2
     tatum = _tatum(acf, frame_rate)
+    if high_acf is not None and _USE_HIGH_TATUM:
+        tatum = _tatum(high_acf, frame_rate) or tatum
     if tatum is None or _SURE_ZONE[0] <= listened <= _SURE_ZONE[1]:
         return listened
     beat = tatum / 2.0
@@ -117,6 +158,25 @@ def _counted(acf: np.ndarray, frame_rate: float, listened: float, bpm_range: tup
         if abs(np.log(beat / (listened * octave))) < 0.04 and low <= beat <= high:
             return beat
     return listened
+
+
+_OFFBEAT_BACKBEAT = 2.0  # how much more the high band strikes on the off-beats than on the beats: then the beat is twice as fast
+
+
+def _offbeat_share(low: np.ndarray, high: np.ndarray, period: float) -> float:
+    """How much more the high band (snare, clap) strikes half a beat after the kick's beat than
+    on it, folded over the piece at ``period`` frames: a slow reading of drum & bass hears its
+    snares on the off-beats, where a backbeat never falls at the tempo a DJ counts."""
+    bins = 16
+    count = int(low.size / period)
+    if count < 8:
+        return 0.0
+    positions = (np.arange(count * int(period)) % period) / period * bins
+    low_fold = np.bincount(positions.astype(int) % bins, low[: positions.size], bins)
+    high_fold = np.bincount(positions.astype(int) % bins, high[: positions.size], bins)
+    phase = int(np.argmax(low_fold))
+    near = lambda at: max(high_fold[(at + d) % bins] for d in (-1, 0, 1))  # noqa: E731
+    return float(near(phase + bins // 2) / max(near(phase), 1e-9))
 
 
 def _tatum(acf: np.ndarray, frame_rate: float) -> float | None:

@@ -52,9 +52,9 @@ TOLERANCE = 0.07  # downbeat F-measure window, seconds
 PEER_CACHE = devset.CACHE.parent / "peers"
 _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-TEMPO_METHODS = ("cratesense", "mixxx", "librosa", "essentia-multifeature", "essentia-percival")
-KEY_METHODS = ("cratesense", "mixxx", "librosa-krumhansl", "essentia-edma", "essentia-temperley", "essentia-krumhansl")
-DOWNBEAT_METHODS = ("cratesense", "mixxx", "librosa", "essentia-multifeature")
+TEMPO_METHODS = ("cratesense", "baseline", "mixxx", "librosa", "essentia-multifeature", "essentia-percival")
+KEY_METHODS = ("cratesense", "baseline", "mixxx", "librosa-krumhansl", "essentia-edma", "essentia-temperley", "essentia-krumhansl")
+DOWNBEAT_METHODS = ("cratesense", "baseline", "mixxx", "librosa", "essentia-multifeature")
 BOOTSTRAP = 2000
 
 
@@ -139,8 +139,9 @@ def _krumhansl(profile: np.ndarray) -> Key:
     return max(scores, key=lambda item: item[0])[1]
 
 
-def peers(path: str) -> dict[str, Answer]:
-    """Every peer's answer (librosa, Essentia), from the cache when the libraries are the same."""
+def peers(path: str, cached_only: bool = False) -> dict[str, Answer]:
+    """Every peer's answer (Mixxx, librosa, Essentia), from the cache when the libraries are the
+    same; with ``cached_only`` nothing is computed (a piece not cached has no peers)."""
     versions = _peer_versions()
     if not versions:
         return {}
@@ -151,6 +152,8 @@ def peers(path: str) -> dict[str, Answer]:
         stored = json.loads(cache.read_text())
         if stored.get("stamp") == stamp:
             return {name: Answer(**answer) for name, answer in stored["answers"].items()}
+    if cached_only:
+        return {}
     answers = {}
     for library, run in (("mixxx", _mixxx), ("librosa", _librosa), ("essentia", _essentia)):
         if library in versions:
@@ -344,7 +347,7 @@ def comparison(title: str, groups: dict[str, list[devset.Piece]], answers: dict[
             if not ours:
                 cells.append("0 | - | - | -")
                 continue
-            peers_ = {m: getattr(scores_of(pieces, answers, m), attribute) for m in methods if m != "cratesense"}
+            peers_ = {m: getattr(scores_of(pieces, answers, m), attribute) for m in methods if m not in ("cratesense", "baseline")}
             peers_ = {m: v for m, v in peers_.items() if len(v) == len(ours)}
             if not peers_:
                 cells.append(f"{len(ours)} | {np.mean(ours):.3f} | - | -")
@@ -464,26 +467,60 @@ def speed(pieces: list[devset.Piece], count: int, against: Path | None, rounds: 
         print(f"  descriptors here / there: {s0 / s1:.3f} (as shares of each decode: {(s0 / d0) / (s1 / d1):.3f})")
 
 
+def baseline_answers(checkout: Path, paths: list[str]) -> dict[str, Answer]:
+    """Another checkout's analyzer on every piece (its own python, one file list at a time),
+    cached by its commit under the bench cache."""
+    import subprocess
+
+    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    cache = PEER_CACHE.parent / f"baseline-{commit}.json"
+    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    missing = [path for path in paths if path not in stored]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    for start in range(0, len(missing), 40):
+        done = subprocess.run([str(checkout / ".venv" / "bin" / "python"), __file__, "--baseline-child", *missing[start : start + 40]],
+                              capture_output=True, text=True, check=True, cwd="/", env=env)
+        stored.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        cache.write_text(json.dumps(stored))
+    return {path: Answer(**stored[path]) for path in paths}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a third of the set")
     parser.add_argument("--no-peers", action="store_true", help="cratesense only")
     parser.add_argument("--no-check", action="store_true", help="leave out the held-out folds")
+    parser.add_argument("--rendered", action="store_true", help="only the pieces rendered so far (no rendering)")
+    parser.add_argument("--cached-peers", action="store_true", help="peers' answers only where cached (none computed)")
     parser.add_argument("--cached-features", action="store_true",
                         help="our frame features from a cache (for tuning the stages after them; not for a result)")
     parser.add_argument("--speed", action="store_true", help="measure the descriptors' CPU cost instead")
     parser.add_argument("--files", type=int, default=24, help="files for --speed")
     parser.add_argument("--against", type=Path, default=None, help="--speed: another checkout (with its .venv) to compare with")
     parser.add_argument("--speed-child", nargs="+", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (with its .venv) whose analyzer is reported beside ours as 'baseline'")
+    parser.add_argument("--baseline-child", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_child:
         print(json.dumps(speed_child(args.speed_child)))
+        return 0
+    if args.baseline_child:
+        answers = {}
+        for path in args.baseline_child:
+            answers[path] = vars(cratesense(path))
+        print(json.dumps(answers))
         return 0
     if args.speed:
         speed([p for p in devset.cached_pieces() if p.subset in devset.DEV_SUBSETS], args.files, args.against)
         return 0
     started = time.perf_counter()
-    pieces = devset.build(quick=args.quick, check=not args.no_check)
+    if args.rendered:
+        chosen = devset.DEV_SUBSETS + (() if args.no_check else devset.CHECK_SUBSETS)
+        pieces = [p for p in devset.cached_pieces() if p.subset in chosen]
+    else:
+        pieces = devset.build(quick=args.quick, check=not args.no_check)
     progress(f"{len(pieces)} pieces ready in {time.perf_counter() - started:.0f} s")
     answers: dict[str, dict[str, Answer]] = {}
     for number, piece in enumerate(pieces, 1):
@@ -491,7 +528,10 @@ def main() -> int:
             progress(f"analyzed {number}/{len(pieces)}")
         answers[piece.audio] = {"cratesense": cratesense(piece.audio, args.cached_features)}
         if not args.no_peers:
-            answers[piece.audio].update(peers(piece.audio))
+            answers[piece.audio].update(peers(piece.audio, cached_only=args.cached_peers))
+    if args.baseline is not None:
+        for path, answer in baseline_answers(args.baseline, [p.audio for p in pieces]).items():
+            answers[path]["baseline"] = answer
     counts = ", ".join(f"{sum(p.subset == s for p in pieces)} {s}" for s in devset.DEV_SUBSETS + devset.CHECK_SUBSETS)
     print(f"{len(pieces)} pieces: {counts}")
     print(f"peers: {_peer_versions() if not args.no_peers else 'not run'}")

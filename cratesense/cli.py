@@ -191,7 +191,6 @@ def _build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(handler=_cmd_preview)
     failures = commands.add_parser("failures", help="files that could not be analyzed, and why")
     failures.add_argument("--config", metavar="FILE", help=argparse.SUPPRESS)
-    failures.add_argument("--json", action="store_true", help="one JSON document (the control API's answer)")
     failures.set_defaults(handler=_cmd_failures)
 
     cli_dj.add_commands(commands)
@@ -428,22 +427,22 @@ def _print_status(status) -> None:
 def _cmd_failures(args: argparse.Namespace) -> int:
     """Read-only: it opens the journal for reading only (never migrating it under a running
     agent of another version), and works with the agent stopped."""
-    from cratesense.cli_dj import ask
+    from cratesense.daemon.journal_read import JournalReader, display_path
     from cratesense.daemon.paths import journal_path
 
-    if not journal_path().exists():
+    path = journal_path()
+    if not path.exists():
         print("no journal yet: the agent has not run")
         return EXIT_OK
-    answer = ask("failures", {}, args)
-    if args.json:
-        print(json.dumps(answer, indent=1, ensure_ascii=False))
-        return EXIT_OK
-    for failure in answer["files"]:
-        print(f"{failure['path']}: {failure['kind']}: {failure['reason']}")
-    if not answer["files"]:
+    with JournalReader(path) as journal:
+        failures = journal.failures()
+        parked = journal.parked()
+    for file_path, kind, message in failures:
+        print(f"{display_path(file_path)}: {kind}: {message}")
+    if not failures:
         print("no failing files")
-    for parked in answer["parked"]:
-        print(f"observation {parked['observation']} refused by the catalog: {parked['reason']}")
+    for observation_id, reason in parked:
+        print(f"observation {observation_id} refused by the catalog: {reason}")
     return EXIT_OK
 
 

@@ -147,7 +147,7 @@ def _filters(args) -> dict:
     return {"bpm": args.bpm, "key": args.key, "compatible_with": args.compatible_with, "search": args.search}
 
 
-def ask(command: str, values: dict, args) -> dict:
+def _ask(command: str, values: dict, args) -> dict:
     """The answer of one of the DJ's commands (dj/usecases.py), read here from the journal."""
     from cratesense.dj.usecases import READ_COMMANDS
 
@@ -170,7 +170,7 @@ def _print_tracks(tracks: list[dict]) -> None:
 
 
 def _cmd_tracks(args) -> int:
-    answer = ask("tracks", {**_filters(args), "sort": args.sort, "limit": args.limit}, args)
+    answer = _ask("tracks", {**_filters(args), "sort": args.sort, "limit": args.limit}, args)
     if args.json:
         _print_json(answer)
     elif answer["tracks"]:
@@ -203,7 +203,7 @@ def _label(track: dict) -> str:
 
 
 def _cmd_next(args) -> int:
-    answer = ask("next", {"track": args.track, "limit": args.limit, "pitch_range": args.pitch_range}, args)
+    answer = _ask("next", {"track": args.track, "limit": args.limit, "pitch_range": args.pitch_range}, args)
     if args.json:
         _print_json(answer)
         return EXIT_OK
@@ -218,7 +218,7 @@ def _cmd_next(args) -> int:
 
 
 def _cmd_similar(args) -> int:
-    answer = ask("similar", {"track": args.track, "limit": args.limit}, args)
+    answer = _ask("similar", {"track": args.track, "limit": args.limit}, args)
     if args.json:
         _print_json(answer)
     else:
@@ -231,7 +231,7 @@ def _cmd_playlist(args) -> int:
 
     values = {**_filters(args), "from": args.start, "length": args.length, "per_artist": args.per_artist,
               "sort": args.sort}
-    answer = ask("playlist", values, args)
+    answer = _ask("playlist", values, args)
     steps = answer["playlist"]
     if args.output:
         with _collection() as collection:
@@ -267,7 +267,7 @@ def export_library(args) -> int:
 
 
 def _cmd_duplicates(args) -> int:
-    answer = ask("duplicates", {}, args)
+    answer = _ask("duplicates", {}, args)
     if args.json:
         _print_json(answer)
         return EXIT_OK

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # the DJ's read-only commands (dj/usecases.READ_COMMANDS), named here so the agent's start does not
 # import the DJ's code
-DJ_COMMANDS = ("tracks", "next", "similar", "playlist", "duplicates", "library-export", "failures")
+DJ_COMMANDS = ("tracks", "next", "similar", "playlist", "duplicates", "library-export")
 
 
 @dataclass
@@ -78,6 +78,7 @@ class ControlAPI:
             ("POST", "tags"): self.tags,
             ("GET", "recommendations"): self.recommendations,
             ("GET", "overview"): self.overview,
+            ("GET", "failures"): self.failures,
             ("GET", "web"): self.web,
         }
 
@@ -243,6 +244,14 @@ class ControlAPI:
     async def overview(self, _body: dict | None = None) -> dict:
         """The library as a whole: its tempi, its keys (per Camelot code), its loudness."""
         return await self._parts.io.read(lambda reader: reader.overview())
+
+    async def failures(self, _body: dict | None = None) -> dict:
+        def read(journal: JournalReader) -> dict:
+            return {"files": [{"path": display_path(path), "kind": kind, "reason": reason}
+                              for path, kind, reason in journal.failures()],
+                    "parked": [{"observation": oid, "reason": reason} for oid, reason in journal.parked()]}
+
+        return await self._parts.io.read(read)
 
     async def web(self, _body: dict) -> dict:
         """The local web page's address, with its access token (``cratesense open``)."""

@@ -80,7 +80,7 @@ class WebPage:
             ("GET", "next"): self._api.dj_command("next"),
             ("GET", "similar"): self._api.dj_command("similar"),
             ("GET", "overview"): self._overview,
-            ("GET", "failures"): self._api.dj_command("failures"),
+            ("GET", "failures"): self._failures,
             ("GET", "preview"): self._api.preview,
             ("POST", "pause"): self._api.pause,
             ("POST", "resume"): self._api.resume,
@@ -154,6 +154,9 @@ class WebPage:
 
     async def _overview(self, _body: dict) -> dict:
         return await self._api.overview()
+
+    async def _failures(self, _body: dict) -> dict:
+        return await self._api.failures()
 
     async def _playlist_export(self, request: web.Request) -> web.Response:
         """A playlist the page built, as a download: M3U8 or rekordbox XML (the CLI's code)."""

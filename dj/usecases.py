@@ -1,5 +1,5 @@
-"""The library's commands, once, for every face: tracks, next, similar, playlist, duplicates,
-export, the tag-writing plan and the failing files.
+"""The DJ's commands, once, for every face: tracks, next, similar, playlist, duplicates, export
+and the tag-writing plan.
 
 Each use case takes the collection (the journal's read model as the DJ sees it), the user's DJ
 settings and the request's values, as a command line or a query string gives them (strings, or
@@ -170,17 +170,7 @@ def tag_plan(collection: Collection, values: Mapping[str, Any]) -> tuple[tuple[s
     return fields, [(track, [path for path, _ in collection.files(track.content_key)]) for track in chosen]
 
 
-def failures(collection: Collection, values: Mapping[str, Any], settings: DjConfig) -> Answer:
-    """The files that could not be analyzed, and the observations the catalog refused."""
-    from cratesense.daemon.journal_read import display_path
-
-    reader = collection.reader
-    return {"files": [{"path": display_path(path), "kind": kind, "reason": reason}
-                      for path, kind, reason in reader.failures()],
-            "parked": [{"observation": oid, "reason": reason} for oid, reason in reader.parked()]}
-
-
-# The library's read-only commands by name: what the control API routes and the CLI calls.
+# The DJ's read-only commands by name: what the control API routes and the CLI calls.
 READ_COMMANDS = {
     "tracks": tracks,
     "next": next_tracks,
@@ -188,5 +178,4 @@ READ_COMMANDS = {
     "playlist": playlist,
     "duplicates": duplicates,
     "library-export": library_export,
-    "failures": failures,
 }

@@ -44,9 +44,10 @@ GENRE_ORDER = tuple(GENRES)
 _MODES_MINOR = {"aeolian": (0, 2, 3, 5, 7, 8, 10), "dorian": (0, 2, 3, 5, 7, 9, 10),
                 "phrygian": (0, 1, 3, 5, 7, 8, 10), "harmonic": (0, 2, 3, 5, 7, 8, 11)}
 _MODES_MAJOR = {"ionian": (0, 2, 4, 5, 7, 9, 11), "mixolydian": (0, 2, 4, 5, 7, 9, 10)}
-# Loops dance music is written on (scale degrees 0-6 of the mode, as triads on them).
-_MINOR_LOOPS = [(0, 5, 2, 6), (0, 6, 5, 6), (0, 3, 5, 4), (0, 5, 3, 4), (0, 0, 5, 6), (0, 3, 0, 4), (0, 6, 0, 5)]
-_MAJOR_LOOPS = [(0, 4, 5, 3), (0, 3, 5, 4), (0, 5, 3, 4), (0, 3, 0, 4), (0, 4, 3, 4)]
+# Loops dance music is written on (scale degrees 0-6 of the mode, as triads on them), each coming
+# home to its tonic chord: the key a producer names is the chord the loop rests on.
+_MINOR_LOOPS = [(0, 5, 0, 6), (0, 0, 5, 6), (0, 3, 0, 4), (0, 6, 0, 5), (0, 0, 3, 4), (0, 5, 0, 4), (0, 5, 2, 6)]
+_MAJOR_LOOPS = [(0, 4, 0, 3), (0, 3, 0, 4), (0, 0, 3, 4), (0, 4, 5, 3), (0, 5, 0, 4)]
 
 # Drum patterns over one bar of 16 steps: instrument -> steps.
 _DRUMS = {
@@ -157,6 +158,9 @@ def compose(name: str, genre: str, producer: str, *, seconds: float = 150.0, **f
         song.tags.append("swung")
 
     scale = (_MODES_MINOR if minor else _MODES_MAJOR)[mode]
+    # The chords come from the plain minor (its raised seventh in harmonic minor) or major scale:
+    # a mode colours the riff, the loop states the key.
+    harmony = _MODES_MINOR["harmonic" if mode == "harmonic" else "aeolian"] if minor else _MODES_MAJOR["ionian"]
     chords = fixed.get("chords", rng.random() < chord_chance)
     song.tags.append("chords" if chords else "riff-led")
     loop = rng.choice(_MINOR_LOOPS if minor else _MAJOR_LOOPS) if chords else (0, 0, 0, 0)
@@ -181,9 +185,9 @@ def compose(name: str, genre: str, producer: str, *, seconds: float = 150.0, **f
                         pitch = 60 + song.tonic % 12 + _scale_pitch(scale, degree_in_hook)
                         song.notes.append(Note(beat0 + _swung(step, song.swing) / 4, length / 4, pitch, 0.7, "lead"))
             if chords and section in ("main", "drop", "breakdown"):
-                triad = [_scale_pitch(scale, degree + i) for i in (0, 2, 4)]
+                triad = [_scale_pitch(harmony, degree + i) for i in (0, 2, 4)]
                 if producer == "B" and rng.random() < 0.5:
-                    triad.append(_scale_pitch(scale, degree + 6))  # sevenths
+                    triad.append(_scale_pitch(harmony, degree + 6))  # sevenths
                 base = 48 + song.tonic % 12
                 if producer == "B" and section != "breakdown":  # stabs on the off-beats
                     for step in (2, 6, 10, 14):
@@ -240,10 +244,11 @@ def _bass_riff(rng: random.Random, style: str, scale, producer: str) -> list[lis
 
 
 def _hook(rng: random.Random, scale, minor: bool, producer: str, genre: str) -> list[list[tuple[float, float, int]]]:
-    """One or two bars of (step, length in steps, scale degree): a riff leaning on the tonic
-    triad where it falls on the beat (an arpeggio for producer B, a syncopated hook for A)."""
-    strong = [0, 0, 2, 4, 7]
-    weak = [0, 1, 2, 3, 4, 5, 6, 7, -1, -3]
+    """One or two bars of (step, length in steps, scale degree): a riff that starts on the tonic
+    and leans on the tonic triad where it falls on the beat, passing through the rest of the
+    scale between (an arpeggio for producer B, a syncopated hook for A)."""
+    strong = [0, 0, 0, 2, 4, 4, 7]
+    weak = [0, 1, 2, 2, 3, 4, 5, 6, 7, -1, -3]
     bars = []
     for bar in range(rng.choice((1, 2))):
         notes = []
@@ -258,8 +263,14 @@ def _hook(rng: random.Random, scale, minor: bool, producer: str, genre: str) -> 
             for index, step in enumerate(steps):
                 end = steps[index + 1] if index + 1 < len(steps) else 16
                 degree = rng.choice(strong) if step % 4 == 0 else rng.choice(weak)
-                notes.append((step, max(1, end - step - 0.5), degree))
+                notes.append((step, max(1, end - step - 0.5), 0 if (step == 0 and bar == 0) else degree))
         bars.append(notes)
+    if producer == "A" and not any(degree % 7 == 2 for notes in bars for _, _, degree in notes):
+        # A hook states its mode: its third, somewhere after the opening tonic.
+        notes = bars[-1]
+        index = rng.randrange(1, len(notes)) if len(notes) > 1 else 0
+        step, length, _ = notes[index]
+        notes[index] = (step, length, 2)
     return bars
 
 

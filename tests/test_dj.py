@@ -568,7 +568,6 @@ def test_the_cli_and_the_control_api_give_the_same_answers(library):
         (("playlist", "--from", "alpha", "--length", "4"), ("playlist", {"from": "alpha", "length": "4"})),
         (("playlist", "--bpm", "120-130"), ("playlist", {"bpm": "120-130"})),
         (("duplicates",), ("duplicates", {})),
-        (("failures",), ("failures", {})),
     ]
     offline = [as_json(library, *args) for args, _ in asks]
     mistakes = [("next", {"track": "alpha", "pitch_range": "80"}, ("next", "alpha", "--pitch-range", "80")),
