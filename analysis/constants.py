@@ -18,6 +18,10 @@ ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_V
 # changed neither, a re-analysis decodes only the analysis view and keeps these fields.
 NATIVE_STAGES = ("loudness", "embedding")
 NATIVE_FIELDS = ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db", "embedding")
+# The stages whose results an observation carries: the wire's analyzer version names only these
+# (``wire_version``), so an upgrade of a stage whose fields never leave the machine (bars, phrases,
+# cues...) sends nothing again. A stage that puts a field on the wire belongs here.
+WIRE_STAGES = ("fingerprint", "tags", "tempo", "key", "loudness", "embedding")
 
 # The longest text a tag, an observation or a consensus may carry (the wire contract checks
 # these; an agent reading a catalog's answer never stores more than a contributor could send).
@@ -63,6 +67,15 @@ def stage_versions(analyzer_version: str) -> dict[str, int]:
             return {}
         found[stage] = int(part[1:])
     return found
+
+
+def wire_version(analyzer_version: str) -> str:
+    """The analyzer version an observation made by ``analyzer_version`` carries: its
+    ``WIRE_STAGES`` only (a string of another form is carried as it is)."""
+    versions = stage_versions(analyzer_version)
+    if not versions:
+        return analyzer_version
+    return ".".join(f"{stage[0]}{versions[stage]}" for stage in WIRE_STAGES if stage in versions)
 
 
 def native_stages_unchanged(analyzer_version: str) -> bool:

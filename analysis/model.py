@@ -25,6 +25,7 @@ from cratesense.analysis.constants import (
     MAX_TEXT_LENGTH,
     NATIVE_FIELDS,
     STAGE_VERSIONS,
+    wire_version,
 )
 
 __all__ = [
@@ -183,6 +184,6 @@ def observation_fields(track: TrackAnalysis) -> dict[str, Any]:
             "camelot": descriptors.camelot,
             "loudness_lufs": descriptors.loudness_lufs,
             "embedding": list(descriptors.embedding) if descriptors.embedding else None,
-            "analyzer_version": track.analyzer_version,
+            "analyzer_version": wire_version(track.analyzer_version),
         },
     }

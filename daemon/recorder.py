@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from cratesense.analysis.constants import ANALYZER_VERSION
-from cratesense.analysis.model import Consensus
+from cratesense.analysis.constants import ANALYZER_VERSION, wire_version
+from cratesense.analysis.model import Consensus, observation_fields
 from cratesense.daemon.filejob import FileJob
 from cratesense.daemon.journal import FileIdentity, Journal, Observation, display_path
 from cratesense.daemon.journal_io import JournalIO
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def observation_id(secret: bytes, key: str, analyzer_version: str) -> str:
-    """Stable per (install, content, analyzer): every re-send of the same observation is the same
-    upsert at the catalog, and nothing in it can be traced back to a file."""
+    """Stable per (install, content, the analyzer version on the wire): every re-send of the same
+    observation is the same upsert at the catalog, and nothing in it can be traced back to a file."""
     return hashlib.blake2b(f"{key}:{analyzer_version}".encode(), key=secret, digest_size=16).hexdigest()
 
 
@@ -82,7 +82,12 @@ class Recorder:
             analysis = msgspec.structs.replace(outcome.analysis, descriptors_from="local" if consensus is None else "catalog")
 
             def write(journal: Journal) -> None:
-                observation = guarded(observation_id(secret, key, analysis.analyzer_version), outcome.observation, path)
+                earlier = journal.track(key)
+                if earlier is not None and observation_fields(earlier) == outcome.observation:
+                    observation = None  # a re-analysis that changed nothing on the wire sends nothing again
+                else:
+                    observation = guarded(observation_id(secret, key, wire_version(analysis.analyzer_version)),
+                                          outcome.observation, path)
                 journal.record_analysis(path, identity, key, analysis, observation, consensus, links=copies)
 
             await self._io.write(write)

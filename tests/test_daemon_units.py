@@ -184,3 +184,54 @@ def test_the_control_api_routes_every_dj_command():
     from cratesense.dj.usecases import READ_COMMANDS
 
     assert set(DJ_COMMANDS) == set(READ_COMMANDS)
+
+
+# --- what an upgrade sends again -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_upgrade_of_a_stage_off_the_wire_sends_nothing_again(tmp_path):
+    """Bars, phrases or cues never leave the machine: an upgrade of such a stage re-analyzes the
+    track but queues no observation (it would be the one already sent); an upgrade of a stage
+    on the wire queues the new one, under a new id."""
+    import msgspec
+
+    from audiogen import encode, fingerprintable_track
+    from cratesense.analysis.constants import STAGE_VERSIONS, wire_version
+    from cratesense.analysis.model import observation_fields
+    from cratesense.analysis.pipeline import analyze_file
+    from cratesense.daemon.analysis_queue import identify
+    from cratesense.daemon.filejob import FileJob
+    from cratesense.daemon.journal_io import JournalIO
+    from cratesense.daemon.pool import Outcome
+    from cratesense.daemon.recorder import Recorder
+
+    path = encode(fingerprintable_track(3, seconds=24), 44100, tmp_path / "song.flac")
+    track = analyze_file(path)
+
+    def version(**changed: int) -> str:
+        return ".".join(f"{stage[0]}{changed.get(stage, number)}" for stage, number in STAGE_VERSIONS.items())
+
+    io = JournalIO(tmp_path / "journal.sqlite")
+    await io.open()
+    try:
+        recorder = Recorder(io, b"secret" * 4, Counter(), lambda: None)
+
+        async def record(analyzer_version: str) -> list[str]:
+            job = FileJob(os.fsencode(path))
+            job.identity, job.content_key = identify(job.path)
+            analyzed = msgspec.structs.replace(track, analyzer_version=analyzer_version)
+            assert await recorder.analysis(job, Outcome(str(path), analysis=analyzed,
+                                                        observation=observation_fields(analyzed)))
+            pending = await io.read(lambda journal: journal.pending(10))
+            await io.write(lambda journal: journal.acknowledge([seq for seq, _, _ in pending]))
+            return [payload["analysis"]["analyzer_version"] for _, _, payload in pending]
+
+        first = version()
+        assert await record(first) == [wire_version(first)]
+        assert "d" not in wire_version(first).replace(".", " ").split()  # bars are not on the wire
+        assert await record(version(downbeat=STAGE_VERSIONS["downbeat"] + 1)) == []  # nothing again
+        newer = version(tempo=STAGE_VERSIONS["tempo"] + 1)
+        assert await record(newer) == [wire_version(newer)] != [wire_version(first)]  # tempo is on the wire
+    finally:
+        await io.close()
