@@ -63,7 +63,7 @@ def test_pause_from_the_real_tray_menu(tmp_path):
         agent.start()
         tray_env = {**agent.env, "DISPLAY": display, "PYSTRAY_BACKEND": "gtk"}
         tray_log = open(tmp_path / "tray.log", "wb")
-        processes.append(subprocess.Popen(["dbus-run-session", "--", sys.executable, "-m", "cratesense", "tray"],
+        processes.append(subprocess.Popen(["dbus-run-session", "--", sys.executable, "-m", "cratesense", "--debug", "tray"],
                                           env=tray_env, stdout=tray_log, stderr=tray_log))
 
         x = y = None
@@ -78,10 +78,22 @@ def test_pause_from_the_real_tray_menu(tmp_path):
                 break
             time.sleep(0.2)
         assert x is not None, f"the icon never docked:\n{(tmp_path / 'tray.log').read_text()[-2000:]}"
-        time.sleep(2.5)  # the first status poll has labelled the menu
+        for _ in range(300):  # the first status poll has labelled the menu with the agent's state
+            if "the tray shows: Up to date" in (tmp_path / "tray.log").read_text(errors="replace"):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the tray never showed the agent's state:\n{(tmp_path / 'tray.log').read_text()[-2000:]}")
 
+        visible = set(_x(display, "xdotool", "search", "--onlyvisible", "--name", "").split())
         _x(display, "xdotool", "mousemove", str(x), str(y), "click", "3")  # right-click: the menu
-        time.sleep(1.5)
+        for _ in range(100):  # the menu is a new window on the screen
+            if set(_x(display, "xdotool", "search", "--onlyvisible", "--name", "").split()) - visible:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the right-click opened no menu")
+        time.sleep(0.5)  # drawn, not only mapped: a screenshot of it follows
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         screenshot = ARTIFACTS / "tray-menu.png"
         _x(display, "import", "-window", "root", str(screenshot))

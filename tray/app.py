@@ -214,14 +214,17 @@ def run_tray(socket: Path | None = None, *, on_quit: Callable[[], None] | None =
     controller = TrayController(socket)
     icon = pystray.Icon("cratesense", draw_icon("offline"), "CrateSense", controller.menu(pystray))
     stop = threading.Event()
-    shown: dict[str, str | None] = {"state": None}
+    shown: dict[str, str | None] = {"state": None, "line": None}
 
     def redraw() -> None:
-        state = controller.icon_state
+        state, line = controller.icon_state, controller.status_line()
         if state != shown["state"]:
             icon.icon = draw_icon(state)
             shown["state"] = state
-        icon.title = controller.status_line()
+        if line != shown["line"]:
+            log.debug("the tray shows: %s", line)  # (--debug) what the menu's first line now says
+            shown["line"] = line
+        icon.title = line
         icon.update_menu()
 
     controller.on_change = redraw
