@@ -493,6 +493,7 @@ def main() -> int:
     parser.add_argument("--no-check", action="store_true", help="leave out the held-out folds")
     parser.add_argument("--rendered", action="store_true", help="only the pieces rendered so far (no rendering)")
     parser.add_argument("--cached-peers", action="store_true", help="peers' answers only where cached (none computed)")
+    parser.add_argument("--only", default=None, help="only these subsets (comma-separated), with --rendered")
     parser.add_argument("--cached-features", action="store_true",
                         help="our frame features from a cache (for tuning the stages after them; not for a result)")
     parser.add_argument("--speed", action="store_true", help="measure the descriptors' CPU cost instead")
@@ -518,6 +519,8 @@ def main() -> int:
     started = time.perf_counter()
     if args.rendered:
         chosen = devset.DEV_SUBSETS + (() if args.no_check else devset.CHECK_SUBSETS)
+        if args.only:
+            chosen = tuple(s for s in chosen if s in args.only.split(","))
         pieces = [p for p in devset.cached_pieces() if p.subset in chosen]
     else:
         pieces = devset.build(quick=args.quick, check=not args.no_check)
