@@ -88,8 +88,10 @@ class Settler:
     matched by ``run()`` in short slices. ``run()`` also looks for arrivals left by a worker
     that died, and re-derives consensus that has been stale long enough."""
 
-    INLINE_MAX = 200  # a lone request settles its own batch and at most this backlog besides
-    SLICE = 100  # arrivals matched per call (a slice costs a dozen statements whatever its size)
+    INLINE_MAX = 20  # a lone request settles its own batch and at most this backlog besides
+    # arrivals matched per call: a slice costs a dozen statements whatever its size, but holds the
+    # matching lock (other workers' lone requests wait for it) for as long as it takes to write
+    SLICE = 40
     POLL_SECONDS = 2.0  # how often run() looks for work nobody woke it for
     RETRY_SECONDS = 5.0  # after a failure
     YIELD_SECONDS = 0.5  # a slice waits at most this long for a moment with no request in flight
@@ -105,7 +107,7 @@ class Settler:
     async def accepted(self, count: int) -> None:
         """A batch of ``count`` new arrivals was accepted."""
         if self.in_flight <= 1 and await self.database("waiting") <= self.INLINE_MAX + count:
-            while await self.database("settle", 100):
+            while await self.database("settle", self.INLINE_MAX + count):
                 pass
         else:
             self.deferred += 1
