@@ -132,7 +132,8 @@ class ConsensusAnalysis(_Model, frozen=True, kw_only=True):
 class Consensus(_Model, frozen=True, kw_only=True):
     """A recording a fingerprint matched at the catalog, with what its contributors agree on."""
 
-    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    # the look-up's match score; None: brought by the change feed (our own observation is in it)
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
     recording: int
     contributors: Annotated[int, msgspec.Meta(ge=0)]
     metadata: ConsensusMetadata = ConsensusMetadata()

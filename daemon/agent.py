@@ -105,6 +105,8 @@ class Agent:
         on_stop("analysis pool", lambda: asyncio.to_thread(pool.close))
 
         self.syncer = syncer = await self._start_sync(io, identity, on_stop)
+        if self.config.sync.catalog_url and syncer.contribute:
+            await syncer.register()  # before the first scan: what the catalog knows skips its descriptors from the start
 
         self.library = library = await Library.assemble(
             io, pool, self.config.music_folders, secret=identity.secret, catalog=syncer,

@@ -146,10 +146,30 @@ _MIGRATIONS = (
     """
     DELETE FROM profile;
     """,
+    # 9: look-ups that follow the catalog (#24): the recording a track is known as (the change
+    # feed names recordings), and when a track the feed does not follow yet is asked about again
+    # (NULL: followed by the feed; the backoff grows with ``attempts``). Every existing row is
+    # due once: the first feed confirms what it follows.
+    """
+    ALTER TABLE consensus ADD COLUMN recording_id INTEGER;
+    ALTER TABLE consensus ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE consensus ADD COLUMN next_lookup_at REAL;
+    UPDATE consensus SET recording_id = json_extract(recording, '$.recording'), next_lookup_at = 0;
+    CREATE INDEX consensus_recording ON consensus (recording_id) WHERE recording_id IS NOT NULL;
+    CREATE INDEX consensus_due ON consensus (next_lookup_at) WHERE next_lookup_at IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 assert SCHEMA_VERSION == journal_read.SCHEMA_VERSION, "journal_read.SCHEMA_VERSION must name the last migration"
+
+LOOKUP_BACKOFF_CAP = 86400.0
+
+
+def lookup_backoff(attempts: int) -> float:
+    """Seconds until a track the change feed does not follow is asked about again, after
+    ``attempts`` look-ups: the next sync, then 1 h, 2 h, 4 h ... at most a day."""
+    return 0.0 if attempts <= 1 else min(LOOKUP_BACKOFF_CAP, 3600.0 * 2.0 ** (attempts - 2))
 
 
 class Journal(JournalReader):
@@ -281,8 +301,9 @@ class Journal(JournalReader):
             if old_key != content_key:
                 db.execute("INSERT OR IGNORE INTO tracks SELECT ?, analysis, analyzer_version, analyzed_at FROM tracks "
                            "WHERE content_key = ?", (content_key, old_key))
-                db.execute("INSERT OR IGNORE INTO consensus SELECT ?, recording, looked_up_at FROM consensus "
-                           "WHERE content_key = ?", (content_key, old_key))
+                db.execute("INSERT OR IGNORE INTO consensus (content_key, recording, looked_up_at, recording_id, "
+                           "attempts, next_lookup_at) SELECT ?, recording, looked_up_at, recording_id, attempts, "
+                           "next_lookup_at FROM consensus WHERE content_key = ?", (content_key, old_key))
             self._upsert_file(db, path, identity, content_key, "analyzed", None, None, now, version)
             if old_key != content_key and db.execute("SELECT 1 FROM files WHERE content_key = ? LIMIT 1",
                                                      (old_key,)).fetchone() is None:
@@ -315,17 +336,41 @@ class Journal(JournalReader):
 
     # --- the catalog's consensus -------------------------------------------------------------
 
-    def record_consensus(self, found: list[tuple[str, Consensus | None]]) -> None:
+    def record_consensus(self, found: Sequence[tuple[str, Consensus | None]], *, followed: bool = False) -> None:
+        """What the catalog answered for these tracks (None: it knows nothing of one). From a
+        look-up by fingerprint, a track is asked about again after ``lookup_backoff`` unless the
+        change feed already follows it in the same recording; ``followed``: from the feed."""
         with self._change([key for key, _ in found]) as db:
-            self._store_consensus(db, found, time.time())
+            self._store_consensus(db, found, time.time(), followed=followed)
 
     @staticmethod
-    def _store_consensus(db, found: list[tuple[str, Consensus | None]], now: float) -> None:
+    def _store_consensus(db, found: Sequence[tuple[str, Consensus | None]], now: float, *, followed: bool = False) -> None:
+        before: dict[str, tuple] = {}
+        for chunk in _chunks([key for key, _ in found]):
+            before.update((row[0], row[1:]) for row in db.execute(
+                f"SELECT content_key, recording_id, attempts, next_lookup_at FROM consensus WHERE content_key IN ({_marks(chunk)})",
+                chunk))
+        rows = []
+        for key, consensus in found:
+            recording = consensus.recording if consensus is not None else None
+            old_recording, attempts, due = before.get(key, (None, 0, 0.0))
+            if followed or (key in before and due is None and recording is not None and recording == old_recording):
+                attempts, due = 0, None  # the feed follows it (a look-up of the same recording changes nothing)
+            else:
+                attempts += 1
+                due = now + lookup_backoff(attempts)
+            rows.append((key, encode_consensus(consensus).decode(), now, recording, attempts, due))
         db.executemany(
-            "INSERT INTO consensus VALUES (?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET "
-            "recording = excluded.recording, looked_up_at = excluded.looked_up_at",
-            [(key, encode_consensus(consensus).decode(), now) for key, consensus in found],
-        )
+            "INSERT INTO consensus (content_key, recording, looked_up_at, recording_id, attempts, next_lookup_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (content_key) DO UPDATE SET recording = excluded.recording, "
+            "looked_up_at = excluded.looked_up_at, recording_id = excluded.recording_id, "
+            "attempts = excluded.attempts, next_lookup_at = excluded.next_lookup_at", rows)
+
+    def forget_followed(self) -> None:
+        """Another catalog, or one that forgot us: nothing is followed any more, every track is
+        asked about again at the next sync."""
+        with self._transaction() as db:
+            db.execute("UPDATE consensus SET next_lookup_at = 0, attempts = 0, recording_id = NULL")
 
     # --- derived state: the library view and the taste profile --------------------------------
 

@@ -13,6 +13,7 @@ was asked; no caller sees a table or the connection.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import sqlite3
 import tempfile
@@ -30,7 +31,7 @@ from cratesense.daemon.profile import ProfileTotals, TrackTaste
 from cratesense.daemon.trackview import COLUMNS, TASTE_COLUMNS, LibraryRow, taste_of, unpack_embedding
 from cratesense.errors import JournalDamagedError, JournalError, JournalVersionError
 
-SCHEMA_VERSION = 8  # the number of migrations in daemon/journal.py (checked there)
+SCHEMA_VERSION = 9  # the number of migrations in daemon/journal.py (checked there)
 CHUNK = 500  # keys per IN (...) list: well under SQLite's variable limit
 
 
@@ -260,22 +261,40 @@ class JournalReader:
         row = self._db.execute("SELECT recording FROM consensus WHERE content_key = ?", (content_key,)).fetchone()
         return decode_consensus(row[0]) if row else None
 
-    def lookup_due(self, limit: int, older_than: float) -> list[tuple[str, str, float]]:
-        """(content key, chromaprint, duration) of tracks on disk never looked up at the catalog,
-        or last looked up before ``older_than``."""
+    def lookup_due(self, limit: int, now: float, asked_before: float | None = None) -> list[tuple[str, str, float]]:
+        """(content key, chromaprint, duration) of tracks on disk to look up at the catalog by
+        fingerprint: never looked up, or not followed by the change feed and due by ``now``
+        (and not asked since ``asked_before``: one sync asks about a track once). Chosen by an
+        index range and one pass over the tracks' keys; only the chosen analyses are read."""
         rows = self._db.execute(
-            "SELECT t.content_key, t.analysis FROM tracks t LEFT JOIN consensus c ON c.content_key = t.content_key "
-            "WHERE (c.content_key IS NULL OR c.looked_up_at < ?) "
-            "AND t.content_key IN (SELECT content_key FROM files WHERE state = 'analyzed')",
-            (older_than,))
+            "SELECT t.content_key, t.analysis FROM tracks t WHERE t.content_key IN "
+            "(SELECT content_key FROM consensus WHERE next_lookup_at <= ? AND looked_up_at < ? UNION ALL "
+            "SELECT content_key FROM tracks n WHERE NOT EXISTS (SELECT 1 FROM consensus c WHERE c.content_key = n.content_key)) "
+            "AND json_extract(t.analysis, '$.fingerprint.chromaprint') IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM files f WHERE f.content_key = t.content_key AND f.state = 'analyzed') LIMIT ?",
+            (now, math.inf if asked_before is None else asked_before, limit))
         due = []
         for key, analysis in rows:
             fingerprint = decode_track(analysis).fingerprint
             if fingerprint.chromaprint:
                 due.append((key, fingerprint.chromaprint, fingerprint.duration))
-                if len(due) == limit:
-                    break
         return due
+
+    def recording_tracks(self, recordings: list[int]) -> dict[int, list[str]]:
+        """The tracks known as each of ``recordings`` (by the catalog's recording id)."""
+        found: dict[int, list[str]] = {}
+        for chunk in _chunks(recordings):
+            for recording, key in self._db.execute(
+                    f"SELECT recording_id, content_key FROM consensus WHERE recording_id IN ({_marks(chunk)})", chunk):
+                found.setdefault(recording, []).append(key)
+        return found
+
+    def track_versions(self) -> list[tuple[str, str]]:
+        """(content key, analyzer version) of every track on disk: what its observation id is
+        derived from (the change feed names recordings by our observation ids)."""
+        return self._db.execute(
+            "SELECT content_key, analyzer_version FROM tracks t WHERE EXISTS "
+            "(SELECT 1 FROM files f WHERE f.content_key = t.content_key AND f.state = 'analyzed')").fetchall()
 
     def known_to_catalog(self) -> int:
         # EXISTS probes the content-key index per consensus row; IN (SELECT ...) built a

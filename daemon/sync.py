@@ -7,6 +7,17 @@ the catalog's per-item status; a row the catalog refuses is parked with the reas
 retried in a loop. Network errors and 5xx back off exponentially with jitter (capped at 1 h);
 429/503 honour Retry-After; a change or "sync now" retries at once.
 
+Gap filling follows the catalog (#24). The consensus of every track is fetched once by
+fingerprint (``POST /v1/lookup``); from then on, a track whose observation the catalog holds is
+*followed*: each sync asks the change feed (``GET /v1/changes``) what changed since a cursor kept
+in the journal, in the recordings we hold, and nothing else; a library where nothing changed
+costs that one request. A track the feed does not follow (the catalog did not know it, or has not
+placed our observation yet) is looked up again at the next sync, then after 1 h, 2 h, 4 h ... at
+most a day; ``cratesense sync`` asks about all of them at once. Every answer is decoded with the
+contract's response models: a catalog that answers with anything else (or not at all) changes
+nothing in the journal and is asked again later; a match below the look-up threshold fills
+nothing.
+
 Sync runs are requested, never overlapped: ``request()`` sets a flag that the single sync loop
 picks up, so a request during a run is not lost (APScheduler drops a run-now while its job
 runs; see shared/platform-notes.md). The journal is read and written through its own threads
@@ -19,26 +30,33 @@ import asyncio
 import gzip
 import json
 import logging
+import math
 import random
 import re
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import aiohttp
 import msgspec
 
 from cratesense.analysis.model import Consensus
+from cratesense.catalog import contract
 from cratesense.catalog.contract import MAX_BATCH, MAX_LOOKUP
+from cratesense.catalog.matching import LOOKUP_HIT
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import Journal
-from cratesense.daemon.journal_read import JournalReader
 from cratesense.daemon.journal_io import JournalIO
+from cratesense.daemon.journal_read import JournalReader
+from cratesense.daemon.recorder import observation_id
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BATCH_BYTES = 1024 * 1024
 MAX_BACKOFF = 3600.0
-LOOKUP_AGAIN_AFTER = 7 * 86400.0  # consensus changes as others contribute
+MAX_FEED_PAGES = 400  # per sync (200,000 recordings: a first sync of a big library); the rest at the next
+REGISTER_TIMEOUT = 10.0  # registering before the first scan never holds the agent's start up longer
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
 _ITEM_FIELD = re.compile(r"^observations\[(\d+)\]")
 
@@ -74,6 +92,7 @@ class Syncer:
         self._contribute_default = contribute_default
         self._first_change_at: float | None = None
         self._requested = asyncio.Event()
+        self._ask_all = False  # the next run looks up every track the feed does not follow, whatever its backoff
         self._conversation = asyncio.Lock()  # one session at a time: a run, or an export
         self._completed = asyncio.Condition()
         self._runs_completed = 0
@@ -87,6 +106,8 @@ class Syncer:
         self.offline = False
         self.next_retry_at: float | None = None
         self.sent_total = 0
+        self.lookups_total = 0  # look-up requests this session (fingerprints, 100 at most each)
+        self.followed_total = 0  # tracks the change feed brought news of this session
 
     # --- requests --------------------------------------------------------------------------
 
@@ -110,9 +131,11 @@ class Syncer:
         self.request()
 
     async def sync_now(self, timeout: float = 60.0) -> None:
-        """Request a run and wait until a run that started after this call has finished."""
+        """Request a run and wait until a run that started after this call has finished (the
+        user asked: every track not followed yet is looked up, whatever its backoff)."""
         async with self._completed:
             target = self._runs_completed + (2 if self.syncing else 1)
+            self._ask_all = True
             self.request()
             await asyncio.wait_for(self._completed.wait_for(lambda: self._runs_completed >= target), timeout)
 
@@ -121,16 +144,17 @@ class Syncer:
         while True:
             await self._requested.wait()
             self._requested.clear()
+            ask_all, self._ask_all = self._ask_all, False
             self.syncing = True
             try:
-                await self._run_once()
+                await self._run_once(ask_all)
             finally:
                 self.syncing = False
                 async with self._completed:
                     self._runs_completed += 1
                     self._completed.notify_all()
 
-    async def _run_once(self) -> None:
+    async def _run_once(self, ask_all: bool = False) -> None:
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
@@ -141,9 +165,11 @@ class Syncer:
                 await self._push_settings()
                 await self._send_deletion()
                 await self._send_observations()
-                await self._look_up()
+                await self._follow()
+                await self._look_up(ask_all=ask_all)
                 await self._send_profile()
         except Backoff as exc:
+            self._ask_all |= ask_all  # asked for: still owed at the retry
             self._failures += 1
             delay = exc.delay if exc.delay is not None else min(MAX_BACKOFF, 5.0 * 2 ** (self._failures - 1))
             delay *= random.uniform(0.8, 1.2)  # many agents must not retry in lockstep
@@ -192,6 +218,17 @@ class Syncer:
 
     def _credentials(self) -> dict:
         return self._identity.get(f"catalog:{self._base_url}") or {}
+
+    async def register(self, timeout: float = REGISTER_TIMEOUT) -> None:
+        """Become a contributor now, if not yet (before the first scan, so the tracks a shared
+        catalog knows skip their descriptors from the start). A catalog that cannot be reached
+        in ``timeout`` is only logged: the first sync tries again."""
+        try:
+            async with asyncio.timeout(timeout), self._conversation, self._session_factory() as session:
+                self._session = session
+                await self._registered()
+        except (Backoff, TimeoutError) as exc:
+            log.info("not registered with the catalog yet (%s); the first sync tries again", str(exc) or "timed out")
 
     async def _registered(self) -> None:
         if self._credentials().get("token"):
@@ -274,8 +311,8 @@ class Syncer:
         def read(journal: JournalReader) -> list[tuple[int, dict]]:
             batch: list[tuple[int, dict]] = []
             size = 2
-            for seq, observation_id, payload in journal.pending(limit):
-                item = {"id": observation_id, **payload}
+            for seq, observation, payload in journal.pending(limit):
+                item = {"id": observation, **payload}
                 item_size = len(json.dumps(item, ensure_ascii=False).encode()) + 1
                 if batch and size + item_size > MAX_BATCH_BYTES:
                     break
@@ -326,20 +363,72 @@ class Syncer:
             else:
                 raise Backoff(f"unexpected answer {status} from the catalog")
 
-    async def _look_up(self, batches: int = 20) -> None:
-        """Gap filling: the catalog's consensus for our tracks, fetched in batches and kept in the
-        journal (shown in status and export, never written into the user's files). A look-up
-        sends fingerprints, so it happens only while contributing."""
+    async def _follow(self) -> None:
+        """The change feed: what changed since our cursor in the recordings we hold, page after
+        page, each page's consensus and the cursor after it written in one go (a crash between
+        pages asks for the rest again). Only while contributing (the feed exists because our
+        observations do)."""
+        if not self.contribute:
+            return
+        observation_keys: dict[str, str] | None = None  # our observation ids -> content keys, if needed
+        for _ in range(MAX_FEED_PAGES):
+            contributor = self._credentials().get("contributor_id")
+            cursor = await self._setting("catalog_changes")
+            if not cursor or cursor.get("contributor") != contributor:
+                if cursor:  # registered anew (another catalog, or one that forgot us): follow nothing yet
+                    await self._io.write(lambda journal: journal.forget_followed())
+                cursor = {"contributor": contributor, "change": 0, "recording": None}
+            after = "" if cursor["recording"] is None else f"&after={cursor['recording']}"
+            status, answer = await self._authorized("GET", f"/v1/changes?since={cursor['change']}{after}")
+            if status != 200:
+                raise Backoff(f"the catalog refused the change feed ({status}: {answer.get('error')})")
+            page = _decoded(answer, contract.Changes, "the change feed")
+            if contributor != self._credentials().get("contributor_id"):
+                continue  # registered anew while asking: that cursor was another contributor's
+            found: list[tuple[str, Consensus | None]] = []
+            if page.changes:
+                recordings = [change.recording for change in page.changes]
+                by_recording = await self._io.read(lambda journal: journal.recording_tracks(recordings))
+                if observation_keys is None and any(change.recording not in by_recording for change in page.changes):
+                    secret = self._identity.secret
+                    observation_keys = await self._io.read(lambda journal: {
+                        observation_id(secret, key, version): key for key, version in journal.track_versions()})
+                for change in page.changes:
+                    keys = set(by_recording.get(change.recording, ()))
+                    keys.update(observation_keys[o] for o in change.observations if observation_keys and o in observation_keys)
+                    consensus = Consensus(recording=change.recording, contributors=change.contributors,
+                                          metadata=change.metadata, analysis=change.analysis)
+                    found += [(key, consensus) for key in sorted(keys)]
+            cursor = {"contributor": contributor, "change": page.cursor.change, "recording": page.cursor.recording}
+
+            def record(journal: Journal, found=found, cursor=cursor) -> None:
+                if found:
+                    journal.record_consensus(found, followed=True)
+                journal.set_setting("catalog_changes", cursor)
+
+            await self._io.write(record)
+            self.followed_total += len(found)
+            if not page.more:
+                return
+
+    async def _look_up(self, batches: int = 20, ask_all: bool = False) -> None:
+        """Gap filling by fingerprint: the catalog's consensus for the tracks the change feed
+        does not follow yet (new ones, unknown ones, their backoff run out; with ``ask_all``,
+        all of them), fetched in batches and kept in the journal (shown in the library and the
+        export, never written into the user's files). A look-up sends fingerprints, so it
+        happens only while contributing."""
+        started = time.time()
+        now = math.inf if ask_all else started
         for _ in range(batches):
             if not self.contribute:
                 return
-            older_than = time.time() - LOOKUP_AGAIN_AFTER
-            due = await self._io.read(lambda journal: journal.lookup_due(MAX_LOOKUP, older_than=older_than))
+            due = await self._io.read(lambda journal: journal.lookup_due(MAX_LOOKUP, now, asked_before=started))
             if not due:
                 return
             query = {"fingerprints": [{"chromaprint": fp, "duration": max(1.0, duration)} for _, fp, duration in due]}
             status, answer = await self._authorized("POST", "/v1/lookup", query)
             found = [(key, match) for (key, _, _), match in zip(due, _matches(status, answer, len(due)))]
+            self.lookups_total += 1
             await self._io.write(lambda journal: journal.record_consensus(found))
 
     # --- the library asks: is this track known well enough to skip its descriptors? ----------
@@ -423,17 +512,25 @@ def adopt_choices(identity: Identity, journal: JournalReader) -> None:
 
 
 def _matches(status: int, answer: dict, asked: int) -> list[Consensus | None]:
-    """A look-up's answer as the typed consensus, one per fingerprint asked; ``Backoff`` for a
-    refusal or an answer that is not one (nothing of it is kept)."""
+    """A look-up's answer as the typed consensus, one per fingerprint asked (None where the
+    catalog knows nothing, or matched below the look-up threshold: nothing is ever filled from a
+    doubtful match); ``Backoff`` for a refusal or an answer that is not one (nothing of it is kept)."""
     if status != 200:
         raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
-    try:
-        results = msgspec.convert(answer.get("results"), list[Consensus | None])
-    except msgspec.ValidationError as exc:
-        raise Backoff(f"the catalog's look-up answer is not one ({exc})") from None
+    results = _decoded(answer, contract.LookupResponse, "a look-up").results
     if len(results) != asked:
         raise Backoff(f"the catalog answered {len(results)} look-ups for {asked}")
-    return results
+    return [match if match is not None and match.score is not None and match.score >= LOOKUP_HIT else None
+            for match in results]
+
+
+def _decoded(answer: dict, model: type[T], what: str) -> T:
+    """The catalog's answer as the contract's ``model``, or a ``Backoff``: a broken or hostile
+    catalog's answer never reaches the journal."""
+    try:
+        return msgspec.convert(answer, model)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise Backoff(f"the catalog answered {what} with something else ({exc})") from None
 
 
 def _compressed(body: dict) -> bytes:

@@ -1,0 +1,106 @@
+"""Better together, for real (#24): a small community of real agent processes around one real
+catalog (``cratesense catalog serve``), each holder with its own encode of the same music.
+
+A DJ whose copy of a track is untagged gets the artist and title at the first sync after another
+DJ's tagged copy reached the catalog (not a week later), never a value for a track nobody else
+knows, and a library where nothing changed costs one small request per sync."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from mutagen.flac import FLAC
+
+from agentproc import AgentProcess, write_config
+from audiogen import encode, fingerprintable_track
+from communitykit import CatalogProcess, CatalogTap, token_of
+
+SR = 44100
+
+
+@pytest.fixture
+def community(tmp_path):
+    catalog = CatalogProcess(tmp_path / "catalog.sqlite", tmp_path / "catalog.log")
+    tap = CatalogTap(catalog.url)
+    agents: list[AgentProcess] = []
+
+    def agent(name: str) -> AgentProcess:
+        home = tmp_path / name
+        music = home / "music"
+        music.mkdir(parents=True)
+        write_config(home, music, sync={"quiet_seconds": 0.5, "catalog_url": tap.url})
+        process = AgentProcess(home)
+        process.music = music
+        agents.append(process)
+        return process
+
+    yield tap, agent
+    for process in agents:
+        process.stop(signal.SIGKILL)
+    tap.close()
+    catalog.stop()
+
+
+def library(agent: AgentProcess) -> dict[str, dict]:
+    """The agent's library rows by file name."""
+    rows = json.loads(agent.cli("tracks", "--json").stdout)["tracks"]
+    return {row["path"].rsplit("/", 1)[-1]: row for row in rows}
+
+
+def synced(agent: AgentProcess, tracks: int, after: float = 0.0) -> dict:
+    """Wait until ``tracks`` are analyzed and a sync that started after ``after`` has sent them all."""
+    return agent.wait_for(lambda s: s["tracks"] == tracks and s["queued"] + s["analyzing"] == 0
+                          and s["waiting_to_sync"] == 0 and not s["syncing"] and (s["last_sync_at"] or 0) > after,
+                          180, f"{tracks} tracks analyzed and synced")
+
+
+def test_a_gap_is_filled_at_the_first_sync_after_another_djs_tagged_copy_reaches_the_catalog(tmp_path, community):
+    tap, agent = community
+    source = tmp_path / "source"
+    source.mkdir()
+    anthem, b_side, later = (fingerprintable_track(i, seconds=24) for i in (0, 1, 2))
+    bob, carol, alice = agent("bob"), agent("carol"), agent("alice")
+    # each holder has its own encode; only Alice's copy of the anthem is tagged
+    encode(anthem, SR, bob.music / "untitled 01.mp3", bitrate=192_000)
+    encode(b_side, SR, bob.music / "untitled 02.flac")
+    encode(anthem, SR, carol.music / "track01.opus", bitrate=96_000)
+    tagged = encode(anthem, SR, alice.music / "anthem.flac")
+    tags = FLAC(tagged)
+    tags["artist"], tags["title"] = "Sigur Rós", "Hoppípolla"
+    tags.save()
+
+    for holder, count in ((bob, 2), (carol, 1)):  # the untagged copies reach the catalog first
+        holder.start()
+        synced(holder, count)
+    assert library(bob)["untitled 01.mp3"]["title"] is None
+
+    arrived = time.time()
+    alice.start()
+    synced(alice, 1)
+
+    # Bob's next sync (after a new file, as any change brings one) is the first after Alice's copy
+    encode(later, SR, bob.music / "untitled 03.flac")
+    synced(bob, 3, after=arrived)
+    rows = library(bob)
+    anthem_row = rows["untitled 01.mp3"]
+    assert anthem_row["title"] == "Hoppípolla" and anthem_row["artist"] == "Sigur Rós"
+    assert {"artist", "title"} <= set(anthem_row["from_catalog"])
+    for name in ("untitled 02.flac", "untitled 03.flac"):  # nobody else holds these: nothing is made up
+        assert rows[name]["title"] is None and rows[name]["artist"] is None, rows[name]
+        assert not {"artist", "title"} & set(rows[name]["from_catalog"] or ())
+
+    # Carol asks at once
+    assert carol.cli("sync").returncode == 0
+    row = library(carol)["track01.opus"]
+    assert row["title"] == "Hoppípolla" and {"artist", "title"} <= set(row["from_catalog"])
+
+    # a steady library: each sync costs one small request (the change feed), no look-up
+    token = token_of(bob.home, tap.url)
+    for _ in range(2):
+        before = tap.requests(token)
+        assert bob.cli("sync").returncode == 0
+        spent = tap.requests(token) - before
+        assert spent == {"GET /v1/changes": 1}, spent
