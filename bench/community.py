@@ -377,6 +377,60 @@ def _per_sync(spent: dict) -> list[str]:
     return cells
 
 
+# --- a steady library at scale: what a sync costs when nothing changed -----------------------------
+
+def steady_catalog(folder: Path, held: int = 100_000, elsewhere: int = 1_000) -> None:
+    """One DJ holding ``held`` recordings (rows written as settling writes them: no audio, no
+    matching); the change feed from the start (a first sync), then when nothing changed, then
+    after ``elsewhere`` recordings of other DJs and 10 of ours changed."""
+    from cratesense.catalog import follow
+    from cratesense.catalog.store import Store
+
+    store = Store(folder / "steady.sqlite")
+    me, other = store.register()[0], store.register()[0]
+    now = time.time()
+    total = held + elsewhere
+    with store._transaction() as db:
+        db.executemany("INSERT INTO recordings (id, updated_at, contributors, observations, derived_observations, changed) "
+                       "VALUES (?, ?, 1, 1, 1, 1)", [(r, now) for r in range(1, total + 1)])
+        db.executemany("INSERT INTO fingerprints (id, recording, items, terms, duration) VALUES (?, ?, ?, ?, 180.0)",
+                       [(r, r, b"\0\0\0\0", b"") for r in range(1, total + 1)])
+        db.executemany("INSERT INTO observations (id, contributor, recording, fingerprint, fingerprint_duration, "
+                       "analyzer_version, received_at) VALUES (?, ?, ?, ?, 180.0, 'bench', ?)",
+                       [(f"{r:032x}", me if r <= held else other, r, r, now) for r in range(1, total + 1)])
+        db.execute("UPDATE counters SET value = ? WHERE counter IN ('recording', 'fingerprint')", (total,))
+
+    def page_through(cursor: dict) -> tuple[dict, int, int, float]:
+        pages = changes = 0
+        began = time.perf_counter()
+        while True:
+            answer = follow.changes(store, me, cursor["change"], cursor["recording"])
+            pages, changes, cursor = pages + 1, changes + len(answer["changes"]), answer["cursor"]
+            if not answer["more"]:
+                return cursor, pages, changes, time.perf_counter() - began
+
+    cursor, pages, changes, first = page_through({"change": 0, "recording": None})
+    times = []
+    for _ in range(50):
+        began = time.perf_counter()
+        answer = follow.changes(store, me, cursor["change"], cursor["recording"])
+        times.append(time.perf_counter() - began)
+    assert answer["changes"] == []
+    size = len(json.dumps(answer))
+    with store._transaction() as db:  # the community moves: 1,000 of others' recordings and 10 of ours change
+        changed = list(range(held + 1, total + 1)) + list(range(1, 11))
+        store._stamp(db, changed)
+    _, busy_pages, busy_changes, busy = page_through(cursor)
+    store.close()
+    print(f"\n## A steady library at the catalog ({held:,} recordings held, SQLite)\n")
+    print("| sync | requests | recordings answered | catalog time |")
+    print("|---|---|---|---|")
+    print(f"| the first (from the start) | {pages} | {changes:,} | {first:.2f} s |")
+    print(f"| nothing changed | 1 | 0 | {1000 * statistics.median(times):.2f} ms p50, "
+          f"{1000 * max(times):.2f} ms max (answer {size} bytes) |")
+    print(f"| {elsewhere:,} others' and 10 of ours changed | {busy_pages} | {busy_changes} | {1000 * busy:.1f} ms |")
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -387,6 +441,7 @@ def main() -> int:
     parser.add_argument("--scale", default="100,300,1000", help="community sizes for the synthetic part")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-steady", action="store_true")
     parser.add_argument("--db", help="a postgresql:// URL for the scale part (default: SQLite files)")
     parser.add_argument("--lock", help="hold this file's lock (flock) while measuring")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -401,6 +456,8 @@ def main() -> int:
     try:
         if not args.skip_real:
             real_agents(args.agents, args.clusters, args.per_cluster, folder)
+        if not args.skip_steady:
+            steady_catalog(folder)
         if not args.skip_scale:
             scale([int(s) for s in args.scale.split(",")], folder, args.db)
     finally:
