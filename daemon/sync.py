@@ -213,7 +213,7 @@ class Syncer:
         if status in (429, 503):
             raise Backoff(f"the catalog asks us to wait ({status})", delay=_seconds(retry_after))
         if status >= 500:
-            raise Backoff(f"the catalog failed ({status}: {answer.get('error', '')})")
+            raise Backoff(f"the catalog failed ({status}: {_error(answer)})")
         return status, answer if isinstance(answer, dict) else {}
 
     def _credentials(self) -> dict:
@@ -235,9 +235,10 @@ class Syncer:
             return
         status, answer = await self._call("POST", "/v1/contributors", auth=False)
         if status != 201:
-            raise Backoff(f"registration refused ({status}: {answer.get('error')})")
+            raise Backoff(f"registration refused ({status}: {_error(answer)})")
+        registered = _decoded(answer, contract.Registered, "the registration")
         self._identity.set(
-            f"catalog:{self._base_url}", {"contributor_id": answer["contributor_id"], "token": answer["token"]}
+            f"catalog:{self._base_url}", {"contributor_id": registered.contributor_id, "token": registered.token}
         )
         await self._set("catalog_contribute_sent", None)
         await self._set("catalog_profile_sent", None)
@@ -279,7 +280,8 @@ class Syncer:
             return
         status, answer = await self._authorized("PUT", "/v1/contributors/me", {"contribute": contribute})
         if status != 200:
-            raise Backoff(f"the catalog refused the contribute setting ({status}: {answer.get('error')})")
+            raise Backoff(f"the catalog refused the contribute setting ({status}: {_error(answer)})")
+        _decoded(answer, contract.ContributorSettings, "the contribute setting")
         await self._set("catalog_contribute_sent", contribute)
 
     def request_deletion(self) -> None:
@@ -300,9 +302,10 @@ class Syncer:
         await self._push_settings()
         status, answer = await self._authorized("DELETE", "/v1/contributors/me/observations")
         if status != 200:
-            raise Backoff(f"the catalog refused the deletion ({status}: {answer.get('error')})")
-        self._identity.set("deletion", {**deletion, "confirmed_at": time.time(), "deleted": answer["deleted"]})
-        log.info("the catalog deleted %d observation(s) of ours", answer["deleted"])
+            raise Backoff(f"the catalog refused the deletion ({status}: {_error(answer)})")
+        deleted = _decoded(answer, contract.Deleted, "the deletion").deleted
+        self._identity.set("deletion", {**deletion, "confirmed_at": time.time(), "deleted": deleted})
+        log.info("the catalog deleted %d observation(s) of ours", deleted)
 
     async def next_batch(self) -> list[tuple[int, dict]]:
         """The next rows to send, as sent: (outbox seq, observation with its id)."""
@@ -328,17 +331,18 @@ class Syncer:
             if not batch:
                 return
             status, answer = await self._authorized("POST", "/v1/observations", {"observations": [i for _, i in batch]})
+            error = _error_body(answer) if status != 200 else None
             if status == 200:
                 by_id = {item["id"]: seq for seq, item in batch}
                 done, refused = [], []
-                for result in answer.get("results", []):
-                    seq = by_id.get(result.get("id"))
+                for result in _decoded(answer, contract.IngestResponse, "an upload").results:
+                    seq = by_id.get(result.id)
                     if seq is None:
                         continue
-                    if result["status"] in ("accepted", "duplicate"):
+                    if result.status in ("accepted", "duplicate"):
                         done.append(seq)
                     else:
-                        refused.append((seq, result.get("reason") or "rejected"))
+                        refused.append((seq, result.reason or "rejected"))
 
                 def settle(journal: Journal) -> None:
                     for seq, reason in refused:
@@ -350,13 +354,13 @@ class Syncer:
                 self._batch_limit = min(MAX_BATCH, self._batch_limit * 2)
             elif status == 413 and len(batch) > 1:
                 self._batch_limit = max(1, len(batch) // 2)
-            elif status == 403 and answer.get("rule") == "contribute=false":
+            elif status == 403 and error is not None and error.rule == "contribute=false":
                 await self._set("catalog_contribute_sent", None)
                 await self._push_settings()
             elif 400 <= status < 500:
-                match = _ITEM_FIELD.match(answer.get("field") or "")
+                match = _ITEM_FIELD.match(error.field or "") if error is not None else None
                 index = int(match.group(1)) if match and int(match.group(1)) < len(batch) else 0
-                reason = answer.get("error") or f"rejected ({status})"
+                reason = error.error if error is not None else f"rejected ({status})"
                 seq = batch[index][0]
                 await self._io.write(lambda journal: journal.park(seq, reason))
                 log.warning("the catalog rejected observation %s: %s", batch[index][1]["id"], reason)
@@ -381,7 +385,7 @@ class Syncer:
             after = "" if cursor["recording"] is None else f"&after={cursor['recording']}"
             status, answer = await self._authorized("GET", f"/v1/changes?since={cursor['change']}{after}")
             if status != 200:
-                raise Backoff(f"the catalog refused the change feed ({status}: {answer.get('error')})")
+                raise Backoff(f"the catalog refused the change feed ({status}: {_error(answer)})")
             page = _decoded(answer, contract.Changes, "the change feed")
             if contributor != self._credentials().get("contributor_id"):
                 continue  # registered anew while asking: that cursor was another contributor's
@@ -457,7 +461,8 @@ class Syncer:
             return
         status, answer = await self._authorized("PUT", "/v1/profile", profile)
         if status != 200:
-            raise Backoff(f"the catalog refused the profile ({status}: {answer.get('error')})")
+            raise Backoff(f"the catalog refused the profile ({status}: {_error(answer)})")
+        _decoded(answer, contract.ProfileStored, "the profile")
         await self._set("catalog_profile_sent", revision)
 
     async def export(self) -> dict:
@@ -466,8 +471,8 @@ class Syncer:
             await self._registered()
             status, answer = await self._authorized("GET", "/v1/contributors/me/export")
         if status != 200:
-            raise Backoff(f"the catalog refused the export ({status})")
-        return answer
+            raise Backoff(f"the catalog refused the export ({status}: {_error(answer)})")
+        return msgspec.to_builtins(_decoded(answer, contract.Export, "the export"))
 
     async def recommendations(self) -> dict:
         """"DJs with similar taste also have": from a shared catalog, which compares our taste
@@ -483,11 +488,11 @@ class Syncer:
                 await self._registered()
                 await self._send_profile()
                 status, answer = await self._authorized("GET", "/v1/recommendations")
+                if status != 200:
+                    raise QueryError(f"the catalog refused ({status}: {_error(answer)})")
+                return msgspec.to_builtins(_decoded(answer, contract.Recommendations, "the recommendations"))
         except Backoff as exc:
             raise QueryError(f"the catalog cannot be asked now: {exc}") from None
-        if status != 200:
-            raise QueryError(f"the catalog refused ({status}: {answer.get('error')})")
-        return answer
 
     def status(self) -> dict:
         return {
@@ -516,12 +521,26 @@ def _matches(status: int, answer: dict, asked: int) -> list[Consensus | None]:
     catalog knows nothing, or matched below the look-up threshold: nothing is ever filled from a
     doubtful match); ``Backoff`` for a refusal or an answer that is not one (nothing of it is kept)."""
     if status != 200:
-        raise Backoff(f"the catalog refused a look-up ({status}: {answer.get('error')})")
+        raise Backoff(f"the catalog refused a look-up ({status}: {_error(answer)})")
     results = _decoded(answer, contract.LookupResponse, "a look-up").results
     if len(results) != asked:
         raise Backoff(f"the catalog answered {len(results)} look-ups for {asked}")
     return [match if match is not None and match.score is not None and match.score >= LOOKUP_HIT else None
             for match in results]
+
+
+def _error_body(answer: dict) -> contract.Error | None:
+    """A 4xx/5xx body as the contract's ``Error``, or None when it is not one."""
+    try:
+        return msgspec.convert(answer, contract.Error)
+    except (msgspec.ValidationError, TypeError):
+        return None
+
+
+def _error(answer: dict) -> str:
+    """What a refusal says, for a log line or a status."""
+    error = _error_body(answer)
+    return error.error if error is not None else "no reason given"
 
 
 def _decoded(answer: dict, model: type[T], what: str) -> T:
