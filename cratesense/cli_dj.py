@@ -161,12 +161,12 @@ def _print_json(answer: dict) -> None:
 
 
 def _print_tracks(tracks: list[dict]) -> None:
-    from cratesense.dj.views import CATALOG_MARK, TRACK_COLUMNS, cells, table
+    from cratesense.dj.views import CATALOG_LEGEND, TRACK_COLUMNS, cells, table
 
     for line in table([cells(track) for track in tracks], TRACK_COLUMNS):
         print(line)
-    if any(track["from_catalog"] for track in tracks):
-        print(f"\n{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none)")
+    if any(track["from_catalog"] or track["consensus_disagrees"] for track in tracks):
+        print(f"\n{CATALOG_LEGEND}")
 
 
 def _cmd_tracks(args) -> int:
@@ -181,7 +181,7 @@ def _cmd_tracks(args) -> int:
 
 
 def _print_suggestions(title: str, suggestions: list[dict]) -> None:
-    from cratesense.dj.views import cells, table
+    from cratesense.dj.views import CATALOG_LEGEND, cells, table
 
     print(title)
     rows = []
@@ -190,9 +190,11 @@ def _print_suggestions(title: str, suggestions: list[dict]) -> None:
         row.update(rank=str(index), score=f"{suggestion['score']:.2f}", why="; ".join(suggestion["reasons"]))
         rows.append(row)
     columns = [("rank", "#", 3), ("score", "score", 5), ("artist", "artist", 20), ("title", "title", 26),
-               ("bpm", "BPM", 7), ("key", "key", 7), ("why", "why", 400)]
+               ("bpm", "BPM", 7), ("key", "key", 7), ("catalog", "catalog", 64), ("why", "why", 400)]
     for line in table(rows, columns):
         print(line)
+    if any(s["track"]["from_catalog"] or s["track"]["consensus_disagrees"] for s in suggestions):
+        print(f"\n{CATALOG_LEGEND}")
 
 
 def _label(track: dict) -> str:
@@ -211,8 +213,10 @@ def _cmd_next(args) -> int:
     if not answer["next"]:
         print(f"nothing in the library can follow {_label(current)} (no other track with a tempo)")
         return EXIT_OK
+    from cratesense.dj.views import consensus_note
+
     described = ", ".join([f"{current['bpm']:.1f} BPM" if current["bpm"] else "tempo unknown",
-                           current["key"] or "key unknown"])
+                           current["key"] or "key unknown", *filter(None, [consensus_note(current)])])
     _print_suggestions(f"after {_label(current)} ({described}):", answer["next"])
     return EXIT_OK
 

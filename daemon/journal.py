@@ -158,6 +158,14 @@ _MIGRATIONS = (
     CREATE INDEX consensus_recording ON consensus (recording_id) WHERE recording_id IS NOT NULL;
     CREATE INDEX consensus_due ON consensus (next_lookup_at) WHERE next_lookup_at IS NOT NULL;
     """,
+    # 10: the consensus where the DJ looks (#24): how many DJs stand behind it, and what it says
+    # where it disagrees with the file's own key or tempo; the rows are derived anew on open
+    """
+    ALTER TABLE library ADD COLUMN backed_by INTEGER;
+    ALTER TABLE library ADD COLUMN catalog_camelot TEXT;
+    ALTER TABLE library ADD COLUMN catalog_bpm REAL;
+    DELETE FROM library;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -17,7 +17,10 @@ the filters, the embedding as 64 float32, and two sketches:
   full fingerprint score (AcoustID's method, ``catalog/matching.py``).
 
 Where the file's tags are empty and the catalog's consensus knows a value, the consensus fills
-it, and ``filled`` names the field, so every view can mark it as coming from the catalog.
+it, and ``filled`` names the field, so every view can mark it as coming from the catalog;
+``backed_by`` says how many DJs stand behind that consensus, and ``catalog_camelot`` /
+``catalog_bpm`` what it says where it disagrees with the file's own analysis (a key or a tempo
+a DJ may want to check).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from cratesense.daemon.profile import TrackTaste
 SOUND_SKETCH_BITS = 128
 FINGERPRINT_SKETCH_TERMS = 16
 LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tak", "tta", "mlp", "truehd"})
+BPM_DISAGREEMENT = 0.5  # BPM: tempi shown to 0.1 that differ by more disagree (half or double time does)
 
 
 class LibraryRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +68,9 @@ class LibraryRow(msgspec.Struct, frozen=True, kw_only=True):
     sound_sketch: bytes | None = None
     fingerprint_sketch: bytes | None = None
     fingerprint_duration: float | None = None
+    backed_by: int | None = None  # how many DJs the catalog's consensus on this track comes from
+    catalog_camelot: str | None = None  # the consensus's key, where it disagrees with our analysis's
+    catalog_bpm: float | None = None  # the consensus's tempo, where it disagrees with our analysis's
 
     def taste(self) -> TrackTaste:
         """What this track adds to the taste profile: what the library shows of it (our own
@@ -112,6 +119,13 @@ def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | N
     camelot = descriptors.camelot if descriptors.key else (agreed.camelot if agreed else None)
     loudness = measured(descriptors.loudness_lufs, agreed.loudness_lufs if agreed else None, "loudness")
     embedding = descriptors.embedding
+    # where other DJs' consensus says otherwise than our own analysis (ours is one vote of it)
+    disputed_key = disputed_bpm = None
+    if agreed is not None and consensus is not None and consensus.contributors > 1:
+        if descriptors.camelot and agreed.camelot and agreed.camelot != descriptors.camelot:
+            disputed_key = agreed.camelot
+        if descriptors.bpm and agreed.bpm and abs(agreed.bpm - descriptors.bpm) > BPM_DISAGREEMENT:
+            disputed_bpm = agreed.bpm
     return LibraryRow(
         content_key=content_key, artist=artist, title=title, album=album, isrc=isrc, catalog_number=catalog_number,
         filled=",".join(filled) or None, duration=track.audio.duration or track.fingerprint.duration,
@@ -123,6 +137,8 @@ def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | N
         sound_sketch=sound_sketch(embedding) if embedding else None,
         fingerprint_sketch=fingerprint_sketch(track.fingerprint.chromaprint),
         fingerprint_duration=track.fingerprint.duration,
+        backed_by=consensus.contributors if consensus is not None and consensus.contributors else None,
+        catalog_camelot=disputed_key, catalog_bpm=disputed_bpm,
     )
 
 

@@ -49,6 +49,9 @@ class Track:
     channels: int | None
     added_at: float | None
     filled: frozenset[str] = field(default_factory=frozenset)  # fields the catalog's consensus filled
+    backed_by: int | None = None  # how many DJs the catalog's consensus on it comes from
+    catalog_key: Key | None = None  # the consensus's key, where it disagrees with the file's own analysis
+    catalog_bpm: float | None = None  # the consensus's tempo, where it disagrees with the file's own analysis
 
     @property
     def label(self) -> str:
@@ -181,5 +184,6 @@ def _track(entry: LibraryEntry) -> Track:
         replaygain=entry.replaygain, true_peak=entry.true_peak, beat_offset=entry.beat_offset,
         downbeat_offset=entry.downbeat_offset, beats_per_bar=entry.beats_per_bar, codec=entry.codec,
         sample_rate=entry.sample_rate, channels=entry.channels, added_at=entry.added_at,
-        filled=frozenset((entry.filled or "").split(",")) - {""},
+        filled=frozenset((entry.filled or "").split(",")) - {""}, backed_by=entry.backed_by,
+        catalog_key=parse_key(entry.catalog_camelot) if entry.catalog_camelot else None, catalog_bpm=entry.catalog_bpm,
     )

@@ -9,6 +9,7 @@ from cratesense.dj.harmony import in_notation
 from cratesense.dj.mixing import Suggestion
 
 CATALOG_MARK = "*"  # after a value the catalog's consensus filled
+DISPUTED_MARK = "!"  # after our own value where the catalog's consensus says otherwise
 
 
 def track_json(track: Track, notation: str) -> dict:
@@ -30,7 +31,35 @@ def track_json(track: Track, notation: str) -> dict:
         "codec": track.codec,
         "added_at": track.added_at,
         "from_catalog": sorted(track.filled),
+        "consensus_djs": track.backed_by,  # how many DJs the catalog's consensus comes from
+        # what the consensus says where it disagrees with the file's own analysis
+        "consensus_disagrees": {name: value for name, value in (("key", in_notation(track.catalog_key, notation)),
+                                                                ("bpm", track.catalog_bpm)) if value is not None},
     }
+
+
+def consensus_note(track: dict) -> str | None:
+    """In words, where the catalog's consensus disagrees with the file's own analysis ("key 8A
+    here; 7 DJs say 9A"), so a DJ can check a doubtful key or tempo; None where it agrees."""
+    disagrees, djs = track["consensus_disagrees"], track["consensus_djs"]
+    say = f"{djs} DJs say" if djs and djs > 1 else "the catalog says"
+    notes = []
+    if "key" in disagrees:
+        notes.append(f"key {track['key']} here; {say} {disagrees['key']}")
+    if "bpm" in disagrees:
+        notes.append(f"{track['bpm']:.1f} BPM here; {say} {disagrees['bpm']:.1f}")
+    return "; ".join(notes) or None
+
+
+def catalog_cell(track: dict) -> str:
+    """What the catalog column of a table says: a disagreement, else how many DJs stand behind
+    the values it filled, else nothing."""
+    note = consensus_note(track)
+    if note:
+        return f"{DISPUTED_MARK} {note}"
+    if track["from_catalog"] and track["consensus_djs"]:
+        return f"{CATALOG_MARK} {track['consensus_djs']} DJ{'s' if track['consensus_djs'] != 1 else ''}"
+    return ""
 
 
 def suggestion_json(suggestion: Suggestion, notation: str) -> dict:
@@ -48,11 +77,12 @@ def cells(track: dict) -> dict[str, str]:
     """The table cells of a track as ``track_json`` gives it (so a table shows exactly what the
     JSON answer says); a value the catalog filled ends with ``CATALOG_MARK``."""
     filled = set(track["from_catalog"])
+    disputed = set(track["consensus_disagrees"])
 
     def shown(value, name: str) -> str:
         if value is None or value == "":
             return "-"
-        return f"{value}{CATALOG_MARK if name in filled else ''}"
+        return f"{value}{CATALOG_MARK if name in filled else DISPUTED_MARK if name in disputed else ''}"
 
     path, copies = track["path"], track["copies"]
     return {
@@ -62,6 +92,7 @@ def cells(track: dict) -> dict[str, str]:
         "key": shown(track["key"], "key"),
         "lufs": shown(f"{track['loudness_lufs']:.1f}" if track["loudness_lufs"] is not None else None, "loudness"),
         "time": minutes(track["duration"]),
+        "catalog": catalog_cell(track),
         "path": path + (f" (+{copies - 1} copies)" if copies > 1 else ""),
     }
 
@@ -84,4 +115,7 @@ def table(rows: list[dict[str, str]], columns: list[tuple[str, str, int]]) -> li
 
 
 TRACK_COLUMNS = [("artist", "artist", 24), ("title", "title", 32), ("bpm", "BPM", 7), ("key", "key", 8),
-                 ("lufs", "LUFS", 6), ("time", "time", 6), ("path", "path", 200)]
+                 ("lufs", "LUFS", 6), ("time", "time", 6), ("catalog", "catalog", 64), ("path", "path", 200)]
+CATALOG_LEGEND = (f"{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none; "
+                  f"'N DJs': how many stand behind it); {DISPUTED_MARK} the consensus says otherwise than this "
+                  "file's own analysis: worth a listen")

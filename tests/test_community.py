@@ -104,3 +104,83 @@ def test_a_gap_is_filled_at_the_first_sync_after_another_djs_tagged_copy_reaches
         assert bob.cli("sync").returncode == 0
         spent = tap.requests(token) - before
         assert spent == {"GET /v1/changes": 1}, spent
+
+
+def test_the_consensus_shows_where_the_dj_looks(tmp_path, community):
+    """How many DJs stand behind a value the catalog filled, and where the consensus disagrees
+    with the file's own analysis ("key 8A here; 4 DJs say 9A"): in `tracks`, `next` and the page."""
+    import asyncio
+    import secrets
+    import shutil
+
+    import aiohttp
+
+    from catalogkit import Client
+    from cratesense.analysis.keys import parse_key
+    from cratesense.analysis.model import observation_fields
+    from cratesense.analysis.pipeline import analyze_file
+
+    tap, agent = community
+    dj = agent("dj")
+    untagged = encode(fingerprintable_track(3, seconds=24), SR, dj.music / "untagged.flac")
+    doubtful = encode(fingerprintable_track(4, seconds=24), SR, dj.music / "doubtful.flac")
+    dj.start()
+    synced(dj, 2)
+    ours = library(dj)["doubtful.flac"]
+    theirs_key = parse_key(f"{int(ours['camelot'][:-1]) % 12 + 1}{ours['camelot'][-1]}")  # one step round the wheel
+    theirs_bpm = round(ours["bpm"] + 4.0, 1)
+
+    async def three_djs() -> None:
+        named = {**(fields := observation_fields(analyze_file(untagged)))}
+        named["metadata"] = {**fields["metadata"], "artist": "Sigur Rós", "title": "Hoppípolla"}
+        other = observation_fields(analyze_file(doubtful))
+        other["analysis"] = {**other["analysis"], "key": theirs_key.name, "camelot": theirs_key.camelot,
+                             "bpm": theirs_bpm}
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                client = await Client(session, tap.url).register()
+                status, answer = await client.ingest([{"id": secrets.token_hex(16), **named},
+                                                      {"id": secrets.token_hex(16), **other}])
+                assert status == 200, answer
+
+    asyncio.run(three_djs())
+    assert dj.cli("sync").returncode == 0
+    rows = library(dj)
+    filled, disputed = rows["untagged.flac"], rows["doubtful.flac"]
+    assert filled["title"] == "Hoppípolla" and "title" in filled["from_catalog"] and filled["consensus_djs"] == 4
+    assert filled["consensus_disagrees"] == {}
+    assert disputed["consensus_djs"] == 4 and disputed["key"] == ours["key"] and disputed["bpm"] == ours["bpm"]
+    assert disputed["consensus_disagrees"] == {"key": theirs_key.camelot, "bpm": theirs_bpm}
+    note = f"key {ours['key']} here; 4 DJs say {theirs_key.camelot}; {ours['bpm']:.1f} BPM here; 4 DJs say {theirs_bpm:.1f}"
+    table = dj.cli("tracks").stdout
+    assert note in table and "* 4 DJs" in table and "Hoppípolla*" in table and f"{ours['key']}!" in table, table
+    answer = json.loads(dj.cli("next", "doubtful", "--json").stdout)
+    assert answer["track"]["consensus_disagrees"] == {"key": theirs_key.camelot, "bpm": theirs_bpm}
+    assert note in dj.cli("next", "doubtful").stdout
+    musical = json.loads(dj.cli("tracks", "--json", "--search", "doubtful").stdout)  # in the user's notation
+    assert musical["tracks"][0]["consensus_disagrees"]["key"] == theirs_key.camelot
+
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        return  # the page's part needs Debian's chromium (scripts/setup.sh test installs it)
+    from selenium.webdriver.common.by import By
+
+    from test_web import browser, page_url, wait
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = browser(downloads)
+    try:
+        driver.get(page_url(dj))
+        rows_on_page = lambda: driver.find_elements(By.CSS_SELECTOR, "#tracks tbody tr")  # noqa: E731
+        wait(lambda: len(rows_on_page()) == 2, what="the library")
+        by_title = {row.find_elements(By.TAG_NAME, "td")[1].text: row for row in rows_on_page()}
+        title_cell = by_title["Hoppípolla*"].find_elements(By.TAG_NAME, "td")[1]
+        assert title_cell.get_attribute("class") == "catalog" and "4 DJs" in title_cell.get_attribute("title")
+        doubtful_row = next(row for title, row in by_title.items() if title != "Hoppípolla*")
+        key_cell = doubtful_row.find_elements(By.TAG_NAME, "td")[3]
+        assert key_cell.get_attribute("class") == "disputed" and key_cell.text == f"{ours['key']} !"
+        assert f"4 DJs say {theirs_key.camelot}" in key_cell.get_attribute("title")
+        doubtful_row.click()
+        wait(lambda: "4 DJs say" in driver.find_element(By.ID, "track-facts").text, what="the track's facts")
+    finally:
+        driver.quit()

@@ -228,3 +228,27 @@ def test_a_first_scan_registers_first_so_known_tracks_skip_their_descriptors(tmp
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
+
+
+def test_the_library_row_says_who_stands_behind_the_consensus_and_where_it_disagrees():
+    from cratesense.analysis.model import ConsensusAnalysis, ConsensusMetadata, Tags
+    from cratesense.daemon.trackview import library_row
+
+    ours = track_analysis(bpm=128.0, key="A minor", camelot="8A", tags=Tags(title="Mine"))
+
+    def consensus(djs: int, **analysis) -> Consensus:
+        return Consensus(score=1.0, recording=1, contributors=djs, metadata=ConsensusMetadata(title="Theirs", artist="X"),
+                         analysis=ConsensusAnalysis(**analysis))
+
+    row = library_row("k", ours, consensus(7, bpm=128.3, key="E minor", camelot="9A"))
+    assert (row.backed_by, row.catalog_camelot, row.catalog_bpm) == (7, "9A", None)  # 0.3 BPM apart: the same tempo
+    assert row.title == "Mine" and row.artist == "X" and row.filled == "artist"  # the file's own tag wins
+    row = library_row("k", ours, consensus(3, bpm=64.0, key="A minor", camelot="8A"))
+    assert (row.catalog_camelot, row.catalog_bpm) == (None, 64.0)  # half time is a disagreement a DJ hears
+    row = library_row("k", ours, consensus(1, bpm=100.0, camelot="1B"))  # the consensus is ours alone: no dispute
+    assert (row.backed_by, row.catalog_camelot, row.catalog_bpm) == (1, None, None)
+    skipped = track_analysis(source="catalog")  # descriptors skipped for the consensus: filled, not disputed
+    row = library_row("k", skipped, consensus(5, bpm=126.0, key="E minor", camelot="9A"))
+    assert (row.bpm, row.camelot, row.catalog_camelot, row.catalog_bpm) == (126.0, "9A", None, None)
+    assert set(row.filled.split(",")) == {"artist", "title", "bpm", "key"} and row.backed_by == 5
+    assert library_row("k", ours, None).backed_by is None

@@ -57,11 +57,26 @@ function folderOf(path) {
   return parts.slice(0, -1).join("/") || "/";
 }
 
-// a value the catalog's consensus filled is shown in italics with a mark
+// a value the catalog's consensus filled is shown in italics with a mark (and how many DJs stand
+// behind it); our own key or tempo where the consensus says otherwise is flagged with what it says
 function cell(track, name, value, field = name) {
   const filled = track.from_catalog.includes(field);
-  return el("td", filled ? { class: "catalog", title: "from the catalog's consensus" } : {},
-    value == null || value === "" ? "-" : `${value}${filled ? "*" : ""}`);
+  const disputed = track.consensus_disagrees && field in track.consensus_disagrees;
+  const djs = track.consensus_djs > 1 ? `${track.consensus_djs} DJs` : "the catalog";
+  const attributes = filled ? { class: "catalog", title: `from the catalog's consensus (${djs})` }
+    : disputed ? { class: "disputed", title: consensusNote(track) } : {};
+  return el("td", attributes,
+    value == null || value === "" ? "-" : `${value}${filled ? "*" : disputed ? " !" : ""}`);
+}
+
+// "key 8A here; 7 DJs say 9A": where the catalog's consensus disagrees with the file's own analysis
+function consensusNote(track) {
+  const disagrees = track.consensus_disagrees || {};
+  const say = track.consensus_djs > 1 ? `${track.consensus_djs} DJs say` : "the catalog says";
+  const notes = [];
+  if (disagrees.key != null) notes.push(`key ${track.key} here; ${say} ${disagrees.key}`);
+  if (disagrees.bpm != null) notes.push(`${track.bpm.toFixed(1)} BPM here; ${say} ${disagrees.bpm.toFixed(1)}`);
+  return notes.join("; ");
 }
 
 // --- the library ---------------------------------------------------------------------------
@@ -146,6 +161,7 @@ function suggestionItem(item) {
     el("button", { type: "button", class: "link", onclick: () => openTrack(track) },
       `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`),
     el("span", { class: "facts" }, ` ${track.bpm ? track.bpm.toFixed(1) + " BPM" : ""} ${track.key || ""} · ${item.score.toFixed(2)}`),
+    consensusNote(track) ? el("div", { class: "disputed" }, `! ${consensusNote(track)}`) : "",
     el("div", { class: "reasons" }, item.reasons.join("; ")),
     el("button", { type: "button", class: "small", onclick: () => addToPlaylist(track) }, "+ playlist"));
 }
@@ -156,7 +172,7 @@ async function openTrack(track) {
   $("track-title").textContent = `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`;
   $("track-facts").textContent = [track.bpm ? `${track.bpm.toFixed(1)} BPM` : "tempo unknown",
     track.key || "key unknown", track.loudness_lufs == null ? "" : `${track.loudness_lufs.toFixed(1)} LUFS`,
-    minutes(track.duration), track.path].filter(Boolean).join(" · ");
+    minutes(track.duration), consensusNote(track) && `! ${consensusNote(track)}`, track.path].filter(Boolean).join(" · ");
   wheel($("wheel"), null, { key: track.camelot, compatible: compatibleCodes(track.camelot) });
   $("next-list").replaceChildren(el("li", {}, "…"));
   $("similar-list").replaceChildren(el("li", {}, "…"));
