@@ -40,6 +40,7 @@ from typing import TypeVar
 import aiohttp
 import msgspec
 
+from cratesense.analysis.constants import wire_version
 from cratesense.analysis.model import Consensus
 from cratesense.catalog import contract
 from cratesense.catalog.contract import MAX_BATCH, MAX_LOOKUP
@@ -395,8 +396,8 @@ class Syncer:
                 by_recording = await self._io.read(lambda journal: journal.recording_tracks(recordings))
                 if observation_keys is None and any(change.recording not in by_recording for change in page.changes):
                     secret = self._identity.secret
-                    observation_keys = await self._io.read(lambda journal: {
-                        observation_id(secret, key, version): key for key, version in journal.track_versions()})
+                    observation_keys = await self._io.read(lambda journal: {  # as the recorder derives them
+                        observation_id(secret, key, wire_version(version)): key for key, version in journal.track_versions()})
                 for change in page.changes:
                     keys = set(by_recording.get(change.recording, ()))
                     keys.update(observation_keys[o] for o in change.observations if observation_keys and o in observation_keys)
