@@ -379,15 +379,29 @@ def _per_sync(spent: dict) -> list[str]:
 
 # --- a steady library at scale: what a sync costs when nothing changed -----------------------------
 
-def steady_catalog(folder: Path, held: int = 100_000, elsewhere: int = 1_000) -> None:
-    """One DJ holding ``held`` recordings (rows written as settling writes them: no audio, no
-    matching); the change feed from the start (a first sync), then when nothing changed, then
-    after ``elsewhere`` recordings of other DJs and 10 of ours changed."""
+def steady(folder: Path, held: int = 100_000, elsewhere: int = 1_000) -> None:
+    """A library of ``held`` tracks, all known to the catalog (rows written as settling and the
+    agent write them: no audio, no matching), synced by a real ``Syncer`` to a real catalog
+    server behind a tap: what each sync costs when nothing changed, and when ``elsewhere`` of
+    other DJs' recordings and 10 of ours changed. Also the change feed from the start (a first
+    sync after an upgrade)."""
+    import asyncio
+
+    import aiohttp
+
+    from communitykit import CatalogTap
+    from cratesense.analysis.model import Consensus, encode_consensus
     from cratesense.catalog import follow
+    from cratesense.catalog.server import start
     from cratesense.catalog.store import Store
+    from cratesense.daemon.identity import Identity
+    from cratesense.daemon.journal import Journal
+    from cratesense.daemon.journal_io import JournalIO
+    from cratesense.daemon.sync import Syncer
+    from trackkit import track_analysis
 
     store = Store(folder / "steady.sqlite")
-    me, other = store.register()[0], store.register()[0]
+    (me, token), other = store.register(), store.register()[0]
     now = time.time()
     total = held + elsewhere
     with store._transaction() as db:
@@ -399,36 +413,80 @@ def steady_catalog(folder: Path, held: int = 100_000, elsewhere: int = 1_000) ->
                        "analyzer_version, received_at) VALUES (?, ?, ?, ?, 180.0, 'bench', ?)",
                        [(f"{r:032x}", me if r <= held else other, r, r, now) for r in range(1, total + 1)])
         db.execute("UPDATE counters SET value = ? WHERE counter IN ('recording', 'fingerprint')", (total,))
-
-    def page_through(cursor: dict) -> tuple[dict, int, int, float]:
-        pages = changes = 0
-        began = time.perf_counter()
-        while True:
-            answer = follow.changes(store, me, cursor["change"], cursor["recording"])
-            pages, changes, cursor = pages + 1, changes + len(answer["changes"]), answer["cursor"]
-            if not answer["more"]:
-                return cursor, pages, changes, time.perf_counter() - began
-
-    cursor, pages, changes, first = page_through({"change": 0, "recording": None})
-    times = []
-    for _ in range(50):
-        began = time.perf_counter()
+    began = time.perf_counter()
+    cursor, pages, first = {"change": 0, "recording": None}, 0, 0
+    while True:
         answer = follow.changes(store, me, cursor["change"], cursor["recording"])
-        times.append(time.perf_counter() - began)
-    assert answer["changes"] == []
-    size = len(json.dumps(answer))
-    with store._transaction() as db:  # the community moves: 1,000 of others' recordings and 10 of ours change
-        changed = list(range(held + 1, total + 1)) + list(range(1, 11))
-        store._stamp(db, changed)
-    _, busy_pages, busy_changes, busy = page_through(cursor)
+        pages, first, cursor = pages + 1, first + len(answer["changes"]), answer["cursor"]
+        if not answer["more"]:
+            break
+    from_start = time.perf_counter() - began
+
+    # the agent's journal: the same tracks, each followed in its recording
+    track = track_analysis(chromaprint="", duration=180.0)
+    with Journal(folder / "journal.sqlite") as journal:
+        from cratesense.analysis.model import encode_track
+
+        encoded = encode_track(track).decode()
+        with journal._transaction() as db:
+            db.executemany("INSERT INTO tracks VALUES (?, ?, ?, ?)",
+                           [(f"{r:032x}", encoded, track.analyzer_version, now) for r in range(1, held + 1)])
+            db.executemany("INSERT INTO files (path, device, inode, size, mtime_ns, content_key, state, updated_at, "
+                           "analyzer_version) VALUES (?, 1, ?, 1, 1, ?, 'analyzed', 0, ?)",
+                           [(f"/music/{r:06d}.flac".encode(), r, f"{r:032x}", track.analyzer_version)
+                            for r in range(1, held + 1)])
+            db.executemany("INSERT INTO consensus (content_key, recording, looked_up_at, recording_id, attempts, "
+                           "next_lookup_at) VALUES (?, ?, ?, ?, 0, NULL)",
+                           [(f"{r:032x}", encode_consensus(Consensus(recording=r, contributors=1)).decode(), now, r)
+                            for r in range(1, held + 1)])
+        journal.rebuild_library()
+        journal.rebuild_profile()
+        _, revision = journal.profile()
+        journal.set_setting("catalog_contribute_sent", True)
+        journal.set_setting("catalog_profile_sent", revision)
+    rows = []
+
+    async def syncs() -> None:
+        runner, url = await start(store)
+        tap = CatalogTap(url)
+        identity = Identity(folder / "identity.json")
+        identity.set(f"catalog:{tap.url}", {"contributor_id": me, "token": token})
+        io = JournalIO(folder / "journal.sqlite")
+        await io.open()
+        await io.write(lambda journal: journal.set_setting(
+            "catalog_changes", {"contributor": me, "change": cursor["change"], "recording": None}))
+        syncer = Syncer(io, identity, tap.url, aiohttp.ClientSession, label=tap.url)
+        task = asyncio.create_task(syncer.run())
+        try:
+            for label in ("nothing changed", "nothing changed", "nothing changed",
+                          f"{elsewhere:,} others' and 10 of ours changed"):
+                if label.startswith(f"{elsewhere:,}"):
+                    with store._transaction() as db:
+                        store._stamp(db, list(range(held + 1, total + 1)) + list(range(1, 11)))
+                before = tap.requests(token)
+                followed = syncer.followed_total
+                began = time.perf_counter()
+                await syncer.sync_now(timeout=600)
+                spent = tap.requests(token) - before
+                rows.append((label, sum(spent.values()), ", ".join(f"{n} {route}" for route, n in sorted(spent.items())),
+                             syncer.followed_total - followed, time.perf_counter() - began))
+            assert syncer.status()["last_sync_error"] is None, syncer.status()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await io.close()
+            tap.close()
+            await runner.cleanup()
+
+    asyncio.run(syncs())
     store.close()
-    print(f"\n## A steady library at the catalog ({held:,} recordings held, SQLite)\n")
-    print("| sync | requests | recordings answered | catalog time |")
-    print("|---|---|---|---|")
-    print(f"| the first (from the start) | {pages} | {changes:,} | {first:.2f} s |")
-    print(f"| nothing changed | 1 | 0 | {1000 * statistics.median(times):.2f} ms p50, "
-          f"{1000 * max(times):.2f} ms max (answer {size} bytes) |")
-    print(f"| {elsewhere:,} others' and 10 of ours changed | {busy_pages} | {busy_changes} | {1000 * busy:.1f} ms |")
+    print(f"\n## A steady library of {held:,} tracks (SQLite catalog, a real Syncer through a tap)\n")
+    print("| sync | requests | which | tracks brought news of | wall time (agent and catalog) |")
+    print("|---|---|---|---|---|")
+    print(f"| the change feed from the start (an upgrade's first sync; the catalog only) | {pages} | GET /v1/changes | "
+          f"{first:,} | {from_start:.1f} s |")
+    for label, count, which, followed, seconds in rows:
+        print(f"| {label} | {count} | {which} | {followed} | {1000 * seconds:.0f} ms |")
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -457,7 +515,7 @@ def main() -> int:
         if not args.skip_real:
             real_agents(args.agents, args.clusters, args.per_cluster, folder)
         if not args.skip_steady:
-            steady_catalog(folder)
+            steady(folder)
         if not args.skip_scale:
             scale([int(s) for s in args.scale.split(",")], folder, args.db)
     finally:
