@@ -12,7 +12,10 @@ loads in the worker processes."""
 # tempo 3, key 3, downbeat 2 (#29): the level a DJ counts on dance music (the kick and the hats'
 # bands, the backbeat), the key from the notes played (harmonics taken away) and the bass notes,
 # with a calibrated strength; bar 1 on the first beat of a drum intro.
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 3, "key": 3, "loudness": 2, "embedding": 2, "downbeat": 2}
+# phrases 1, energy 1, cues 1, waveform 1 (#26): a DJ's prep, from the streamed features (an
+# upgrade that adds them decodes the analysis view only and keeps loudness and embedding).
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 3, "key": 3, "loudness": 2, "embedding": 2, "downbeat": 2,
+                  "phrases": 1, "energy": 1, "cues": 1, "waveform": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 # The stages that read the native-rate view, and the descriptor fields they fill: when an upgrade
 # changed neither, a re-analysis decodes only the analysis view and keeps these fields.

@@ -30,7 +30,8 @@ from cratesense.analysis.constants import (
 
 __all__ = [
     "ANALYZER_VERSION", "STAGE_VERSIONS", "AudioFacts", "Consensus", "ConsensusAnalysis", "ConsensusMetadata",
-    "Descriptors", "Fingerprint", "Tags", "TrackAnalysis", "decode_track", "encode_track", "observation_fields",
+    "Cue", "Descriptors", "Fingerprint", "Phrase", "Tags", "TrackAnalysis", "Waveform", "decode_track", "encode_track",
+    "observation_fields",
 ]
 
 
@@ -71,6 +72,35 @@ class AudioFacts(_Model, frozen=True, kw_only=True):
     fully_decoded: bool  # False when only the fingerprinted head was read
 
 
+class Phrase(_Model, frozen=True, kw_only=True):
+    """A part of the arrangement on the bar grid (analysis/phrases.py)."""
+
+    start: float  # seconds: a bar line of the grid
+    end: float  # the next phrase's start, or the end of the track
+    bar: int  # the bar it starts on, bar 1 being the first that sounds (where the intro starts)
+    bars: int  # its length in bars (the last: the bars that start before the end)
+    label: str  # intro, verse, build, drop, breakdown or outro
+    energy: int  # 1-10 (analysis/energy.py)
+    confidence: float  # 0-1: how clearly its start stands out and its label fits
+
+
+class Cue(_Model, frozen=True, kw_only=True):
+    """A cue point on the grid (analysis/cues.py): a hot cue in slot 0-3 (A-D), or a memory cue."""
+
+    start: float  # seconds from the start of the decoded audio, a bar line of the grid
+    bar: int  # the bar it marks (bar 1: the first that sounds, as for phrases)
+    name: str  # "Mix in", "Drop", "Breakdown", "Mix out"; a memory cue: its phrase's label
+    colour: str  # "#RRGGBB"
+    hot: int | None = None  # hot cue slot 0-3 (A-D); None: a memory cue
+
+
+class Waveform(_Model, frozen=True, kw_only=True):
+    """The page's band-coloured overview (analysis/waveform.py): local only, never on the wire."""
+
+    column_seconds: float  # the stretch of audio each column stands for
+    data: str  # base64 of columns x (low, mid, high) level bytes
+
+
 class Descriptors(_Model, frozen=True, kw_only=True):
     """What the audio sounds like; every field is None when it could not be determined."""
 
@@ -89,6 +119,10 @@ class Descriptors(_Model, frozen=True, kw_only=True):
     true_peak_dbtp: float | None = None
     replaygain_db: float | None = None  # gain to the ReplayGain 2.0 reference of -18 LUFS
     embedding: tuple[float, ...] | None = None
+    energy: int | None = None  # 1-10 (analysis/energy.py)
+    phrases: tuple[Phrase, ...] | None = None  # on the bar grid, in order (analysis/phrases.py)
+    cues: tuple[Cue, ...] | None = None  # hot and memory cues on the grid (analysis/cues.py)
+    waveform: Waveform | None = None  # the page's overview; local only, never on the wire
 
 
 class TrackAnalysis(_Model, frozen=True, kw_only=True):

@@ -9,7 +9,9 @@ import msgspec
 import numpy as np
 
 from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
+from cratesense.analysis.cues import place_cues
 from cratesense.analysis.downbeat import estimate_bars
+from cratesense.analysis.energy import energy_curve, track_energy
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, FingerprintBuilder
 from cratesense.analysis.embedding import compute_embedding
 from cratesense.analysis.features import (
@@ -24,7 +26,9 @@ from cratesense.analysis.features import (
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
 from cratesense.analysis.model import AudioFacts, Descriptors, Fingerprint, TrackAnalysis
+from cratesense.analysis.phrases import bar_grid, find_phrases
 from cratesense.analysis.tempo import estimate_tempo
+from cratesense.analysis.waveform import overview
 from cratesense.analysis.constants import DEFAULT_BPM_RANGE, NATIVE_FIELDS
 from cratesense.analysis.tags import read_tags
 from cratesense.errors import DecodeError, SilentAudioError, TooShortError, TruncatedAudioError
@@ -153,6 +157,10 @@ def _describe(
             _beats_from_first_sound(features, beat_offset, period), chroma_frames, features.mel,
             features.onset_fine, ONSET_RATE,
         )
+    curve = energy_curve(features)
+    lines = bar_grid(tempo.bpm if tempo else None, beat_offset, bars.downbeat_offset if bars else None,
+                     bars.beats_per_bar if bars else None, features.duration)
+    phrases = find_phrases(features, chroma_frames, curve, lines, features.duration)
     return Descriptors(
         bpm=tempo.bpm if tempo else None,
         bpm_confidence=tempo.confidence if tempo else None,
@@ -169,6 +177,10 @@ def _describe(
         true_peak_dbtp=loudness.true_peak_dbtp,
         replaygain_db=loudness.replaygain_db,
         embedding=compute_embedding(timbre),
+        energy=track_energy(curve, features.duration),
+        phrases=phrases,
+        cues=place_cues(phrases, features.duration),
+        waveform=overview(features.mel, features.duration),
     )
 
 

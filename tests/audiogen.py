@@ -262,3 +262,156 @@ def metric_piece(
                     out[at : at + n] += level * rng.standard_normal(n) * np.exp(-np.arange(n) / sr * 60)
     out /= max(1e-9, np.max(np.abs(out))) / 0.8
     return out.astype(np.float32), start
+
+
+# --- arrangements with known sections: intro, build, drop, breakdown, outro ------------------------
+
+# The parts each kind of section plays (a drop is everything; a breakdown drops the drums and
+# the bass; a build brings a riser and a snare roll up to the drop).
+SECTION_PARTS = {
+    "intro": {"kick", "hat"},
+    "verse": {"kick", "hat", "bass", "chords"},
+    "build": {"hat", "roll", "chords", "riser"},
+    "drop": {"kick", "hat", "snare", "bass", "chords", "lead", "open_hat", "pad"},
+    "breakdown": {"pad", "lead"},
+    "outro": {"kick", "hat", "perc"},
+}
+ARRANGEMENT_PARTS = ("kick", "hat", "open_hat", "snare", "roll", "perc", "bass", "chords", "pad", "lead", "riser",
+                     "crash")
+DANCE_FORM = (("intro", 16), ("build", 8), ("drop", 16), ("breakdown", 16), ("build", 8), ("drop", 32), ("outro", 16))
+
+
+def arrangement(
+    sections=DANCE_FORM,
+    *,
+    bpm: float = 126.0,
+    tonic: int = 9,
+    minor: bool = True,
+    sr: int = 44100,
+    seed: int = 0,
+    pattern: str = "four",
+    muted: frozenset[str] | set[str] = frozenset(),
+    gain: float = 1.0,
+    lead_in: float = 0.0,
+    tail: float = 1.5,
+    parts: dict[str, set[str]] | None = None,
+    fills: bool = True,
+) -> tuple[np.ndarray, list[float]]:
+    """A dance-music arrangement, stereo float32, and the start (seconds) of each section.
+
+    ``sections`` is a list of (kind, bars) of 4/4 bars, each kind playing ``SECTION_PARTS[kind]``
+    (or ``parts[kind]``); ``muted`` parts are left out everywhere (the same arrangement without
+    its drums or bass), ``gain`` scales the whole mix before a gentle limiter. Fills every 8 bars
+    and a crash on most section starts, as real tracks have them, make the sections' insides
+    move too. The sound (kick pitch, bass and lead timbres, the chord loop) is drawn from
+    ``seed``; the music starts after ``lead_in`` seconds and rings ``tail`` seconds after the
+    last bar."""
+    rng = np.random.default_rng(seed)
+    parts = {**SECTION_PARTS, **(parts or {})}
+    beat = 60.0 / bpm
+    bar = 4 * beat
+    total_bars = sum(length for _, length in sections)
+    n = int((lead_in + total_bars * bar + tail) * sr)
+    stems = {name: np.zeros(n, np.float32) for name in ARRANGEMENT_PARTS}
+    starts, at = [], lead_in
+    plan = []  # (kind, first bar index, bars)
+    index = 0
+    for kind, length in sections:
+        starts.append(round(at, 4))
+        plan.append((kind, index, length))
+        index += length
+        at += length * bar
+
+    def place(stem: str, sound: np.ndarray, time: float, level: float = 1.0) -> None:
+        begin = int(round(time * sr))
+        if 0 <= begin < n:
+            end = min(n, begin + sound.size)
+            stems[stem][begin:end] += level * sound[: end - begin]
+
+    def decay(seconds: float, rate: float) -> np.ndarray:
+        return np.exp(-np.arange(int(seconds * sr)) / sr * rate)
+
+    kick_pitch = rng.uniform(45, 60)
+    kt = np.arange(int(0.25 * sr)) / sr
+    kick = (np.sin(2 * np.pi * (kick_pitch * kt + 110 / 28 * (1 - np.exp(-kt * 28)))) * np.exp(-kt * 14)).astype(np.float32)
+    hat_decay = rng.uniform(60, 110)
+    hat = (rng.standard_normal(int(0.06 * sr)) * decay(0.06, hat_decay)).astype(np.float32)
+    hat = np.diff(hat, prepend=0.0).astype(np.float32) * 0.5  # brighter: a first difference
+    open_hat = (np.diff(rng.standard_normal(int(0.25 * sr)), prepend=0.0) * decay(0.25, 18) * 0.1).astype(np.float32)
+    snare = (rng.standard_normal(int(0.18 * sr)) * decay(0.18, 24) * 0.45
+             + np.sin(2 * np.pi * 190 * np.arange(int(0.18 * sr)) / sr) * decay(0.18, 30) * 0.3).astype(np.float32)
+    perc = (np.sin(2 * np.pi * rng.uniform(300, 600) * np.arange(int(0.08 * sr)) / sr) * decay(0.08, 50) * 0.3
+            ).astype(np.float32)
+    crash = (np.diff(rng.standard_normal(int(2.0 * sr)), prepend=0.0) * decay(2.0, 2.2) * 0.18).astype(np.float32)
+    steps = PATTERNS[pattern]
+    progressions = ((0, 8, 3, 10), (0, 5, 8, 7), (0, 10, 8, 7), (0, 3, 8, 5)) if minor else \
+        ((0, 7, 9, 5), (0, 5, 7, 5), (0, 9, 5, 7), (0, 4, 5, 7))
+    loop = progressions[int(rng.integers(len(progressions)))]
+    bass_harmonics = int(rng.integers(1, 6))
+    lead_harmonics = int(rng.integers(3, 9))
+    pad_harmonics = int(rng.integers(4, 10))
+    root = 440.0 * 2 ** ((tonic - 9) / 12 - 1)  # the tonic just below A4
+    arpeggio = rng.permutation([0, 3 if minor else 4, 7, 12])
+
+    def chord_notes(bar_index: int) -> list[float]:
+        step = loop[bar_index % 4]
+        third = 3 if minor and step in (0, 5) else 4
+        return [root * 2 ** ((step + interval) / 12) for interval in (0, third, 7)]
+
+    for kind, first, length in plan:
+        active = parts[kind] - set(muted)
+        start = lead_in + first * bar
+        if "crash" not in muted and kind != "intro" and rng.random() < 0.8:
+            place("crash", crash, start)
+        for offset in range(length):
+            bar_index = first + offset
+            bar_start = start + offset * bar
+            fill = fills and offset % 8 == 7
+            for sixteenth in range(16):
+                time = bar_start + sixteenth * beat / 4
+                if "kick" in active and sixteenth % 16 in steps["kick"] and not (fill and sixteenth >= 12):
+                    place("kick", kick, time, 1.5)
+                if "hat" in active and sixteenth % 16 in steps["hat"]:
+                    place("hat", hat, time, 0.35)
+                if "open_hat" in active and sixteenth % 4 == 2:
+                    place("open_hat", open_hat, time)
+                if "snare" in active and (sixteenth in steps["snare"] or (fill and sixteenth >= 12)):
+                    place("snare", snare, time, 0.8)
+                if "perc" in active and sixteenth in (3, 7, 11, 14):
+                    place("perc", perc, time)
+            if "roll" in active:  # a snare roll that doubles up towards the drop
+                per_beat = 1 if offset < length // 2 else 2 if offset < length - 2 else 4
+                for hit in range(4 * per_beat):
+                    place("roll", snare, bar_start + hit * beat / per_beat, 0.3 + 0.5 * (offset + 1) / length)
+            notes = chord_notes(bar_index)
+            length_samples = int(bar * sr)
+            envelope = np.minimum(1.0, np.arange(length_samples) / (0.01 * sr)).astype(np.float32)
+            if "bass" in active:
+                for eighth in range(8):
+                    if eighth % 2 == 1 or rng.random() < 0.3:
+                        size = int(beat / 2 * sr * 0.9)
+                        tone = _tone(notes[0] / 2, size, sr, bass_harmonics) * np.exp(-np.arange(size) / sr * 6)
+                        place("bass", tone.astype(np.float32), bar_start + eighth * beat / 2, 0.5)
+            if "chords" in active:
+                for beat_index in (0, 1.5, 2.5, 3.5):  # a syncopated stab
+                    size = int(beat * 0.4 * sr)
+                    stab = sum(_tone(f, size, sr, 5) for f in notes) * np.exp(-np.arange(size) / sr * 9)
+                    place("chords", stab.astype(np.float32), bar_start + beat_index * beat, 0.22)
+            if "pad" in active:
+                pad = sum(_tone(f, length_samples, sr, pad_harmonics) for f in notes) * envelope
+                place("pad", (pad * 0.12).astype(np.float32), bar_start)
+            if "lead" in active:
+                for sixteenth in range(0, 16, 2):
+                    size = int(beat / 2 * sr * 0.8)
+                    note = root * 2 * 2 ** ((loop[bar_index % 4] + arpeggio[(sixteenth // 2) % 4]) / 12)
+                    tone = _tone(note, size, sr, lead_harmonics) * np.exp(-np.arange(size) / sr * 5)
+                    place("lead", tone.astype(np.float32), bar_start + sixteenth * beat / 4, 0.22)
+        if "riser" in active:  # noise rising in level and brightness over the whole build
+            size = int(length * bar * sr)
+            noise = rng.standard_normal(size)
+            ramp = np.linspace(0, 1, size) ** 2
+            bright = np.diff(noise, prepend=0.0)
+            place("riser", ((noise * (1 - ramp) + bright * ramp) * ramp * 0.12).astype(np.float32), start)
+    mix = sum(stems.values()) * np.float32(0.35 * gain)
+    mix = np.tanh(mix).astype(np.float32)  # a gentle limiter: louder stays louder, never clips
+    return np.stack([mix, np.roll(mix, 11) * 0.95]).astype(np.float32), starts

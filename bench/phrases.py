@@ -1,0 +1,289 @@
+"""Phrases, cues and energy against arrangements whose sections are known by construction
+(bench/arrangements.py), side by side with librosa's structural segmentation and Mixxx's own
+analyzer in one run.
+
+    flock -x /work/heavy.lock .venv/bin/python bench/phrases.py [--quick] [--no-peers]
+    flock -x /work/heavy.lock .venv/bin/python bench/phrases.py --fit-energy
+
+Reported:
+
+* boundaries: F-measure of the section starts (bar 1 excluded: every method starts there) at
+  +-0.5 s and +-1 bar, per source and split: ours end to end (our tempo, grid and bar 1), ours on
+  the true grid (the phrase stage alone), and librosa's agglomerative segmentation of
+  beat-synchronous chroma and MFCCs (``librosa.segment.agglomerative``) given the true number of
+  sections (an oracle: it is told how many there are);
+* labels: the share of matched sections (+-1 bar) whose label is the truth's;
+* cues: every cue on our beat grid (+-10 ms) and never beyond the end; the mix-in (hot cue A) and
+  the intro's end (our second phrase) against the true first downbeat and intro end; the mix-out
+  (hot cue D) against the true outro start; Mixxx's intro end and outro start (``mixxx-analyzer``,
+  GPL, a bench extra) against the same truth;
+* energy: monotone on constructed pairs (the same arrangement without its drums, without its
+  bass, with fewer parts: lower; louder: higher), per track and per phrase; and how the tracks of
+  a real library (tests/realaudio.py's Debian recordings) and the development set spread over 1-10.
+
+``--fit-energy`` prints the measures' spread over the reference library (the real recordings and
+the generated arrangements' phrases) and the breakpoints that spread it over 1-10
+(analysis/energy.py's constants).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import arrangements  # noqa: E402
+from cratesense.analysis.constants import DEFAULT_BPM_RANGE  # noqa: E402
+from cratesense.analysis.decode import AudioFile  # noqa: E402
+from cratesense.analysis.energy import energy_curve, measures, raw_score, track_raw  # noqa: E402
+from cratesense.analysis.features import FeatureExtractor  # noqa: E402
+from cratesense.analysis.key import chroma, estimate_tuning  # noqa: E402
+from cratesense.analysis.loudness import Loudness  # noqa: E402
+from cratesense.analysis.phrases import bar_grid, find_phrases  # noqa: E402
+from cratesense.analysis.pipeline import _describe  # noqa: E402
+
+GRID_TOLERANCE = 0.010
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def features_of(path: str):
+    extractor = FeatureExtractor()
+    with AudioFile(path) as audio:
+        for block in audio.blocks():
+            if block.analysis.size:
+                extractor.feed(block.analysis)
+    return extractor.finish()
+
+
+def f_measure(found: list[float], truth: list[float], tolerance: float) -> tuple[int, int, int]:
+    """(hits, found, truth): each truth matched to at most one found boundary within tolerance."""
+    used: set[int] = set()
+    hits = 0
+    for target in truth:
+        near = [(abs(x - target), j) for j, x in enumerate(found) if j not in used and abs(x - target) <= tolerance]
+        if near:
+            used.add(min(near)[1])
+            hits += 1
+    return hits, len(found), len(truth)
+
+
+def f_score(counts: list[tuple[int, int, int]]) -> float:
+    hits, found, truth = (sum(c[i] for c in counts) for i in range(3))
+    precision, recall = hits / max(found, 1), hits / max(truth, 1)
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def librosa_boundaries(path: str, sections: int) -> list[float]:
+    """librosa's agglomerative segmentation (beat-synchronous chroma and MFCC), told the number of
+    sections."""
+    import librosa
+
+    y, sr = librosa.load(path, sr=22050, mono=True)
+    _, beats = librosa.beat.beat_track(y=y, sr=sr)
+    features = np.vstack([librosa.util.normalize(librosa.feature.chroma_cqt(y=y, sr=sr), axis=0),
+                          librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13) / 100.0])
+    synced = librosa.util.sync(features, beats, aggregate=np.median)
+    bounds = librosa.segment.agglomerative(synced, sections)
+    times = librosa.frames_to_time(librosa.util.fix_frames(beats, x_min=0), sr=sr)
+    return sorted(float(times[b]) for b in bounds if b > 0)
+
+
+def mixxx(paths: list[str]) -> dict[str, tuple[float, float]]:
+    try:
+        import mixxx_analyzer
+    except ImportError:
+        progress("mixxx-analyzer is not installed (pip install mixxx-analyzer): Mixxx left out")
+        return {}
+    found = {}
+    for path in paths:
+        try:
+            result = mixxx_analyzer.analyze(path)
+        except Exception as exc:  # a peer's failure is its row's, not the run's
+            progress(f"mixxx-analyzer failed on {path}: {exc}")
+            continue
+        found[path] = (result.intro_secs, result.outro_secs)
+    return found
+
+
+def on_grid(cue: float, bpm: float, beat_offset: float) -> float:
+    """How far a cue lies from the nearest beat of the grid (seconds)."""
+    period = 60.0 / bpm
+    return abs((cue - beat_offset + period / 2) % period - period / 2)
+
+
+def evaluate(pieces, peers: bool) -> dict:
+    rows = defaultdict(list)
+    label_hits = defaultdict(list)
+    cue_report = {"cues": 0, "off_grid": 0, "beyond_end": 0, "worst_ms": 0.0, "tracks_without": 0}
+    errors = defaultdict(list)  # (method, what, source) -> absolute errors in s
+    mixxx_found = mixxx([p.audio for p in pieces]) if peers else {}
+    for number, piece in enumerate(pieces, 1):
+        progress(f"[{number}/{len(pieces)}] {piece.name}")
+        features = features_of(piece.audio)
+        described = _describe(features, Loudness(None, None, None, None), DEFAULT_BPM_RANGE)
+        truth = piece.starts[1:]
+        bar = piece.bar_seconds
+        group = (piece.source, piece.split)
+        ours = [p.start for p in described.phrases[1:]] if described.phrases else []
+        tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
+        true_lines = bar_grid(piece.bpm, piece.first_downbeat, piece.first_downbeat, 4, features.duration)
+        oracle = find_phrases(features, chroma(features.pitch, tuning), energy_curve(features), true_lines,
+                              features.duration)
+        methods = {"ours": (ours, described.phrases), "ours, true grid": ([p.start for p in oracle[1:]], oracle)}
+        if peers:
+            methods["librosa (told k)"] = (librosa_boundaries(piece.audio, len(piece.starts)), None)
+        for method, (found, phrases) in methods.items():
+            for tolerance_name, tolerance in (("0.5 s", 0.5), ("1 bar", bar)):
+                rows[method, tolerance_name, group].append(f_measure(found, truth, tolerance))
+            if phrases:
+                for start, label in zip(piece.starts, piece.labels):
+                    near = [p for p in phrases if abs(p.start - start) <= bar]
+                    if near:
+                        label_hits[method, piece.source].append(near[0].label == label)
+        # cues, on our own grid
+        cues = described.cues or ()
+        if not cues:
+            cue_report["tracks_without"] += 1
+        for cue in cues:
+            cue_report["cues"] += 1
+            distance = on_grid(cue.start, described.bpm, described.beat_offset)
+            cue_report["worst_ms"] = max(cue_report["worst_ms"], 1000 * distance)
+            cue_report["off_grid"] += distance > GRID_TOLERANCE
+            cue_report["beyond_end"] += not 0 <= cue.start < features.duration
+        hot = {cue.hot: cue.start for cue in cues if cue.hot is not None}
+        intro_end, outro_start = piece.starts[1], piece.starts[-1]
+        if 0 in hot:
+            errors["ours", "mix-in vs bar 1", piece.source].append(abs(hot[0] - piece.first_downbeat))
+        if described.phrases and len(described.phrases) > 1:
+            errors["ours", "intro end", piece.source].append(abs(described.phrases[1].start - intro_end))
+        if 3 in hot:
+            errors["ours", "outro start (mix-out)", piece.source].append(abs(hot[3] - outro_start))
+        else:
+            errors["ours", "outro start (mix-out)", piece.source].append(float("inf"))
+        if piece.audio in mixxx_found:
+            intro, outro = mixxx_found[piece.audio]
+            errors["Mixxx", "intro end", piece.source].append(abs(intro - intro_end))
+            errors["Mixxx", "outro start (mix-out)", piece.source].append(abs(outro - outro_start))
+    return {"rows": rows, "labels": label_hits, "cues": cue_report, "errors": errors}
+
+
+def report(result: dict, pieces) -> None:
+    groups = sorted({(p.source, p.split) for p in pieces})
+    counts = {group: sum(1 for p in pieces if (p.source, p.split) == group) for group in groups}
+    print("\nBoundary F-measure (section starts after bar 1)")
+    header = "".join(f"{f'{s}/{t} ({counts[s, t]})':>24}" for s, t in groups)
+    print(f"{'method':22}{'tolerance':>10}{header}")
+    methods = sorted({key[0] for key in result["rows"]}, key=["ours", "ours, true grid", "librosa (told k)"].index)
+    for method in methods:
+        for tolerance in ("0.5 s", "1 bar"):
+            cells = "".join(f"{f_score(result['rows'][method, tolerance, group]):24.3f}" for group in groups)
+            print(f"{method:22}{tolerance:>10}{cells}")
+    print("\nLabels of matched sections (share right)")
+    for (method, source), hits in sorted(result["labels"].items()):
+        print(f"  {method:22}{source:12}{np.mean(hits):6.3f}  ({len(hits)} sections)")
+    cues = result["cues"]
+    print(f"\nCues: {cues['cues']} on {len(pieces) - cues['tracks_without']} tracks; off our grid (>10 ms): "
+          f"{cues['off_grid']}; beyond the end: {cues['beyond_end']}; worst distance to a beat {cues['worst_ms']:.2f} ms")
+    print("\nMix points against the truth: median |error| s, share within 1 bar (tracks)")
+    for (method, what, source), values in sorted(result["errors"].items(), key=lambda item: (item[0][1], item[0][2], item[0][0])):
+        bar = np.median([p.bar_seconds for p in pieces if p.source == source])
+        finite = np.array(values)
+        print(f"  {what:24}{source:11}{method:8} median {np.median(finite):7.2f}  within a bar "
+              f"{np.mean(finite <= bar):5.2f}  ({len(values)})")
+
+
+def energy_checks(seeds: list[int]) -> None:
+    print("\nEnergy on constructed pairs (same arrangement): track raw score and 1-10 level; phrases by section")
+    comparisons = [("no drums", "full"), ("no bass", "full"), ("sparser", "full"), ("full", "louder")]
+    outcomes = defaultdict(list)
+    for seed in seeds:
+        pairs = arrangements.energy_pairs(seed)
+        scored = {}
+        for name, piece in pairs.items():
+            features = features_of(piece.audio)
+            curve = energy_curve(features)
+            ends = piece.starts[1:] + [features.duration]
+            sections = [raw_score(measures(curve, a, b)) for a, b in zip(piece.starts, ends)]
+            scored[name] = (track_raw(curve, features.duration), sections)
+        for lower, higher in comparisons:
+            (track_low, sections_low), (track_high, sections_high) = scored[lower], scored[higher]
+            outcomes[lower, higher, "track"].append(track_low < track_high)
+            for a, b in zip(sections_low, sections_high):
+                if abs(a - b) > 1e-9 or lower != "no drums":  # a section without drums is unchanged by muting them
+                    outcomes[lower, higher, "phrase"].append(a <= b)
+    for (lower, higher, what), values in sorted(outcomes.items()):
+        print(f"  {lower:>9} < {higher:7} ({what:6}): {np.mean(values):6.3f} of {len(values)}")
+
+
+def spread(paths: list[str], title: str) -> list[float]:
+    from cratesense.analysis.energy import level_of
+
+    raws = []
+    for path in paths:
+        features = features_of(path)
+        raw = track_raw(energy_curve(features), features.duration)
+        if raw is not None:
+            raws.append(raw)
+    levels = np.array([level_of(raw) for raw in raws])
+    histogram = " ".join(f"{level}:{int(np.sum(levels == level))}" for level in range(1, 11))
+    print(f"  {title:40} {len(raws):3} tracks  {histogram}  (levels used: {len(set(levels.tolist()))})")
+    return raws
+
+
+def fit_energy() -> None:
+    from realaudio import fetch
+
+    real = [str(p) for p in fetch()]
+    reference = real + [p.audio for p in arrangements.build(songs=0)]
+    values = defaultdict(list)
+    raws = []
+    for path in reference:
+        features = features_of(path)
+        curve = energy_curve(features)
+        found = measures(curve, 0.0, features.duration)
+        for name, value in found.items():
+            values[name].append(value)
+        raws.append(track_raw(curve, features.duration))
+    for name, found in values.items():
+        print(f"{name:9} p5 {np.percentile(found, 5):8.3f}  median {np.median(found):8.3f}  p95 {np.percentile(found, 95):8.3f}")
+    cuts = np.percentile(raws, np.linspace(5, 95, 11)[1:-1])
+    print("BREAKPOINTS =", tuple(round(float(c), 3) for c in cuts))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a third of the set")
+    parser.add_argument("--no-peers", action="store_true", help="ours only")
+    parser.add_argument("--fit-energy", action="store_true")
+    args = parser.parse_args()
+    if args.fit_energy:
+        fit_energy()
+        return 0
+    pieces = arrangements.build(held_out=8 if args.quick else len(arrangements.HELD_OUT_SEEDS),
+                                songs=4 if args.quick else len(arrangements.MMA_GROOVES))
+    result = evaluate(pieces, peers=not args.no_peers)
+    report(result, pieces)
+    energy_checks(list(arrangements.HELD_OUT_SEEDS)[: 3 if args.quick else 8])
+    from realaudio import fetch
+
+    print("\nEnergy spread over 1-10 (track level)")
+    spread([str(p) for p in fetch()], "real recordings (Debian soundtracks)")
+    spread([p.audio for p in pieces], "development set")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
