@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from audiogen import arrangement, encode  # noqa: E402
+from audiogen import arrangement, encode
 
 CACHE = Path(os.environ.get("CRATESENSE_BENCH_CACHE", Path.home() / ".cache" / "cratesense-bench")) / "phrases"
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
