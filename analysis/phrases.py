@@ -41,9 +41,8 @@ MIN_BARS = 8  # a piece shorter than this has no phrases to speak of
 # 0.5), and how much it counts.
 _SCALES = {"sound": 0.7, "harmony": 0.25, "levels": 6.0, "onsets": 0.5}
 _WEIGHTS = {"sound": 1.0, "harmony": 0.6, "levels": 1.0, "onsets": 0.8}
-NORMALIZE = True
-NOISE_FLOOR = 0.3
-PENALTY = 12.0  # what a phrase costs: the fit must gain this much by a cut
+NOISE_FLOOR = 0.8  # the least bar-to-bar wobble a track is taken to have (scaled units)
+PENALTY = 8.0  # what a phrase costs, in squared units of the track's wobble: a cut must gain this much
 LENGTH_WEIGHT = 12.0  # what an unusual length costs, in the same units (times _length_cost)
 BASS_DROP_DB = 8.0  # a phrase whose low end is this far below the track's fullest has dropped its bass
 DROP_GAP = 0.06  # a drop is within this much of the track's fullest phrase (raw energy)
@@ -95,9 +94,11 @@ def find_phrases(features: FrameFeatures, chroma_frames: np.ndarray, curve: Ener
     # A last bar cut short (the ring-out after the music) is the last phrase's, never a change.
     whole = lines.size - (1 if ends[-1] - lines[-1] < 0.99 * bar else 0)
     values = _scaled(_bar_features(features, chroma_frames, levels, lines, ends))
-    if NORMALIZE:
-        steps = np.sqrt(np.sum(np.diff(values[:whole], axis=0) ** 2, axis=1))
-        values = values / max(float(np.median(steps)) / np.sqrt(2), NOISE_FLOOR) if steps.size else values
+    # In units of the track's own bar-to-bar wobble (a busy mix changes more from bar to bar than
+    # a loop, and the same change means less in it); a loop that barely moves counts as if it
+    # moved NOISE_FLOOR, so a filter sweep over a static loop is not a dozen phrases.
+    steps = np.sqrt(np.sum(np.diff(values[:whole], axis=0) ** 2, axis=1))
+    values = values / max(float(np.median(steps)) / np.sqrt(2), NOISE_FLOOR) if steps.size else values
     cuts = _segment(values[:whole])
     starts, stops = [0, *cuts], [*cuts, lines.size]
     spans = [(float(lines[first]), float(ends[last - 1])) for first, last in zip(starts, stops)]

@@ -2,7 +2,7 @@
 by construction, regenerated (never committed as audio) and cached under
 ~/.cache/cratesense-bench/phrases.
 
-Two sources, each carrying its truth from its own construction, never from an analysis:
+Three sources, each carrying its truth from its own construction, never from an analysis:
 
   generated   tests/audiogen.py's ``arrangement``: dance and pop forms (intro, verse, build, drop,
               breakdown, outro) of 8/16/32 bars at 85-176 BPM, with fills every 8 bars and
@@ -14,6 +14,11 @@ Two sources, each carrying its truth from its own construction, never from an an
               the intro, the groove for a verse, its ``Plus``/``SusPlus`` variant for a chorus,
               its ``Sus`` variant without drums and bass for a breakdown, drums and bass for the
               outro); the section starts are the bars of the source at the MIDI file's tempo.
+  edm         tests/edmgen.py's dance productions (written for #29 by another engineer, never
+              looked at while tuning the phrases): house, techno, trance, drum & bass, hip-hop,
+              pop and dubstep by its two producers, each in its plan of intro (drums alone),
+              build, main part, breakdown, drop and outro; "main" is labelled a drop (it is the
+              full track), the section starts are its bars.
 
 Energy pairs: the same generated arrangement with its drums or its bass muted, and louder, for
 the monotonicity check.
@@ -32,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import numpy as np
 from audiogen import arrangement, encode
 
 CACHE = Path(os.environ.get("CRATESENSE_BENCH_CACHE", Path.home() / ".cache" / "cratesense-bench")) / "phrases"
@@ -200,8 +206,39 @@ def mma_song(index: int) -> Arrangement | None:
                                       [kind for kind, _ in form], [length for _, length in form]))
 
 
-def build(*, tuning: bool = True, held_out: int = len(HELD_OUT_SEEDS), songs: int = len(MMA_GROOVES)) -> list[Arrangement]:
+# --- tests/edmgen.py's productions ----------------------------------------------------------------
+
+EDM_LABELS = {"intro": "intro", "build": "build", "main": "drop", "breakdown": "breakdown", "drop": "drop",
+              "outro": "outro"}
+
+
+def edm_song(index: int) -> Arrangement:
+    import edmgen
+
+    folder = CACHE / "edm"
+    folder.mkdir(parents=True, exist_ok=True)
+    genre = edmgen.GENRE_ORDER[index % len(edmgen.GENRE_ORDER)]
+    producer = "AB"[(index // len(edmgen.GENRE_ORDER)) % 2]
+    name = f"e{index:02d}-{genre}-{producer}"
+    found = _cached(folder, name)
+    if found:
+        return found
+    song = edmgen.compose(f"phrases-{index}", genre, producer, seconds=180.0)
+    samples = edmgen.render_synth(song)
+    audio = encode(np.repeat(samples[:1], 2, axis=0), edmgen.RATE, folder / f"{name}.flac")
+    starts = [round(song.seconds(4 * first), 4) for _, first, _ in song.sections]
+    return _store(folder, Arrangement(name, "edm", "held out", str(audio), song.bpm, song.lead_in, starts,
+                                      [EDM_LABELS[section] for section, _, _ in song.sections],
+                                      [bars for _, _, bars in song.sections]))
+
+
+EDM_SONGS = 14  # each genre by each producer
+
+
+def build(*, tuning: bool = True, held_out: int = len(HELD_OUT_SEEDS), songs: int = len(MMA_GROOVES),
+          edm: int = EDM_SONGS) -> list[Arrangement]:
     pieces = [generated(seed) for seed in (TUNING_SEEDS if tuning else [])]
     pieces += [generated(seed) for seed in list(HELD_OUT_SEEDS)[:held_out]]
     pieces += [song for song in (mma_song(index) for index in range(songs)) if song is not None]
+    pieces += [edm_song(index) for index in range(edm)]
     return pieces

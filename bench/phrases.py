@@ -19,11 +19,11 @@ Reported:
   GPL, a bench extra) against the same truth;
 * energy: monotone on constructed pairs (the same arrangement without its drums, without its
   bass, with fewer parts: lower; louder: higher), per track and per phrase; and how the tracks of
-  a real library (tests/realaudio.py's Debian recordings) and the development set spread over 1-10.
+  a real library (Debian's game soundtracks, through tests/realaudio.py) spread over 1-10.
 
-``--fit-energy`` prints the measures' spread over the reference library (the real recordings and
-the generated arrangements' phrases) and the breakpoints that spread it over 1-10
-(analysis/energy.py's constants).
+``--fit-energy`` prints analysis/energy.py's constants as measured on the fitting half of the
+reference library (Debian's game soundtracks, orchestral to techno: every other track of each
+package); the spread is reported on the other half.
 """
 
 from __future__ import annotations
@@ -228,7 +228,39 @@ def energy_checks(seeds: list[int]) -> None:
         print(f"  {lower:>9} < {higher:7} ({what:6}): {np.mean(values):6.3f} of {len(values)}")
 
 
-def spread(paths: list[str], title: str) -> list[float]:
+ENERGY_PACKAGES = ("wesnoth-1.16-music", "warzone2100-music", "nexuiz-music", "singularity-music", "asc-music")
+
+
+def reference_library() -> dict[str, list[str]]:
+    """The energy reference: Debian's game soundtracks from orchestral to techno, per package
+    (nexuiz keeps its tracks in a zip, music.pk3, unpacked beside it once)."""
+    import zipfile
+
+    from realaudio import CACHE, fetch
+
+    found = {}
+    for package in ENERGY_PACKAGES:
+        paths = [str(path) for path in fetch((package,))]
+        for archive in (CACHE / package).rglob("*.pk3"):
+            unpacked = archive.parent / (archive.stem + "-unpacked")
+            if not unpacked.exists():
+                with zipfile.ZipFile(archive) as zipped:
+                    zipped.extractall(unpacked)
+            paths += sorted(str(path) for path in unpacked.rglob("*.ogg"))
+        found[package] = sorted(set(paths))
+    return found
+
+
+def halves(library: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """Every other track of each package fits the constants; the rest checks them."""
+    fit, check = [], []
+    for paths in library.values():
+        fit += paths[0::2]
+        check += paths[1::2]
+    return fit, check
+
+
+def spread(paths: list[str], title: str) -> None:
     from cratesense.analysis.energy import level_of
 
     raws = []
@@ -238,29 +270,48 @@ def spread(paths: list[str], title: str) -> list[float]:
         if raw is not None:
             raws.append(raw)
     levels = np.array([level_of(raw) for raw in raws])
-    histogram = " ".join(f"{level}:{int(np.sum(levels == level))}" for level in range(1, 11))
-    print(f"  {title:40} {len(raws):3} tracks  {histogram}  (levels used: {len(set(levels.tolist()))})")
-    return raws
+    histogram = " ".join(f"{int(np.sum(levels == level)):3d}" for level in range(1, 11))
+    print(f"  {title:44} {len(raws):4}  {histogram}   {len(set(levels.tolist())):2}")
+
+
+def energy_spread(pieces) -> None:
+    library = reference_library()
+    fit, check = halves(library)
+    print("\nEnergy spread over 1-10 (track level; tracks per level 1..10; levels used)")
+    spread(check, "real recordings, checking half")
+    spread(fit, "real recordings, fitting half")
+    for package, paths in library.items():
+        spread(paths, f"  {package}")
+    spread([p.audio for p in pieces], "development set (arrangements)")
 
 
 def fit_energy() -> None:
-    from realaudio import fetch
+    """The constants of analysis/energy.py from the fitting half of the reference library: each
+    measure's median and 10th-90th percentile spread over 8-second stretches that sound, then
+    the breakpoints: nine equal steps from the 10th to the 90th percentile of the tracks' raw
+    scores."""
+    from cratesense.analysis import energy
 
-    real = [str(p) for p in fetch()]
-    reference = real + [p.audio for p in arrangements.build(songs=0)]
-    values = defaultdict(list)
-    raws = []
-    for path in reference:
+    fit, _ = halves(reference_library())
+    stretches = defaultdict(list)
+    features_by_path = {}
+    for path in fit:
         features = features_of(path)
+        features_by_path[path] = features
         curve = energy_curve(features)
-        found = measures(curve, 0.0, features.duration)
-        for name, value in found.items():
-            values[name].append(value)
-        raws.append(track_raw(curve, features.duration))
-    for name, found in values.items():
-        print(f"{name:9} p5 {np.percentile(found, 5):8.3f}  median {np.median(found):8.3f}  p95 {np.percentile(found, 95):8.3f}")
-    cuts = np.percentile(raws, np.linspace(5, 95, 11)[1:-1])
-    print("BREAKPOINTS =", tuple(round(float(c), 3) for c in cuts))
+        for start in np.arange(0.0, features.duration - 8.0, 8.0):
+            found = measures(curve, start, start + 8.0)
+            if found and found["loudness"] > 0:
+                for name, value in found.items():
+                    stretches[name].append(value)
+    medians = {name: round(float(np.median(v)), 2) for name, v in stretches.items()}
+    spreads = {name: round(float(np.percentile(v, 90) - np.percentile(v, 10)), 2) for name, v in stretches.items()}
+    print(f"MEDIANS = {medians}\nSPREADS = {spreads}")
+    if medians != energy.MEDIANS or spreads != energy.SPREADS:
+        print("(analysis/energy.py holds other constants: the raw scores below use those)")
+    raws = [track_raw(energy_curve(f), f.duration) for f in features_by_path.values()]
+    low, high = np.percentile([r for r in raws if r is not None], [10, 90])
+    print("BREAKPOINTS =", tuple(round(float(c), 3) for c in np.linspace(low, high, 9)))
 
 
 def main() -> int:
@@ -277,11 +328,7 @@ def main() -> int:
     result = evaluate(pieces, peers=not args.no_peers)
     report(result, pieces)
     energy_checks(list(arrangements.HELD_OUT_SEEDS)[: 3 if args.quick else 8])
-    from realaudio import fetch
-
-    print("\nEnergy spread over 1-10 (track level)")
-    spread([str(p) for p in fetch()], "real recordings (Debian soundtracks)")
-    spread([p.audio for p in pieces], "development set")
+    energy_spread(pieces)
     return 0
 
 
