@@ -33,7 +33,13 @@ MAX_SHORT_TEXT_LENGTH = 64  # a catalog number
 
 # What `tags write` can write into a file (dj/tagging.py writes them; the config, the CLI and the
 # control API take their choice from this one list).
-TAG_FIELDS = ("bpm", "key", "replaygain")
+TAG_FIELDS = ("bpm", "key", "replaygain", "serato")
+# ... and what it writes unless told otherwise: Serato's own tags (cues, beat grid) only when asked.
+DEFAULT_TAG_FIELDS = ("bpm", "key", "replaygain")
+
+# A bar line of the beat grid this close before 0 s is put at 0 s (where the music starts): the
+# phrases and the mix-in cue begin there (analysis/phrases.py; the exports accept that one cue).
+GRID_SLACK = 0.030
 
 DEFAULT_BPM_RANGE = (70.0, 180.0)  # the tempo range a DJ counts in
 # A key whose strength (the key stage's fitted probability) is below this is uncertain: more

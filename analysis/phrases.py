@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cratesense.analysis.constants import GRID_SLACK
 from cratesense.analysis.decode import ANALYSIS_RATE
 from cratesense.analysis.energy import FRAME_SECONDS, EnergyCurve, level_of, measures, raw_score
 from cratesense.analysis.features import CHROMA_FFT, CHROMA_HOP, FrameFeatures
@@ -47,7 +48,6 @@ LENGTH_WEIGHT = 12.0  # what an unusual length costs, in the same units (times _
 BASS_DROP_DB = 8.0  # a phrase whose low end is this far below the track's fullest has dropped its bass
 DROP_GAP = 0.06  # a drop is within this much of the track's fullest phrase (raw energy)
 RISING = 0.05  # a build's second half is at least this much fuller than its first (raw energy)
-GRID_SLACK = 0.010  # a bar line this close before 0 s is the one at 0 s (within the grid's tolerance)
 SILENT_DB = 30.0  # a bar this far below the track's loud bars is silence before the music
 _SILENT = {"loudness": -60.0, "low": -60.0, "bright": -60.0, "onsets": 0.0}
 

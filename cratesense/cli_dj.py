@@ -1,4 +1,4 @@
-"""The DJ commands of the command line: tracks, next, similar, playlist, duplicates, export,
+"""The DJ commands of the command line: tracks, next, prep, similar, playlist, duplicates, export,
 tags, recommendations. They read the journal read-only (the agent may run or not); what they
 print is ``dj/views.py``'s, the same the control API and the web page show."""
 
@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from cratesense.analysis.constants import TAG_FIELDS
+from cratesense.analysis.constants import DEFAULT_TAG_FIELDS, TAG_FIELDS
 
 EXIT_OK = 0
 SORT_HELP = "the order: bpm, key, loudness, added, artist, title or duration"
@@ -45,6 +45,15 @@ def add_commands(commands) -> None:
                        help="how far a track may be pitched to match (default: dj.pitch_range_percent, 6)")
     next_.add_argument("--json", action="store_true")
     next_.set_defaults(handler=_cmd_next)
+
+    prep = commands.add_parser(
+        "prep", help="a track's phrases, cues and energy",
+        description="The phrases on the bar grid (intro, verse, build, drop, breakdown, outro) with their "
+        "energy 1-10, and the cues every export writes: hot cues A Mix in, B Drop, C Breakdown, D Mix out, "
+        "and a memory cue at every phrase start. TRACK is a file's path or text that matches one track.")
+    prep.add_argument("track", metavar="TRACK")
+    prep.add_argument("--json", action="store_true")
+    prep.set_defaults(handler=_cmd_prep)
 
     similar = commands.add_parser("similar", help="tracks that sound alike, with scores")
     similar.add_argument("track", metavar="TRACK")
@@ -89,7 +98,8 @@ def _add_more_commands(commands) -> None:
         "audio. Each file is rewritten atomically with its permissions kept.")
     write.add_argument("tracks", nargs="*", metavar="TRACK")
     write.add_argument("--fields", type=_fields, default=None, metavar="LIST",
-                       help=f"comma-separated, some of: {','.join(TAG_FIELDS)} (default: all)")
+                       help=f"comma-separated, some of: {','.join(TAG_FIELDS)} (default: {','.join(DEFAULT_TAG_FIELDS)}; "
+                       "serato: the hot cues, their colours, the beat grid and the BPM lock in Serato's own tags)")
     write.add_argument("--dry-run", action="store_true", help="show each change, write nothing")
     write.set_defaults(handler=_cmd_tags_write)
     tags.set_defaults(handler=lambda args: _help_of(tags))
@@ -198,10 +208,8 @@ def _print_suggestions(title: str, suggestions: list[dict]) -> None:
 
 
 def _label(track: dict) -> str:
-    """"Artist - Title", or the file's name when the tags do not say."""
-    if track["artist"] and track["title"]:
-        return f"{track['artist']} - {track['title']}"
-    return track["title"] or Path(track["path"]).stem
+    """"Artist - Title", the title being the file's name when the tags do not say (views.track_json)."""
+    return track["label"]
 
 
 def _cmd_next(args) -> int:
@@ -218,6 +226,31 @@ def _cmd_next(args) -> int:
     described = ", ".join([f"{current['bpm']:.1f} BPM" if current["bpm"] else "tempo unknown",
                            current["key"] or "key unknown", *filter(None, [consensus_note(current)])])
     _print_suggestions(f"after {_label(current)} ({described}):", answer["next"])
+    return EXIT_OK
+
+
+def _cmd_prep(args) -> int:
+    from cratesense.dj.views import minutes, table
+
+    answer = _ask("prep", {"track": args.track}, args)
+    if args.json:
+        answer.pop("waveform", None)  # for the page: columns of bytes, nothing to read
+        _print_json(answer)
+        return EXIT_OK
+    energy = f", energy {answer['energy']}/10" if answer["energy"] is not None else ""
+    print(f"{answer['label']}{energy}")
+    if not answer["phrases"]:
+        print("no phrases: " + ("the track is too short for them" if answer["bars_known"] else "its bar grid is not known"))
+        return EXIT_OK
+    hot = {cue["start"]: cue for cue in answer["cues"] if cue["hot"] is not None}
+    rows = [{"bar": str(p["bar"]), "time": minutes(p["start"]), "bars": str(p["bars"]), "phrase": p["label"],
+             "energy": str(p["energy"]), "sure": f"{p['confidence']:.2f}",
+             "cue": f"{hot[p['start']]['letter']} {hot[p['start']]['name']}" if p["start"] in hot else ""}
+            for p in answer["phrases"]]
+    columns = [("bar", "bar", 5), ("time", "time", 6), ("bars", "bars", 4), ("phrase", "phrase", 10),
+               ("energy", "energy", 6), ("sure", "sure", 5), ("cue", "hot cue", 20)]
+    for line in table(rows, columns):
+        print(line)
     return EXIT_OK
 
 
@@ -285,8 +318,11 @@ def _cmd_duplicates(args) -> int:
               + (f" (fingerprints match at {group['score']:.2f})" if group["score"] < 1 else ""))
         for copy in files:
             quality = "lossless" if copy["lossless"] else f"{copy['bitrate_kbps']:.0f} kb/s" if copy["bitrate_kbps"] else "?"
-            print(f"  {'keep' if copy['keep'] else '    '}  {copy['codec'] or '?':<10} {quality:<9} "
+            print(f"  {'keep' if copy['keep'] else '    '}  {copy['format'] or '?':<12} {quality:<9} "
                   f"tags {copy['tags_filled']}/5  {copy['path']}")
+            for why in (copy["transcode"], copy["less_complete"]):
+                if why:
+                    print(f"          {why}")
     print(f"\n{len(groups)} group(s); nothing was deleted")
     return EXIT_OK
 
@@ -320,6 +356,8 @@ def _cmd_tags_write(args) -> int:
             continue
         for change in result["changes"]:
             print(f"{result['path']}: {change}")
+        for note in result.get("notes") or ():
+            print(f"{result['path']}: {note}")
     changed = sum(1 for result in files if result["changes"] and not result["error"])
     verb = "would change" if args.dry_run else "changed"
     print(f"{verb} {changed} of {len(files)} file(s)" + (" (dry run: nothing written)" if args.dry_run else ""))
@@ -350,7 +388,7 @@ def _write_tags_here(args) -> list[dict]:
                 if done.identity is not None and done.content_key is not None:
                     journal.retagged(path, FileIdentity(*done.identity), done.content_key)
                 results.append({"path": done.path, "changes": [c.describe() for c in done.changes],
-                                "error": done.error})
+                                "error": done.error, "notes": list(done.notes)})
     return results
 
 

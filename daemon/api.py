@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # the DJ's read-only commands (dj/usecases.READ_COMMANDS), named here so the agent's start does not
 # import the DJ's code
-DJ_COMMANDS = ("tracks", "next", "similar", "playlist", "duplicates", "library-export")
+DJ_COMMANDS = ("tracks", "next", "similar", "playlist", "duplicates", "library-export", "prep")
 
 
 @dataclass
@@ -223,6 +223,12 @@ class ControlAPI:
 
         return route
 
+    async def audio_file(self, content_key: str) -> bytes | None:
+        """The library file to play for a track (the page's preview), or None (dj/playback.py)."""
+        from cratesense.dj.playback import library_file
+
+        return await self._parts.io.read(lambda reader: library_file(reader, content_key))
+
     async def tags(self, body: dict) -> dict:
         """Write (or with ``dry_run`` only show) the tag fields into the files of the named
         tracks (all tracks when none are named)."""
@@ -236,7 +242,8 @@ class ControlAPI:
         results = await writer.write_tracks([track for track, _ in chosen], fields, dry_run=bool(body.get("dry_run")),
                                             files_of=lambda track: files[track.content_key])
         return {"dry_run": bool(body.get("dry_run")), "files": [
-            {"path": r.path, "changes": [c.describe() for c in r.changes], "error": r.error} for r in results]}
+            {"path": r.path, "changes": [c.describe() for c in r.changes], "error": r.error, "notes": list(r.notes)}
+            for r in results]}
 
     async def recommendations(self, _body: dict) -> dict:
         return await self._parts.syncer.recommendations()

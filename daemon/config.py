@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cratesense.analysis.constants import BPM_LIMITS, DEFAULT_BPM_RANGE, TAG_FIELDS
+from cratesense.analysis.constants import BPM_LIMITS, DEFAULT_BPM_RANGE, DEFAULT_TAG_FIELDS, TAG_FIELDS
 from cratesense.daemon import paths
 from cratesense.errors import ConfigError
 
@@ -59,7 +59,7 @@ class DjConfig:
 @dataclass(frozen=True, slots=True)
 class TagsConfig:
     write_new: bool = False  # write BPM, key and ReplayGain into each newly analyzed file (opt-in)
-    fields: tuple[str, ...] = TAG_FIELDS
+    fields: tuple[str, ...] = DEFAULT_TAG_FIELDS
 
 
 @dataclass(frozen=True, slots=True)

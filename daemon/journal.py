@@ -166,6 +166,14 @@ _MIGRATIONS = (
     ALTER TABLE library ADD COLUMN catalog_bpm REAL;
     DELETE FROM library;
     """,
+    # 11: a DJ's prep (#26): each track's energy, phrases and cues in its library row (the rows are
+    # derived again on open: the library is emptied, and rebuilt from the analyses)
+    """
+    ALTER TABLE library ADD COLUMN energy INTEGER;
+    ALTER TABLE library ADD COLUMN phrases TEXT;
+    ALTER TABLE library ADD COLUMN cues TEXT;
+    DELETE FROM library;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -31,7 +31,7 @@ from cratesense.daemon.profile import ProfileTotals, TrackTaste
 from cratesense.daemon.trackview import COLUMNS, TASTE_COLUMNS, LibraryRow, taste_of, unpack_embedding
 from cratesense.errors import JournalDamagedError, JournalError, JournalVersionError
 
-SCHEMA_VERSION = 10  # the number of migrations in daemon/journal.py (checked there)
+SCHEMA_VERSION = 11  # the number of migrations in daemon/journal.py (checked there)
 CHUNK = 500  # keys per IN (...) list: well under SQLite's variable limit
 
 
@@ -378,6 +378,12 @@ class JournalReader:
         """(path, size) of every file on disk with this content."""
         return [(display_path(path), size) for path, size in self._db.execute(
             "SELECT path, size FROM files WHERE content_key = ? AND state = 'analyzed' ORDER BY path", (content_key,))]
+
+    def stored_files(self, content_key: str) -> list[tuple[bytes, FileIdentity]]:
+        """The analyzed files with this content, as stored (raw path bytes) with their identity."""
+        return [(path, FileIdentity(*identity)) for path, *identity in self._db.execute(
+            "SELECT path, device, inode, size, mtime_ns FROM files WHERE content_key = ? AND state = 'analyzed' "
+            "ORDER BY path", (content_key,))]
 
     def all_files(self) -> list[tuple[str, str, int]]:
         """(content key, path, size) of every analyzed file."""

@@ -71,6 +71,9 @@ class LibraryRow(msgspec.Struct, frozen=True, kw_only=True):
     backed_by: int | None = None  # how many DJs the catalog's consensus on this track comes from
     catalog_camelot: str | None = None  # the consensus's key, where it disagrees with our analysis's
     catalog_bpm: float | None = None  # the consensus's tempo, where it disagrees with our analysis's
+    energy: int | None = None  # 1-10
+    phrases: str | None = None  # JSON of the analysis' phrases (encode_phrases)
+    cues: str | None = None  # JSON of its cues
 
     def taste(self) -> TrackTaste:
         """What this track adds to the taste profile: what the library shows of it (our own
@@ -139,7 +142,14 @@ def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | N
         fingerprint_duration=track.fingerprint.duration,
         backed_by=consensus.contributors if consensus is not None and consensus.contributors else None,
         catalog_camelot=disputed_key, catalog_bpm=disputed_bpm,
+        energy=descriptors.energy,
+        phrases=_json(descriptors.phrases),
+        cues=_json(descriptors.cues),
     )
+
+
+def _json(value) -> str | None:
+    return msgspec.json.encode(value).decode() if value else None
 
 
 def pack_embedding(embedding) -> bytes:

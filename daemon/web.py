@@ -9,7 +9,9 @@ model):
   another name reaches nothing);
 * state changes are POST/PUT/DELETE with an Origin that is this page, never GETs;
 * no file is served but the page's own assets (a fixed list, no path from the request ever
-  touches the file system); exports are generated, not read from disk.
+  touches the file system) and a library track's audio for the preview, named by its content key
+  only and served only while it is the file the journal analyzed; exports are generated, not
+  read from disk.
 
 Its JSON API is a thin layer over the control API (``daemon/api.py``): the same code answers
 the CLI, the tray and this page.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from importlib import resources
@@ -79,6 +82,7 @@ class WebPage:
             ("GET", "tracks"): self._api.dj_command("tracks"),
             ("GET", "next"): self._api.dj_command("next"),
             ("GET", "similar"): self._api.dj_command("similar"),
+            ("GET", "prep"): self._api.dj_command("prep"),
             ("GET", "overview"): self._overview,
             ("GET", "failures"): self._failures,
             ("GET", "preview"): self._api.preview,
@@ -92,6 +96,7 @@ class WebPage:
             app.router.add_route(method, f"/api/{name}", _json_route(handler))
         app.router.add_post("/api/playlist-export", self._playlist_export)
         app.router.add_get("/api/privacy-export", self._privacy_export)
+        app.router.add_get("/api/audio", self._audio)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port)
@@ -171,6 +176,22 @@ class WebPage:
         name = "".join(c for c in (body.get("name") or "CrateSense") if c.isalnum() or c in " -_") or "CrateSense"
         return web.Response(body=answer["document"].encode("utf-8"), content_type=answer["media_type"],
                             headers={"Content-Disposition": f'attachment; filename="{name}{SUFFIXES[answer["format"]]}"'})
+
+    async def _audio(self, request: web.Request) -> web.StreamResponse:
+        """A library track's audio for the page's player, with Range requests (aiohttp's
+        FileResponse answers them: 206 with the asked bytes). Only ``content_key`` names what
+        to play, never a path, and only a file the journal analyzed, unchanged since, is served:
+        anything else is 404."""
+        from cratesense.dj.playback import media_type
+
+        key = request.query.get("content_key", "")
+        if not key or set(request.query) != {"content_key"}:
+            return _refuse(404, "no such track in the library")
+        path = await self._api.audio_file(key)
+        if path is None:
+            return _refuse(404, "no such track in the library")
+        return web.FileResponse(os.fsdecode(path), headers={"Content-Type": media_type(path),
+                                                            "Content-Disposition": "inline"})
 
     async def _privacy_export(self, request: web.Request) -> web.Response:
         """Everything the agent and the catalog hold about the user, as one JSON download."""

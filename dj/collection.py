@@ -16,8 +16,11 @@ from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from cratesense.analysis.constants import BPM_LIMITS
 from cratesense.analysis.keys import Key, parse_key
+from cratesense.analysis.model import Cue, Phrase
 from cratesense.daemon.journal_read import ORDERS, JournalReader, LibraryEntry, LibraryQuery
 from cratesense.dj.harmony import compatible_codes, parse_user_key
 from cratesense.errors import QueryError
@@ -52,13 +55,19 @@ class Track:
     backed_by: int | None = None  # how many DJs the catalog's consensus on it comes from
     catalog_key: Key | None = None  # the consensus's key, where it disagrees with the file's own analysis
     catalog_bpm: float | None = None  # the consensus's tempo, where it disagrees with the file's own analysis
+    energy: int | None = None  # 1-10 (analysis/energy.py)
+    phrases: tuple[Phrase, ...] = ()  # on the bar grid (analysis/phrases.py); none without a grid
+    cues: tuple[Cue, ...] = ()  # hot and memory cues on the grid (analysis/cues.py)
+
+    @property
+    def shown_title(self) -> str:
+        """The title every face shows: the tag's, or the file's name without its extension."""
+        return self.title or Path(self.path).stem
 
     @property
     def label(self) -> str:
-        """"Artist - Title", or the file's name when the tags do not say."""
-        if self.artist and self.title:
-            return f"{self.artist} - {self.title}"
-        return self.title or Path(self.path).stem
+        """"Artist - Title" (the title as ``shown_title``), or just the title without an artist."""
+        return f"{self.artist} - {self.shown_title}" if self.artist else self.shown_title
 
     @property
     def camelot(self) -> str | None:
@@ -186,4 +195,11 @@ def _track(entry: LibraryEntry) -> Track:
         sample_rate=entry.sample_rate, channels=entry.channels, added_at=entry.added_at,
         filled=frozenset((entry.filled or "").split(",")) - {""}, backed_by=entry.backed_by,
         catalog_key=parse_key(entry.catalog_camelot) if entry.catalog_camelot else None, catalog_bpm=entry.catalog_bpm,
+        energy=entry.energy,
+        phrases=_PHRASES.decode(entry.phrases) if entry.phrases else (),
+        cues=_CUES.decode(entry.cues) if entry.cues else (),
     )
+
+
+_PHRASES = msgspec.json.Decoder(tuple[Phrase, ...])
+_CUES = msgspec.json.Decoder(tuple[Cue, ...])

@@ -7,12 +7,16 @@ a collection. Structure as the programs read it (shared/platform-notes.md, "DJ f
   (TrackID, Name, Artist, Album, TotalTime in s, AverageBpm "%.2f", Tonality, Location
   ``file://localhost/`` + the percent-encoded path) with a ``TEMPO`` (Inizio: the first beat,
   Bpm, Metro "4/4" or "3/4", Battito: the beat of the bar at Inizio, so bar 1 is where the
-  analysis found it), and ``PLAYLISTS`` > ``NODE Type="0" Name="ROOT"`` > ``NODE Type="1"
+  analysis found it), a ``POSITION_MARK`` per cue (Type 0; Num 0-3 for the hot cues A Mix in,
+  B Drop, C Breakdown, D Mix out, -1 for a memory cue at every phrase start; Red/Green/Blue the
+  cue's colour, as on the page and in Serato), and ``PLAYLISTS`` > ``NODE Type="0" Name="ROOT"`` > ``NODE Type="1"
   KeyType="0" Entries`` > ``TRACK Key=TrackID`` (without KeyType, rekordbox shows the playlist
   empty).
 * Traktor NML 19: ``COLLECTION`` > ``ENTRY`` with ``LOCATION DIR="/:Users/:me/:Music/:" FILE
   VOLUME``, ``INFO`` (KEY in Open Key), ``TEMPO BPM``, ``MUSICAL_KEY VALUE`` (0-11 C..B major,
-  12-23 C..B minor) and a ``CUE_V2`` grid marker (TYPE 4, START in ms) on bar 1's downbeat;
+  12-23 C..B minor) and a ``CUE_V2`` grid marker (TYPE 4, START in ms) on bar 1's downbeat in
+  hot cue slot 0, beside it the hot cues (TYPE 0, slots 1-4: A Mix in, B Drop, C Breakdown, D Mix
+  out) and a memory cue (HOTCUE -1) at every phrase start; Traktor colours cues by their type;
   playlist entries are ``PRIMARYKEY KEY`` = volume + dir + file.
 * M3U8: UTF-8, ``#EXTM3U``, ``#EXTINF:<seconds>,Artist - Title``, then the path.
 
@@ -32,11 +36,14 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from cratesense import __version__
+from cratesense.analysis.constants import GRID_SLACK
+from cratesense.analysis.model import Cue
 from cratesense.dj.collection import Track
 from cratesense.errors import ExportError
 from cratesense.files import replace_atomically
 
 FORMATS = ("rekordbox", "traktor", "m3u")
+GRID_TOLERANCE = 0.010  # seconds: a cue further than this from a beat of the exported grid is not written
 _KIND = {"mp3": "MP3 File", "flac": "FLAC File", "aac": "M4A File", "alac": "M4A File", "pcm_s16le": "WAV File",
          "pcm_s24le": "WAV File", "pcm_s16be": "AIFF File", "pcm_s24be": "AIFF File", "vorbis": "OGG File",
          "opus": "OPUS File"}
@@ -103,6 +110,30 @@ def _grid_start(track: Track) -> tuple[float, int]:
     return first, (-beats_before) % _bar_length(track) + 1
 
 
+def exported_cues(track: Track) -> list[Cue]:
+    """The track's cues that an export may write: only with the grid the export writes (our own
+    tempo and first beat), each on a beat of it (within ``GRID_TOLERANCE``) and inside the track.
+    Anything else (a cue beyond the end, a track whose grid is the catalog's or unknown) is left
+    out, never written wrong."""
+    if not track.cues or not track.bpm or track.beat_offset is None or "bpm" in track.filled:
+        return []
+    period = 60.0 / track.bpm
+    found = []
+    for cue in track.cues:
+        beats = (cue.start - track.beat_offset) / period
+        off = abs(beats - round(beats)) * period
+        # a bar line a hair before 0 s is placed at 0 s, where the music starts (phrases.GRID_SLACK)
+        on_grid = off <= GRID_TOLERANCE or (cue.start == 0.0 and off <= GRID_SLACK)
+        if on_grid and 0.0 <= cue.start < (track.duration or 0.0):
+            found.append(cue)
+    return found
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    value = int(colour.lstrip("#"), 16)
+    return value >> 16, (value >> 8) & 0xFF, value & 0xFF
+
+
 def _first_downbeat(track: Track) -> float:
     """The first bar line of the grid (Traktor's grid marker is a downbeat): the first beat
     that ``_grid_start`` counts as one."""
@@ -120,7 +151,7 @@ def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
     for track_id, track in enumerate(tracks, start=1):
         attributes = {
             "TrackID": str(track_id),
-            "Name": track.title or Path(track.path).stem,
+            "Name": track.shown_title,
             "Artist": track.artist or "",
             "Album": track.album or "",
             "Kind": _KIND.get(track.codec or "", "Audio File"),
@@ -136,6 +167,11 @@ def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
             start, beat = _grid_start(track)
             ET.SubElement(element, "TEMPO", Inizio=f"{start:.3f}", Bpm=f"{track.bpm:.2f}",
                           Metro=f"{_bar_length(track)}/4", Battito=str(beat))
+        for cue in exported_cues(track):
+            red, green, blue = _rgb(cue.colour)
+            ET.SubElement(element, "POSITION_MARK", Name=cue.name, Type="0", Start=f"{cue.start:.3f}",
+                          Num=str(cue.hot if cue.hot is not None else -1), Red=str(red), Green=str(green),
+                          Blue=str(blue))
     playlists = ET.SubElement(root, "PLAYLISTS")
     top = ET.SubElement(playlists, "NODE", Type="0", Name="ROOT", Count="1")
     node = ET.SubElement(top, "NODE", Name=playlist, Type="1", KeyType="0", Entries=str(len(tracks)))
@@ -168,7 +204,7 @@ def traktor(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
     today = time.strftime("%Y/%-m/%-d")
     keys = []
     for track in tracks:
-        entry = ET.SubElement(collection, "ENTRY", MODIFIED_DATE=today, TITLE=track.title or Path(track.path).stem,
+        entry = ET.SubElement(collection, "ENTRY", MODIFIED_DATE=today, TITLE=track.shown_title,
                               ARTIST=track.artist or "")
         volume, directory, file = traktor_location(track.path)
         ET.SubElement(entry, "LOCATION", DIR=directory, FILE=file, VOLUME=volume, VOLUMEID=volume)
@@ -188,6 +224,9 @@ def traktor(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
             ET.SubElement(entry, "CUE_V2", NAME="AutoGrid", DISPL_ORDER="0", TYPE="4",
                           START=f"{1000 * _first_downbeat(track):.6f}",
                           LEN="0.000000", REPEATS="-1", HOTCUE="0")
+        for cue in exported_cues(track):  # hot cues beside the grid marker (its slot 0): A-D in 1-4
+            ET.SubElement(entry, "CUE_V2", NAME=cue.name, DISPL_ORDER="0", TYPE="0", START=f"{1000 * cue.start:.6f}",
+                          LEN="0.000000", REPEATS="-1", HOTCUE=str(cue.hot + 1 if cue.hot is not None else -1))
     ET.SubElement(root, "SETS", ENTRIES="0")
     playlists = ET.SubElement(root, "PLAYLISTS")
     top = ET.SubElement(playlists, "NODE", TYPE="FOLDER", NAME="$ROOT")

@@ -28,10 +28,13 @@ from cratesense.dj.harmony import (
     shifted,
     tempo_fit,
 )
+from cratesense.dj.duplicates import duplicates_of
+from cratesense.dj.transitions import Transition, plan_transition
 from cratesense.errors import QueryError
 
 PITCH_RANGE = 0.06
-HARMONY, TEMPO, SOUND = 0.45, 0.30, 0.25  # how much each part weighs in a "next" score
+HARMONY, TEMPO, SOUND, ENERGY = 0.42, 0.27, 0.21, 0.10  # how much each part weighs in a "next" score
+CLASH = 0.05  # what a mix whose drops would play on top of each other loses
 RERANK = 300  # candidates ranked by their exact cosine, after the sketches picked them
 FOLDS = (1.0, 2.0, 0.5)  # the tempo counted as is, at double time, at half time
 
@@ -44,6 +47,9 @@ class Suggestion:
     harmony: float | None = None
     tempo: float | None = None
     sound: float | None = None
+    energy: float | None = None
+    mix: Transition | None = None  # where to leave the previous track and bring this one in
+    duplicate: bool = False  # the same recording as the track asked about (another file or encode)
 
 
 def _tempo_windows(bpm: float, pitch_range: float) -> list[tuple[float, float]]:
@@ -94,26 +100,49 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
     best = sorted(range(len(candidates)), key=preliminary.__getitem__, reverse=True)[:RERANK]
     shortlist = [candidates[index] for index in best]
     embeddings = collection.reader.embeddings([current.content_key, *(c[0] for c in shortlist)])
+    entries = collection.reader.entries([current.content_key, *(c[0] for c in shortlist)])
     mine = embeddings.get(current.content_key)
+    # One recording in two files is not a mix: another encode of the track (or of one already in
+    # a playlist: ``exclude``) is never proposed.
+    same = duplicates_of(collection, current.content_key, [c[0] for c in shortlist], entries)
     suggestions = []
     for key, bpm, camelot, _, _ in shortlist:
+        if key in same:
+            continue
         harmony = _harmony(current.camelot, camelot)
         tempo = _tempo(current.bpm, bpm, pitch_range)
         sound = max(0.0, cosine(mine, embeddings[key])) if mine is not None and key in embeddings else None
-        score = HARMONY * harmony + TEMPO * tempo + SOUND * (sound or 0.0)
-        suggestions.append((score, key, harmony, tempo, sound))
+        entry = entries.get(key)
+        energy = _energy(current.energy, entry.energy if entry else None)
+        score = HARMONY * harmony + TEMPO * tempo + SOUND * (sound or 0.0) + ENERGY * energy
+        suggestions.append((score, key, harmony, tempo, sound, energy))
     suggestions.sort(reverse=True)
     result = []
-    for score, key, harmony, tempo, sound in suggestions[:limit]:
+    for score, key, harmony, tempo, sound, energy in suggestions[:2 * limit]:
         track = collection.track(key)
         if track is None:  # gone since the candidates were read (a read-only view never changes)
             continue
+        mix = plan_transition(current.phrases, current.bpm, current.energy, track.phrases, track.bpm, track.energy)
         reasons = [*relaxed, *_reasons(current, track, pitch_range, notation)]
         if sound is not None:
             reasons.append(f"sounds {_alike(sound)} (similarity {sound:.2f})")
+        if mix is not None:
+            reasons += mix.reasons
+            score -= CLASH if mix.clash else 0.0
+        elif current.energy is not None and track.energy is not None:
+            reasons.append(f"energy {current.energy} → {track.energy}")
         result.append(Suggestion(track, round(score, 4), reasons, round(harmony, 3), round(tempo, 3),
-                                 None if sound is None else round(sound, 3)))
-    return result
+                                 None if sound is None else round(sound, 3), round(energy, 3), mix))
+    result.sort(key=lambda suggestion: suggestion.score, reverse=True)
+    return result[:limit]
+
+
+def _energy(current: int | None, candidate: int | None) -> float:
+    """How well two energies follow each other: the same or one step 1, four steps apart 0;
+    unknown: neither a match nor a clash."""
+    if current is None or candidate is None:
+        return 0.5
+    return max(0.0, 1.0 - max(0, abs(candidate - current) - 1) / 3)
 
 
 def _allowed(candidate, current: Track, exclude, per_artist, artist_cap) -> bool:
@@ -184,8 +213,17 @@ def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> 
     reference = embeddings[track.content_key]
     ranked = sorted(((cosine(reference, embeddings[key]), key) for key in shortlist if key in embeddings), reverse=True)
     found = [(score, collection.track(key)) for score, key in ranked[:limit]]
-    return [Suggestion(track, round(score, 4), [f"sounds {_alike(score)} (similarity {score:.2f})"], sound=round(score, 4))
-            for score, track in found if track is not None]
+    same = duplicates_of(collection, track.content_key, [key for _, key in ranked[:limit]])
+    suggestions = []
+    for score, other in found:
+        if other is None:
+            continue
+        reasons = [f"sounds {_alike(score)} (similarity {score:.2f})"]
+        if other.content_key in same:
+            reasons.insert(0, "a duplicate: the same recording in another file (cratesense duplicates)")
+        suggestions.append(Suggestion(other, round(score, 4), reasons, sound=round(score, 4),
+                                      duplicate=other.content_key in same))
+    return suggestions
 
 
 def playlist(collection: Collection, start: Track | None, *, length: int, filters: Filters | None = None,
@@ -203,6 +241,7 @@ def playlist(collection: Collection, start: Track | None, *, length: int, filter
         return [Suggestion(track, 1.0, []) for track in tracks]
     steps = [Suggestion(start, 1.0, ["the first track"])]
     used = {start.content_key}
+    recordings = [start.content_key]  # one per recording played: its other files never follow
     artists: dict[str, int] = {}
     if start.artist:
         artists[start.artist.casefold()] = 1
@@ -210,11 +249,14 @@ def playlist(collection: Collection, start: Track | None, *, length: int, filter
         options = next_tracks(collection, steps[-1].track, limit=50, pitch_range=pitch_range, notation=notation,
                               exclude=used, per_artist=artists, artist_cap=per_artist, strict=True)
         options = [option for option in options if _matches(option.track, filters)]
-        if not options:
+        chosen = next((option for option in options
+                       if not any(duplicates_of(collection, played, [option.track.content_key]) for played in recordings[:-1])),
+                      None)
+        if chosen is None:
             break
-        chosen = options[0]
         steps.append(chosen)
         used.add(chosen.track.content_key)
+        recordings.append(chosen.track.content_key)
         if chosen.track.artist:
             artists[chosen.track.artist.casefold()] = artists.get(chosen.track.artist.casefold(), 0) + 1
     return steps

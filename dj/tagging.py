@@ -1,5 +1,5 @@
-"""Writing BPM, key and ReplayGain into the user's files: opt-in, standard fields only, atomic,
-never touching the audio.
+"""Writing BPM, key and ReplayGain into the user's files, and Serato's own cue and grid tags when
+asked: opt-in, standard fields (or Serato's own) only, atomic, never touching the audio.
 
 Fields (shared/platform-notes.md, "DJ formats"):
 
@@ -10,10 +10,15 @@ Fields (shared/platform-notes.md, "DJ formats"):
 * ReplayGain: ID3 ``TXXX:REPLAYGAIN_TRACK_GAIN`` "-6.52 dB" and ``_PEAK`` (6 decimals), the same
   names as Vorbis comments and MP4 freeform atoms; Opus: ``R128_TRACK_GAIN`` (Q7.8, relative to
   -23 LUFS) and no peak (the Opus convention).
+* Serato (the ``serato`` field, never written unless asked for): ``Serato Markers2`` (the hot
+  cues A-D, named and coloured as in every export, and the BPM lock) and ``Serato BeatGrid`` (one
+  marker on a bar line, at our tempo) in MP3, AIFF and WAV (ID3 ``GEOB``) and FLAC (Vorbis
+  comments), as Serato writes them (``dj/serato.py``); only into a file holding no Serato data of
+  its own (Serato's analysis, the DJ's cues), so nothing a DJ set in Serato is ever overwritten.
 
 Never Mixed In Key's own fields (Vorbis ``KEY``, ``ENERGY``, ``CUEPOINTS``; ID3 GEOB "Key",
 "Energy", "CuePoints": base64 JSON there, which plain text would break), never another
-program's private frames, never the audio: the file is copied beside itself, the copy's tags
+program's private frames (Serato's only as above), never the audio: the file is copied beside itself, the copy's tags
 are changed by mutagen (which rewrites only tag blocks), synced, and renamed over the
 original, so a crash mid-write leaves the old file whole; its permissions are kept.
 """
@@ -27,7 +32,8 @@ from dataclasses import dataclass
 
 from cratesense.analysis.constants import TAG_FIELDS  # noqa: F401 (what this module writes)
 from cratesense.analysis.keys import Key
-from cratesense.analysis.model import TrackAnalysis
+from cratesense.analysis.cues import HOT_CUES
+from cratesense.analysis.model import Cue, TrackAnalysis
 from cratesense.dj.harmony import in_notation
 from cratesense.errors import ExportError
 from cratesense.files import sync_folder
@@ -44,6 +50,8 @@ class Wanted:
     replaygain_db: float | None = None
     peak_dbtp: float | None = None
     loudness_lufs: float | None = None
+    cues: tuple[Cue, ...] = ()  # our cues on our grid (Serato takes the hot cues)
+    grid: tuple[float, float] | None = None  # (a bar line in seconds, BPM): Serato's beat grid
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class Change:
     field: str  # the tag's own name: "TBPM", "INITIALKEY", "----:com.apple.iTunes:initialkey", ...
     old: str | None
     new: str
+    data: bytes | None = None  # a binary tag's bytes (Serato's GEOB frames); ``new`` then describes them
 
     def describe(self) -> str:
         return f"{self.field}: {self.old if self.old is not None else '(none)'} -> {self.new}"
@@ -73,8 +82,9 @@ def _bpm_text(bpm: float, whole: bool) -> str:
     return str(round(bpm)) if whole or abs(bpm - round(bpm)) < 0.05 else f"{bpm:.1f}"
 
 
-def plan(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str) -> list[Change]:
-    """The changes writing ``wanted`` into ``path`` would make (nothing for what is already so)."""
+def plan(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str) -> tuple[list[Change], list[str]]:
+    """The changes writing ``wanted`` into ``path`` would make (nothing for what is already so),
+    and notes on what is left alone and why."""
     import mutagen
 
     try:
@@ -86,7 +96,11 @@ def plan(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str) -> l
     kind = _family(audio)
     desired = _desired(kind, audio, wanted, fields, notation)
     current = _current(kind, audio)
-    return [Change(name, current.get(name), value) for name, value in desired.items() if current.get(name) != value]
+    changes = [Change(name, current.get(name), value) for name, value in desired.items() if current.get(name) != value]
+    notes: list[str] = []
+    if "serato" in fields:
+        changes += _serato_changes(kind, audio, wanted, notes)
+    return changes, notes
 
 
 def _family(audio) -> str:
@@ -156,6 +170,71 @@ def _current(kind: str, audio) -> dict[str, str]:
     return found
 
 
+# --- Serato's own tags (opt-in: the "serato" field) -------------------------------------------
+
+_OURS = frozenset(name for name, _ in HOT_CUES)
+
+
+def _serato_changes(kind: str, audio, wanted: Wanted, notes: list[str]) -> list[Change]:
+    """Serato's ``Markers2`` (the hot cues, their colours, the BPM lock) and ``BeatGrid``, unless
+    the file holds Serato data of its own (Serato has analyzed it, or the DJ set cues there):
+    then nothing Serato's is touched, and a note says so."""
+    from cratesense.dj import serato
+
+    if kind not in ("id3", "vorbis") or (kind == "vorbis" and type(audio).__name__ != "FLAC"):
+        notes.append("Serato's tags are written into MP3, AIFF, WAV and FLAC files only")
+        return []
+    hot = [serato.SeratoCue(cue.hot, round(1000 * cue.start), cue.colour, cue.name) for cue in wanted.cues
+           if cue.hot is not None]
+    if not hot or wanted.grid is None:
+        notes.append("no cues to give Serato (no bar grid or no phrases)")
+        return []
+    current = _serato_current(kind, audio)
+    foreign = set(current) - {serato.MARKERS, serato.BEATGRID} or (serato.BEATGRID in current and serato.MARKERS not in current)
+    if serato.MARKERS in current and not foreign:
+        try:
+            foreign = any(cue.name not in _OURS for cue in serato.read_cues(current[serato.MARKERS]))
+        except ValueError:
+            foreign = True
+    if foreign:
+        notes.append("Serato's own data is in this file (its analysis or the DJ's cues): left as it is")
+        return []
+    wanted_tags = {serato.MARKERS: serato.markers2(hot, bpm_lock=True), serato.BEATGRID: serato.beatgrid(*wanted.grid)}
+    described = {serato.MARKERS: f"{len(hot)} hot cues ({', '.join(f'{cue.name} {cue.position_ms / 1000:.1f} s' for cue in hot)}), "
+                                 "BPM lock",
+                 serato.BEATGRID: f"{wanted.grid[1]:.2f} BPM from {wanted.grid[0]:.3f} s"}
+    changes = []
+    for name, data in wanted_tags.items():
+        if current.get(name) != data:
+            field = f"GEOB:{name}" if kind == "id3" else serato.VORBIS_FIELDS[name]
+            changes.append(Change(field, "(ours, older)" if name in current else None, described[name], data))
+    return changes
+
+
+def _serato_current(kind: str, audio) -> dict[str, bytes]:
+    """Serato's tags in the file, by their names ("Serato Markers2", ...), as data."""
+    from cratesense.dj import serato
+
+    tags = audio.tags
+    if tags is None:
+        return {}
+    found: dict[str, bytes] = {}
+    if kind == "id3":
+        for frame in tags.getall("GEOB"):
+            if frame.desc.startswith("Serato"):
+                found[frame.desc] = bytes(frame.data)
+    else:
+        for name, value in tags.items():
+            if name.upper().startswith("SERATO_"):
+                text = value[0] if isinstance(value, list) else value
+                try:
+                    tag, data = serato.unenveloped(str(text))
+                except ValueError:
+                    tag, data = name.upper(), b""
+                found[tag] = data
+    return found
+
+
 def write(path: str, changes: list[Change]) -> os.stat_result:
     """Make ``changes`` to ``path`` atomically; the file's new stat. ExportError (the file
     untouched) when it cannot be written."""
@@ -199,7 +278,20 @@ def _apply(path: str, changes: list[Change]) -> None:
         audio.add_tags()
     tags = audio.tags
     for change in changes:
-        if kind == "id3":
+        if change.data is not None:  # Serato's own tags
+            from cratesense.dj import serato
+
+            if kind == "id3":
+                name = change.field[len("GEOB:"):]
+                tags.delall(change.field)
+                tags.add(mutagen.id3.GEOB(encoding=0, mime="application/octet-stream", filename="", desc=name,
+                                          data=change.data))
+            else:
+                name = next(tag for tag, field in serato.VORBIS_FIELDS.items() if field == change.field)
+                for existing in [key for key in tags.keys() if key.upper() == change.field]:
+                    del tags[existing]
+                tags[change.field] = [serato.enveloped(name, change.data)]
+        elif kind == "id3":
             if change.field.startswith("TXXX:"):
                 description = change.field[len("TXXX:"):]
                 tags.delall(f"TXXX:{description}")
@@ -231,6 +323,7 @@ class Retagged:
     identity: tuple[int, int, int, int] | None = None  # (device, inode, size, mtime_ns)
     content_key: str | None = None
     error: str | None = None
+    notes: tuple[str, ...] = ()  # what was left alone, and why
 
 
 def retag(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str, *, dry_run: bool = False) -> Retagged:
@@ -238,12 +331,12 @@ def retag(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str, *, 
     from cratesense.daemon.scan import content_key
 
     try:
-        changes = plan(path, wanted, fields, notation)
+        changes, notes = plan(path, wanted, fields, notation)
         if dry_run or not changes:
-            return Retagged(path, changes)
+            return Retagged(path, changes, notes=tuple(notes))
         stat = write(path, changes)
         return Retagged(path, changes, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns),
-                        content_key(path, stat.st_size))
+                        content_key(path, stat.st_size), notes=tuple(notes))
     except ExportError as exc:
         return Retagged(path, [], error=str(exc))
     except OSError as exc:
@@ -255,9 +348,13 @@ def retag(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str, *, 
 def wanted_for(track) -> Wanted:
     """The values a library ``Track`` has to write: our own analysis only (the catalog's
     consensus is shown beside it, never written into the user's files)."""
+    from cratesense.dj.exports import exported_cues
+
     ours = lambda name, value: None if name in track.filled else value  # noqa: E731
+    cues = tuple(exported_cues(track))
     return Wanted(bpm=ours("bpm", track.bpm), key=ours("key", track.key), replaygain_db=ours("loudness", track.replaygain),
-                  peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness))
+                  peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness),
+                  cues=cues, grid=_grid(cues, track.bpm))
 
 
 def wanted_from_analysis(analysis: TrackAnalysis) -> Wanted:
@@ -269,6 +366,16 @@ def wanted_from_analysis(analysis: TrackAnalysis) -> Wanted:
         return Wanted()
     descriptors = analysis.descriptors
     return Wanted(bpm=descriptors.bpm, key=parse_key(descriptors.key or ""), replaygain_db=descriptors.replaygain_db,
-                  peak_dbtp=descriptors.true_peak_dbtp, loudness_lufs=descriptors.loudness_lufs)
+                  peak_dbtp=descriptors.true_peak_dbtp, loudness_lufs=descriptors.loudness_lufs,
+                  cues=descriptors.cues or (), grid=_grid(descriptors.cues or (), descriptors.bpm))
+
+
+def _grid(cues, bpm: float | None) -> tuple[float, float] | None:
+    """Serato's one grid marker: on the earliest cue after 0 s (a bar line of our grid; one at 0 s
+    may stand for a bar line a hair before it), at our tempo."""
+    if not cues or not bpm:
+        return None
+    starts = [cue.start for cue in cues if cue.start > 0.0] or [cue.start for cue in cues]
+    return min(starts), bpm
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cratesense.analysis.constants import TAG_FIELDS
+from cratesense.analysis.constants import DEFAULT_TAG_FIELDS, TAG_FIELDS
 from cratesense.daemon.config import DjConfig
 from cratesense.dj.collection import Collection, Filters, Track, parse_filters
 from cratesense.errors import QueryError
@@ -53,10 +53,11 @@ def pitch_range(values: Mapping[str, Any], settings: DjConfig) -> float:
 
 
 def tag_fields(values: Mapping[str, Any]) -> tuple[str, ...]:
-    """The tag fields to write: a list or a comma-separated text of ``TAG_FIELDS`` (all when absent)."""
+    """The tag fields to write: a list or a comma-separated text of ``TAG_FIELDS``
+    (``DEFAULT_TAG_FIELDS`` when absent: Serato's tags only when asked for)."""
     given = values.get("fields")
     if given in (None, "", []):
-        return TAG_FIELDS
+        return DEFAULT_TAG_FIELDS
     names = given.split(",") if isinstance(given, str) else list(given)
     fields = tuple(str(name).strip() for name in names if str(name).strip())
     unknown = sorted(set(fields) - set(TAG_FIELDS))
@@ -170,8 +171,18 @@ def tag_plan(collection: Collection, values: Mapping[str, Any]) -> tuple[tuple[s
     return fields, [(track, [path for path, _ in collection.files(track.content_key)]) for track in chosen]
 
 
+def prep(collection: Collection, values: Mapping[str, Any], settings: DjConfig) -> Answer:
+    """A track's prep: energy, phrases and cues (hot and memory), and the waveform overview."""
+    from cratesense.dj.views import prep_json
+
+    track = named(collection, values)
+    analysis = collection.reader.track(track.content_key)
+    return prep_json(track, analysis.descriptors.waveform if analysis else None)
+
+
 # The DJ's read-only commands by name: what the control API routes and the CLI calls.
 READ_COMMANDS = {
+    "prep": prep,
     "tracks": tracks,
     "next": next_tracks,
     "similar": similar,

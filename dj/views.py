@@ -19,6 +19,8 @@ def track_json(track: Track, notation: str) -> dict:
         "copies": track.copies,
         "artist": track.artist,
         "title": track.title,
+        "shown_title": track.shown_title,  # the title, or the file's name without its extension
+        "label": track.label,  # "Artist - Title"
         "album": track.album,
         "bpm": track.bpm,
         "key": in_notation(track.key, notation),
@@ -29,6 +31,8 @@ def track_json(track: Track, notation: str) -> dict:
         "beat_offset": track.beat_offset,
         "downbeat_offset": track.downbeat_offset,
         "codec": track.codec,
+        "format": codec_name(track.codec),
+        "energy": track.energy,
         "added_at": track.added_at,
         "from_catalog": sorted(track.filled),
         "consensus_djs": track.backed_by,  # how many DJs the catalog's consensus comes from
@@ -64,7 +68,9 @@ def catalog_cell(track: dict) -> str:
 
 def suggestion_json(suggestion: Suggestion, notation: str) -> dict:
     return {"score": suggestion.score, "harmony": suggestion.harmony, "tempo": suggestion.tempo,
-            "sound": suggestion.sound, "reasons": suggestion.reasons, "track": track_json(suggestion.track, notation)}
+            "sound": suggestion.sound, "energy": suggestion.energy, "reasons": suggestion.reasons,
+            "mix": suggestion.mix.json() if suggestion.mix else None, "duplicate": suggestion.duplicate,
+            "track": track_json(suggestion.track, notation)}
 
 
 def minutes(seconds: float | None) -> str:
@@ -87,7 +93,7 @@ def cells(track: dict) -> dict[str, str]:
     path, copies = track["path"], track["copies"]
     return {
         "artist": shown(track["artist"], "artist"),
-        "title": shown(track["title"] or (path.rsplit('/', 1)[-1] if not track["artist"] else None), "title"),
+        "title": shown(track["shown_title"], "title"),
         "bpm": shown(f"{track['bpm']:.1f}" if track["bpm"] else None, "bpm"),
         "key": shown(track["key"], "key"),
         "lufs": shown(f"{track['loudness_lufs']:.1f}" if track["loudness_lufs"] is not None else None, "loudness"),
@@ -119,3 +125,54 @@ TRACK_COLUMNS = [("artist", "artist", 24), ("title", "title", 32), ("bpm", "BPM"
 CATALOG_LEGEND = (f"{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none; "
                   f"'N DJs': how many stand behind it); {DISPUTED_MARK} the consensus says otherwise than this "
                   "file's own analysis: worth a listen")
+
+
+# FFmpeg's decoder names, as people call the formats (a DJ knows "MP3", not "mp3float").
+CODEC_NAMES = {
+    "mp3": "MP3", "mp3float": "MP3", "mp2": "MP2", "mp2float": "MP2", "aac": "AAC", "aac_fixed": "AAC",
+    "aac_latm": "AAC", "alac": "ALAC", "flac": "FLAC", "vorbis": "Ogg Vorbis", "libvorbis": "Ogg Vorbis",
+    "opus": "Opus", "libopus": "Opus", "wmav1": "WMA", "wmav2": "WMA", "wmapro": "WMA Pro",
+    "wmalossless": "WMA Lossless", "ape": "Monkey's Audio", "wavpack": "WavPack", "tta": "TTA", "tak": "TAK",
+    "dsd_lsbf": "DSD", "dsd_msbf": "DSD", "dsd_lsbf_planar": "DSD", "dsd_msbf_planar": "DSD", "ac3": "AC-3",
+    "eac3": "E-AC-3", "dca": "DTS", "truehd": "Dolby TrueHD", "mlp": "MLP",
+}
+
+
+def codec_name(codec: str | None) -> str | None:
+    """A codec as people know it: "MP3", "FLAC", "AAC", "WAV (16-bit)", "AIFF (24-bit)"."""
+    if not codec:
+        return None
+    if codec.startswith("pcm_"):  # pcm_s16le, pcm_s24be, pcm_f32le...
+        kind = codec[4:]
+        bits = "".join(ch for ch in kind if ch.isdigit())
+        container = "AIFF" if kind.endswith("be") else "WAV"
+        return f"{container} ({bits}-bit{' float' if kind.startswith('f') else ''})" if bits else container
+    return CODEC_NAMES.get(codec, codec.upper())
+
+
+HOT_CUE_LETTERS = "ABCDEFGH"
+
+
+def prep_json(track: Track, waveform) -> dict:
+    """A track's prep for the page and ``cratesense prep``: its energy, phrases and cues (with
+    their colours, hot cues with their letters), and the waveform overview."""
+    from cratesense.dj.playback import playable
+
+    colours = _label_colours()
+    return {
+        "content_key": track.content_key, "label": track.label, "duration": track.duration, "energy": track.energy,
+        "bpm": track.bpm, "bars_known": track.downbeat_offset is not None,
+        "phrases": [{"start": p.start, "end": p.end, "bar": p.bar, "bars": p.bars, "label": p.label,
+                     "energy": p.energy, "confidence": p.confidence, "colour": colours.get(p.label, "#888888")}
+                    for p in track.phrases],
+        "cues": [{"start": c.start, "bar": c.bar, "name": c.name, "colour": c.colour, "hot": c.hot,
+                  "letter": HOT_CUE_LETTERS[c.hot] if c.hot is not None else None} for c in track.cues],
+        "waveform": None if waveform is None else {"column_seconds": waveform.column_seconds, "data": waveform.data},
+        "playable": playable(track.codec),
+    }
+
+
+def _label_colours() -> dict[str, str]:
+    from cratesense.analysis.cues import COLOURS
+
+    return COLOURS

@@ -3,10 +3,12 @@ starts are known by construction: encoded to FLAC and decoded by the pipeline, a
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
 from audiogen import arrangement, encode
+from cratesense.analysis.constants import GRID_SLACK
 from cratesense.analysis.cues import COLOURS, HOT_CUES, place_cues
 from cratesense.analysis.decode import AudioFile
 from cratesense.analysis.energy import energy_curve, level_of, measures, raw_score, track_energy, track_raw
@@ -68,7 +70,9 @@ def test_analyze_file_places_cues_on_its_own_beat_grid_and_inside_the_track(tmp_
     period = 60.0 / described.bpm
     for cue in described.cues:
         beats = (cue.start - described.beat_offset) / period
-        assert abs(beats - round(beats)) * period <= 0.010, cue  # on the grid the exports write
+        off = abs(beats - round(beats)) * period
+        # on the grid the exports write; a bar line a hair before 0 s is placed at 0 s
+        assert off <= 0.010 or (cue.start == 0.0 and off <= GRID_SLACK), cue
         assert 0.0 <= cue.start < duration
         assert cue.colour.startswith("#") and len(cue.colour) == 7
     hot = {cue.hot: cue for cue in described.cues if cue.hot is not None}
@@ -77,7 +81,7 @@ def test_analyze_file_places_cues_on_its_own_beat_grid_and_inside_the_track(tmp_
     memory = [cue for cue in described.cues if cue.hot is None]
     assert [cue.start for cue in memory] == [phrase.start for phrase in described.phrases]
     assert all(cue.colour == COLOURS[cue.name.lower()] for cue in memory)
-    as_dict = analysis.to_dict()["descriptors"]  # what the journal stores
+    as_dict = msgspec.to_builtins(analysis)["descriptors"]  # what the journal stores
     assert as_dict["cues"][0]["name"] and as_dict["phrases"][0]["label"] and as_dict["waveform"]["data"]
 
 

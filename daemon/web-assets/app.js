@@ -100,7 +100,7 @@ async function loadTracks() {
     const body = $("tracks").tBodies[0];
     body.replaceChildren(...answer.tracks.map((track) => {
       const row = el("tr", { "data-key": track.content_key, tabindex: "0", onclick: () => openTrack(track) },
-        cell(track, "artist", track.artist), cell(track, "title", track.title || track.path.split("/").pop()),
+        cell(track, "artist", track.artist), cell(track, "title", track.shown_title),
         cell(track, "bpm", track.bpm == null ? null : track.bpm.toFixed(1)), cell(track, "key", track.key),
         cell(track, "lufs", track.loudness_lufs == null ? null : track.loudness_lufs.toFixed(1), "loudness"),
         el("td", {}, minutes(track.duration)), el("td", { class: "path", title: track.path }, folderOf(track.path)));
@@ -159,7 +159,7 @@ function suggestionItem(item) {
   const track = item.track;
   return el("li", { "data-key": track.content_key },
     el("button", { type: "button", class: "link", onclick: () => openTrack(track) },
-      `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`),
+      `${track.artist ? track.artist + " – " : ""}${track.shown_title}`),
     el("span", { class: "facts" }, ` ${track.bpm ? track.bpm.toFixed(1) + " BPM" : ""} ${track.key || ""} · ${item.score.toFixed(2)}`),
     consensusNote(track) ? el("div", { class: "disputed" }, `! ${consensusNote(track)}`) : "",
     el("div", { class: "reasons" }, item.reasons.join("; ")),
@@ -169,11 +169,12 @@ function suggestionItem(item) {
 async function openTrack(track) {
   state.current = track;
   $("track").classList.remove("hidden");
-  $("track-title").textContent = `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`;
+  $("track-title").textContent = `${track.artist ? track.artist + " – " : ""}${track.shown_title}`;
   $("track-facts").textContent = [track.bpm ? `${track.bpm.toFixed(1)} BPM` : "tempo unknown",
     track.key || "key unknown", track.loudness_lufs == null ? "" : `${track.loudness_lufs.toFixed(1)} LUFS`,
     minutes(track.duration), consensusNote(track) && `! ${consensusNote(track)}`, track.path].filter(Boolean).join(" · ");
   wheel($("wheel"), null, { key: track.camelot, compatible: compatibleCodes(track.camelot) });
+  loadPrep(track);
   $("next-list").replaceChildren(el("li", {}, "…"));
   $("similar-list").replaceChildren(el("li", {}, "…"));
   const [next, similar] = await Promise.allSettled([
@@ -186,6 +187,100 @@ async function openTrack(track) {
     : [el("li", {}, similar.reason.message)]));
 }
 
+// --- the waveform overview, phrases, cues and the preview ------------------------------------
+
+const BANDS = [["#2f6fd6", 0], ["#f0a020", 1], ["#f4f4f8", 2]]; // low (blue), mid (amber), high (white), drawn in this order
+
+function waveformLevels(waveform) {
+  const bytes = Uint8Array.from(atob(waveform.data), (c) => c.charCodeAt(0));
+  const columns = [];
+  for (let i = 0; i + 2 < bytes.length; i += 3) columns.push([bytes[i], bytes[i + 1], bytes[i + 2]]);
+  return columns;
+}
+
+function drawPrep() {
+  const prep = state.prep, canvas = $("waveform");
+  if (!prep) return;
+  const context = canvas.getContext("2d"), width = canvas.width, height = canvas.height;
+  const strip = 16, top = 12, middle = top + (height - strip - top) / 2, half = (height - strip - top) / 2;
+  const duration = prep.duration || 1, x = (seconds) => (seconds / duration) * width;
+  context.clearRect(0, 0, width, height);
+  if (prep.waveform) {
+    const columns = waveformLevels(prep.waveform), step = prep.waveform.column_seconds;
+    for (const [colour, band] of BANDS) {
+      context.fillStyle = colour;
+      columns.forEach((levels, index) => {
+        const h = half * levels[band] / 255;
+        context.fillRect(x(index * step), middle - h, Math.max(1, x(step)), 2 * h);
+      });
+    }
+  }
+  for (const phrase of prep.phrases) {  // the phrases as a coloured strip along the bottom
+    context.fillStyle = phrase.colour;
+    context.fillRect(x(phrase.start), height - strip, Math.max(1, x(phrase.end) - x(phrase.start) - 1), strip);
+    context.fillStyle = "#fff";
+    context.font = "10px system-ui, sans-serif";
+    if (x(phrase.end) - x(phrase.start) > 30) context.fillText(phrase.label, x(phrase.start) + 3, height - 4);
+  }
+  for (const cue of prep.cues) {  // memory cues as thin lines, hot cues as lines with their letter
+    context.fillStyle = cue.colour;
+    context.fillRect(Math.round(x(cue.start)), cue.hot == null ? top + half * 1.6 : 0, cue.hot == null ? 1 : 2,
+      cue.hot == null ? half * 0.4 : height - strip);
+    if (cue.hot != null) {
+      context.font = "bold 10px system-ui, sans-serif";
+      context.fillText(cue.letter, Math.round(x(cue.start)) + 3, 10);
+    }
+  }
+  const player = $("player");
+  if (player.currentTime > 0) {  // the playhead
+    context.fillStyle = "#ff3b30";
+    context.fillRect(Math.round(x(player.currentTime)), 0, 2, height);
+  }
+}
+
+function playFrom(seconds) {
+  const player = $("player");
+  const start = () => { player.currentTime = seconds; player.play().catch(() => {}); };
+  if (player.readyState >= 1) start();
+  else {
+    player.addEventListener("loadedmetadata", start, { once: true });
+    player.load();
+  }
+}
+
+async function loadPrep(track) {
+  state.prep = null;
+  const player = $("player");
+  player.pause();
+  $("cue-list").replaceChildren();
+  $("prep-note").textContent = "";
+  $("waveform").getContext("2d").clearRect(0, 0, $("waveform").width, $("waveform").height);
+  player.src = `/api/audio?content_key=${encodeURIComponent(track.content_key)}`;
+  let prep;
+  try {
+    prep = await api("prep", { content_key: track.content_key });
+  } catch (error) {
+    $("prep-note").textContent = error.message;
+    return;
+  }
+  if (state.current !== track) return;  // another track was opened meanwhile
+  state.prep = prep;
+  $("cue-list").replaceChildren(...prep.cues.filter((cue) => cue.hot != null).concat(prep.cues.filter((cue) => cue.hot == null))
+    .map((cue) => {
+      const button = el("button", { type: "button", class: "cue", "data-start": String(cue.start), "data-hot": cue.hot == null ? "" : cue.letter,
+                                    title: `bar ${cue.bar}`, onclick: () => playFrom(cue.start) },
+        `${cue.hot == null ? "" : cue.letter + " "}${cue.name} ${minutes(cue.start)}`);
+      button.style.borderLeftColor = cue.colour;
+      return el("li", {}, button);
+    }));
+  const notes = [];
+  if (prep.energy != null) notes.push(`energy ${prep.energy}/10`);
+  if (!prep.phrases.length) notes.push(prep.bars_known ? "too short for phrases" : "no bar grid: no phrases or cues");
+  if (!prep.playable) notes.push("this browser cannot play this format");
+  $("prep-note").textContent = notes.join(" · ");
+  drawPrep();
+}
+
 // --- the playlist being built --------------------------------------------------------------
 
 function addToPlaylist(track) {
@@ -195,7 +290,7 @@ function addToPlaylist(track) {
 
 function renderPlaylist() {
   $("playlist-tracks").replaceChildren(...state.playlist.map((track, index) => el("li", { "data-key": track.content_key },
-    `${track.artist ? track.artist + " – " : ""}${track.title || track.path.split("/").pop()}`,
+    `${track.artist ? track.artist + " – " : ""}${track.shown_title}`,
     el("span", { class: "facts" }, ` ${track.bpm ? track.bpm.toFixed(1) : "-"} BPM ${track.key || ""}`),
     el("button", { type: "button", class: "small", onclick: () => { state.playlist.splice(index, 1); renderPlaylist(); } }, "remove"))));
 }
@@ -344,6 +439,12 @@ function start() {
       act("forget", {}, "deletion requested: the catalog erases everything you contributed");
     }
   });
+  $("waveform").addEventListener("click", (event) => {  // click the overview: play from there
+    if (!state.prep) return;
+    const box = event.target.getBoundingClientRect();
+    playFrom(Math.max(0, (event.clientX - box.left) / box.width * state.prep.duration));
+  });
+  for (const name of ["timeupdate", "seeked", "pause"]) $("player").addEventListener(name, drawPrep);
   loadTracks();
   refreshStatus();
   setInterval(refreshStatus, 2000);
