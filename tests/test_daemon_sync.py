@@ -409,6 +409,10 @@ async def test_turning_contribution_off_mid_sync_stops_the_very_next_batch(tmp_p
             await syncer.sync_now()
             task.cancel()
             [sent] = first_batch  # one batch (size-capped at 1 MiB), then nothing more
+            for _ in range(600):  # the catalog answers first and may match the batch just after
+                if store.counts()["arrivals"] == 0:
+                    break
+                await asyncio.sleep(0.05)
             assert 0 < sent < 1200 and store.counts()["observations"] == sent
             assert await io.read(lambda journal: journal.counts()["outbox"]) == 1200 - sent
     finally:

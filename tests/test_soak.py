@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentproc import AgentProcess, write_config
+from cratesense.analysis.constants import wire_version
 from cratesense.daemon.identity import Identity
 from cratesense.daemon.journal import FileIdentity
 from cratesense.daemon.recorder import observation_id
@@ -95,7 +96,7 @@ def run_soak(tmp_path: Path, tracks: list[Path], seconds: float, seed: int = 7) 
         assert states <= {"analyzed"}
         # every observation of what is on disk reached the catalog, exactly once
         secret = Identity(tmp_path / "data" / "cratesense" / "identity.json").secret
-        expected = {observation_id(secret, key, versions[key]) for key in keys}
+        expected = {observation_id(secret, key, wire_version(versions[key])) for key in keys}
         with sqlite3.connect(f"file:{agent.catalog_path}?mode=ro", uri=True) as db:
             in_catalog = [oid for (oid,) in db.execute("SELECT id FROM observations")]
         assert len(in_catalog) == len(set(in_catalog))
