@@ -20,7 +20,7 @@ import binascii
 import math
 import re
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -264,10 +264,11 @@ class ContractError(Exception):
         return {"error": str(self), "field": self.field, "rule": self.rule}
 
 
+T = TypeVar("T")
 _FIELD_IN_MESSAGE = re.compile(r"^(?P<rule>.*?)(?: - at `\$\.?(?P<field>[^`]*)`)?$", re.S)
 
 
-def decode(body: bytes, model: type):
+def decode(body: bytes, model: type[T]) -> T:
     """``body`` as ``model``, or a ContractError naming the field."""
     if len(body) > MAX_BODY_BYTES:
         raise ContractError("", f"the body is larger than {MAX_BODY_BYTES} bytes", status=413)
@@ -275,6 +276,7 @@ def decode(body: bytes, model: type):
         value = msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as exc:
         match = _FIELD_IN_MESSAGE.match(str(exc))
+        assert match is not None, "the pattern matches any message"
         rule, field = match.group("rule"), match.group("field") or ""
         unknown = re.match(r"Object contains unknown field `([^`]*)`", rule)
         if unknown:  # name the unknown field itself

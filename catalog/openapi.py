@@ -122,7 +122,7 @@ def document() -> dict:
     for method, path, operation_id, summary, request, (status, response), errors in _OPERATIONS:
         authenticated = operation_id != "register"
         codes = sorted({*errors, 429, 404, 405, 500, *((401,) if authenticated else ())})
-        operation = {
+        operation: dict[str, object] = {
             "operationId": operation_id,
             "summary": summary,
             "responses": {
