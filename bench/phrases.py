@@ -286,7 +286,8 @@ def energy_spread(pieces) -> None:
     spread(fit, "real recordings, fitting half")
     for package, paths in library.items():
         spread(paths, f"  {package}")
-    spread([p.audio for p in pieces], "development set (arrangements)")
+    if pieces:
+        spread([p.audio for p in pieces], "development set (arrangements)")
 
 
 def fit_energy() -> None:
@@ -323,14 +324,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a third of the set")
     parser.add_argument("--no-peers", action="store_true", help="ours only")
     parser.add_argument("--fit-energy", action="store_true")
+    parser.add_argument("--energy-only", action="store_true", help="the energy pairs and spread alone")
+    parser.add_argument("--no-energy", action="store_true", help="boundaries, labels, cues and mix points alone")
     args = parser.parse_args()
     if args.fit_energy:
         fit_energy()
+        return 0
+    if args.energy_only:
+        energy_checks(list(arrangements.HELD_OUT_SEEDS)[:8])
+        energy_spread([])
         return 0
     pieces = arrangements.build(held_out=8 if args.quick else len(arrangements.HELD_OUT_SEEDS),
                                 songs=4 if args.quick else len(arrangements.MMA_GROOVES))
     result = evaluate(pieces, peers=not args.no_peers)
     report(result, pieces)
+    if args.no_energy:
+        return 0
     energy_checks(list(arrangements.HELD_OUT_SEEDS)[: 3 if args.quick else 8])
     energy_spread(pieces)
     return 0

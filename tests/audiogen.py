@@ -361,7 +361,9 @@ def arrangement(
     for kind, first, length in plan:
         active = parts[kind] - set(muted)
         start = lead_in + first * bar
-        if "crash" not in muted and kind != "intro" and rng.random() < 0.8:
+        # Random choices are drawn whether or not their part is muted: muting a part changes
+        # nothing else (the same arrangement, without it).
+        if kind != "intro" and rng.random() < 0.8 and "crash" not in muted:
             place("crash", crash, start)
         for offset in range(length):
             bar_index = first + offset
@@ -386,9 +388,9 @@ def arrangement(
             notes = chord_notes(bar_index)
             length_samples = int(bar * sr)
             envelope = np.minimum(1.0, np.arange(length_samples) / (0.01 * sr)).astype(np.float32)
-            if "bass" in active:
+            if "bass" in parts[kind]:
                 for eighth in range(8):
-                    if eighth % 2 == 1 or rng.random() < 0.3:
+                    if (eighth % 2 == 1 or rng.random() < 0.3) and "bass" in active:
                         size = int(beat / 2 * sr * 0.9)
                         tone = _tone(notes[0] / 2, size, sr, bass_harmonics) * np.exp(-np.arange(size) / sr * 6)
                         place("bass", tone.astype(np.float32), bar_start + eighth * beat / 2, 0.5)
@@ -406,12 +408,13 @@ def arrangement(
                     note = root * 2 * 2 ** ((loop[bar_index % 4] + arpeggio[(sixteenth // 2) % 4]) / 12)
                     tone = _tone(note, size, sr, lead_harmonics) * np.exp(-np.arange(size) / sr * 5)
                     place("lead", tone.astype(np.float32), bar_start + sixteenth * beat / 4, 0.22)
-        if "riser" in active:  # noise rising in level and brightness over the whole build
+        if "riser" in parts[kind]:  # noise rising in level and brightness over the whole build
             size = int(length * bar * sr)
             noise = rng.standard_normal(size)
-            ramp = np.linspace(0, 1, size) ** 2
-            bright = np.diff(noise, prepend=0.0)
-            place("riser", ((noise * (1 - ramp) + bright * ramp) * ramp * 0.12).astype(np.float32), start)
+            if "riser" in active:
+                ramp = np.linspace(0, 1, size) ** 2
+                bright = np.diff(noise, prepend=0.0)
+                place("riser", ((noise * (1 - ramp) + bright * ramp) * ramp * 0.12).astype(np.float32), start)
     mix = sum(stems.values()) * np.float32(0.35 * gain)
     mix = np.tanh(mix).astype(np.float32)  # a gentle limiter: louder stays louder, never clips
     return np.stack([mix, np.roll(mix, 11) * 0.95]).astype(np.float32), starts
