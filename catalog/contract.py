@@ -233,6 +233,9 @@ class Recommendation(_Strict):
     metadata: RecordingMetadata
     analysis: RecordingAnalysis
     reason: Annotated[str, msgspec.Meta(max_length=200)]  # e.g. "held by 4 DJs whose libraries overlap yours by 31 %"
+    # its fingerprint's sketch (matching.sketch: 16 index terms), so an agent that does not
+    # contribute (the catalog does not know what it holds) can leave out what it already has
+    sketch: Annotated[list[Annotated[int, msgspec.Meta(ge=0, lt=1 << 28)]], msgspec.Meta(max_length=16)] = []
 
 
 class Recommendations(_Strict):

@@ -44,6 +44,16 @@ def index_terms(items: list[int]) -> list[int]:
     return terms
 
 
+SKETCH_TERMS = 16  # a fingerprint's sketch: this many of its index terms
+
+
+def sketch(items: list[int], count: int = SKETCH_TERMS) -> list[int]:
+    """A bottom-k sketch of a fingerprint: its ``count`` index terms with the smallest hash
+    (Knuth's multiplicative hash, a fixed shuffle). Two encodes of one recording share many of
+    their terms, so they share some of these; different recordings almost never do."""
+    return sorted(set(index_terms(items)), key=lambda term: (term * 2654435761) & 0xFFFFFFFF)[:count]
+
+
 def minimum_shared_terms(terms: list[int]) -> int:
     return max(1, -(-len(terms) // 20))
 

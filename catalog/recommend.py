@@ -125,8 +125,13 @@ def _recommend(store: Store, backend, contributor: str, limit: int) -> list[dict
         where, params = backend.any_of("id", [recording for _, recording in kept])
         rows = {row.recording: row for row in db.execute(
             f"SELECT id AS recording, contributors, {', '.join(CONSENSUS_FIELDS)} FROM recordings WHERE {where}", params)}
+        where, params = backend.any_of("recording", [recording for _, recording in kept])
+        sketches: dict[int, list[int]] = {}
+        for row in db.execute(f"SELECT recording, items FROM fingerprints WHERE {where} ORDER BY id", params):
+            sketches.setdefault(row.recording, matching.sketch(matching.unpack(row.items)))
     return [{"weight": round(weight, 4), **recording_dict(rows[recording]),
-             "reason": _reason([neighbours[who] for who in holders_of[recording]], bool(mine))}
+             "reason": _reason([neighbours[who] for who in holders_of[recording]], bool(mine)),
+             "sketch": sketches.get(recording, [])}
             for weight, recording in kept if recording in rows]
 
 
@@ -151,7 +156,8 @@ def _neighbours(contributor: str, mine: set[int], held: dict[str, int], shared: 
 
 def _centred_parts(profiles: dict[str, tuple[float, ...]]) -> dict[str, list[list[float] | None]]:
     """Each profile's parts minus the community's mean part, unit length (None: a part that is
-    all zeros, as a missing embedding centroid is)."""
+    all zeros, as a missing embedding centroid is; []: a part equal to the mean, as in a
+    community whose profiles are all alike)."""
     if not profiles:
         return {}
     means = []
@@ -168,7 +174,7 @@ def _centred_parts(profiles: dict[str, tuple[float, ...]]) -> dict[str, list[lis
                 continue
             centred = [value - average for value, average in zip(part, mean)]
             norm = math.sqrt(sum(value * value for value in centred))
-            parts.append([value / norm for value in centred] if norm > 1e-9 else None)
+            parts.append([value / norm for value in centred] if norm > 1e-6 else [])  # []: the mean itself
         result[who] = parts
     return result
 
@@ -180,7 +186,10 @@ def _profile_similarity(a: list[list[float] | None] | None, b: list[list[float] 
     total = weights = 0.0
     for (_, weight), x, y in zip(_PARTS, a, b):
         if x is not None and y is not None:
-            total += weight * sum(p * q for p, q in zip(x, y))
+            if not x or not y:  # at the mean: alike only another at the mean
+                total += weight * (1.0 if not x and not y else 0.0)
+            else:
+                total += weight * sum(p * q for p, q in zip(x, y))
             weights += weight
     return total / weights if weights else 0.0
 

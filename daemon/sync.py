@@ -491,9 +491,14 @@ class Syncer:
                 status, answer = await self._authorized("GET", "/v1/recommendations")
                 if status != 200:
                     raise QueryError(f"the catalog refused ({status}: {_error(answer)})")
-                return msgspec.to_builtins(_decoded(answer, contract.Recommendations, "the recommendations"))
+                found = _decoded(answer, contract.Recommendations, "the recommendations").recommendations
         except Backoff as exc:
             raise QueryError(f"the catalog cannot be asked now: {exc}") from None
+        # what we hold, by fingerprint: the catalog knows only what a contributor sent it
+        sketches = await self._io.read(lambda journal: journal.fingerprint_sketches())
+        held = _held_by_sketch([recommendation.sketch for recommendation in found], sketches)
+        return {"recommendations": [msgspec.to_builtins(recommendation)
+                                    for recommendation, ours in zip(found, held) if not ours]}
 
     def status(self) -> dict:
         return {
@@ -528,6 +533,29 @@ def _matches(status: int, answer: dict, asked: int) -> list[Consensus | None]:
         raise Backoff(f"the catalog answered {len(results)} look-ups for {asked}")
     return [match if match is not None and match.score is not None and match.score >= LOOKUP_HIT else None
             for match in results]
+
+
+SHARED_SKETCH_TERMS = 2  # two fingerprints whose sketches share this many terms are one recording
+
+
+def _held_by_sketch(wanted: list[list[int]], sketches: list[tuple[str, bytes, float]]) -> list[bool]:
+    """For each sketch of ``wanted``, whether one of our tracks' fingerprint sketches shares at
+    least ``SHARED_SKETCH_TERMS`` of its terms (one pass over the library, a dict look-up per term)."""
+    from cratesense.daemon.trackview import unpack_terms
+
+    owners: dict[int, list[int]] = {}
+    for index, terms in enumerate(wanted):
+        for term in set(terms):
+            owners.setdefault(term, []).append(index)
+    held = [False] * len(wanted)
+    for _, blob, _ in sketches:
+        shared: dict[int, int] = {}
+        for term in unpack_terms(blob):
+            for index in owners.get(term, ()):
+                shared[index] = shared.get(index, 0) + 1
+                if shared[index] >= SHARED_SKETCH_TERMS:
+                    held[index] = True
+    return held
 
 
 def _error_body(answer: dict) -> contract.Error | None:

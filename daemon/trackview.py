@@ -220,10 +220,6 @@ def cosine(a, b) -> float:
     return sum(x * y for x, y in zip(a, b))
 
 
-def _term_order(term: int) -> int:
-    return (term * 2654435761) & 0xFFFFFFFF  # Knuth's multiplicative hash: a fixed shuffle
-
-
 def fingerprint_sketch(chromaprint: str | None) -> bytes | None:
     if not chromaprint:
         return None
@@ -234,7 +230,7 @@ def fingerprint_sketch(chromaprint: str | None) -> bytes | None:
         items = fingerprint_items("fingerprint", chromaprint)
     except ContractError:
         return None
-    terms = sorted(set(matching.index_terms(items)), key=_term_order)[:FINGERPRINT_SKETCH_TERMS]
+    terms = matching.sketch(items, FINGERPRINT_SKETCH_TERMS)  # the catalog's recommendations carry the same
     return struct.pack(f"<{len(terms)}I", *terms)
 
 

@@ -184,3 +184,49 @@ def test_the_consensus_shows_where_the_dj_looks(tmp_path, community):
         wait(lambda: "4 DJs say" in driver.find_element(By.ID, "track-facts").text, what="the track's facts")
     finally:
         driver.quit()
+
+
+def test_a_dj_who_does_not_contribute_is_never_recommended_what_it_holds(tmp_path, community):
+    """The catalog knows only the taste profile of a DJ who does not contribute, so it cannot
+    leave out what that DJ holds: the agent does, by the fingerprint sketch each recommendation
+    carries (another encode of the same recording included)."""
+    import asyncio
+    import secrets
+
+    import aiohttp
+
+    from catalogkit import Client
+    from cratesense.analysis.model import observation_fields
+    from cratesense.analysis.pipeline import analyze_file
+    from cratesense.daemon.journal import Journal
+
+    tap, agent = community
+    private = agent("private")
+    write_config(private.home, private.music, sync={"quiet_seconds": 0.5, "catalog_url": tap.url, "contribute": False})
+    held, wanted = fingerprintable_track(0, seconds=24), fingerprintable_track(1, seconds=24)
+    encode(held, SR, private.music / "mine.flac")
+    private.start()
+    private.wait_for(lambda s: s["tracks"] == 1 and s["queued"] + s["analyzing"] == 0, 120, "the analysis")
+    assert private.cli("sync").returncode == 0
+    with Journal(private.journal_path) as journal:
+        profile, _ = journal.profile()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    fields = [{**observation_fields(analyze_file(encode(audio, SR, theirs / name, bitrate=128_000))),
+               "metadata": None} for audio, name in ((held, "held.mp3"), (wanted, "wanted.mp3"))]
+    for item, title in zip(fields, ("Mine", "Wanted")):
+        item["metadata"] = {"artist": "Them", "title": title, "album": None, "isrc": None, "catalog_number": None,
+                            "duration": 24.0}
+
+    async def three_djs_like_me() -> None:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                client = await Client(session, tap.url).register()
+                assert (await client.call("PUT", "/v1/profile", profile))[0] == 200
+                status, answer = await client.ingest([{"id": secrets.token_hex(16), **item} for item in fields])
+                assert status == 200, answer
+
+    asyncio.run(three_djs_like_me())
+    answer = json.loads(private.cli("recommendations", "--json").stdout)
+    assert [r["metadata"]["title"] for r in answer["recommendations"]] == ["Wanted"], answer
+    assert "taste profiles are" in answer["recommendations"][0]["reason"]
