@@ -14,16 +14,17 @@ loads in the worker processes."""
 # with a calibrated strength; bar 1 on the first beat of a drum intro.
 # phrases 1, energy 1, cues 1, waveform 1 (#26): a DJ's prep, from the streamed features (an
 # upgrade that adds them decodes the analysis view only and keeps loudness and embedding).
+# cutoff 1 (#26): where the spectrum stops (a lossy encoder's edge), to tell transcodes apart.
 STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 3, "key": 3, "loudness": 2, "embedding": 2, "downbeat": 2,
-                  "phrases": 1, "energy": 1, "cues": 1, "waveform": 1}
+                  "phrases": 1, "energy": 1, "cues": 1, "waveform": 1, "cutoff": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 # The stages that read the native-rate view, and the descriptor fields they fill: when an upgrade
-# changed neither, a re-analysis decodes only the analysis view and keeps these fields.
-NATIVE_STAGES = ("loudness", "embedding")
-NATIVE_FIELDS = ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db", "embedding")
+# changed none, a re-analysis decodes only the analysis view and keeps these fields.
+NATIVE_STAGES = ("loudness", "embedding", "cutoff")
+NATIVE_FIELDS = ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db", "embedding", "cutoff_hz")
 # The stages whose results an observation carries: the wire's analyzer version names only these
 # (``wire_version``), so an upgrade of a stage whose fields never leave the machine (bars, phrases,
-# cues...) sends nothing again. A stage that puts a field on the wire belongs here.
+# cues, the cutoff...) sends nothing again. A stage that puts a field on the wire belongs here.
 WIRE_STAGES = ("fingerprint", "tags", "tempo", "key", "loudness", "embedding")
 
 # The longest text a tag, an observation or a consensus may carry (the wire contract checks
@@ -90,6 +91,6 @@ def wire_version(analyzer_version: str) -> str:
 
 
 def native_stages_unchanged(analyzer_version: str) -> bool:
-    """Whether an analysis by ``analyzer_version`` has today's loudness and embedding."""
+    """Whether an analysis by ``analyzer_version`` has today's loudness, embedding and cutoff."""
     earlier = stage_versions(analyzer_version)
     return all(earlier.get(stage) == STAGE_VERSIONS[stage] for stage in NATIVE_STAGES)

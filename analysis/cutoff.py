@@ -1,93 +1,127 @@
-"""Where a file's spectrum stops: the "brick wall" a lossy encoder leaves, which a transcode keeps.
+"""Where a file's spectrum stops: the brick wall a lossy encoder leaves, which every transcode keeps.
 
-A lossy encoder drops everything above its lowpass (an MP3 at 128 kb/s stops at about 17 kHz,
-at 320 kb/s at about 20.5 kHz; Vorbis and Opus near 20-21 kHz), and anything made from that file
-afterwards stops there too: a FLAC made from an MP3 ("lossy to lossless"), or a 320 kb/s MP3 made
-from a 128 kb/s one ("lossy to lossy"). A real lossless recording rolls off gently or not at all
-below the Nyquist frequency. So the long-term spectrum of the file's channels at their own rate
-is measured (the median power of one 4096-sample frame every quarter second, over its sounding
-frames), and the cutoff is the highest frequency above 10 kHz where the level falls by at least
-``EDGE_DB`` within about a kilohertz and stays down above it.
+A lossy encoder drops everything above its lowpass (LAME's MP3 at 128 kb/s stops near 17 kHz, at
+320 kb/s near 20 kHz; Vorbis, Opus and AAC somewhere between 15 and 20 kHz by bitrate), and
+anything made from its output stops there too: a FLAC decoded from an MP3 ("lossy to lossless"),
+a 320 kb/s MP3 made from a 128 kb/s one ("lossy to lossy"). A lossless recording rolls off gently,
+or not at all, up to the Nyquist frequency. ``dj/duplicates.py`` reads the edge to keep the
+original of a recording over its transcodes, and says why.
 
-Read at ``cratesense duplicates`` time from the copies of one recording (the pipeline does not
-pay for it): ``measure_file`` decodes ``SECONDS`` of the file.
+The stage is cheap on purpose (it shares the CPU budget of the whole pipeline): every
+``HOP_SECONDS`` it takes one ``FRAME``-sample frame of the first two channels at their own rate,
+and only while the music sounds; the frames' power spectra are summed into one long-term
+spectrum (about 500 FFTs for a 4-minute track). The edge is then looked for above ``LOWEST`` Hz:
+the highest frequency where the level falls by at least ``EDGE_DB`` within a few hundred hertz
+and stays far below the body of the spectrum up to the top.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+import scipy.fft
 
-from cratesense.analysis.decode import AudioFile
-
-SECONDS = 60.0  # of audio read from the file (after its first ``SKIP`` seconds when it has them)
-SKIP = 15.0
-FRAME = 4096
-EDGE_DB = 25.0  # how far the level falls across the edge
-FLOOR_DB = 50.0  # above the edge it stays this far below the body of the spectrum
-LOWEST = 10_000.0  # Hz: lower "cutoffs" are the music's own
-_QUIET = 1e-3  # RMS of a frame that counts as sounding
-
-
-def cutoff(spectrum_db: np.ndarray, rate: int) -> float | None:
-    """The frequency (Hz) where a long-term spectrum (dB, ``FRAME // 2 + 1`` bins) stops, or None
-    when it runs on to the top (no lossy encoder's edge)."""
-    frequencies = np.fft.rfftfreq(FRAME, 1.0 / rate)
-    smooth = np.convolve(spectrum_db, np.ones(9) / 9, mode="same")
-    body = np.percentile(smooth[(frequencies > 1000) & (frequencies < 8000)], 90)
-    step = frequencies[1]
-    wide, narrow = int(600 / step), int(100 / step)
-    # The mean level just below and just above every bin, and above it to the top, at once.
-    sums = np.concatenate([[0.0], np.cumsum(smooth)])
-    bins = np.arange(max(int(np.searchsorted(frequencies, LOWEST)), wide), smooth.size - wide - 1)
-    below = (sums[bins - narrow] - sums[bins - wide]) / (wide - narrow)
-    above = (sums[bins + wide] - sums[bins + narrow]) / (wide - narrow)
-    rest = (sums[-1] - sums[bins + narrow]) / (smooth.size - bins - narrow)
-    edges = bins[(below - above >= EDGE_DB) & (rest < body - FLOOR_DB) & (below > body - FLOOR_DB)]
-    return float(frequencies[edges[-1]]) if edges.size else None
+FRAME = 2048  # samples at the file's own rate: ~21 Hz bins at 44.1 kHz
+HOP_SECONDS = 2.0
+BATCH = 64  # frames transformed at once
+GATE_RMS = 1e-3  # -60 dBFS: a frame of silence says nothing about the encoder
+LOWEST = 11_000.0  # Hz: an "edge" below this is the music's own (a lowpassed mix, a dull recording)
+EDGE_DB = 20.0  # how far the level falls across the edge (a lowpass: 25-100 dB; a roll-off: far less)
+NEAR_HZ, FAR_HZ = 150.0, 1000.0  # the edge is judged between these distances on either side
+REST_DB = 12.0  # above the edge, nothing comes this close to the level below it
+BODY_DB = 70.0  # below the edge there is music: within this of the body of the spectrum
+SMOOTH_BINS = 25  # ~500 Hz: a loud bin or two (a tone, coding noise) is no hole in a wall
+MIN_FRAMES = 8  # fewer sounding frames than this: no measure
 
 
-def long_term_spectrum(blocks, rate: int) -> np.ndarray | None:
-    """The median power spectrum (dB) of the sounding frames of mono float blocks."""
-    frames = []
-    hop = rate // 4
-    pending = np.zeros(0, np.float32)
-    for block in blocks:
-        pending = np.concatenate([pending, block])
-        while pending.size >= FRAME:
-            frames.append(pending[:FRAME])
-            pending = pending[hop:] if hop < pending.size else np.zeros(0, np.float32)
-    if not frames:
-        return None
-    stacked = np.array(frames)
-    stacked = stacked[np.sqrt(np.mean(stacked**2, axis=1)) > _QUIET]
-    if not len(stacked):
-        return None
-    power = np.abs(np.fft.rfft(stacked * np.hanning(FRAME), axis=1)) ** 2
-    return 10.0 * np.log10(np.median(power, axis=0) + 1e-20)
+class CutoffMeter:
+    """Feed the decoded channels (float32 ``(channels, n)`` at ``rate``) in order, then ``finish``.
+
+    Only the sampled frames are ever copied (a block of 65,536 samples is looked at, not copied),
+    and they are transformed ``BATCH`` at a time: a few microseconds per block and per frame."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._hop = max(FRAME, round(HOP_SECONDS * rate))
+        self._window = np.hanning(FRAME).astype(np.float32)
+        self._tail = np.zeros(0, np.float32)  # the end of what was fed (mono): a frame may start in it
+        self._fed = 0  # samples fed so far
+        self._next = 0  # where the next frame starts
+        self._batch: list[np.ndarray] = []
+        self._power = np.zeros(FRAME // 2 + 1)
+        self._frames = 0
+
+    def feed(self, channels: np.ndarray) -> None:
+        count = channels.shape[-1]
+        first, end = self._fed, self._fed + count
+        self._fed = end
+        if self._next + FRAME > end:
+            if self._next < end:  # the next frame starts in this block: keep what it needs of it
+                self._tail = np.concatenate([self._tail, _mono(channels[:, self._next - end :])])[-FRAME:]
+            return
+        while self._next + FRAME <= end:
+            offset = self._next - first
+            if offset >= 0:
+                self._batch.append(_mono(channels[:, offset : offset + FRAME]))
+            else:  # it started in the last block
+                self._batch.append(np.concatenate([self._tail[offset:], _mono(channels[:, : FRAME + offset])]))
+            self._next += self._hop
+        self._tail = _mono(channels[:, max(self._next - end, -count) :]) if self._next < end else self._tail[:0]
+        if len(self._batch) >= BATCH:
+            self._transform()
+
+    def _transform(self) -> None:
+        frames = np.stack(self._batch)
+        self._batch = []
+        frames = frames[np.einsum("ij,ij->i", frames, frames) >= GATE_RMS**2 * FRAME]
+        if len(frames):
+            spectra = scipy.fft.rfft(frames * self._window, axis=1)
+            self._power += (spectra.real**2 + spectra.imag**2).sum(axis=0)
+            self._frames += len(frames)
+
+    def finish(self) -> float | None:
+        """The cutoff in Hz, ``rate / 2`` when the spectrum runs to the top, None when too little
+        of the file sounded to tell."""
+        if self._batch:
+            self._transform()
+        if self._frames < MIN_FRAMES:
+            return None
+        return spectrum_cutoff(10.0 * np.log10(self._power / self._frames + 1e-30), self.rate)
 
 
-def measure_file(path: str | os.PathLike) -> tuple[float | None, int] | None:
-    """(cutoff Hz or None, sample rate) of a file, from ``SECONDS`` of its audio; None when it
-    cannot be decoded or holds no sound."""
-    rate = 0
-    skipped = 0
-    blocks = []
-    try:
-        with AudioFile(path) as audio:
-            for block in audio.blocks(native=True, max_seconds=SKIP + SECONDS):
-                if block.native is None or block.native.shape[-1] == 0:
-                    continue
-                rate = block.native_rate
-                mono = block.native.mean(axis=0).astype(np.float32)
-                if skipped < SKIP * rate and audio.info.declared_duration and audio.info.declared_duration > SKIP + 20:
-                    skipped += mono.size
-                    continue
-                blocks.append(mono)
-    except Exception:  # a file that will not decode has no spectrum to speak of
-        return None
-    spectrum = long_term_spectrum(blocks, rate) if rate else None
-    if spectrum is None:
-        return None
-    return cutoff(spectrum, rate), rate
+def _mono(channels: np.ndarray) -> np.ndarray:
+    """The mid of the first two channels (the one channel of a mono file)."""
+    return channels[0] if channels.shape[0] == 1 else 0.5 * (channels[0] + channels[1])
+
+
+def spectrum_cutoff(spectrum_db: np.ndarray, rate: int) -> float:
+    """The frequency (Hz) where a long-term spectrum (dB, ``FRAME // 2 + 1`` bins from 0 Hz to
+    ``rate / 2``) stops, or ``rate / 2`` when it has no encoder's edge above ``LOWEST``.
+
+    An edge is a frequency where the mean level of the ``NEAR_HZ``-``FAR_HZ`` just above lies
+    ``EDGE_DB`` under that just below, where nothing further up to the top comes within
+    ``REST_DB`` of the level below (a brick wall lets nothing through; a dip between partials
+    does), and where there is music below (within ``BODY_DB`` of the spectrum's body). Of the
+    highest stretch of such frequencies (a transcode keeps its source's edge under its own), the
+    edge is the middle of where the level falls most (within a decibel)."""
+    nyquist = rate / 2
+    bins = spectrum_db.size
+    step = nyquist / (bins - 1)
+    near, far = max(1, round(NEAR_HZ / step)), max(2, round(FAR_HZ / step))
+    padded = np.pad(spectrum_db, SMOOTH_BINS // 2, mode="edge")  # zeros would be loud, in dB
+    smooth = np.convolve(padded, np.ones(SMOOTH_BINS) / SMOOTH_BINS, mode="valid")
+    body = float(np.percentile(smooth[round(1000 / step) : round(8000 / step)], 90))
+    candidates = np.arange(max(round(LOWEST / step), far), bins - far)
+    if candidates.size == 0:
+        return nyquist
+    sums = np.concatenate([[0.0], np.cumsum(spectrum_db)])
+    below = (sums[candidates - near] - sums[candidates - far]) / (far - near)
+    above = (sums[candidates + far] - sums[candidates + near]) / (far - near)
+    rest = np.maximum.accumulate(smooth[::-1])[::-1][candidates + far]  # the loudest of what lies further up
+    drop = below - above
+    edges = np.nonzero((drop >= EDGE_DB) & (below - rest >= REST_DB) & (below >= body - BODY_DB))[0]
+    if edges.size == 0:
+        return nyquist
+    gaps = np.nonzero(np.diff(edges) > 1)[0]
+    stretch = edges[gaps[-1] + 1 :] if gaps.size else edges  # the highest run of candidates
+    steepest = stretch[drop[stretch] >= drop[stretch].max() - 1.0]  # where both sides lie clear of it
+    return round(float(candidates[steepest].mean() * step), 1)

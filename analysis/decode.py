@@ -64,6 +64,7 @@ class StreamInfo:
     channels: int
     channel_names: tuple[str, ...]  # FFmpeg's names: FL, FR, FC, LFE, BL, BR, SL, SR, ...
     declared_duration: float | None  # seconds, as the container declares it (may be estimated)
+    bitrate: int | None = None  # bits per second of the audio stream, when its header states it
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,7 @@ class AudioFile:
             channels=context.channels or 0,
             channel_names=tuple(channel.name for channel in context.layout.channels) if context.layout else (),
             declared_duration=declared if declared and declared > 0 else None,
+            bitrate=stream.bit_rate or None,
         )
 
     def _demux(self) -> Iterator[av.Packet]:

@@ -70,6 +70,9 @@ class AudioFacts(_Model, frozen=True, kw_only=True):
     channels: int
     duration: float  # seconds
     fully_decoded: bool  # False when only the fingerprinted head was read
+    # bits per second of the audio stream as its header states it (tags and cover art not
+    # counted); None when the format does not say (FLAC, WAV, Opus: see ``dj/duplicates.py``)
+    bitrate: int | None = None
 
 
 class Phrase(_Model, frozen=True, kw_only=True):
@@ -123,6 +126,9 @@ class Descriptors(_Model, frozen=True, kw_only=True):
     phrases: tuple[Phrase, ...] | None = None  # on the bar grid, in order (analysis/phrases.py)
     cues: tuple[Cue, ...] | None = None  # hot and memory cues on the grid (analysis/cues.py)
     waveform: Waveform | None = None  # the page's overview; local only, never on the wire
+    # Hz where the spectrum stops (analysis/cutoff.py): a lossy encoder's lowpass, which any
+    # transcode of its output keeps; half the sample rate when it runs to the top
+    cutoff_hz: float | None = None
 
 
 class TrackAnalysis(_Model, frozen=True, kw_only=True):

@@ -8,6 +8,8 @@ import time
 import msgspec
 import numpy as np
 
+from cratesense.analysis.codecs import codec_name
+from cratesense.analysis.cutoff import CutoffMeter
 from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
 from cratesense.analysis.cues import place_cues
 from cratesense.analysis.downbeat import estimate_bars
@@ -63,6 +65,7 @@ def analyze_file(
         features = FeatureExtractor() if descriptors else None
         meter: LoudnessMeter | None = None  # made from the first native block's real rate and channels
         timbre: TimbreExtractor | None = None  # likewise
+        edge: CutoffMeter | None = None  # likewise
         decoded = 0
         peak = 0
         for block in audio.blocks(
@@ -74,9 +77,11 @@ def analyze_file(
                 if meter is None:
                     meter = LoudnessMeter(block.native_rate, _channel_names(info, block.native.shape[0]))
                     timbre = TimbreExtractor(block.native_rate)
-                assert timbre is not None, "made with the meter"
+                    edge = CutoffMeter(block.native_rate)
+                assert timbre is not None and edge is not None, "made with the meter"
                 meter.feed(block.native)
                 timbre.feed(block.native)
+                edge.feed(block.native)
             if block.analysis.size:
                 if features is not None:
                     features.feed(block.analysis)
@@ -85,7 +90,7 @@ def analyze_file(
                 peak = max(peak, int(np.max(np.abs(block.analysis.astype(np.int32)))))
     if decoded == 0:
         raise DecodeError(
-            f"no audio could be decoded: the content is not valid {info.codec} audio "
+            f"no audio could be decoded: the content is not valid {codec_name(info.codec)} audio "
             f"(the {info.container} format was guessed from its name or header)"
         )
     decoded_seconds = decoded / ANALYSIS_RATE
@@ -105,6 +110,7 @@ def analyze_file(
             meter.finish() if meter else Loudness(None, None, None, None),
             bpm_range,
             timbre=timbre.finish() if timbre else None,
+            cutoff_hz=edge.finish() if edge else None,
         )
         if features is not None
         else Descriptors()
@@ -123,6 +129,7 @@ def analyze_file(
             channels=info.channels,
             duration=duration,
             fully_decoded=fully_decoded,
+            bitrate=info.bitrate,
         ),
         descriptors=described,
     )
@@ -139,9 +146,10 @@ def _describe(
     bpm_range: tuple[float, float],
     *,
     timbre: TimbreFeatures | None = None,
+    cutoff_hz: float | None = None,
 ) -> Descriptors:
     """The descriptor stages, each a pure function of the streamed features (no ``timbre``: no
-    embedding)."""
+    embedding); ``cutoff_hz`` is the cutoff stage's measure, passed through."""
     tempo = estimate_tempo(
         (features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset,
         low_onset=features.onset_low, high_onset=features.onset_high,
@@ -181,6 +189,7 @@ def _describe(
         phrases=phrases,
         cues=place_cues(phrases, features.duration),
         waveform=overview(features.mel, features.duration),
+        cutoff_hz=cutoff_hz,
     )
 
 

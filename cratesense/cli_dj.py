@@ -82,7 +82,9 @@ def _add_more_commands(commands) -> None:
     duplicates = commands.add_parser(
         "duplicates", help="files that hold the same recording (other formats, bitrates, a trimmed head)",
         description="Groups of files of one recording, found by fingerprint (not only identical bytes), each "
-        "ranked with the copy to keep first: lossless, then bitrate, then the more complete tags. "
+        "ranked with the copy to keep first: the original over a transcode (a lossless file decoded from a lossy "
+        "one, or a lossy file re-encoded at a higher bitrate, told by where its spectrum stops, and said), then "
+        "lossless, then bitrate, then the more complete tags. "
         "Nothing is deleted.")
     duplicates.add_argument("--json", action="store_true")
     duplicates.set_defaults(handler=_cmd_duplicates)
@@ -208,7 +210,7 @@ def _print_suggestions(title: str, suggestions: list[dict]) -> None:
 
 
 def _label(track: dict) -> str:
-    """"Artist - Title", the title being the file's name when the tags do not say (views.track_json)."""
+    """"Artist - Title" as every face shows it (``Track.label``: the file's name without a title tag)."""
     return track["label"]
 
 
@@ -314,15 +316,16 @@ def _cmd_duplicates(args) -> int:
         return EXIT_OK
     for group in groups:
         files = group["files"]
-        print(f"{_label({**files[0], 'path': files[0]['path']})} — {len(files)} files"
+        print(f"{_label(files[0])} — {len(files)} files"
               + (f" (fingerprints match at {group['score']:.2f})" if group["score"] < 1 else ""))
         for copy in files:
             quality = "lossless" if copy["lossless"] else f"{copy['bitrate_kbps']:.0f} kb/s" if copy["bitrate_kbps"] else "?"
-            print(f"  {'keep' if copy['keep'] else '    '}  {copy['format'] or '?':<12} {quality:<9} "
+            top = f"to {copy['cutoff_khz']:.1f} kHz" if copy["cutoff_khz"] is not None else ""
+            print(f"  {'keep' if copy['keep'] else '    '}  {copy['format']:<7} {quality:<9} {top:<12} "
                   f"tags {copy['tags_filled']}/5  {copy['path']}")
-            for why in (copy["transcode"], copy["less_complete"]):
+            for why in (copy["transcode"], copy["holds_less"]):
                 if why:
-                    print(f"          {why}")
+                    print(f"        {why}")
     print(f"\n{len(groups)} group(s); nothing was deleted")
     return EXIT_OK
 

@@ -37,7 +37,6 @@ from cratesense.daemon.profile import TrackTaste
 
 SOUND_SKETCH_BITS = 128
 FINGERPRINT_SKETCH_TERMS = 16
-LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "ape", "tak", "tta", "mlp", "truehd"})
 BPM_DISAGREEMENT = 0.5  # BPM: tempi shown to 0.1 that differ by more disagree (half or double time does)
 
 

@@ -61,12 +61,13 @@ class Track:
 
     @property
     def shown_title(self) -> str:
-        """The title every face shows: the tag's, or the file's name without its extension."""
+        """The title every face shows (the CLI, the page, exports): the tag's, or the file's name
+        without its extension when the file has no title tag (whether or not it has an artist)."""
         return self.title or Path(self.path).stem
 
     @property
     def label(self) -> str:
-        """"Artist - Title" (the title as ``shown_title``), or just the title without an artist."""
+        """"Artist - Title" (the title as ``shown_title`` says), or the title alone without an artist."""
         return f"{self.artist} - {self.shown_title}" if self.artist else self.shown_title
 
     @property

@@ -1,4 +1,5 @@
-"""Duplicates: the same recording in several files, found by its fingerprint, not only by bytes.
+"""Duplicates: the same recording in several files, found by its fingerprint, not only by bytes;
+and which copy to keep: the best *source*.
 
 Identical content (a copy in two folders) shares a content key. Different encodes of one
 recording (MP3 and FLAC, another bitrate, a trimmed head) share none, but their Chromaprint
@@ -6,14 +7,24 @@ fingerprints match: candidates are the tracks whose fingerprint sketches (the 16
 with the smallest hash, ``daemon/trackview.py``) share a term and whose durations are within
 7 s; each candidate pair is confirmed with the full fingerprint score (AcoustID's method,
 ``catalog/matching.py``) at a stricter threshold than the catalog's (``SAME_RECORDING``).
+``Recordings`` answers the same question for ``next``, ``similar`` and ``playlist``, so one
+recording in two files is one recording everywhere.
 
-Each group is ranked with the best *source* first: where each copy's spectrum stops
-(``analysis/cutoff.py``, from a minute of each file) tells a transcode: a lossless file that
-stops where a lossy encoder stops was decoded from one (lossy to lossless); a high-bitrate lossy
-file that stops where a low bitrate stops was made from one (lossy to lossy); and a copy that
-stops a kilohertz or more below another holds less of the recording (so it cannot be the other's
-source). An original comes before a transcode, then lossless before lossy, the higher bitrate,
-the more complete tags; each reason is said in words. Nothing is ever deleted.
+The copy to keep: an original over a transcode, then lossless over lossy, then the higher
+bitrate, then the more complete tags. Where each copy's spectrum stops (the analysis' cutoff
+stage, ``analysis/cutoff.py``) tells a transcode, and the reason says so:
+
+* lossy to lossless: a lossless file that stops below ``LOSSLESS_EDGE`` was decoded from a
+  lossy one (a lossless recording runs on to 20 kHz and more);
+* lossy to lossy: a lossy file that stops well below what its codec keeps at its bitrate
+  (``EDGES``) was made from a lower-quality file, e.g. a 320 kb/s MP3 that stops at 16 kHz,
+  where the 128 kb/s MP3 it came from stopped;
+* a copy whose spectrum stops ``LESS`` Hz or more below another copy's holds less of the
+  recording (a lower-quality encode, or made from one), whatever its bitrate.
+
+The rules only ever err towards keeping a lossless file: a lossless edge between
+``LOSSLESS_EDGE`` and the top can be a mastering or resampling filter as well as a 320 kb/s
+encoder's, so it proves nothing. Nothing is ever deleted.
 """
 
 from __future__ import annotations
@@ -22,9 +33,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from cratesense.analysis.codecs import FILLS_THE_TOP, codec_name, is_lossless
 from cratesense.catalog import matching
-from cratesense.daemon.trackview import LOSSLESS_CODECS, unpack_terms
 from cratesense.daemon.journal_read import LibraryEntry
+from cratesense.daemon.trackview import unpack_terms
 from cratesense.dj.collection import Collection, Track
 
 _OWN_TAGS = ("artist", "title", "album", "isrc", "catalog_number")
@@ -33,6 +45,19 @@ COMMON_TERM = 50  # a term shared by more tracks than this says nothing (silence
 # the same backing track pass (0.63 on two soundtracks' variants: bench/duplicates.py). Real
 # re-encodes score 0.89 or more (Opus 32k, AAC 64k), a 5 s trim of an MP3 96k 0.83 or more.
 SAME_RECORDING = 0.75
+
+LOSSLESS_EDGE = 19_500.0  # Hz: a lossless file stopping below this was decoded from a lossy one
+# The least a lossy encoder keeps at a bitrate (kb/s for stereo), by codec: below this, the file
+# was made from a lower-quality one. Measured with Debian's encoders on real music (LAME keeps
+# ~16.8 kHz at 128 kb/s, ~18.9 at 192, ~20.2 at 320; libvorbis ~20.6 at 160), with a margin for
+# other encoders; Opus is not listed: it fills its top octave whatever its source had.
+EDGES = {
+    "MP3": ((256, 19_000.0), (192, 18_000.0), (160, 17_000.0)),
+    "AAC": ((192, 17_500.0),),
+    "Vorbis": ((192, 17_500.0),),
+}
+LESS = 1_000.0  # Hz: a copy whose spectrum stops this much below another's holds less of the recording
+_NOT_MEASURED = 0.0
 
 
 def same_recording(first: list[int], second: list[int]) -> float | None:
@@ -46,20 +71,37 @@ class Copy:
     path: str
     track: Track
     size: int
-    bitrate_kbps: float | None
+    bitrate_kbps: float | None  # as the stream's header states it, or from the file's size
+    cutoff_hz: float | None = None  # where its spectrum stops (None: not measured)
+    transcode: str | None = None  # why it is a transcode, when it is one
+    holds_less: str | None = None  # why it holds less of the recording than another copy
     keep: bool = False
-    cutoff_hz: float | None = None  # where its spectrum stops (None: it runs on to the top)
-    transcode: str | None = None  # why it looks made from another lossy file, in words
-    less_complete: str | None = None  # why another copy holds more of the recording, in words
 
     @property
     def lossless(self) -> bool:
-        return (self.track.codec or "") in LOSSLESS_CODECS or (self.track.codec or "").startswith("pcm_")
+        return is_lossless(self.track.codec)
+
+    @property
+    def format(self) -> str:
+        return codec_name(self.track.codec) or "?"
+
+    @property
+    def reach(self) -> float | None:
+        """Where its spectrum stops, when that says what its source held (an Opus file fills
+        its top octave whatever its source had)."""
+        return None if self.cutoff_hz is None or self.track.codec in FILLS_THE_TOP else self.cutoff_hz
 
     @property
     def tags_filled(self) -> int:
         """How many of the file's own tags say something (not counting what the catalog filled)."""
         return sum(1 for name in _OWN_TAGS if getattr(self.track, name) and name not in self.track.filled)
+
+    @property
+    def stereo_kbps(self) -> float | None:
+        """The bitrate as if the file were stereo (a mono file spends it all on one channel)."""
+        if self.bitrate_kbps is None:
+            return None
+        return self.bitrate_kbps * (2 if self.track.channels == 1 else 1)
 
 
 @dataclass(frozen=True)
@@ -68,56 +110,43 @@ class Group:
     score: float  # the lowest fingerprint score that joined the group (1.0: identical files)
 
 
-def _rank(copy: Copy) -> tuple:
-    """The copy to keep first: an original before a transcode (and before a copy that holds less
-    of the recording than another), then lossless before lossy, the higher bitrate, the more
-    complete tags."""
-    return (copy.transcode is not None, copy.less_complete is not None, not copy.lossless, -(copy.bitrate_kbps or 0),
-            -copy.tags_filled, copy.path)
+def _khz(hz: float) -> str:
+    return f"{hz / 1000:.1f} kHz"
 
 
-# A lossless file whose spectrum stops below this (at a 44.1 kHz rate or more) was decoded from a
-# lossy one: MP3 at 320 kb/s stops near 20.5 kHz, real recordings run on to the Nyquist frequency.
-LOSSLESS_CUTOFF = 20_800.0
-# A lossy file at this bitrate or more whose spectrum stops below LOSSY_CUTOFF was made from a
-# lower-quality file: encoders at 192 kb/s and up keep at least ~19 kHz.
-HIGH_BITRATE, LOSSY_CUTOFF = 192.0, 18_000.0
-LESS_COMPLETE = 1_000.0  # Hz: a copy whose spectrum stops this much lower holds less of the recording
-
-
-def _spectra(copies: list[Copy]) -> list[Copy]:
-    """Each copy with where its spectrum stops, and what that says (analysis/cutoff.py)."""
-    from cratesense.analysis.cutoff import measure_file
-    from cratesense.dj.views import codec_name
-
-    measured = []
+def judge(copies: list[Copy]) -> list[Copy]:
+    """Each copy with what its spectrum says: a transcode (and which kind), or less of the
+    recording than another copy; ranked with the copy to keep first (marked ``keep``)."""
+    judged = []
     for copy in copies:
-        found = measure_file(copy.path)
-        cutoff, rate = found if found else (None, 0)
+        reach, name = copy.reach, copy.format
+        nyquist = (copy.track.sample_rate or 0) / 2
         transcode = None
-        if cutoff is not None and rate >= 44_100:
-            kind = codec_name(copy.track.codec) or "file"
-            if copy.lossless and cutoff < LOSSLESS_CUTOFF:
-                transcode = (f"a lossy-to-lossless transcode: this {kind}'s spectrum stops at {cutoff / 1000:.1f} kHz, "
-                             "as a lossy encoder's does")
-            elif not copy.lossless and (copy.bitrate_kbps or 0) >= HIGH_BITRATE and cutoff < LOSSY_CUTOFF:
-                transcode = (f"a lossy-to-lossy transcode: a {copy.bitrate_kbps:.0f} kb/s {kind} whose spectrum stops at "
-                             f"{cutoff / 1000:.1f} kHz, as a lower bitrate's does")
-        measured.append(replace(copy, cutoff_hz=cutoff, transcode=transcode))
-    tops = [(copy.cutoff_hz if copy.cutoff_hz is not None else float("inf"), copy) for copy in measured
-            if copy.transcode is None]
-    result = []
-    for copy in measured:
-        if copy.transcode is None and copy.cutoff_hz is not None and tops:
-            best, fuller = max(tops, key=lambda item: item[0])
-            if best - copy.cutoff_hz >= LESS_COMPLETE:
-                other = codec_name(fuller.track.codec) or "other"
-                top = "the top" if best == float("inf") else f"{best / 1000:.1f} kHz"
-                copy = replace(copy, less_complete=f"its spectrum stops at {copy.cutoff_hz / 1000:.1f} kHz where the {other} "
-                                                   f"copy's runs to {top}: less of the recording (a transcode of it, "
-                                                   "or a lower-quality encode)")
-        result.append(copy)
-    return result
+        if reach is not None and copy.lossless and reach < LOSSLESS_EDGE and reach < nyquist - LESS:
+            transcode = (f"a lossy-to-lossless transcode: this {name} stops at {_khz(reach)}, as a lossy "
+                         "encoder's output does (a lossless recording runs on to 20 kHz and more)")
+        elif reach is not None and copy.stereo_kbps is not None:
+            floor = next((edge for kbps, edge in EDGES.get(name, ()) if copy.stereo_kbps >= kbps), None)
+            if floor is not None and reach < floor:
+                transcode = (f"a lossy-to-lossy transcode: this {copy.bitrate_kbps:.0f} kb/s {name} stops at "
+                             f"{_khz(reach)}, as a lower bitrate does ({name} at this bitrate keeps at least "
+                             f"{_khz(floor)}): it was made from a lower-quality file")
+        judged.append(replace(copy, transcode=transcode))
+    reaching = [copy for copy in judged if copy.reach is not None]
+    if reaching:
+        best = max(reaching, key=lambda copy: copy.reach or _NOT_MEASURED)
+        top = best.reach or _NOT_MEASURED
+        judged = [replace(copy, holds_less=f"its spectrum stops at {_khz(copy.reach)} where the {best.format} "
+                                           f"copy's reaches {_khz(top)}: less of the recording (a lower-quality "
+                                           "encode, or made from one)")
+                  if copy.reach is not None and copy.reach < top - LESS else copy for copy in judged]
+    judged.sort(key=_rank)
+    return [replace(copy, keep=index == 0) for index, copy in enumerate(judged)]
+
+
+def _rank(copy: Copy) -> tuple:
+    return (copy.transcode is not None, copy.holds_less is not None, not copy.lossless, -(copy.bitrate_kbps or 0),
+            -(copy.reach or _NOT_MEASURED), -copy.tags_filled, copy.path)
 
 
 def find_groups(collection: Collection) -> list[Group]:
@@ -142,13 +171,10 @@ def find_groups(collection: Collection) -> list[Group]:
             key = parent[key]
         return key
 
-    items: dict[str, list[int]] = {}
+    recordings = Recordings(collection)
     joined: dict[str, float] = {}
     for first, second in sorted(candidates):
-        for key in (first, second):
-            if key not in items:
-                items[key] = _items(collection, key)
-        score = same_recording(items[first], items[second])
+        score = recordings.score(first, second)
         if score is not None:
             a, b = root(first), root(second)
             if a != b:
@@ -171,61 +197,88 @@ def find_groups(collection: Collection) -> list[Group]:
     return sorted(groups, key=lambda group: (-len(group.copies), group.copies[0].path))
 
 
-def duplicates_of(collection: Collection, key: str, others: Iterable[str],
-                  entries: Mapping[str, LibraryEntry] | None = None) -> set[str]:
-    """Those of ``others`` that hold the same recording as ``key`` (another encode, a trimmed
-    copy): their fingerprint sketches share a term, their durations are within 7 s, and the full
-    fingerprint score confirms it. So ``next``, ``playlist`` and ``similar`` know one recording
-    in two files for what it is. ``entries``: library entries already read."""
-    others = [other for other in others if other != key]
-    entries = entries if entries is not None else collection.reader.entries([key, *others])
-    mine = entries.get(key) or collection.reader.entries([key]).get(key)
-    if mine is None or not mine.fingerprint_sketch:
-        return set()
-    terms = set(unpack_terms(mine.fingerprint_sketch))
-    found: set[str] = set()
-    my_items: list[int] | None = None
-    for other in others:
-        entry = entries.get(other)
-        if entry is None or not entry.fingerprint_sketch or not terms & set(unpack_terms(entry.fingerprint_sketch)):
-            continue
-        if abs((entry.fingerprint_duration or 0.0) - (mine.fingerprint_duration or 0.0)) > matching.DURATION_TOLERANCE:
-            continue
-        my_items = my_items if my_items is not None else _items(collection, key)
-        if same_recording(my_items, _items(collection, other)) is not None:
-            found.add(other)
-    return found
+class Recordings:
+    """Which tracks hold the same recording as others (another encode, a trimmed copy), decided
+    as ``find_groups`` decides it: a shared sketch term, durations within 7 s, and the full
+    fingerprint score. For ``next``, ``similar`` and ``playlist``: a track's duplicate is never
+    "what plays next", and never comes twice in a playlist. Fingerprints are read once per key."""
 
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+        self._items: dict[str, list[int]] = {}
+        self._sketches: dict[str, tuple[bytes, float]] = {}
+        self._read_keys: set[str] = set()
 
-def _items(collection: Collection, key: str) -> list[int]:
-    from cratesense.catalog.contract import ContractError, fingerprint_items
+    def score(self, first: str, second: str) -> float | None:
+        """The fingerprint score of two tracks when they hold one recording, else None."""
+        return same_recording(self._items_of(first), self._items_of(second))
 
-    try:
-        return fingerprint_items("fingerprint", collection.reader.chromaprint(key) or "")
-    except ContractError:
-        return []
+    def duplicates(self, *, of: Iterable[str], among: Iterable[str]) -> set[str]:
+        """Those of ``among`` that hold the same recording as one of ``of`` (content keys)."""
+        of, among = list(of), list(among)
+        self._read([*of, *among])
+        sources = [(key, set(unpack_terms(self._sketches[key][0])), self._sketches[key][1]) for key in of
+                   if key in self._sketches]
+        found = set()
+        for key in among:
+            if key not in self._sketches:
+                continue
+            sketch, duration = self._sketches[key]
+            terms = set(unpack_terms(sketch))
+            for source, source_terms, source_duration in sources:
+                if source != key and terms & source_terms and \
+                        abs(duration - source_duration) <= matching.DURATION_TOLERANCE and \
+                        self.score(source, key) is not None:
+                    found.add(key)
+                    break
+        return found
+
+    def know(self, entries: Mapping[str, LibraryEntry]) -> None:
+        """Library entries already read (their fingerprint sketches): no need to read them again."""
+        for key, entry in entries.items():
+            if key not in self._read_keys:
+                if entry.fingerprint_sketch and entry.fingerprint_duration is not None:
+                    self._sketches[key] = (entry.fingerprint_sketch, entry.fingerprint_duration)
+                self._read_keys.add(key)
+
+    def _read(self, keys: list[str]) -> None:
+        """The fingerprint sketches and durations of ``keys`` not read yet (one query)."""
+        unread = [key for key in dict.fromkeys(keys) if key not in self._read_keys]
+        if unread:
+            self.know(self._collection.reader.entries(unread))
+            self._read_keys.update(unread)
+
+    def _items_of(self, key: str) -> list[int]:
+        if key not in self._items:
+            from cratesense.catalog.contract import ContractError, fingerprint_items
+
+            try:
+                self._items[key] = fingerprint_items("fingerprint", self._collection.reader.chromaprint(key) or "")
+            except ContractError:
+                self._items[key] = []
+        return self._items[key]
 
 
 def _group(collection: Collection, keys: list[str], score: float) -> Group:
     copies = []
     for key in keys:
         track = collection.track(key)
-        if track is None:
+        analysis = collection.reader.track(key)
+        if track is None or analysis is None:
             continue
+        stated = analysis.audio.bitrate
         for path, size in collection.files(key):
-            bitrate = 8 * size / track.duration / 1000 if track.duration else None
-            copies.append(Copy(path, track, size, round(bitrate, 1) if bitrate else None))
-    copies = sorted(_spectra(copies), key=_rank)
-    copies[0] = replace(copies[0], keep=True)
-    return Group(copies, round(score, 3))
+            bitrate = stated / 1000 if stated else (8 * size / track.duration / 1000 if track.duration else None)
+            copies.append(Copy(path, track, size, round(bitrate, 1) if bitrate else None,
+                               cutoff_hz=analysis.descriptors.cutoff_hz))
+    return Group(judge(copies), round(score, 3))
 
 
 def group_json(group: Group) -> dict:
-    from cratesense.dj.views import codec_name
-
     return {"score": group.score, "files": [
-        {"path": copy.path, "keep": copy.keep, "codec": copy.track.codec, "format": codec_name(copy.track.codec),
-         "lossless": copy.lossless, "bitrate_kbps": copy.bitrate_kbps, "size": copy.size,
+        {"path": copy.path, "keep": copy.keep, "format": copy.format, "lossless": copy.lossless,
+         "bitrate_kbps": copy.bitrate_kbps, "size": copy.size, "tags_filled": copy.tags_filled,
          "cutoff_khz": None if copy.cutoff_hz is None else round(copy.cutoff_hz / 1000, 1),
-         "transcode": copy.transcode, "less_complete": copy.less_complete, "tags_filled": copy.tags_filled,
-         "artist": copy.track.artist, "title": copy.track.title, "label": copy.track.label} for copy in group.copies]}
+         "transcode": copy.transcode, "holds_less": copy.holds_less,
+         "artist": copy.track.artist, "title": copy.track.title, "label": copy.track.label}
+        for copy in group.copies]}

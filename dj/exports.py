@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from cratesense import __version__
+from cratesense.analysis.codecs import codec_name
 from cratesense.analysis.constants import GRID_SLACK
 from cratesense.analysis.model import Cue
 from cratesense.dj.collection import Track
@@ -44,9 +45,8 @@ from cratesense.files import replace_atomically
 
 FORMATS = ("rekordbox", "traktor", "m3u")
 GRID_TOLERANCE = 0.010  # seconds: a cue further than this from a beat of the exported grid is not written
-_KIND = {"mp3": "MP3 File", "flac": "FLAC File", "aac": "M4A File", "alac": "M4A File", "pcm_s16le": "WAV File",
-         "pcm_s24le": "WAV File", "pcm_s16be": "AIFF File", "pcm_s24be": "AIFF File", "vorbis": "OGG File",
-         "opus": "OPUS File"}
+_KIND = {"MP3": "MP3 File", "FLAC": "FLAC File", "AAC": "M4A File", "ALAC": "M4A File", "WAV": "WAV File",
+         "AIFF": "AIFF File", "Vorbis": "OGG File", "Opus": "OPUS File"}  # by analysis.codecs.codec_name
 
 
 MEDIA_TYPES = {"rekordbox": "application/xml", "traktor": "application/xml", "m3u": "audio/x-mpegurl"}
@@ -154,7 +154,7 @@ def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
             "Name": track.shown_title,
             "Artist": track.artist or "",
             "Album": track.album or "",
-            "Kind": _KIND.get(track.codec or "", "Audio File"),
+            "Kind": _KIND.get(codec_name(track.codec) or "", "Audio File"),
             "Size": str(os.path.getsize(track.path)),
             "TotalTime": str(round(track.duration or 0)),
             "AverageBpm": f"{track.bpm:.2f}" if track.bpm else "0.00",

@@ -14,11 +14,12 @@ by their exact cosine.
 from __future__ import annotations
 
 import math
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from cratesense.daemon.trackview import SKETCH_BYTES, SOUND_SKETCH_BITS, cosine, hamming_distances, nearest
 from cratesense.dj.collection import Collection, Filters, Track
+from cratesense.dj.duplicates import Recordings
 from cratesense.dj.harmony import (
     WEIGHTS,
     compatible_codes,
@@ -28,7 +29,6 @@ from cratesense.dj.harmony import (
     shifted,
     tempo_fit,
 )
-from cratesense.dj.duplicates import duplicates_of
 from cratesense.dj.transitions import Transition, plan_transition
 from cratesense.errors import QueryError
 
@@ -37,6 +37,7 @@ HARMONY, TEMPO, SOUND, ENERGY = 0.42, 0.27, 0.21, 0.10  # how much each part wei
 CLASH = 0.05  # what a mix whose drops would play on top of each other loses
 RERANK = 300  # candidates ranked by their exact cosine, after the sketches picked them
 FOLDS = (1.0, 2.0, 0.5)  # the tempo counted as is, at double time, at half time
+DUPLICATE = "a duplicate: the same recording in another file (cratesense duplicates)"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Suggestion:
     sound: float | None = None
     energy: float | None = None
     mix: Transition | None = None  # where to leave the previous track and bring this one in
-    duplicate: bool = False  # the same recording as the track asked about (another file or encode)
+    duplicate: bool = False  # the same recording as the track asked about, in another file
 
 
 def _tempo_windows(bpm: float, pitch_range: float) -> list[tuple[float, float]]:
@@ -60,29 +61,35 @@ def _tempo_windows(bpm: float, pitch_range: float) -> list[tuple[float, float]]:
 
 def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitch_range: float = PITCH_RANGE,
                 notation: str = "camelot", exclude: Set[str] = frozenset(), per_artist: dict[str, int] | None = None,
-                artist_cap: int | None = None, strict: bool = False) -> list[Suggestion]:
+                artist_cap: int | None = None, strict: bool = False, avoid: Sequence[str] = (),
+                recordings: Recordings | None = None) -> list[Suggestion]:
     """What can follow ``current`` in a mix, best first. ``strict``: only key-compatible tracks
-    within the pitch range, never a relaxed choice (a playlist stops instead)."""
+    within the pitch range, never a relaxed choice (a playlist stops instead). Never ``current``'s
+    own recording in another file, nor that of a track of ``avoid`` (a playlist's tracks)."""
     if limit < 1:
         raise QueryError("the limit must be a positive number")
     if not 0 < pitch_range < 0.5:
         raise QueryError("the pitch range must be between 0 and 50 %")
     codes = compatible_codes(current.camelot) if current.camelot else None
     windows = _tempo_windows(current.bpm, pitch_range) if current.bpm else []
-    relaxed = []
     attempts = [(codes, windows, None),
                 (codes, [], "no compatible track within the pitch range: tempo relaxed"),
                 (None, windows, "no key-compatible track: key relaxed"),
                 (None, [], "nothing compatible: key and tempo relaxed")]
+    recordings = recordings or Recordings(collection)
     for keys, tempi, note in attempts[:1] if strict else attempts:
         candidates = [c for c in collection.reader.mix_candidates(keys, tempi) if _allowed(c, current, exclude, per_artist,
                                                                                     artist_cap)]
         if candidates:
-            if note:
-                relaxed.append(note)
-            break
-    else:
-        return []
+            found = _best(collection, current, candidates, limit, pitch_range, notation, [note] if note else [],
+                          recordings, [current.content_key, *avoid])
+            if found:  # (all of them other files of a recording already played: relax further)
+                return found
+    return []
+
+
+def _best(collection: Collection, current: Track, candidates: list[tuple], limit: int, pitch_range: float,
+          notation: str, relaxed: list[str], recordings: Recordings, played: list[str]) -> list[Suggestion]:
     my_sketch = collection.reader.sound_sketch(current.content_key)
 
     # Thousands of candidates: each part looked up, not computed, per candidate.
@@ -102,9 +109,10 @@ def next_tracks(collection: Collection, current: Track, *, limit: int = 10, pitc
     embeddings = collection.reader.embeddings([current.content_key, *(c[0] for c in shortlist)])
     entries = collection.reader.entries([current.content_key, *(c[0] for c in shortlist)])
     mine = embeddings.get(current.content_key)
-    # One recording in two files is not a mix: another encode of the track (or of one already in
-    # a playlist: ``exclude``) is never proposed.
-    same = duplicates_of(collection, current.content_key, [c[0] for c in shortlist], entries)
+    # One recording in two files is not a mix: another encode of the track, or of one already in
+    # the playlist (``played``), is never proposed.
+    recordings.know(entries)
+    same = recordings.duplicates(of=played, among=[c[0] for c in shortlist])
     suggestions = []
     for key, bpm, camelot, _, _ in shortlist:
         if key in same:
@@ -212,18 +220,12 @@ def similar_tracks(collection: Collection, track: Track, *, limit: int = 10) -> 
     embeddings = collection.reader.embeddings([track.content_key, *shortlist])
     reference = embeddings[track.content_key]
     ranked = sorted(((cosine(reference, embeddings[key]), key) for key in shortlist if key in embeddings), reverse=True)
-    found = [(score, collection.track(key)) for score, key in ranked[:limit]]
-    same = duplicates_of(collection, track.content_key, [key for _, key in ranked[:limit]])
-    suggestions = []
-    for score, other in found:
-        if other is None:
-            continue
-        reasons = [f"sounds {_alike(score)} (similarity {score:.2f})"]
-        if other.content_key in same:
-            reasons.insert(0, "a duplicate: the same recording in another file (cratesense duplicates)")
-        suggestions.append(Suggestion(other, round(score, 4), reasons, sound=round(score, 4),
-                                      duplicate=other.content_key in same))
-    return suggestions
+    same = Recordings(collection).duplicates(of=[track.content_key], among=[key for _, key in ranked[:limit]])
+    found = [(score, key, collection.track(key)) for score, key in ranked[:limit]]
+    return [Suggestion(other, round(score, 4), [DUPLICATE] if key in same else [f"sounds {_alike(score)} (similarity "
+                                                                                f"{score:.2f})"],
+                       sound=round(score, 4), duplicate=key in same)
+            for score, key, other in found if other is not None]
 
 
 def playlist(collection: Collection, start: Track | None, *, length: int, filters: Filters | None = None,
@@ -241,22 +243,20 @@ def playlist(collection: Collection, start: Track | None, *, length: int, filter
         return [Suggestion(track, 1.0, []) for track in tracks]
     steps = [Suggestion(start, 1.0, ["the first track"])]
     used = {start.content_key}
-    recordings = [start.content_key]  # one per recording played: its other files never follow
+    recordings = Recordings(collection)
     artists: dict[str, int] = {}
     if start.artist:
         artists[start.artist.casefold()] = 1
     while len(steps) < length:
         options = next_tracks(collection, steps[-1].track, limit=50, pitch_range=pitch_range, notation=notation,
-                              exclude=used, per_artist=artists, artist_cap=per_artist, strict=True)
+                              exclude=used, per_artist=artists, artist_cap=per_artist, strict=True,
+                              avoid=[step.track.content_key for step in steps], recordings=recordings)
         options = [option for option in options if _matches(option.track, filters)]
-        chosen = next((option for option in options
-                       if not any(duplicates_of(collection, played, [option.track.content_key]) for played in recordings[:-1])),
-                      None)
-        if chosen is None:
+        if not options:
             break
+        chosen = options[0]
         steps.append(chosen)
         used.add(chosen.track.content_key)
-        recordings.append(chosen.track.content_key)
         if chosen.track.artist:
             artists[chosen.track.artist.casefold()] = artists.get(chosen.track.artist.casefold(), 0) + 1
     return steps

@@ -4,6 +4,7 @@ for the CLI, the control API and the web page, so they all say the same thing.""
 
 from __future__ import annotations
 
+from cratesense.analysis.codecs import codec_name
 from cratesense.dj.collection import Track
 from cratesense.dj.harmony import in_notation
 from cratesense.dj.mixing import Suggestion
@@ -18,8 +19,8 @@ def track_json(track: Track, notation: str) -> dict:
         "path": track.path,
         "copies": track.copies,
         "artist": track.artist,
-        "title": track.title,
-        "shown_title": track.shown_title,  # the title, or the file's name without its extension
+        "title": track.title,  # the tag's (None without one)
+        "shown_title": track.shown_title,  # what every face shows: the tag's, or the file's name
         "label": track.label,  # "Artist - Title"
         "album": track.album,
         "bpm": track.bpm,
@@ -30,8 +31,7 @@ def track_json(track: Track, notation: str) -> dict:
         "duration": track.duration,
         "beat_offset": track.beat_offset,
         "downbeat_offset": track.downbeat_offset,
-        "codec": track.codec,
-        "format": codec_name(track.codec),
+        "format": codec_name(track.codec),  # the codec as people name it: MP3, AAC, FLAC... (never mp3float)
         "energy": track.energy,
         "added_at": track.added_at,
         "from_catalog": sorted(track.filled),
@@ -125,29 +125,6 @@ TRACK_COLUMNS = [("artist", "artist", 24), ("title", "title", 32), ("bpm", "BPM"
 CATALOG_LEGEND = (f"{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none; "
                   f"'N DJs': how many stand behind it); {DISPUTED_MARK} the consensus says otherwise than this "
                   "file's own analysis: worth a listen")
-
-
-# FFmpeg's decoder names, as people call the formats (a DJ knows "MP3", not "mp3float").
-CODEC_NAMES = {
-    "mp3": "MP3", "mp3float": "MP3", "mp2": "MP2", "mp2float": "MP2", "aac": "AAC", "aac_fixed": "AAC",
-    "aac_latm": "AAC", "alac": "ALAC", "flac": "FLAC", "vorbis": "Ogg Vorbis", "libvorbis": "Ogg Vorbis",
-    "opus": "Opus", "libopus": "Opus", "wmav1": "WMA", "wmav2": "WMA", "wmapro": "WMA Pro",
-    "wmalossless": "WMA Lossless", "ape": "Monkey's Audio", "wavpack": "WavPack", "tta": "TTA", "tak": "TAK",
-    "dsd_lsbf": "DSD", "dsd_msbf": "DSD", "dsd_lsbf_planar": "DSD", "dsd_msbf_planar": "DSD", "ac3": "AC-3",
-    "eac3": "E-AC-3", "dca": "DTS", "truehd": "Dolby TrueHD", "mlp": "MLP",
-}
-
-
-def codec_name(codec: str | None) -> str | None:
-    """A codec as people know it: "MP3", "FLAC", "AAC", "WAV (16-bit)", "AIFF (24-bit)"."""
-    if not codec:
-        return None
-    if codec.startswith("pcm_"):  # pcm_s16le, pcm_s24be, pcm_f32le...
-        kind = codec[4:]
-        bits = "".join(ch for ch in kind if ch.isdigit())
-        container = "AIFF" if kind.endswith("be") else "WAV"
-        return f"{container} ({bits}-bit{' float' if kind.startswith('f') else ''})" if bits else container
-    return CODEC_NAMES.get(codec, codec.upper())
 
 
 HOT_CUE_LETTERS = "ABCDEFGH"

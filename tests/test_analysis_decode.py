@@ -105,7 +105,7 @@ def test_broken_files_raise_typed_clear_errors(tmp_path, formats_dir):
         "zero_bytes": (UnreadableFileError, "empty"),
         "truncated": (TruncatedAudioError, "truncated"),
         "random_mp3": (DecodeError, ""),
-        "text_as_flac": (DecodeError, "not valid flac audio"),
+        "text_as_flac": (DecodeError, "not valid FLAC audio"),  # the codec as people name it
     }
     for name, (error_type, words) in expectations.items():
         with pytest.raises(error_type) as caught:

@@ -584,3 +584,96 @@ def test_the_cli_and_the_control_api_give_the_same_answers(library):
             assert result.returncode == 2 and result.stderr.strip() == f"cratesense: {refused.value}", result.stderr
     finally:
         library.stop()
+
+
+# --- one recording everywhere: duplicates, transcodes, codec names, the title fallback (#26) ---
+
+def _ffmpeg(source: Path, target: Path, *arguments: str) -> Path:
+    """A real transcode with Debian's ffmpeg (what users encode with; PyAV has no libvorbis)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(source), *arguments, str(target)], check=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def transcodes(tmp_path_factory):
+    """Four recordings that mix with each other, three of them in several files made as people
+    make them: a 128 kb/s MP3 original re-encoded as FLAC and as a 320 kb/s MP3; a Vorbis
+    original re-encoded as a 192 kb/s MP3 (the case a DJ met); a FLAC original and a 320 kb/s
+    MP3 of it; and a track whose file has an artist tag and no title."""
+    home = tmp_path_factory.mktemp("transcodes")
+    source, music = home / "source", home / "music"
+    source.mkdir()
+    music.mkdir()
+    made = {}
+    for name, (bpm, tonic, minor, pattern) in (("alpha", LIBRARY["alpha"]), ("bravo", LIBRARY["bravo"]),
+                                               ("charlie", LIBRARY["charlie"]), ("delta", LIBRARY["delta"])):
+        made[name] = encode(synth_track(bpm=bpm, tonic=tonic, minor=minor, seconds=24, seed=len(name), pattern=pattern),
+                            SR, source / f"{name}.flac")
+    original = _ffmpeg(made["alpha"], music / "alpha.mp3", "-c:a", "libmp3lame", "-b:a", "128k")
+    _ffmpeg(original, music / "alpha (lossless).flac", "-c:a", "flac")
+    _ffmpeg(original, music / "alpha (320).mp3", "-c:a", "libmp3lame", "-b:a", "320k")
+    vorbis = _ffmpeg(made["bravo"], music / "bravo.ogg", "-c:a", "libvorbis", "-q:a", "5")
+    _ffmpeg(vorbis, music / "bravo (192).mp3", "-c:a", "libmp3lame", "-b:a", "192k")
+    shutil.copy(made["charlie"], music / "charlie.flac")
+    _ffmpeg(made["charlie"], music / "charlie (320).mp3", "-c:a", "libmp3lame", "-b:a", "320k")
+    shutil.copy(made["delta"], music / "Delta Dub.flac")
+    for path in music.iterdir():
+        name = path.name.split(" ")[0].split(".")[0].lower()
+        if name == "delta":
+            audio = mutagen.File(path, easy=True)
+            audio["artist"] = "Bob"  # an artist and no title
+            audio.save()
+        else:
+            tag(path, ARTISTS[name], name.title())
+    write_config(home, music, analysis={"workers": 2})
+    agent = AgentProcess(home)
+    agent.music = music
+    assert agent.cli("scan", timeout=600).returncode == 0
+    return agent
+
+
+def test_duplicates_keep_the_original_and_name_each_transcode(transcodes):
+    groups = {Path(group["files"][0]["path"]).name.split(" ")[0].split(".")[0]: group
+              for group in as_json(transcodes, "duplicates")["groups"]}
+    assert sorted(groups) == ["alpha", "bravo", "charlie"]
+    by_name = {name: {Path(f["path"]).name: f for f in group["files"]} for name, group in groups.items()}
+    # a 128 kb/s MP3, its FLAC and its 320 kb/s MP3: the MP3 is kept, the others are named transcodes
+    alpha = by_name["alpha"]
+    assert alpha["alpha.mp3"]["keep"] and alpha["alpha.mp3"]["transcode"] is None
+    assert "lossy-to-lossless transcode" in alpha["alpha (lossless).flac"]["transcode"]
+    assert "lossy-to-lossy transcode" in alpha["alpha (320).mp3"]["transcode"]
+    assert 15.5 <= alpha["alpha.mp3"]["cutoff_khz"] <= 18.0  # LAME's lowpass at 128 kb/s, kept by both
+    for name in ("alpha (lossless).flac", "alpha (320).mp3"):
+        assert abs(alpha[name]["cutoff_khz"] - alpha["alpha.mp3"]["cutoff_khz"]) <= 0.5, name
+    # a 192 kb/s MP3 made from a ~160 kb/s Vorbis: the Vorbis original is kept
+    bravo = by_name["bravo"]
+    assert bravo["bravo.ogg"]["keep"] and bravo["bravo.ogg"]["format"] == "Vorbis"
+    assert "less of the recording" in bravo["bravo (192).mp3"]["holds_less"]
+    # a real lossless original and a 320 kb/s MP3 of it: the FLAC is kept, nothing called a transcode
+    charlie = by_name["charlie"]
+    assert charlie["charlie.flac"]["keep"] and charlie["charlie.flac"]["transcode"] is None
+    assert charlie["charlie (320).mp3"]["transcode"] is None and charlie["charlie (320).mp3"]["holds_less"]
+    # codecs as people name them, in the JSON and in the table
+    assert {f["format"] for group in groups.values() for f in group["files"]} == {"MP3", "FLAC", "Vorbis"}
+    printed = cli(transcodes, "duplicates").stdout
+    assert "mp3float" not in printed and " MP3 " in printed and "lossy-to-lossless transcode" in printed
+    assert "mp3float" not in cli(transcodes, "tracks", "--json").stdout
+
+
+def test_a_recording_is_never_proposed_after_itself_or_twice_in_a_playlist(transcodes):
+    """Before, ``playlist --from`` put two encodes of one recording back to back, ``similar``
+    called a track's own duplicate "very much alike" and ``next`` proposed it."""
+    start = str(transcodes.music / "alpha.mp3")
+    others = {"alpha (lossless).flac", "alpha (320).mp3"}
+    following = as_json(transcodes, "next", start, "--limit", "10")["next"]
+    assert following and not {Path(item["track"]["path"]).name for item in following} & others
+    played = as_json(transcodes, "playlist", "--from", start, "--length", "8")["playlist"]
+    recordings = [Path(step["track"]["path"]).name.split(" ")[0].split(".")[0].lower() for step in played]
+    assert len(recordings) >= 3 and len(set(recordings)) == len(recordings), recordings
+    similar = as_json(transcodes, "similar", start, "--limit", "10")["similar"]
+    marked = {Path(item["track"]["path"]).name for item in similar if item["duplicate"]}
+    assert marked == others
+    for item in similar:
+        if item["duplicate"]:
+            assert "duplicate" in item["reasons"][0] and "alike" not in " ".join(item["reasons"])
+    assert "a duplicate: the same recording" in cli(transcodes, "similar", start).stdout

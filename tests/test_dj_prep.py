@@ -214,7 +214,7 @@ def test_duplicates_keep_the_best_source_and_say_why(prepped):
     assert group["files"][0]["path"].endswith("alpha.flac") and files["alpha.flac"]["keep"]
     assert "lossy-to-lossless" in files["alpha (from mp3).flac"]["transcode"]
     assert "lossy-to-lossy" in files["alpha 320.mp3"]["transcode"]
-    assert files["alpha 128.mp3"]["transcode"] is None and files["alpha 128.mp3"]["less_complete"]
+    assert files["alpha 128.mp3"]["transcode"] is None and files["alpha 128.mp3"]["holds_less"]
     order = [Path(f["path"]).name for f in group["files"]]
     assert order.index("alpha 128.mp3") < order.index("alpha 320.mp3")  # the original before its transcode
     assert {f["format"] for f in group["files"]} == {"FLAC", "MP3"}  # not FFmpeg's "mp3float"
