@@ -69,10 +69,10 @@ def test_a_deleted_file_leaves_the_queue_or_is_dropped_when_its_analysis_ends():
 
 def test_an_upgrade_keeps_loudness_and_embedding_only_from_a_full_analysis():
     full = track_analysis("t1.k1", loudness_lufs=-9.5, loudness_range=5.0, true_peak_dbtp=-0.4, replaygain_db=-8.5,
-                          embedding=(0.5,) * 64, bpm=124.0)
+                          embedding=(0.5,) * 64, bpm=124.0, cutoff_hz=16_800.0)
     kept = native_results(full)
     assert kept == {"loudness_lufs": -9.5, "loudness_range": 5.0, "true_peak_dbtp": -0.4, "replaygain_db": -8.5,
-                    "embedding": (0.5,) * 64}
+                    "embedding": (0.5,) * 64, "cutoff_hz": 16_800.0}
     assert native_results(track_analysis("t1.k1", bpm=124.0)) is None  # a fingerprint-only pass: read in full
     assert native_results(None) is None
 
