@@ -3,6 +3,7 @@ of the same file, librosa, Essentia and fpcalc; per-format costs and a first-pas
 
     flock -x /work/heavy.lock .venv/bin/python bench/speed.py [--files 8] [--repeat 2] [--no-peers]
     flock -x /work/heavy.lock .venv/bin/python bench/speed.py --against /work/wt/baseline [--rounds 3]
+    flock -x /work/heavy.lock .venv/bin/python bench/speed.py --without CutoffMeter [--rounds 3]
 
 The recordings are the Debian music packages the opt-in tests use (tests/realaudio.py: Ogg
 Vorbis); the first ``--files`` of 2-5 minutes are also transcoded with Debian's ffmpeg into the
@@ -20,6 +21,11 @@ process (one BLAS thread, the first file analyzed once untimed), the two sides a
 runs first in each of ``--rounds`` rounds; a file's cost on a side is the median of its rounds'
 CPU times. Per format it prints both sides' CPU seconds per track and their ratio with a 95 %
 bootstrap interval over the files (the CPU budget: the whole pipeline within 1.1x the baseline's).
+
+``--without NAME`` measures what one stage costs inside the pipeline: the same rounds, this checkout
+against itself with the stage class ``cratesense.analysis.pipeline.NAME`` (e.g. ``CutoffMeter``)
+replaced by one that does nothing (inside the pipeline a stage also costs the decode's caches,
+which timing it alone misses).
 """
 
 from __future__ import annotations
@@ -198,10 +204,30 @@ def best_cpu(action, files: list[Path], repeat: int) -> float:
 # --- the CPU budget: this checkout against another, in one run ----------------------------------
 
 
-def pipeline_child(paths: list[str]) -> list[float]:
+class _NoStage:
+    """A stage that does nothing (``--without``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def feed(self, *args) -> None:
+        pass
+
+    def finish(self) -> None:
+        return None
+
+
+def pipeline_child(paths: list[str], without: str | None = None) -> list[float]:
     """CPU seconds of ``analyze_file`` on each path, for the installed cratesense (this process
-    runs with the other checkout's venv when it measures that side). The first file is analyzed
-    once untimed: imports, FFT plans and a model's session are a worker's one-time set-up."""
+    runs with the other checkout's venv when it measures that side), with the pipeline's stage
+    class ``without`` replaced by one that does nothing. The first file is analyzed once
+    untimed: imports, FFT plans and a model's session are a worker's one-time set-up."""
+    if without:
+        from cratesense.analysis import pipeline
+
+        if not hasattr(pipeline, without):
+            raise SystemExit(f"the pipeline has no stage class {without}")
+        setattr(pipeline, without, _NoStage)
     ours(Path(paths[0]))
     spent = []
     for path in paths:
@@ -211,11 +237,12 @@ def pipeline_child(paths: list[str]) -> list[float]:
     return spent
 
 
-def _child_cpu(python: str, paths: list[Path]) -> list[float]:
+def _child_cpu(python: str, paths: list[Path], without: str | None = None) -> list[float]:
     import json
 
-    done = subprocess.run([python, __file__, "--pipeline-child", *map(str, paths)], capture_output=True, text=True,
-                          check=True, cwd="/")  # not the checkout root: its packaging/ shadows PyPA's
+    options = ["--without", without] if without else []
+    done = subprocess.run([python, __file__, *options, "--pipeline-child", *map(str, paths)], capture_output=True,
+                          text=True, check=True, cwd="/")  # not the checkout root: its packaging/ shadows PyPA's
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -228,17 +255,20 @@ def ratio_interval(here: np.ndarray, there: np.ndarray, seed: int = 27) -> tuple
     return float(low), float(high)
 
 
-def against(checkout: Path, sets: dict[str, list[Path]], rounds: int) -> None:
-    sides = {"here": sys.executable, "there": str(checkout / ".venv" / "bin" / "python")}
+def against(checkout: Path | None, sets: dict[str, list[Path]], rounds: int, without: str | None = None) -> None:
+    """``there``: the pipeline of ``checkout``, or (``checkout`` None) this one without the stage ``without``."""
+    sides = {"here": (sys.executable, None),
+             "there": (str(checkout / ".venv" / "bin" / "python"), None) if checkout else (sys.executable, without)}
     files = [path for paths in sets.values() for path in paths]
     runs: dict[str, list[list[float]]] = {side: [] for side in sides}
     for round_ in range(rounds):
         order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
         for side in order:
             print(f"[speed] round {round_ + 1}/{rounds}: {side}", file=sys.stderr, flush=True)
-            runs[side].append(_child_cpu(sides[side], files))
+            runs[side].append(_child_cpu(*sides[side], files))
     cost = {side: np.median(np.array(values), axis=0) for side, values in runs.items()}
-    print(f"\nwhole pipeline, CPU s per track (median of {rounds} alternating rounds; there = {checkout})")
+    there_is = checkout if checkout else f"this checkout without {without}"
+    print(f"\nwhole pipeline, CPU s per track (median of {rounds} alternating rounds; there = {there_is})")
     print(f"{'format':8}{'files':>6}{'here':>9}{'there':>9}{'here/there':>12}{'95% CI':>16}")
     start = 0
     totals = {"here": [], "there": []}
@@ -253,7 +283,7 @@ def against(checkout: Path, sets: dict[str, list[Path]], rounds: int) -> None:
     here, there = np.concatenate(totals["here"]), np.concatenate(totals["there"])
     low, high = ratio_interval(here, there)
     print(f"{'all':8}{here.size:>6}{here.mean():9.3f}{there.mean():9.3f}{here.sum() / there.sum():12.3f}"
-          f"{f'{low:.3f}..{high:.3f}':>16}   budget <= 1.10")
+          f"{f'{low:.3f}..{high:.3f}':>16}" + ("   budget <= 1.10" if checkout else "   (the stage's share)"))
 
 
 def main() -> int:
@@ -266,19 +296,21 @@ def main() -> int:
     parser.add_argument("--against", type=Path, help="another checkout (with its .venv): the whole pipeline there "
                         "and here on the same files, alternating")
     parser.add_argument("--rounds", type=int, default=3, help="--against: rounds per side")
+    parser.add_argument("--without", metavar="NAME", help="the pipeline here against itself without the stage "
+                        "class NAME of cratesense.analysis.pipeline (e.g. CutoffMeter): the stage's cost")
     parser.add_argument("--pipeline-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pipeline_child:
         import json
 
-        print(json.dumps(pipeline_child(args.pipeline_child)))
+        print(json.dumps(pipeline_child(args.pipeline_child, args.without)))
         return 0
 
     vorbis = choose_recordings(args.files)
     sets = {"ogg": vorbis, **{ext: transcoded(vorbis, ext) for ext in FORMATS}}
-    if args.against:
+    if args.against or args.without:
         print(f"{len(vorbis)} real recordings, each as Vorbis, MP3 320k, AAC 256k, FLAC")
-        against(args.against, sets, args.rounds)
+        against(args.against, sets, args.rounds, args.without)
         return 0
     seconds = {ext: sum(duration_of(p) for p in files) for ext, files in sets.items()}
     print(f"{len(vorbis)} real recordings ({seconds['ogg'] / 60:.1f} min), each as Vorbis, MP3 320k, AAC 256k, "
