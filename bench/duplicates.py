@@ -1,19 +1,24 @@
-"""Duplicates on real recordings: are every re-encode of a track and its trimmed copy found, and is
-no group made of different recordings?
+"""Duplicates on real recordings: are every re-encode of a track and its trimmed copy found, is
+no group made of different recordings, and is the original the copy kept?
 
-    flock -s /work/heavy.lock .venv/bin/python bench/duplicates.py [--folder DIR] [--keep-journal]
+    nice .venv/bin/python bench/duplicates.py [--folder DIR] [--keep-journal HOME] [--tracks 50 --distinct 200]
 
 The data set (``build_duplicate_set``), made once and cached under ~/.cache/cratesense-bench:
 50 real tracks (Debian game-music packages, bench/soundtracks.py), each as shipped (Ogg Vorbis or
-Opus) and re-encoded with Debian's ffmpeg as MP3 128k, Opus 64k and FLAC, plus a FLAC with its
-first 2 s cut off; and 200 other real tracks once each. Every version lives in its own folder
-(``mp3/``, ``opus/``, ...), as copies do in a real library.
+Opus: a lossy original) and re-encoded from it with Debian's ffmpeg as MP3 128k, Opus 64k, MP3
+320k (a lossy-to-lossy transcode to a higher bitrate) and FLAC (lossy to lossless), plus a FLAC
+with its first 2 s cut off; 200 other real tracks once each; and, when bench/devset.py has
+rendered them, 20 lossless originals (MIDI through FluidR3 and TimGM6mb, FLAC) each with an MP3
+128k, an MP3 320k, an AAC 256k, an Opus 64k and a FLAC decoded from the MP3 128k. Every version
+lives in its own folder (``mp3-128k/``, ``opus-64k/``, ...), as copies do in a real library.
 
-The measure, when ``cratesense.dj.duplicates`` exists: a real ``cratesense scan`` of the folder
-into a fresh journal, then ``cratesense duplicates --json`` (a cold CLI process, as a DJ runs
-it). Recall: the share of re-encodes found in the same group as their track's original, and the
-share of tracks whose group holds all five versions and nothing else. False groups: groups that
-join files of different recordings.
+The measure: a real ``cratesense scan`` of the folder into a fresh journal, then ``cratesense
+duplicates --json`` (a cold CLI process, as a DJ runs it). Recall: the share of re-encodes
+found in the same group as their track's original, and the share of tracks whose group holds
+all its versions and nothing else. False groups: groups that join files of different
+recordings. The keeper: how often the original is the copy ``duplicates`` keeps; and per
+version, how often it is called a transcode, a copy that holds less of the recording, or
+neither (an original must be neither; Opus fills its top octave, so nothing is said of it).
 """
 
 from __future__ import annotations
@@ -32,13 +37,28 @@ from soundtracks import CACHE, SETS, debian_ffmpeg, soundtrack
 
 RE_ENCODED = 50
 DISTINCT = 200
+LOSSLESS = 20
 TRIM_SECONDS = 2.0
-VERSIONS = {  # folder -> (extension, ffmpeg arguments)
-    "mp3-128k": (".mp3", ("-c:a", "libmp3lame", "-b:a", "128k")),
+_MP3_128 = ("-c:a", "libmp3lame", "-b:a", "128k")
+VERSIONS = {  # folder -> (extension, ffmpeg arguments), each made from the (lossy) original
+    "mp3-128k": (".mp3", _MP3_128),
     "opus-64k": (".opus", ("-c:a", "libopus", "-b:a", "64k")),
+    "mp3-320k": (".mp3", ("-c:a", "libmp3lame", "-b:a", "320k")),
     "flac": (".flac", ("-c:a", "flac")),
     "trimmed": (".flac", ("-ss", f"{TRIM_SECONDS}", "-c:a", "flac")),
 }
+LOSSLESS_VERSIONS = {  # folder -> (extension, ffmpeg arguments, made from: None the original, or a version)
+    "ll-mp3-128k": (".mp3", _MP3_128, None),
+    "ll-mp3-320k": (".mp3", ("-c:a", "libmp3lame", "-b:a", "320k"), None),
+    "ll-aac-256k": (".m4a", ("-c:a", "aac", "-b:a", "256k"), None),
+    "ll-opus-64k": (".opus", ("-c:a", "libopus", "-b:a", "64k"), None),
+    "ll-flac-from-mp3": (".flac", ("-c:a", "flac"), "ll-mp3-128k"),
+}
+LOSSLESS_SUBSETS = ("edm-midi-fluidr3", "edm-midi-timgm")  # bench/devset.py's renders
+# What a version is, for the keeper's measure: a transcode of a lossy original (it must never be
+# kept over it), a lower encode (any flag is right), or one nothing can be said of (Opus).
+TRANSCODES = {"flac", "trimmed", "mp3-320k", "ll-flac-from-mp3"}
+SILENT = {"opus-64k", "ll-opus-64k"}
 DEFAULT_FOLDER = CACHE / "duplicates"
 
 
@@ -62,16 +82,26 @@ def _name(package: str, path: Path) -> str:
     return f"{package}--{path.stem}".replace(" ", "_")
 
 
-def build_duplicate_set(folder: Path = DEFAULT_FOLDER) -> dict[str, list[Path]]:
-    """Group id -> its files (five versions for the re-encoded tracks, one for the distinct
-    ones). Files already there are reused, so a second call only lists them."""
+def _lossless_originals(count: int) -> list[Path]:
+    """Lossless renders bench/devset.py made (FLAC), spread over its electronic MIDI subsets."""
+    from devset import CACHE as DEVSET
+
+    found = [path for subset in LOSSLESS_SUBSETS for path in sorted((DEVSET / subset).glob("*.flac"))]
+    return found[:: max(1, len(found) // count)][:count] if found else []
+
+
+def build_duplicate_set(folder: Path = DEFAULT_FOLDER, re_encoded_count: int = RE_ENCODED,
+                        distinct_count: int = DISTINCT, lossless_count: int = LOSSLESS) -> dict[str, list[Path]]:
+    """Group id -> its files, the original first (its versions for the re-encoded tracks and the
+    lossless originals, one file for the distinct ones). Files already there are reused, so a
+    second call only lists them."""
     tracks = _real_tracks()
-    if len(tracks) < RE_ENCODED + DISTINCT:
-        raise RuntimeError(f"only {len(tracks)} real tracks found; {RE_ENCODED + DISTINCT} needed")
-    step = len(tracks) / RE_ENCODED  # spread over every package, not the first few
-    chosen = {int(index * step) for index in range(RE_ENCODED)}
+    if len(tracks) < re_encoded_count + distinct_count:
+        raise RuntimeError(f"only {len(tracks)} real tracks found; {re_encoded_count + distinct_count} needed")
+    step = len(tracks) / re_encoded_count  # spread over every package, not the first few
+    chosen = {int(index * step) for index in range(re_encoded_count)}
     re_encoded = [tracks[index] for index in sorted(chosen)]
-    distinct = [track for index, track in enumerate(tracks) if index not in chosen][:DISTINCT]
+    distinct = [track for index, track in enumerate(tracks) if index not in chosen][:distinct_count]
     groups: dict[str, list[Path]] = {}
     for package, path in re_encoded:
         name = _name(package, path)
@@ -85,6 +115,15 @@ def build_duplicate_set(folder: Path = DEFAULT_FOLDER) -> dict[str, list[Path]]:
     for package, path in distinct:
         name = _name(package, path)
         groups[name] = [_copy(path, folder / "distinct" / f"{name}{path.suffix}")]
+    for path in _lossless_originals(lossless_count):
+        name = f"render--{path.parent.name}--{path.stem}"
+        files = {"original": _copy(path, folder / "lossless-original" / f"{name}.flac")}
+        for version, (extension, arguments, source) in LOSSLESS_VERSIONS.items():
+            target = folder / version / f"{name}{extension}"
+            if not target.exists():
+                _encode(files[source or "original"], target, arguments)
+            files[version] = target
+        groups[name] = list(files.values())
     return groups
 
 
@@ -105,8 +144,9 @@ def _encode(source: Path, target: Path, arguments: tuple[str, ...]) -> None:
     partial.rename(target)
 
 
-def score(expected: dict[str, list[Path]], found: list[list[Path]]) -> dict:
-    """Recall and false groups of ``found`` (lists of files) against ``expected``."""
+def score(expected: dict[str, list[Path]], found: list[list[Path]], found_answer: list[dict] | None = None) -> dict:
+    """Recall and false groups of ``found`` (lists of files) against ``expected``; with
+    ``found_answer`` (the groups of ``duplicates --json``), the keeper's measure too."""
     group_of = {path.resolve(): name for name, paths in expected.items() for path in paths}
     found_of: dict[Path, int] = {}
     false_groups = []
@@ -128,6 +168,7 @@ def score(expected: dict[str, list[Path]], found: list[list[Path]]) -> dict:
         members = [group_of.get(Path(p).resolve()) for p in found[original]] if original is not None else []
         complete += int(original is not None and members.count(name) == len(paths) == len(members))
     found_versions = sum(sum(values) for values in per_version.values())
+    keeper = _keeper(expected, found_answer) if found_answer is not None else None
     all_versions = sum(len(values) for values in per_version.values())
     return {
         "tracks": len(copies),
@@ -139,11 +180,37 @@ def score(expected: dict[str, list[Path]], found: list[list[Path]]) -> dict:
         "complete_groups": complete,
         "false_groups": false_groups,
         "groups_found": len(found),
+        "keeper": keeper,
     }
 
 
-def run_duplicates(folder: Path, home: Path) -> tuple[list[list[Path]], float, float]:
-    """A real scan into a fresh journal, then ``cratesense duplicates --json``; the groups, the
+def _keeper(expected: dict[str, list[Path]], answer: list[dict]) -> dict:
+    """How often each group's original is the copy kept (lossy and lossless originals apart),
+    and per version how often ``duplicates`` called it a transcode, a copy holding less, or
+    neither."""
+    verdict: dict[Path, tuple[bool, str]] = {}
+    for group in answer:
+        for entry in group["files"]:
+            said = "transcode" if entry.get("transcode") else "holds less" if entry.get("holds_less") else "neither"
+            verdict[Path(entry["path"]).resolve()] = (bool(entry["keep"]), said)
+    kept = {"lossy": [0, 0], "lossless": [0, 0]}
+    said: dict[str, dict[str, int]] = {}
+    for paths in expected.values():
+        if len(paths) < 2:
+            continue
+        kind = "lossless" if paths[0].parent.name == "lossless-original" else "lossy"
+        kept[kind][1] += 1
+        kept[kind][0] += int(verdict.get(paths[0].resolve(), (False, ""))[0])
+        for path in paths:
+            version = "original" if path == paths[0] else path.parent.name
+            version = f"{kind} original" if version == "original" else version
+            counts = said.setdefault(version, {"transcode": 0, "holds less": 0, "neither": 0, "not found": 0})
+            counts[verdict.get(path.resolve(), (False, "not found"))[1]] += 1
+    return {"kept": kept, "said": said}
+
+
+def run_duplicates(folder: Path, home: Path) -> tuple[list[dict], float, float]:
+    """A real scan into a fresh journal, then ``cratesense duplicates --json``; its groups, the
     scan's and the command's wall seconds."""
     from agentproc import AgentProcess, write_config
 
@@ -159,40 +226,49 @@ def run_duplicates(folder: Path, home: Path) -> tuple[list[list[Path]], float, f
     answered = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"cratesense duplicates failed ({result.returncode}): {result.stderr.strip()[-500:]}")
-    groups = [[Path(entry["path"]) for entry in group["files"]] for group in json.loads(result.stdout)["groups"]]
-    return groups, scanned, answered
+    return json.loads(result.stdout)["groups"], scanned, answered
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="where the data set is made (cached)")
     parser.add_argument("--keep-journal", type=Path, help="scan into this home folder and keep it")
+    parser.add_argument("--tracks", type=int, default=RE_ENCODED, help="real tracks re-encoded")
+    parser.add_argument("--distinct", type=int, default=DISTINCT, help="other real tracks, once each")
+    parser.add_argument("--lossless", type=int, default=LOSSLESS, help="lossless originals (bench/devset.py's renders)")
     arguments = parser.parse_args()
-    try:
-        import cratesense.dj.duplicates  # noqa: F401
-    except ImportError:
-        print("cratesense.dj.duplicates does not exist yet: nothing to measure (the data set is "
-              "built by build_duplicate_set)")
-        return 0
-    expected = build_duplicate_set(arguments.folder)
+    expected = build_duplicate_set(arguments.folder, arguments.tracks, arguments.distinct, arguments.lossless)
     files = sum(len(paths) for paths in expected.values())
-    print(f"data set: {arguments.folder} ({files} files: {RE_ENCODED} tracks x {1 + len(VERSIONS)} versions, "
-          f"{DISTINCT} distinct)", flush=True)
+    lossless = sum(1 for name in expected if name.startswith("render--"))
+    print(f"data set: {arguments.folder} ({files} files: {arguments.tracks} real tracks x {1 + len(VERSIONS)} "
+          f"versions, {lossless} lossless originals x {1 + len(LOSSLESS_VERSIONS)}, {arguments.distinct} distinct)",
+          flush=True)
     if arguments.keep_journal:
-        found, scanned, answered = run_duplicates(arguments.folder, arguments.keep_journal)
+        answer, scanned, answered = run_duplicates(arguments.folder, arguments.keep_journal)
     else:
         with tempfile.TemporaryDirectory(prefix="cratesense-duplicates-") as home:
-            found, scanned, answered = run_duplicates(arguments.folder, Path(home))
-    result = score(expected, found)
+            answer, scanned, answered = run_duplicates(arguments.folder, Path(home))
+    found = [[Path(entry["path"]) for entry in group["files"]] for group in answer]
+    result = score(expected, found, answer)
     print(f"scan {scanned:.0f} s; duplicates answered in {answered:.2f} s (cold CLI)")
     print(f"re-encodes found with their original: {result['re_encodes_found']}/{result['re_encodes']} "
           f"({result['recall']:.1%})")
     for version, share in sorted(result["per_version"].items()):
-        print(f"  {version:<10} {share:.0%}")
-    print(f"tracks whose group is exactly their {1 + len(VERSIONS)} files: {result['complete_groups']}/{result['tracks']}")
+        print(f"  {version:<18} {share:.0%}")
+    print(f"tracks whose group is exactly their files: {result['complete_groups']}/{result['tracks']}")
     print(f"false groups (different recordings joined): {len(result['false_groups'])}")
     for names in result["false_groups"]:
         print("  " + " + ".join(names))
+    keeper = result["keeper"]
+    for kind, (kept, total) in keeper["kept"].items():
+        if total:
+            print(f"the {kind} original is the copy kept: {kept}/{total} ({kept / total:.0%})")
+    print(f"\n{'what duplicates says of it':28}{'transcode':>10}{'holds less':>11}{'neither':>9}{'not found':>10}   expected")
+    for version, counts in sorted(keeper["said"].items()):
+        expectation = ("neither" if version.endswith("original") else "nothing (fills its top)" if version in SILENT
+                       else "transcode or holds less" if version in TRANSCODES else "holds less (a lower encode)")
+        print(f"{version:28}{counts['transcode']:>10}{counts['holds less']:>11}{counts['neither']:>9}"
+              f"{counts['not found']:>10}   {expectation}")
     return 0
 
 
