@@ -15,6 +15,7 @@ leak by being added to the model.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -61,6 +62,12 @@ class Tags(_Model, frozen=True, kw_only=True):
     # The length the header states exactly (FLAC, WAV, AIFF, MP4, MP3 with a Xing/Info header);
     # None when it is only an estimate. Lets the analysis tell a truncated file from a short one.
     exact_length: float | None = None
+
+
+def shown_title(title: str | None, path: str) -> str:
+    """The title every face shows: the tag's, or the file's name without its extension when the
+    file has no title tag (with or without an artist tag). The one title fallback."""
+    return title or PurePath(path).stem
 
 
 class AudioFacts(_Model, frozen=True, kw_only=True):

@@ -552,16 +552,19 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict]) -> None:
+    from cratesense.analysis.codecs import codec_name
+    from cratesense.analysis.model import shown_title
+
     columns = [
         ("file", lambda r: Path(r["path"]).name),
         ("artist", lambda r: r["tags"]["artist"]),
-        ("title", lambda r: r["tags"]["title"]),
+        ("title", lambda r: shown_title(r["tags"]["title"], r["path"])),
         ("time", lambda r: _minutes(r["audio"]["duration"])),
         ("bpm", lambda r: r["descriptors"]["bpm"]),
         ("key", lambda r: r["descriptors"]["key"]),
         ("camelot", lambda r: r["descriptors"]["camelot"]),
         ("LUFS", lambda r: r["descriptors"]["loudness_lufs"]),
-        ("format", lambda r: r["audio"]["codec"]),
+        ("format", lambda r: codec_name(r["audio"]["codec"])),
     ]
     cells = [[_cell(get(row)) for _, get in columns] for row in rows]
     widths = [

@@ -20,7 +20,7 @@ import msgspec
 
 from cratesense.analysis.constants import BPM_LIMITS
 from cratesense.analysis.keys import Key, parse_key
-from cratesense.analysis.model import Cue, Phrase
+from cratesense.analysis.model import Cue, Phrase, shown_title
 from cratesense.daemon.journal_read import ORDERS, JournalReader, LibraryEntry, LibraryQuery
 from cratesense.dj.harmony import compatible_codes, parse_user_key
 from cratesense.errors import QueryError
@@ -63,7 +63,7 @@ class Track:
     def shown_title(self) -> str:
         """The title every face shows (the CLI, the page, exports): the tag's, or the file's name
         without its extension when the file has no title tag (whether or not it has an artist)."""
-        return self.title or Path(self.path).stem
+        return shown_title(self.title, self.path)
 
     @property
     def label(self) -> str:

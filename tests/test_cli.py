@@ -49,6 +49,9 @@ def test_analyze_table_and_success_exit_code(formats_dir):
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["file", "artist", "title"]
     assert len(lines) == 3 and "0:30" in lines[1]
+    # untagged: the title is the file's name; the format as people name it, never FFmpeg's decoder
+    assert lines[1].split()[1:3] == ["-", formats_dir["flac"].stem] and lines[1].split()[-1] == "FLAC"
+    assert lines[2].split()[-1] == "AAC"
 
 
 def test_missing_path_is_a_failure_not_a_crash(tmp_path):
