@@ -25,6 +25,7 @@ from cratesense.daemon.watcher import Watcher
 from cratesense.errors import QueryError
 
 if TYPE_CHECKING:
+    from cratesense.dj.playback import Playable
     from cratesense.daemon.web import WebPage
 
 # the DJ's read-only commands (dj/usecases.READ_COMMANDS), named here so the agent's start does not
@@ -223,11 +224,12 @@ class ControlAPI:
 
         return route
 
-    async def audio_file(self, content_key: str) -> bytes | None:
-        """The library file to play for a track (the page's preview), or None (dj/playback.py)."""
-        from cratesense.dj.playback import library_file
+    async def audio(self, values: dict) -> Playable | None:
+        """The library file a track's preview streams, opened and checked (``dj/usecases.audio``),
+        or None: the page answers 404."""
+        from cratesense.dj.usecases import audio
 
-        return await self._parts.io.read(lambda reader: library_file(reader, content_key))
+        return await self._on_collection(lambda collection: audio(collection, values))
 
     async def tags(self, body: dict) -> dict:
         """Write (or with ``dry_run`` only show) the tag fields into the files of the named

@@ -19,6 +19,7 @@ the CLI, the tray and this page.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -41,6 +42,7 @@ COOKIE = "cratesense_token"
 ASSETS = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
           "/style.css": ("style.css", "text/css")}
 _SAFE_METHODS = ("GET", "HEAD")
+AUDIO_CHUNK = 256 * 1024  # bytes read and sent at a time by the preview
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -96,7 +98,7 @@ class WebPage:
             app.router.add_route(method, f"/api/{name}", _json_route(handler))
         app.router.add_post("/api/playlist-export", self._playlist_export)
         app.router.add_get("/api/privacy-export", self._privacy_export)
-        app.router.add_get("/api/audio", self._audio)
+        app.router.add_get("/api/audio", self._audio, allow_head=False)  # GET only
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port)
@@ -178,20 +180,46 @@ class WebPage:
                             headers={"Content-Disposition": f'attachment; filename="{name}{SUFFIXES[answer["format"]]}"'})
 
     async def _audio(self, request: web.Request) -> web.StreamResponse:
-        """A library track's audio for the page's player, with Range requests (aiohttp's
-        FileResponse answers them: 206 with the asked bytes). Only ``content_key`` names what
-        to play, never a path, and only a file the journal analyzed, unchanged since, is served:
-        anything else is 404."""
-        from cratesense.dj.playback import media_type
+        """A library track's audio for the page's player, with Range requests (206 and the bytes
+        asked for; 416 beyond the end). Only ``content_key`` names what to play, never a path,
+        and only a file the journal analyzed, unchanged since, is served (``dj/playback.py``):
+        anything else is 404. Streamed from the file opened and checked, a slice at a time."""
+        from cratesense.dj.playback import Unsatisfiable, byte_range
 
-        key = request.query.get("content_key", "")
-        if not key or set(request.query) != {"content_key"}:
+        playable = await self._api.audio(dict(request.query))
+        if playable is None:
             return _refuse(404, "no such track in the library")
-        path = await self._api.audio_file(key)
-        if path is None:
-            return _refuse(404, "no such track in the library")
-        return web.FileResponse(os.fsdecode(path), headers={"Content-Type": media_type(path),
-                                                            "Content-Disposition": "inline"})
+        try:
+            try:
+                wanted = byte_range(request.headers.get("Range"), playable.size)
+            except Unsatisfiable:
+                refused = _refuse(416, "the range asked for starts beyond the end of the file")
+                refused.headers["Content-Range"] = f"bytes */{playable.size}"
+                return refused
+            start, end = wanted or (0, playable.size - 1)
+            response = web.StreamResponse(status=206 if wanted else 200, headers={
+                **_SECURITY_HEADERS, "Content-Type": playable.media_type, "Accept-Ranges": "bytes",
+                "Content-Disposition": "inline"})
+            if wanted:
+                response.headers["Content-Range"] = f"bytes {start}-{end}/{playable.size}"
+            response.content_length = end - start + 1
+            await response.prepare(request)
+            loop = asyncio.get_running_loop()
+            position = start
+            try:
+                while position <= end:
+                    chunk = await loop.run_in_executor(None, os.pread, playable.fd, min(AUDIO_CHUNK, end + 1 - position),
+                                                       position)
+                    if not chunk:  # the file was cut short meanwhile: the player sees a short answer
+                        break
+                    await response.write(chunk)
+                    position += len(chunk)
+                await response.write_eof()
+            except ConnectionError:  # the player moved on (a seek closes the last request)
+                pass
+            return response
+        finally:
+            playable.close()
 
     async def _privacy_export(self, request: web.Request) -> web.Response:
         """Everything the agent and the catalog hold about the user, as one JSON download."""

@@ -12,12 +12,15 @@ A value that cannot be used raises ``QueryError`` naming it (the CLI exits 2, th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cratesense.analysis.constants import DEFAULT_TAG_FIELDS, TAG_FIELDS
 from cratesense.daemon.config import DjConfig
 from cratesense.dj.collection import Collection, Filters, Track, parse_filters
 from cratesense.errors import QueryError
+
+if TYPE_CHECKING:
+    from cratesense.dj.playback import Playable
 
 Answer = dict[str, Any]  # JSON: what the API sends and the CLI prints with --json
 MAX_PITCH_RANGE_PERCENT = 50.0  # beyond this a "mix" is another track entirely
@@ -173,11 +176,26 @@ def tag_plan(collection: Collection, values: Mapping[str, Any]) -> tuple[tuple[s
 
 def prep(collection: Collection, values: Mapping[str, Any], settings: DjConfig) -> Answer:
     """A track's prep: energy, phrases and cues (hot and memory), and the waveform overview."""
+    from cratesense.dj.playback import media_type
     from cratesense.dj.views import prep_json
 
     track = named(collection, values)
     analysis = collection.reader.track(track.content_key)
-    return prep_json(track, analysis.descriptors.waveform if analysis else None)
+    if analysis is None:
+        return prep_json(track, None)
+    return prep_json(track, analysis.descriptors.waveform, media_type(analysis.audio.container, analysis.audio.codec))
+
+
+def audio(collection: Collection, values: Mapping[str, Any]) -> Playable | None:
+    """The library file a track's preview streams, opened and checked (``dj/playback.py``);
+    None for anything but ``content_key`` alone naming a track on disk, still the file analyzed
+    (the page answers 404)."""
+    from cratesense.dj.playback import open_library_file
+
+    key = values.get("content_key")
+    if set(values) != {"content_key"} or not isinstance(key, str) or not key:
+        return None
+    return open_library_file(collection.reader, key)
 
 
 # The DJ's read-only commands by name: what the control API routes and the CLI calls.

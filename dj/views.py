@@ -130,9 +130,10 @@ CATALOG_LEGEND = (f"{CATALOG_MARK} from the catalog's consensus (the file's own 
 HOT_CUE_LETTERS = "ABCDEFGH"
 
 
-def prep_json(track: Track, waveform) -> dict:
+def prep_json(track: Track, waveform, media_type: str | None = None) -> dict:
     """A track's prep for the page and ``cratesense prep``: its energy, phrases and cues (with
-    their colours, hot cues with their letters), and the waveform overview."""
+    their colours, hot cues with their letters), the waveform overview, and what the preview
+    streams (its media type, and whether browsers play its format)."""
     from cratesense.dj.playback import playable
 
     colours = _label_colours()
@@ -145,7 +146,7 @@ def prep_json(track: Track, waveform) -> dict:
         "cues": [{"start": c.start, "bar": c.bar, "name": c.name, "colour": c.colour, "hot": c.hot,
                   "letter": HOT_CUE_LETTERS[c.hot] if c.hot is not None else None} for c in track.cues],
         "waveform": None if waveform is None else {"column_seconds": waveform.column_seconds, "data": waveform.data},
-        "playable": playable(track.codec),
+        "format": codec_name(track.codec), "media_type": media_type, "playable": playable(track.codec),
     }
 
 

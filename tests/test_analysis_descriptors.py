@@ -450,7 +450,9 @@ def test_stage_versions_name_what_an_upgrade_changed():
     assert stage_versions(ANALYZER_VERSION) == STAGE_VERSIONS
     earlier = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 2, "embedding": 2}
     assert stage_versions("f1.t1.t1.k1.l2.e2") == earlier  # downbeat, added later, is absent
-    assert native_stages_unchanged("f1.t1.t1.k1.l2.e2.d1.c1")  # only tempo and key changed
-    assert not native_stages_unchanged("f1.t1.t2.k2.l1.e2.d1.c1") and not native_stages_unchanged("f1.t1.t2.k2.l2.e1.d1.c1")
-    assert not native_stages_unchanged("f1.t1.t1.k1.l2.e2")  # the cutoff stage (#26) reads the native view too
+    prep = "d1.p1.e1.c1.w1"  # downbeat, phrases, energy, cues, waveform: none reads the native view
+    assert native_stages_unchanged(f"f1.t1.t1.k1.l2.e2.{prep}.c1")  # only tempo and key changed
+    assert not native_stages_unchanged(f"f1.t1.t2.k2.l1.e2.{prep}.c1")
+    assert not native_stages_unchanged(f"f1.t1.t2.k2.l2.e1.{prep}.c1")
+    assert not native_stages_unchanged(f"f1.t1.t1.k1.l2.e2.{prep}")  # the cutoff stage (#26) reads the native view too
     assert stage_versions("0.3.1") == {} and not native_stages_unchanged("0.3.1")  # another form: read in full

@@ -87,6 +87,47 @@ def test_the_preview_streams_a_library_file_with_ranges_and_nothing_else(agent, 
         shutil.move(original, target)
 
 
+def test_range_requests_are_answered_as_http_says(agent):
+    """What a player (or any HTTP client) may ask of the preview: a start, a suffix, a range past
+    the end (cut at the end), one that starts beyond it (416), what the server may ignore (the
+    whole file), and nothing but GET."""
+    url = page_url(agent)
+    jar = _session(url)
+    key = _key(url, jar, "Alpha")
+    data = (agent.music / "alpha.flac").read_bytes()
+    size = len(data)
+    path = f"/api/audio?content_key={key}"
+    for header, (first, last) in {"bytes=0-": (0, size - 1), "bytes=-500": (size - 500, size - 1),
+                                  "bytes=100-": (100, size - 1), f"bytes={size - 10}-{size + 1000}": (size - 10, size - 1),
+                                  f"bytes=-{size + 5}": (0, size - 1), "bytes=7-7": (7, 7)}.items():
+        part = ask(url, path, headers={**jar, "Range": header})
+        assert part.status == 206, header
+        assert part.getheader("Content-Range") == f"bytes {first}-{last}/{size}", header
+        assert int(part.getheader("Content-Length")) == last - first + 1 and part.data == data[first : last + 1], header
+        assert part.getheader("X-Content-Type-Options") == "nosniff" and part.getheader("Accept-Ranges") == "bytes"
+    beyond = ask(url, path, headers={**jar, "Range": f"bytes={size}-"})
+    assert beyond.status == 416 and beyond.getheader("Content-Range") == f"bytes */{size}"
+    for ignored in ("bytes=0-1,5-9", "items=0-9", "bytes=9-1", "bytes=x-"):  # HTTP lets a server send it all
+        whole = ask(url, path, headers={**jar, "Range": ignored})
+        assert whole.status == 200 and whole.data == data and whole.getheader("Content-Range") is None, ignored
+    origin = f"http://{urlparse(url).netloc}"
+    assert ask(url, path, method="HEAD", headers=jar).status == 405  # GET only
+    assert ask(url, path, method="POST", headers={**jar, "Origin": origin}, body=b"").status == 405
+
+
+def test_the_preview_says_what_it_streams(formats_dir):
+    """Each format with its own media type (from what FFmpeg read the file as, not its name)."""
+    from cratesense.analysis.pipeline import analyze_file
+    from cratesense.dj.playback import media_type, playable
+
+    expected = {"mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "opus": "audio/ogg; codecs=opus",
+                "m4a": "audio/mp4", "wav": "audio/wav", "aiff": "audio/aiff"}
+    for ext, path in formats_dir.items():
+        audio = analyze_file(path, descriptors=False).audio
+        assert media_type(audio.container, audio.codec) == expected[ext], ext
+        assert playable(audio.codec) == (ext != "aiff"), ext
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
                     reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh test installs them)")
 def test_the_page_draws_the_prep_and_plays_from_a_cue(agent, tmp_path):
@@ -117,6 +158,13 @@ def test_the_page_draws_the_prep_and_plays_from_a_cue(agent, tmp_path):
         wait(lambda: player("currentTime") > first + 0.3, timeout=30, what="the preview to keep playing")
         assert not player("paused") and player("error") is None
         assert abs(player("currentTime") - start) < 30  # it started at the cue, not at the top
+        # a click on the overview plays from there: three quarters in
+        overview = driver.find_element(By.ID, "waveform")
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(driver).move_to_element_with_offset(overview, overview.size["width"] // 4, 0).click().perform()
+        duration = player("duration")
+        wait(lambda: abs(player("currentTime") - 0.75 * duration) < 5, timeout=30, what="the preview to seek")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "web-prep.png"))
         assert not [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]

@@ -157,7 +157,10 @@ function compatibleCodes(code) {
 
 function suggestionItem(item) {
   const track = item.track;
-  return el("li", { "data-key": track.content_key },
+  // another file of the same recording (another encode, a trimmed copy): marked, never "alike"
+  return el("li", { "data-key": track.content_key, class: item.duplicate ? "duplicate" : "" },
+    item.duplicate ? el("span", { class: "badge", title: "the same recording in another file (cratesense duplicates)" },
+      "same recording") : "",
     el("button", { type: "button", class: "link", onclick: () => openTrack(track) },
       `${track.artist ? track.artist + " – " : ""}${track.shown_title}`),
     el("span", { class: "facts" }, ` ${track.bpm ? track.bpm.toFixed(1) + " BPM" : ""} ${track.key || ""} · ${item.score.toFixed(2)}`),
@@ -172,7 +175,8 @@ async function openTrack(track) {
   $("track-title").textContent = `${track.artist ? track.artist + " – " : ""}${track.shown_title}`;
   $("track-facts").textContent = [track.bpm ? `${track.bpm.toFixed(1)} BPM` : "tempo unknown",
     track.key || "key unknown", track.loudness_lufs == null ? "" : `${track.loudness_lufs.toFixed(1)} LUFS`,
-    minutes(track.duration), consensusNote(track) && `! ${consensusNote(track)}`, track.path].filter(Boolean).join(" · ");
+    minutes(track.duration), track.format, consensusNote(track) && `! ${consensusNote(track)}`, track.path]
+    .filter(Boolean).join(" · ");
   wheel($("wheel"), null, { key: track.camelot, compatible: compatibleCodes(track.camelot) });
   loadPrep(track);
   $("next-list").replaceChildren(el("li", {}, "…"));
@@ -201,7 +205,14 @@ function waveformLevels(waveform) {
 function drawPrep() {
   const prep = state.prep, canvas = $("waveform");
   if (!prep) return;
-  const context = canvas.getContext("2d"), width = canvas.width, height = canvas.height;
+  // drawn at the screen's own resolution, in CSS pixels
+  const ratio = window.devicePixelRatio || 1, width = canvas.clientWidth || 400, height = canvas.clientHeight || 110;
+  if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+  }
+  const context = canvas.getContext("2d");
+  context.setTransform(ratio, 0, 0, ratio, 0, 0);
   const strip = 16, top = 12, middle = top + (height - strip - top) / 2, half = (height - strip - top) / 2;
   const duration = prep.duration || 1, x = (seconds) => (seconds / duration) * width;
   context.clearRect(0, 0, width, height);
@@ -276,7 +287,9 @@ async function loadPrep(track) {
   const notes = [];
   if (prep.energy != null) notes.push(`energy ${prep.energy}/10`);
   if (!prep.phrases.length) notes.push(prep.bars_known ? "too short for phrases" : "no bar grid: no phrases or cues");
-  if (!prep.playable) notes.push("this browser cannot play this format");
+  if (!prep.media_type || !player.canPlayType(prep.media_type)) {
+    notes.push(`this browser cannot play ${prep.format || "this format"}`);
+  }
   $("prep-note").textContent = notes.join(" · ");
   drawPrep();
 }
@@ -427,6 +440,12 @@ function start() {
   $("suggest").addEventListener("click", suggestNext);
   $("clear").addEventListener("click", () => { state.playlist = []; renderPlaylist(); });
   $("save-m3u").addEventListener("click", () => savePlaylist("m3u"));
+  $("waveform").addEventListener("click", (event) => {  // play from where the overview is clicked
+    if (!state.prep || !state.prep.duration) return;
+    const box = event.currentTarget.getBoundingClientRect();
+    playFrom(Math.max(0, Math.min(1, (event.clientX - box.left) / box.width)) * state.prep.duration);
+  });
+  $("player").addEventListener("timeupdate", drawPrep);  // the playhead follows the preview
   $("save-rekordbox").addEventListener("click", () => savePlaylist("rekordbox"));
   $("rescan").addEventListener("click", () => act("rescan", {}, "a rescan was asked for"));
   $("contribute").addEventListener("change", (event) =>
