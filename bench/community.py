@@ -7,7 +7,7 @@ the recommender at community scale.
 **Real agents** (``--agents`` processes of ``cratesense run``, one ``cratesense catalog serve``):
 real recordings (Debian game soundtracks, one soundtrack = one taste cluster, plus a few
 "hits" most DJs hold whatever their taste); each DJ likes one or two clusters and holds about
-two thirds of them, a stray and most hits; each holder has its own encode (MP3, Opus, Vorbis,
+two thirds of each, a stray and most hits; each holder has its own encode (MP3, Opus, Vorbis,
 AAC, FLAC at several bitrates, from the first 75 s), 40 % of the files without artist and title.
 The agents join in three waves and sync every 30 s. After each wave, at each agent's first sync:
 its untagged files filled right / wrong / empty, and how many of those whose tagged copy the
@@ -40,13 +40,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-TOP = 5
+TOPS = (3, 5)  # precision of the top R, for these R
 
 
 # --- figures ----------------------------------------------------------------------------------
 
-def precision(items: list, relevant) -> float:
-    return sum(1 for item in items if relevant(item)) / len(items) if items else float("nan")
+def precision(items: list, relevant, top: int | None = None) -> float:
+    """The share of ``items`` that are relevant; with ``top``, of ``top`` slots (a shorter list's
+    empty slots are misses)."""
+    slots = top or len(items)
+    return sum(1 for item in items[:slots] if relevant(item)) / slots if slots else float("nan")
 
 
 def auc(ranked: dict, eligible: list, relevant) -> float:
@@ -78,33 +81,35 @@ def interval(values, rounds: int = 2000, seed: int = 1) -> tuple[float, float]:
     return means[int(0.025 * rounds)], means[int(0.975 * rounds)]
 
 
-def figures_line(label: str, ours, popular, chance, aucs) -> str:
+def figures_line(label: str, ours, popular, chance, aucs, best) -> str:
     low, high = interval(ours)
     ratio = mean(ours) / mean(chance) if mean(chance) else float("nan")
     return (f"| {label} | {mean(ours):.2f} [{low:.2f}, {high:.2f}] | {mean(popular):.2f} | {mean(chance):.2f} | "
-            f"{ratio:.1f}x | {mean(aucs):.2f} |")
+            f"{ratio:.1f}x | {mean(aucs):.2f} | {mean(best):.2f} |")
 
 
-FIGURES_HEADER = (f"| DJs | precision@{TOP} (95 % CI) | most-held | random | ours / random | AUC |\n"
-                  "|---|---|---|---|---|---|")
+def figures_header(top: int) -> str:
+    return (f"| DJs | precision@{top} (95 % CI) | most-held | random | ours / random | AUC | best possible |\n"
+            "|---|---|---|---|---|---|---|")
 
 
-def evaluate(rankings: dict, holdings: dict, holders: dict, relevant_for) -> tuple[list, list, list, list]:
-    """Per DJ: precision of our top, of the most-held, of chance, and our AUC. ``rankings``: DJ
-    -> {item: score} (our whole ranking, best first when sorted); ``holdings``: DJ -> items it
-    holds; ``holders``: item -> how many DJs hold it."""
-    ours, popular, chance, aucs = [], [], [], []
+def evaluate(rankings: dict, holdings: dict, holders: dict, relevant_for, top: int) -> tuple[list, list, list, list, list]:
+    """Per DJ: precision of our top, of the most-held, of chance, our AUC, and the best any
+    recommender could do (only so many eligible recordings are from the DJ's clusters).
+    ``rankings``: DJ -> {item: score} (our whole ranking, best first when sorted); ``holdings``:
+    DJ -> items it holds; ``holders``: item -> how many DJs hold it."""
+    ours, popular, chance, aucs, best = [], [], [], [], []
     for dj, ranking in rankings.items():
         relevant = relevant_for(dj)
         eligible = [item for item, count in holders.items() if count >= 3 and item not in holdings[dj]]
         if not eligible:
             continue
-        top = sorted(ranking, key=lambda item: -ranking[item])[:TOP]
-        ours.append(precision(top, relevant))
-        popular.append(precision(sorted(eligible, key=lambda item: (-holders[item], str(item)))[:TOP], relevant))
+        ours.append(precision(sorted(ranking, key=lambda item: -ranking[item]), relevant, top))
+        popular.append(precision(sorted(eligible, key=lambda item: (-holders[item], str(item))), relevant, top))
         chance.append(precision(eligible, relevant))
         aucs.append(auc(ranking, eligible, relevant))
-    return ours, popular, chance, aucs
+        best.append(min(top, sum(1 for item in eligible if relevant(item))) / top)
+    return ours, popular, chance, aucs, best
 
 
 # --- scale: a synthetic community, no audio ------------------------------------------------------
@@ -159,17 +164,18 @@ def scale(sizes: list[int], folder: Path, database: str | None) -> None:
         holdings = {dj: (set() if dj in private else community.holdings[dj]) for dj in range(size)}
         for kind, ranking in rankings.items():
             if ranking:
-                figures = evaluate(ranking, holdings, holders, lambda dj: lambda item: community.relevant(dj, item))
-                rows.append((f"{size} ({kind}, {len(ranking)} asked)", figures))
+                rows.append((f"{size} ({kind}, {len(ranking)} asked)", {top: evaluate(
+                    ranking, holdings, holders, lambda dj: lambda item: community.relevant(dj, item), top) for top in TOPS}))
         times.sort()
         print(f"{size} DJs: built in {built:.0f} s ({sum(len(h) for d, h in holdings.items())} observations); "
               f"a recommendation p50 {1000 * statistics.median(times):.0f} ms, "
               f"p95 {1000 * times[int(0.95 * (len(times) - 1))]:.0f} ms (whole ranking)", flush=True)
         store.close()
-    print()
-    print(FIGURES_HEADER)
-    for label, figures in rows:
-        print(figures_line(label, *figures))
+    for top in TOPS:
+        print()
+        print(figures_header(top))
+        for label, figures in rows:
+            print(figures_line(label, *figures[top]))
 
 
 ENCODES = (  # (extension, Debian ffmpeg's codec arguments): what DJs' files are made with
@@ -182,6 +188,7 @@ ENCODES = (  # (extension, Debian ffmpeg's codec arguments): what DJs' files are
 )
 SECONDS = 75  # each copy is the recording's first 75 s (the fingerprint reads 120 s at most)
 UNTAGGED = 0.4
+SHARE = 2 / 3  # of each of its clusters a DJ holds this share
 
 
 class Holding:
@@ -191,16 +198,14 @@ class Holding:
         self.recording, self.encode, self.tagged, self.path = recording, encode, tagged, path
 
 
-def real_agents(count: int, clusters: int, per_cluster: int, folder: Path) -> None:
-    from soundtracks import CACHE, DEVELOPMENT, HELD_OUT, debian_ffmpeg, soundtrack
-
-    from agentproc import AgentProcess, write_config
-    from communitykit import CatalogProcess, CatalogTap, token_of
-    from cratesense.catalog import recommend
-    from cratesense.catalog.store import Store
+def community_plan(count: int, clusters: int, per_cluster: int):
+    """Who likes and holds what (deterministic: the same plan every run): the random generator
+    (the encodes and tags are drawn from it next), the recordings (cluster, artist, source file;
+    cluster -1: a hit), each DJ's clusters and holdings."""
+    from soundtracks import DEVELOPMENT, HELD_OUT, soundtrack
 
     rng = random.Random(24)
-    recordings: list[tuple[int, str, Path]] = []  # (cluster, artist, source file); cluster -1: a hit
+    recordings: list[tuple[int, str, Path]] = []
     for package, under in [*DEVELOPMENT.items(), *HELD_OUT.items()]:
         cluster = len({c for c, _, _ in recordings if c >= 0})
         wanted = per_cluster if cluster < clusters else 4
@@ -212,23 +217,48 @@ def real_agents(count: int, clusters: int, per_cluster: int, folder: Path) -> No
             break
     hits = [i for i, (c, _, _) in enumerate(recordings) if c < 0]
     by_cluster = [[i for i, (c, _, _) in enumerate(recordings) if c == cluster] for cluster in range(clusters)]
-    print(f"\n## {count} real agents, one catalog\n\n{len(recordings)} recordings: {clusters} soundtracks of "
-          f"{per_cluster} (the taste clusters) and {len(hits)} hits most DJs hold; copies of the first {SECONDS} s, "
-          f"a different encode per holder, {round(100 * UNTAGGED)} % untagged.", flush=True)
-    tastes, holdings = [], []
-    encodes_dir = CACHE / "community"
-    encodes_dir.mkdir(parents=True, exist_ok=True)
+    tastes: list[set[int]] = []
+    holdings: list[set[int]] = []
     for _ in range(count):
         taste = set(rng.sample(range(clusters), rng.choice((1, 2))))
         held = set()
         for cluster in taste:
-            held.update(rng.sample(by_cluster[cluster], round(len(by_cluster[cluster]) * 2 / 3)))
+            held.update(rng.sample(by_cluster[cluster], round(len(by_cluster[cluster]) * SHARE)))
         others = [i for cluster in range(clusters) if cluster not in taste for i in by_cluster[cluster]]
         if others:
             held.add(rng.choice(others))  # a stray
         held.update(i for i in hits if rng.random() < 0.7)
         tastes.append(taste)
         holdings.append(held)
+    return rng, recordings, tastes, holdings
+
+
+def plan_only(count: int, clusters: int, per_cluster: int) -> None:
+    """The plan's baselines without running anything: random, most-held, the best possible."""
+    _, recordings, tastes, holdings = community_plan(count, clusters, per_cluster)
+    holders = {i: sum(i in held for held in holdings) for i in range(len(recordings))}
+    for top in TOPS:
+        _, popular, chance, _, best = evaluate({dj: {} for dj in range(count)}, dict(enumerate(holdings)), holders,
+                                               lambda dj: lambda item: item >= 0 and recordings[item][0] in tastes[dj], top)
+        print(f"plan of {count} DJs, top {top}: most-held {mean(popular):.2f}, random {mean(chance):.2f}, "
+              f"best possible {mean(best):.2f}")
+
+
+def real_agents(count: int, clusters: int, per_cluster: int, folder: Path) -> None:
+    from soundtracks import CACHE, debian_ffmpeg
+
+    from agentproc import AgentProcess, write_config
+    from communitykit import CatalogProcess, CatalogTap, token_of
+    from cratesense.catalog import recommend
+    from cratesense.catalog.store import Store
+
+    rng, recordings, tastes, holdings = community_plan(count, clusters, per_cluster)
+    hits = [i for i, (c, _, _) in enumerate(recordings) if c < 0]
+    print(f"\n## {count} real agents, one catalog\n\n{len(recordings)} recordings: {clusters} soundtracks of "
+          f"{per_cluster} (the taste clusters) and {len(hits)} hits most DJs hold; copies of the first {SECONDS} s, "
+          f"a different encode per holder, {round(100 * UNTAGGED)} % untagged.", flush=True)
+    encodes_dir = CACHE / "community"
+    encodes_dir.mkdir(parents=True, exist_ok=True)
     homes = []
     agents_copies: list[list[Holding]] = []
     for dj, held in enumerate(holdings):
@@ -340,14 +370,17 @@ def real_agents(count: int, clusters: int, per_cluster: int, folder: Path) -> No
         store.close()
         tap.close()
         catalog.stop()
-    first = {dj: [ours_of.get(r["recording"], -r["recording"]) for r in answers[dj]["recommendations"][:TOP]]
+    first = {dj: [ours_of.get(r["recording"], -r["recording"]) for r in answers[dj]["recommendations"][:5]]
              for dj in running}
-    if any(list(rankings[dj])[:TOP] != first[dj] for dj in running):
+    if any(list(rankings[dj])[:5] != first[dj] for dj in running):
         print("note: the API's top differs from the store's whole ranking for some DJs (ties)")
     holders = {i: sum(i in held for held in holdings) for i in range(len(recordings))}
-    figures = evaluate(rankings, dict(enumerate(holdings)), holders,
-                       lambda dj: lambda item: item >= 0 and recordings[item][0] in tastes[dj])
-    reasons = sorted({r["reason"] for dj in running for r in answers[dj]["recommendations"][:TOP]})
+    saved = CACHE / "community-last.json"  # the raw outcome, to compute other figures from
+    saved.write_text(json.dumps({"rankings": {dj: list(ranking.items()) for dj, ranking in rankings.items()},
+                                 "holdings": [sorted(held) for held in holdings], "tastes": [sorted(t) for t in tastes],
+                                 "clusters": [c for c, _, _ in recordings], "fill_rows": fill_rows,
+                                 "request_rows": request_rows}))
+    reasons = sorted({r["reason"] for dj in running for r in answers[dj]["recommendations"][:5]})
     print("\n### Gaps filled, at each agent's first sync after each wave joined\n")
     print("| after wave | agents | untagged files | right | wrong | empty | with a tagged copy at the catalog | of those filled |")
     print("|---|---|---|---|---|---|---|---|")
@@ -358,9 +391,12 @@ def real_agents(count: int, clusters: int, per_cluster: int, folder: Path) -> No
     print("|---|---|---|---|---|---|")
     for label, per in request_rows:
         print(f"| {label} | " + " | ".join(per) + " |")
-    print(f"\n### Recommendations ({len(running)} DJs, precision of the top {TOP})\n")
-    print(FIGURES_HEADER)
-    print(figures_line(str(len(running)), *figures))
+    for top in TOPS:
+        print(f"\n### Recommendations ({len(running)} DJs, precision of the top {top})\n")
+        print(figures_header(top))
+        print(figures_line(str(len(running)), *evaluate(
+            rankings, dict(enumerate(holdings)), holders,
+            lambda dj: lambda item: item >= 0 and recordings[item][0] in tastes[dj], top)))
     print("\nreasons given, e.g.: " + "; ".join(reasons[:4]))
 
 
@@ -495,11 +531,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=12)
     parser.add_argument("--clusters", type=int, default=5)
-    parser.add_argument("--per-cluster", type=int, default=7)
+    parser.add_argument("--per-cluster", type=int, default=8)
     parser.add_argument("--scale", default="100,300,1000", help="community sizes for the synthetic part")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-steady", action="store_true")
+    parser.add_argument("--plan-only", action="store_true", help="the real part's baselines, without agents")
     parser.add_argument("--db", help="a postgresql:// URL for the scale part (default: SQLite files)")
     parser.add_argument("--lock", help="hold this file's lock (flock) while measuring")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -510,6 +547,9 @@ def main() -> int:
 
         lock = open(args.lock, "a")
         fcntl.flock(lock, fcntl.LOCK_EX)
+    if args.plan_only:
+        plan_only(args.agents, args.clusters, args.per_cluster)
+        return 0
     folder = Path(tempfile.mkdtemp(prefix="cratesense-community-"))
     try:
         if not args.skip_real:
