@@ -323,6 +323,54 @@ def fit_energy() -> None:
     print("BREAKPOINTS =", tuple(round(float(c), 3) for c in np.linspace(low, high, 9)))
 
 
+def stage_cost(count: int = 30) -> None:
+    """CPU per track of each #26 stage, from the features of real recordings (decoded once,
+    outside the timing): energy curve and level, phrases, cues, waveform overview; beside the
+    descriptor stages they join (tempo, key, bars: ``_describe`` without them would be these)."""
+    import time
+
+    from cratesense.analysis.cues import place_cues
+    from cratesense.analysis.energy import track_energy
+    from cratesense.analysis.waveform import overview
+
+    library = reference_library()
+    paths = [path for paths in library.values() for path in paths][:: max(1, sum(map(len, library.values())) // count)]
+    totals: dict[str, float] = defaultdict(float)
+    seconds = 0.0
+    for path in paths[:count]:
+        features = features_of(path)
+        seconds += features.duration
+        rounds: dict[str, list[float]] = defaultdict(list)
+        for _ in range(3):  # best of three: the machine is shared
+            started = time.process_time()
+            described = _describe(features, Loudness(None, None, None, None), DEFAULT_BPM_RANGE)
+            rounds["all descriptors"].append(time.process_time() - started)
+            started = time.process_time()
+            curve = energy_curve(features)
+            track_energy(curve, features.duration)
+            rounds["energy"].append(time.process_time() - started)
+            tuning = estimate_tuning(features.pitch) if features.pitch.size else 0.0
+            chroma_frames = chroma(features.pitch, tuning)
+            lines = bar_grid(described.bpm, described.beat_offset, described.downbeat_offset, described.beats_per_bar,
+                             features.duration)
+            started = time.process_time()
+            phrases = find_phrases(features, chroma_frames, curve, lines, features.duration)
+            rounds["phrases"].append(time.process_time() - started)
+            started = time.process_time()
+            place_cues(phrases, features.duration)
+            rounds["cues"].append(time.process_time() - started)
+            started = time.process_time()
+            overview(features.mel, features.duration)
+            rounds["waveform"].append(time.process_time() - started)
+        for name, values in rounds.items():
+            totals[name] += min(values)
+    tracks = min(count, len(paths))
+    print(f"\nCPU per track of the #26 stages ({tracks} real recordings, {seconds / tracks / 60:.1f} min on average; "
+          "best of 3, features decoded beforehand)")
+    for name in ("energy", "phrases", "cues", "waveform", "all descriptors"):
+        print(f"  {name:16} {1000 * totals[name] / tracks:8.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a third of the set")
@@ -331,9 +379,13 @@ def main() -> int:
     parser.add_argument("--energy-only", action="store_true", help="the energy pairs and spread alone")
     parser.add_argument("--no-energy", action="store_true", help="boundaries, labels, cues and mix points alone")
     parser.add_argument("--no-librosa", action="store_true", help="Mixxx as the only peer")
+    parser.add_argument("--cost", action="store_true", help="each #26 stage's CPU per track on real recordings")
     args = parser.parse_args()
     if args.fit_energy:
         fit_energy()
+        return 0
+    if args.cost:
+        stage_cost()
         return 0
     if args.energy_only:
         energy_checks(list(arrangements.HELD_OUT_SEEDS)[:8])
