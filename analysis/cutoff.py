@@ -27,9 +27,9 @@ GATE_RMS = 1e-3  # -60 dBFS: a frame of silence says nothing about the encoder
 LOWEST = 11_000.0  # Hz: an "edge" below this is the music's own (a lowpassed mix, a dull recording)
 EDGE_DB = 20.0  # how far the level falls across the edge (a lowpass: 25-100 dB; a roll-off: far less)
 NEAR_HZ, FAR_HZ = 150.0, 1000.0  # the edge is judged between these distances on either side
-REST_DB = 12.0  # above the edge, nothing comes this close to the level below it
+REST_DB = 12.0  # above the edge, the level stays this far under the level below it
 BODY_DB = 70.0  # below the edge there is music: within this of the body of the spectrum
-SMOOTH_BINS = 25  # ~500 Hz: a loud bin or two (a tone, coding noise) is no hole in a wall
+SMOOTH_BINS = 25  # ~500 Hz: the body of the spectrum is read smoothed
 MIN_FRAMES = 8  # fewer sounding frames than this: no measure
 
 
@@ -98,9 +98,10 @@ def spectrum_cutoff(spectrum_db: np.ndarray, rate: int) -> float:
     ``rate / 2``) stops, or ``rate / 2`` when it has no encoder's edge above ``LOWEST``.
 
     An edge is a frequency where the mean level of the ``NEAR_HZ``-``FAR_HZ`` just above lies
-    ``EDGE_DB`` under that just below, where nothing further up to the top comes within
-    ``REST_DB`` of the level below (a brick wall lets nothing through; a dip between partials
-    does), and where there is music below (within ``BODY_DB`` of the spectrum's body). Of the
+    ``EDGE_DB`` under that just below, where the mean level of everything further up to the top
+    stays ``REST_DB`` under the level below (a brick wall lets nothing through; after a dip
+    between partials the music comes back), and where there is music below (within ``BODY_DB``
+    of the spectrum's body). Of the
     highest stretch of such frequencies (a transcode keeps its source's edge under its own), the
     edge is the middle of where the level falls most (within a decibel)."""
     nyquist = rate / 2
@@ -116,7 +117,8 @@ def spectrum_cutoff(spectrum_db: np.ndarray, rate: int) -> float:
     sums = np.concatenate([[0.0], np.cumsum(spectrum_db)])
     below = (sums[candidates - near] - sums[candidates - far]) / (far - near)
     above = (sums[candidates + far] - sums[candidates + near]) / (far - near)
-    rest = np.maximum.accumulate(smooth[::-1])[::-1][candidates + far]  # the loudest of what lies further up
+    # the mean level of everything further up: a codec's stray tones up there are no hole in the wall
+    rest = (sums[-1] - sums[candidates + far]) / (bins - candidates - far)
     drop = below - above
     edges = np.nonzero((drop >= EDGE_DB) & (below - rest >= REST_DB) & (below >= body - BODY_DB))[0]
     if edges.size == 0:

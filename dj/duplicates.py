@@ -18,13 +18,18 @@ stage, ``analysis/cutoff.py``) tells a transcode, and the reason says so:
   lossy one (a lossless recording runs on to 20 kHz and more);
 * lossy to lossy: a lossy file that stops well below what its codec keeps at its bitrate
   (``EDGES``) was made from a lower-quality file, e.g. a 320 kb/s MP3 that stops at 16 kHz,
-  where the 128 kb/s MP3 it came from stopped;
+  where the 128 kb/s MP3 it came from stopped; and an MP3 that stops below what its encoder
+  usually keeps (``USUAL_EDGES``), just where a lower-bitrate copy of the group stops, was made
+  from that copy (a 320 kb/s MP3 stopping at 19.3 kHz beside a 128 kb/s Vorbis that does);
 * a copy whose spectrum stops ``LESS`` Hz or more below another copy's holds less of the
-  recording (a lower-quality encode, or made from one), whatever its bitrate.
+  recording (a lower-quality encode, or made from one), whatever its bitrate; only a lossless
+  copy, an MP3 or a Vorbis can show that (``_holds_less``), and a lossless copy is only
+  compared with lossless copies.
 
 The rules only ever err towards keeping a lossless file: a lossless edge between
 ``LOSSLESS_EDGE`` and the top can be a mastering or resampling filter as well as a 320 kb/s
-encoder's, so it proves nothing. Nothing is ever deleted.
+encoder's, so it proves nothing (bench/duplicates.py measures what that costs: FLACs decoded
+from high-quality Vorbis files are kept over their original). Nothing is ever deleted.
 """
 
 from __future__ import annotations
@@ -52,11 +57,17 @@ LOSSLESS_EDGE = 19_500.0  # Hz: a lossless file stopping below this was decoded 
 # ~16.8 kHz at 128 kb/s, ~18.9 at 192, ~20.2 at 320; libvorbis ~20.6 at 160), with a margin for
 # other encoders; Opus is not listed: it fills its top octave whatever its source had.
 EDGES = {
-    "MP3": ((256, 19_000.0), (192, 18_000.0), (160, 17_000.0)),
+    "MP3": ((256, 19_000.0), (192, 18_000.0), (160, 17_000.0), (128, 15_000.0)),
     "AAC": ((192, 17_500.0),),
     "Vorbis": ((192, 17_500.0),),
 }
+# What an MP3 encoder usually keeps at a bitrate (LAME measured: 16.8, 18.9, 20.2 kHz): below it,
+# and just where a lower-bitrate copy of the group stops (``SAME_EDGE``), an MP3 was made from
+# that copy (two encodes from a lossless source stop where each encoder stops: apart).
+USUAL_EDGES = {"MP3": ((256, 19_900.0), (192, 18_600.0), (160, 17_300.0), (128, 16_500.0))}
+SAME_EDGE = 200.0  # Hz: two edges this close are one edge (measured: a transcode within 0-150 Hz of its source)
 LESS = 1_000.0  # Hz: a copy whose spectrum stops this much below another's holds less of the recording
+EDGE_KEEPERS = frozenset({"MP3", "Vorbis"})  # lossy codecs whose encoders add nothing above their source's edge
 _NOT_MEASURED = 0.0
 
 
@@ -92,6 +103,11 @@ class Copy:
         return None if self.cutoff_hz is None or self.track.codec in FILLS_THE_TOP else self.cutoff_hz
 
     @property
+    def edge_found(self) -> bool:
+        """Whether its spectrum stops below the top (half its sample rate)."""
+        return self.cutoff_hz is not None and self.cutoff_hz < (self.track.sample_rate or 0) / 2 - 1
+
+    @property
     def tags_filled(self) -> int:
         """How many of the file's own tags say something (not counting what the catalog filled)."""
         return sum(1 for name in _OWN_TAGS if getattr(self.track, name) and name not in self.track.filled)
@@ -117,31 +133,68 @@ def _khz(hz: float) -> str:
 def judge(copies: list[Copy]) -> list[Copy]:
     """Each copy with what its spectrum says: a transcode (and which kind), or less of the
     recording than another copy; ranked with the copy to keep first (marked ``keep``)."""
-    judged = []
-    for copy in copies:
-        reach, name = copy.reach, copy.format
-        nyquist = (copy.track.sample_rate or 0) / 2
-        transcode = None
-        if reach is not None and copy.lossless and reach < LOSSLESS_EDGE and reach < nyquist - LESS:
-            transcode = (f"a lossy-to-lossless transcode: this {name} stops at {_khz(reach)}, as a lossy "
-                         "encoder's output does (a lossless recording runs on to 20 kHz and more)")
-        elif reach is not None and copy.stereo_kbps is not None:
-            floor = next((edge for kbps, edge in EDGES.get(name, ()) if copy.stereo_kbps >= kbps), None)
-            if floor is not None and reach < floor:
-                transcode = (f"a lossy-to-lossy transcode: this {copy.bitrate_kbps:.0f} kb/s {name} stops at "
-                             f"{_khz(reach)}, as a lower bitrate does ({name} at this bitrate keeps at least "
-                             f"{_khz(floor)}): it was made from a lower-quality file")
-        judged.append(replace(copy, transcode=transcode))
-    reaching = [copy for copy in judged if copy.reach is not None]
-    if reaching:
-        best = max(reaching, key=lambda copy: copy.reach or _NOT_MEASURED)
-        top = best.reach or _NOT_MEASURED
-        judged = [replace(copy, holds_less=f"its spectrum stops at {_khz(copy.reach)} where the {best.format} "
-                                           f"copy's reaches {_khz(top)}: less of the recording (a lower-quality "
-                                           "encode, or made from one)")
-                  if copy.reach is not None and copy.reach < top - LESS else copy for copy in judged]
+    judged = [replace(copy, transcode=_transcode(copy, copies)) for copy in copies]
+    judged = [replace(copy, holds_less=_holds_less(copy, judged)) for copy in judged]
     judged.sort(key=_rank)
     return [replace(copy, keep=index == 0) for index, copy in enumerate(judged)]
+
+
+def _at(table: Mapping[str, tuple[tuple[int, float], ...]], copy: Copy) -> float | None:
+    """The edge ``table`` gives for ``copy``'s codec at its bitrate (counted as stereo), if any."""
+    if copy.stereo_kbps is None:
+        return None
+    return next((edge for kbps, edge in table.get(copy.format, ()) if copy.stereo_kbps >= kbps), None)
+
+
+def _transcode(copy: Copy, copies: list[Copy]) -> str | None:
+    """Why ``copy`` is a transcode, or None: a lossless file that stops where a lossy encoder
+    stops; a lossy file that stops well below what its codec keeps at its bitrate; or one that
+    stops below what its codec usually keeps, exactly where a lower-bitrate copy stops."""
+    reach, name = copy.reach, copy.format
+    if reach is None:
+        return None
+    if copy.lossless:
+        if reach < LOSSLESS_EDGE and reach < (copy.track.sample_rate or 0) / 2 - LESS:
+            return (f"a lossy-to-lossless transcode: this {name} stops at {_khz(reach)}, as a lossy encoder's "
+                    "output does (a lossless recording runs on to 20 kHz and more)")
+        return None
+    floor = _at(EDGES, copy)
+    if floor is not None and reach < floor:
+        return (f"a lossy-to-lossy transcode: this {copy.bitrate_kbps:.0f} kb/s {name} stops at {_khz(reach)}, as "
+                f"a lower bitrate does ({name} at this bitrate keeps at least {_khz(floor)}): it was made from a "
+                "lower-quality file")
+    usual = _at(USUAL_EDGES, copy)
+    source = next((other for other in copies if other is not copy and not other.lossless and other.reach is not None
+                   and abs(other.reach - reach) <= SAME_EDGE and (other.bitrate_kbps or 0) < (copy.bitrate_kbps or 0)),
+                  None)
+    if usual is not None and reach < usual and source is not None:
+        return (f"a lossy-to-lossy transcode: this {copy.bitrate_kbps:.0f} kb/s {name} stops at {_khz(reach)}, just "
+                f"where the {source.bitrate_kbps or 0:.0f} kb/s {source.format} copy stops ({name} at this bitrate "
+                f"usually keeps {_khz(usual)}): it was made from that copy, or from the same lower-quality file")
+    return None
+
+
+def _holds_less(copy: Copy, copies: list[Copy]) -> str | None:
+    """Why ``copy`` holds less of the recording than another copy, or None. Only a copy whose
+    edge is its source's can show that another holds less: a lossless file, an MP3, a Vorbis
+    (their encoders cut at a lowpass and add nothing above it); FFmpeg's AAC encoder, like Opus,
+    can put coding noise above its source's edge (measured: 22 kHz from a source stopping at
+    20.6), and an MP3 in which no edge was found (every encoder has one) holds such noise too
+    (LAME at 320 kb/s over a source stopping at 17 kHz, measured). And a lossless file is only
+    ever compared with lossless files: where it still stops above ``LOSSLESS_EDGE``, a lossy
+    copy reaching further proves nothing against it."""
+    if copy.reach is None:
+        return None
+    witnesses = [other for other in copies if other is not copy and other.reach is not None
+                 and (other.lossless or (other.format in EDGE_KEEPERS and other.edge_found and not copy.lossless))]
+    if not witnesses:
+        return None
+    best = max(witnesses, key=lambda other: other.reach or _NOT_MEASURED)
+    top = best.reach or _NOT_MEASURED
+    if copy.reach >= top - LESS:
+        return None
+    return (f"its spectrum stops at {_khz(copy.reach)} where the {best.format} copy's reaches {_khz(top)}: less of "
+            "the recording (a lower-quality encode, or made from one)")
 
 
 def _rank(copy: Copy) -> tuple:

@@ -677,3 +677,45 @@ def test_a_recording_is_never_proposed_after_itself_or_twice_in_a_playlist(trans
         if item["duplicate"]:
             assert "duplicate" in item["reasons"][0] and "alike" not in " ".join(item["reasons"])
     assert "a duplicate: the same recording" in cli(transcodes, "similar", start).stdout
+
+
+def _copy(name: str, codec: str, kbps: float | None, cutoff: float | None, *, rate: int = 44100, channels: int = 2):
+    from cratesense.dj.collection import Track
+    from cratesense.dj.duplicates import Copy
+
+    track = Track(content_key=name, path=f"/music/{name}", copies=1, artist="Ann", title="Song", album=None,
+                  isrc=None, catalog_number=None, duration=200.0, bpm=None, key=None, loudness=None, replaygain=None,
+                  true_peak=None, beat_offset=None, downbeat_offset=None, beats_per_bar=None, codec=codec,
+                  sample_rate=rate, channels=channels, added_at=None)
+    return Copy(f"/music/{name}", track, 1, kbps, cutoff_hz=cutoff)
+
+
+@pytest.mark.parametrize("copies, kept, verdicts", [
+    # FFmpeg's AAC puts coding noise above its source's 20.6 kHz: it never shows a lossless file holds less
+    ([("orig.flac", "flac", None, 20_600.0), ("aac.m4a", "aac", 265.0, 22_050.0), ("320.mp3", "mp3float", 320.0, 20_300.0)],
+     "orig.flac", {"orig.flac": (None, None), "aac.m4a": (None, None)}),
+    # a 320 kb/s MP3 stopping where the 128 kb/s Vorbis it came from stops (LAME keeps ~20.2 kHz at 320)
+    ([("orig.ogg", "vorbis", 128.0, 19_300.0), ("320.mp3", "mp3float", 320.0, 19_350.0)],
+     "orig.ogg", {"320.mp3": ("just where", None)}),
+    # a lossless edge above 19.5 kHz proves nothing, even where a lossy copy stops too: the FLAC is kept
+    ([("orig.flac", "flac", None, 20_700.0), ("q5.ogg", "vorbis", 160.0, 20_720.0)],
+     "orig.flac", {"orig.flac": (None, None), "q5.ogg": (None, None)}),
+    # an MP3 in which no edge was found (48 kHz: it runs to 24 kHz) and an Opus (it fills its top)
+    # say nothing of the others; with nothing against it, the bitrate decides
+    ([("orig.ogg", "vorbis", 112.0, 17_100.0), ("320.mp3", "mp3float", 320.0, 24_000.0),
+      ("64.opus", "opus", 64.0, 20_400.0)], "320.mp3", {"orig.ogg": (None, None), "64.opus": (None, None)}),
+    # a mono 128 kb/s MP3 keeps what a stereo 256 kb/s one does: 20.3 kHz is no transcode
+    ([("mono.mp3", "mp3float", 128.0, 20_300.0), ("mono-64.mp3", "mp3float", 64.0, 16_000.0)],
+     "mono.mp3", {"mono.mp3": (None, None)}),
+])
+def test_the_copy_kept_is_the_best_source(copies, kept, verdicts):
+    from cratesense.dj.duplicates import judge
+
+    made = [_copy(name, codec, kbps, cutoff, channels=1 if name.startswith("mono") else 2,
+                  rate=48_000 if cutoff == 24_000.0 else 44_100) for name, codec, kbps, cutoff in copies]
+    judged = {Path(copy.path).name: copy for copy in judge(made)}
+    assert [name for name, copy in judged.items() if copy.keep] == [kept]
+    for name, (transcode, holds_less) in verdicts.items():
+        copy = judged[name]
+        assert (copy.transcode is None) if transcode is None else transcode in copy.transcode, (name, copy.transcode)
+        assert (copy.holds_less is None) if holds_less is None else holds_less in copy.holds_less, (name, copy.holds_less)
