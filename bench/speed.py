@@ -265,7 +265,8 @@ def against(checkout: Path | None, sets: dict[str, list[Path]], rounds: int, wit
         order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
         for side in order:
             print(f"[speed] round {round_ + 1}/{rounds}: {side}", file=sys.stderr, flush=True)
-            runs[side].append(_child_cpu(*sides[side], files))
+            python, without_stage = sides[side]
+            runs[side].append(_child_cpu(python, files, without_stage))
     cost = {side: np.median(np.array(values), axis=0) for side, values in runs.items()}
     there_is = checkout if checkout else f"this checkout without {without}"
     print(f"\nwhole pipeline, CPU s per track (median of {rounds} alternating rounds; there = {there_is})")
