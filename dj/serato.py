@@ -8,8 +8,10 @@ back in the tests by serato-tools):
   slot, position in ms as 32 bits, ``00``, RGB, ``00 00``, a NUL-terminated UTF-8 name),
   ``BPMLOCK`` (one byte).
 * ``Serato BeatGrid``: ``01 00``, the number of markers (32 bits), each marker's position in
-  seconds (a float), the last with the tempo (a float), then one footer byte. One tempo, one
-  marker: on the first downbeat.
+  seconds (a float) followed by the beats to the next marker (32 bits) or, for the last, the
+  tempo (a float), then one footer byte. One tempo, two markers: on the first bar line and on
+  the last (Serato reads one marker as well; Debian's Mixxx 2.3 fills a Serato grid's beats only
+  from the start of the track to its last marker, so the last marker sits on the last bar).
 
 MP3, AIFF and WAV keep them in ID3 ``GEOB`` frames of those names; FLAC in Vorbis comments
 ``SERATO_MARKERS_V2`` and ``SERATO_BEATGRID``, whose base64 wraps ``application/octet-stream``,
@@ -62,9 +64,15 @@ def markers2(cues: Iterable[SeratoCue], *, bpm_lock: bool) -> bytes:
     return (_VERSION + lines).ljust(_MIN_LENGTH, b"\x00")
 
 
-def beatgrid(first_downbeat: float, bpm: float) -> bytes:
-    """The ``Serato BeatGrid`` data: one terminal marker on the first downbeat."""
-    return b"\x01\x00" + struct.pack(">I", 1) + struct.pack(">ff", first_downbeat, bpm) + b"\x00"
+def beatgrid(first_bar: float, last_bar: float, bpm: float) -> bytes:
+    """The ``Serato BeatGrid`` data: a marker on the first bar line counting the beats to the
+    terminal marker on the last bar line, which carries the tempo (one terminal marker alone when
+    the two are one)."""
+    beats = round((last_bar - first_bar) * bpm / 60.0)
+    if beats <= 0:
+        return b"\x01\x00" + struct.pack(">I", 1) + struct.pack(">ff", first_bar, bpm) + b"\x00"
+    return (b"\x01\x00" + struct.pack(">I", 2) + struct.pack(">fI", first_bar, beats)
+            + struct.pack(">ff", last_bar, bpm) + b"\x00")
 
 
 def read_cues(data: bytes) -> list[SeratoCue]:
@@ -95,16 +103,30 @@ def read_cues(data: bytes) -> list[SeratoCue]:
     return cues
 
 
+# Serato ends a FLAC's BeatGrid comment with one base64 character more than its data needs, and
+# readers drop the last character before decoding (Mixxx's SeratoBeatGrid::parseBase64Encoded):
+# without it, they lose the grid's last byte and reject the whole grid.
+_EXTRA_CHARACTER = {BEATGRID: b"A"}
+
+
 def enveloped(name: str, data: bytes) -> str:
     """A FLAC Vorbis comment's value for Serato's tag ``name``."""
     wrapped = b"application/octet-stream\x00\x00" + name.encode("ascii") + b"\x00" + data
     encoded = base64.b64encode(wrapped).rstrip(b"=")
-    return b"\n".join(encoded[i : i + 72] for i in range(0, len(encoded), 72)).decode("ascii")
+    lines = b"\n".join(encoded[i : i + 72] for i in range(0, len(encoded), 72))
+    return (lines + _EXTRA_CHARACTER.get(name, b"")).decode("ascii")
 
 
 def unenveloped(value: str) -> tuple[str, bytes]:
     """(tag name, data) of a FLAC Vorbis comment written by Serato (or ``enveloped``)."""
     text = value.replace("\n", "").encode("ascii")
+    name, data = _decoded(text)
+    if name in _EXTRA_CHARACTER:  # its last character is not data
+        name, data = _decoded(text[:-1])
+    return name, data
+
+
+def _decoded(text: bytes) -> tuple[str, bytes]:
     if len(text) % 4 == 1:
         text = text[:-1]
     raw = base64.b64decode(text + b"=" * (-len(text) % 4))

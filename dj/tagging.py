@@ -25,6 +25,7 @@ original, so a crash mid-write leaves the old file whole; its permissions are ke
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -51,7 +52,7 @@ class Wanted:
     peak_dbtp: float | None = None
     loudness_lufs: float | None = None
     cues: tuple[Cue, ...] = ()  # our cues on our grid (Serato takes the hot cues)
-    grid: tuple[float, float] | None = None  # (a bar line in seconds, BPM): Serato's beat grid
+    grid: tuple[float, float, float] | None = None  # (first bar line, last bar line in s, BPM): Serato's beat grid
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def _serato_changes(kind: str, audio, wanted: Wanted, notes: list[str]) -> list[
     wanted_tags = {serato.MARKERS: serato.markers2(hot, bpm_lock=True), serato.BEATGRID: serato.beatgrid(*wanted.grid)}
     described = {serato.MARKERS: f"{len(hot)} hot cues ({', '.join(f'{cue.name} {cue.position_ms / 1000:.1f} s' for cue in hot)}), "
                                  "BPM lock",
-                 serato.BEATGRID: f"{wanted.grid[1]:.2f} BPM from {wanted.grid[0]:.3f} s"}
+                 serato.BEATGRID: f"{wanted.grid[2]:.2f} BPM, bars from {wanted.grid[0]:.3f} s to {wanted.grid[1]:.3f} s"}
     changes = []
     for name, data in wanted_tags.items():
         if current.get(name) != data:
@@ -354,7 +355,7 @@ def wanted_for(track) -> Wanted:
     cues = tuple(exported_cues(track))
     return Wanted(bpm=ours("bpm", track.bpm), key=ours("key", track.key), replaygain_db=ours("loudness", track.replaygain),
                   peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness),
-                  cues=cues, grid=_grid(cues, track.bpm))
+                  cues=cues, grid=_grid(cues, track.bpm, track.beats_per_bar, track.duration))
 
 
 def wanted_from_analysis(analysis: TrackAnalysis) -> Wanted:
@@ -367,15 +368,23 @@ def wanted_from_analysis(analysis: TrackAnalysis) -> Wanted:
     descriptors = analysis.descriptors
     return Wanted(bpm=descriptors.bpm, key=parse_key(descriptors.key or ""), replaygain_db=descriptors.replaygain_db,
                   peak_dbtp=descriptors.true_peak_dbtp, loudness_lufs=descriptors.loudness_lufs,
-                  cues=descriptors.cues or (), grid=_grid(descriptors.cues or (), descriptors.bpm))
+                  cues=descriptors.cues or (),
+                  grid=_grid(descriptors.cues or (), descriptors.bpm, descriptors.beats_per_bar, analysis.audio.duration))
 
 
-def _grid(cues, bpm: float | None) -> tuple[float, float] | None:
-    """Serato's one grid marker: on the earliest cue after 0 s (a bar line of our grid; one at 0 s
-    may stand for a bar line a hair before it), at our tempo."""
+def _grid(cues, bpm: float | None, beats_per_bar: int | None,
+          duration: float | None) -> tuple[float, float, float] | None:
+    """Serato's grid: (the first bar line at or after 0 s, the last one before the end, our
+    tempo), counted in whole bars from the earliest cue after 0 s (a bar line of our grid; one at
+    0 s may stand for a bar line a hair before it). Two markers, not one: Serato reads either,
+    but Debian's Mixxx (2.3) draws a Serato grid's beats only from the track's start up to its
+    last marker, so a grid with its one marker near the start would have no beats after it."""
+    from cratesense.analysis.phrases import bar_beats
+
     if not cues or not bpm:
         return None
-    starts = [cue.start for cue in cues if cue.start > 0.0] or [cue.start for cue in cues]
-    return min(starts), bpm
-
-
+    anchor = min([cue.start for cue in cues if cue.start > 0.0] or [cue.start for cue in cues])
+    bar = bar_beats(beats_per_bar) * 60.0 / bpm
+    first = anchor - math.floor(anchor / bar) * bar
+    bars = math.floor((duration - first) / bar - 1e-9) if duration and duration > first else 0
+    return first, first + max(bars, 0) * bar, bpm

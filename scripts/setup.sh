@@ -18,6 +18,8 @@ if [ "$purpose" = test ]; then
   # pystray's gtk backend (PyGObject is built against these headers)
   system_packages_debian+=(xvfb trayer xdotool imagemagick dbus gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1
                            libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev)
+  # Debian's Mixxx reads the Serato tags we write (cues, colours, grid) in its own library scan
+  system_packages_debian+=(mixxx)
   # the clock jumping backwards, for one process (libfaketime), and permissions checked as root
   # can be made to check them (setpriv, util-linux)
   system_packages_debian+=(libfaketime util-linux)

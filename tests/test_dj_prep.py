@@ -1,6 +1,6 @@
 """A DJ's prep end to end (#26): a real agent analyzes generated arrangements whose sections are
 known; the phrases and cues reach `cratesense prep`, the exports (read back by pyrekordbox and
-traktor-nml-utils), Serato's own tags (read back by serato-tools), `next` and `playlist` (where to
+traktor-nml-utils), Serato's own tags (read back by serato-tools and by Debian's Mixxx), `next` and `playlist` (where to
 mix), and duplicates (one recording everywhere; transcodes told by their spectrum)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import mutagen
 import numpy as np
 import pytest
 
+import mixxxrun
 from agentproc import AgentProcess, write_config
 from audiogen import arrangement, encode
 
@@ -179,6 +180,44 @@ def test_serato_tags_are_written_only_when_asked_and_read_by_serato_tools(preppe
     left = prepped.cli("tags", "write", "--fields", "serato", "charlie")
     assert "left as it is" in left.stdout and "SERATO_MARKERS_V2" not in mutagen.File(theirs).tags
     prepped.cli("scan", timeout=300)  # the journal follows the edited files
+
+
+# Serato stores a cue's colour from one palette and shows it from another (Mixxx does the same,
+# src/util/color/predefinedcolorpalettes.cpp): ours are Serato's own, so each has its shown twin.
+SERATO_SHOWN = {"#00CC00": "#1FAD26", "#CC0000": "#C02626", "#0000CC": "#173BA2", "#CC4400": "#DB4E27"}
+
+
+@pytest.mark.skipif(bool(mixxxrun.MISSING), reason=f"missing {', '.join(mixxxrun.MISSING)} "
+                    "(scripts/setup.sh test installs mixxx xvfb xdotool)")
+def test_debians_mixxx_reads_our_serato_tags(prepped, tmp_path):
+    """A DJ who plays with Mixxx gets our hot cues (slots, names, colours), the BPM lock and a
+    beat grid over the whole track from the Serato tags, read by Mixxx's own library scan."""
+    result = prepped.cli("tags", "write", "--fields", "serato", "bravo", str(prepped.music / "alpha.flac"), timeout=300)
+    assert result.returncode == 0, result.stderr
+    music = tmp_path / "music"
+    music.mkdir()
+    for name in ("alpha.flac", "bravo.mp3"):
+        shutil.copy(prepped.music / name, music / name)
+    stored = mixxxrun.scan_with_mixxx(music, tmp_path / "mixxx", expected=2)
+    for name in ("alpha.flac", "bravo.mp3"):
+        prep, track = as_json(prepped, "prep", str(prepped.music / name)), stored[name]
+        hot = sorted((cue for cue in prep["cues"] if cue["hot"] is not None), key=lambda cue: cue["hot"])
+        assert [(cue.hotcue, cue.label) for cue in track.cues] == [(cue["hot"], cue["name"]) for cue in hot], name
+        assert [cue.colour for cue in track.cues] == [SERATO_SHOWN[cue["colour"]] for cue in hot], name
+        # Mixxx moves an MP3's Serato positions by the decoder delay it guesses (-26 ms with its MAD
+        # decoder); a FLAC's are ours to the millisecond Serato stores
+        shift = -0.026 if name.endswith(".mp3") else 0.0
+        for ours, theirs in zip(hot, track.cues):
+            assert theirs.seconds == pytest.approx(ours["start"] + shift, abs=0.0016), (name, ours, theirs)
+        assert track.bpm == pytest.approx(prep["bpm"], abs=0.01) and track.bpm_lock, name
+        beat, bar = 60.0 / prep["bpm"], 4 * 60.0 / prep["bpm"]
+        gaps = np.diff(track.beats)
+        assert gaps.size and np.all(np.abs(gaps - beat) < 0.0011), name  # one tempo, every beat there
+        assert track.beats[0] < bar and track.beats[-1] > prep["duration"] - bar - 0.03, (name, track.beats[:2], track.beats[-2:])
+        anchor = next(cue["start"] for cue in hot if cue["start"] > 0)  # (one at 0 s may stand for a bar line before it)
+        for second in track.beats:  # on the grid of our cues
+            beats = (second - shift - anchor) / beat
+            assert abs(beats - round(beats)) * beat < 0.0016, (name, second)
 
 
 def test_next_says_where_to_mix(prepped):
