@@ -149,6 +149,15 @@ def test_the_page_draws_the_prep_and_plays_from_a_cue(agent, tmp_path):
             ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
             "for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n / (c.width * c.height);")
         assert painted > 0.2, painted  # the overview, the phrase strip and the cues are drawn
+        # each memory cue is a phrase's start and says that phrase's energy
+        jar = {"Cookie": "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())}
+        prep = json.loads(ask(page_url(agent), f"/api/prep?content_key={_key(page_url(agent), jar, 'Alpha')}",
+                              headers=jar).data)
+        memory = [button for button in cues() if not button.get_attribute("data-hot")]
+        assert [(float(b.get_attribute("data-start")), int(b.get_attribute("data-energy"))) for b in memory] == [
+            (phrase["start"], phrase["energy"]) for phrase in prep["phrases"]]
+        assert all(f"energy {phrase['energy']}/10" in button.get_attribute("title")
+                   for phrase, button in zip(prep["phrases"], memory))
         breakdown = next(button for button in cues() if button.get_attribute("data-hot") == "C")
         start = float(breakdown.get_attribute("data-start"))
         breakdown.click()

@@ -231,7 +231,8 @@ function drawPrep() {
     context.fillRect(x(phrase.start), height - strip, Math.max(1, x(phrase.end) - x(phrase.start) - 1), strip);
     context.fillStyle = "#fff";
     context.font = "10px system-ui, sans-serif";
-    if (x(phrase.end) - x(phrase.start) > 30) context.fillText(phrase.label, x(phrase.start) + 3, height - 4);
+    const room = x(phrase.end) - x(phrase.start);  // the label, and the phrase's energy where it fits
+    if (room > 30) context.fillText(room > 48 ? `${phrase.label} ${phrase.energy}` : phrase.label, x(phrase.start) + 3, height - 4);
   }
   for (const cue of prep.cues) {  // memory cues as thin lines, hot cues as lines with their letter
     context.fillStyle = cue.colour;
@@ -276,11 +277,16 @@ async function loadPrep(track) {
   }
   if (state.current !== track) return;  // another track was opened meanwhile
   state.prep = prep;
+  // a memory cue stands at a phrase's start: it says the phrase's energy, its title the rest
+  const phraseAt = new Map(prep.phrases.map((phrase) => [phrase.start, phrase]));
   $("cue-list").replaceChildren(...prep.cues.filter((cue) => cue.hot != null).concat(prep.cues.filter((cue) => cue.hot == null))
     .map((cue) => {
+      const phrase = phraseAt.get(cue.start);
+      const about = phrase ? ` · ${phrase.bars} bars · energy ${phrase.energy}/10 · sure ${phrase.confidence.toFixed(2)}` : "";
       const button = el("button", { type: "button", class: "cue", "data-start": String(cue.start), "data-hot": cue.hot == null ? "" : cue.letter,
-                                    title: `bar ${cue.bar}`, onclick: () => playFrom(cue.start) },
-        `${cue.hot == null ? "" : cue.letter + " "}${cue.name} ${minutes(cue.start)}`);
+                                    "data-energy": cue.hot == null && phrase ? String(phrase.energy) : "",
+                                    title: `bar ${cue.bar}${about}`, onclick: () => playFrom(cue.start) },
+        `${cue.hot == null ? "" : cue.letter + " "}${cue.name} ${minutes(cue.start)}${cue.hot == null && phrase ? " · " + phrase.energy : ""}`);
       button.style.borderLeftColor = cue.colour;
       return el("li", {}, button);
     }));
