@@ -35,7 +35,8 @@ def test_real_recordings_analyze_and_match_fpcalc():
             assert reference is None or not reference.get("fingerprint"), outcome
             continue
         assert reference is not None, f"fpcalc read {outcome.path} but exited {status}"
-        ours = outcome.analysis["fingerprint"]["chromaprint"]
+        assert outcome.analysis is not None
+        ours = outcome.analysis.fingerprint.chromaprint
         if ours == reference["fingerprint"]:
             exact += 1
         else:
