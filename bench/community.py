@@ -272,7 +272,9 @@ def real_agents(count: int, clusters: int, per_cluster: int, folder: Path) -> No
             tagged = rng.random() >= UNTAGGED
             extension, codec = ENCODES[encode]
             _, artist, source = recordings[recording]
-            cached = encodes_dir / f"{recording:03d}-{encode}-{'t' if tagged else 'u'}.{extension}"
+            # named by the source itself (an index into the plan named another recording's encode
+            # once the plan changed: the cache then held files whose music and tags were another's)
+            cached = encodes_dir / f"{artist}--{source.stem}-{encode}-{'t' if tagged else 'u'}.{extension}"
             if not cached.exists():
                 tags = ["-metadata", f"artist={artist}", "-metadata", f"title={source.stem}"] if tagged else []
                 debian_ffmpeg("-i", str(source), "-t", str(SECONDS), "-map_metadata", "-1", "-vn", *codec, *tags,
@@ -359,6 +361,10 @@ def real_agents(count: int, clusters: int, per_cluster: int, folder: Path) -> No
                         votes.setdefault(recording_id, {}).setdefault(ours, 0)
                         votes[recording_id][ours] += 1
         ours_of = {rid: max(v, key=v.get) for rid, v in votes.items()}
+    except BaseException:
+        tap.close()
+        catalog.stop()
+        raise
     finally:
         for agent in agents:
             agent.stop()
