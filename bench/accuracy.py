@@ -68,6 +68,7 @@ class Answer:
     beats_per_bar: int | None = None
     strength: float | None = None  # key strength
     tuning: float | None = None  # cents from A4 = 440 Hz
+    tempo_confidence: float | None = None
 
 
 @dataclass
@@ -102,6 +103,7 @@ def cratesense(path: str, cached_features: bool = False) -> Answer:
         getattr(descriptors, "beats_per_bar", None),
         descriptors.key_strength,
         descriptors.tuning_cents,
+        descriptors.bpm_confidence,
     )
 
 
@@ -332,12 +334,14 @@ _METRICS = (("Acc1", "tempo1", TEMPO_METHODS), ("Acc2", "tempo2", TEMPO_METHODS)
             ("downbeat F", "downbeat_f", DOWNBEAT_METHODS))
 
 
-def comparison(title: str, groups: dict[str, list[devset.Piece]], answers: dict[str, dict[str, Answer]]) -> list[str]:
-    """A markdown table: per group and metric, ours, the best peer on that group, and our lead
-    over it with its paired bootstrap interval; ✗ where the peer is ahead beyond the interval.
-    Returns the groups and metrics where a peer is ahead (its interval excludes 0)."""
+def comparison(title: str, groups: dict[str, list[devset.Piece]], answers: dict[str, dict[str, Answer]],
+               against: str | None = None) -> list[str]:
+    """A markdown table: per group and metric, ours, the best peer on that group (or the method
+    ``against``), and our lead over it with its paired bootstrap interval; ✗ where it is ahead
+    beyond the interval. Returns the groups and metrics where it is ahead (its interval excludes 0)."""
     print(f"\n{title}\n")
-    print("| subset | " + " | ".join(f"n | {name} ours | best peer | ours - peer [95 %]" for name, _, _ in _METRICS) + " |")
+    other = against or "best peer"
+    print("| subset | " + " | ".join(f"n | {name} ours | {other} | ours - it [95 %]" for name, _, _ in _METRICS) + " |")
     print("|---|" + "---|---|---|---|" * len(_METRICS))
     behind = []
     for group, pieces in groups.items():
@@ -347,7 +351,8 @@ def comparison(title: str, groups: dict[str, list[devset.Piece]], answers: dict[
             if not ours:
                 cells.append("0 | - | - | -")
                 continue
-            peers_ = {m: getattr(scores_of(pieces, answers, m), attribute) for m in methods if m not in ("cratesense", "baseline")}
+            candidates = [against] if against else [m for m in methods if m not in ("cratesense", "baseline")]
+            peers_ = {m: getattr(scores_of(pieces, answers, m), attribute) for m in candidates}
             peers_ = {m: v for m, v in peers_.items() if len(v) == len(ours)}
             if not peers_:
                 cells.append(f"{len(ours)} | {np.mean(ours):.3f} | - | -")
@@ -373,6 +378,19 @@ def calibration(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]
         inside = [right for strength, right in rows if low <= strength < high]
         share = f"{np.mean(inside):.2f}" if inside else "   -"
         print(f"  strength {low:.2f}-{min(high, 1.0):.2f}: {len(inside):4d} pieces, right {share}")
+
+
+def tempo_calibration(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]], title: str) -> None:
+    """How often our tempo is right at each tempo confidence (whether the confidence can flag an
+    uncertain tempo)."""
+    rows = [(answers[p.audio]["cratesense"].tempo_confidence, *tempo_scores(answers[p.audio]["cratesense"].bpm, p.bpm))
+            for p in pieces if p.bpm and answers[p.audio]["cratesense"].tempo_confidence is not None]
+    print(f"\nTempo confidence against how often the tempo is right (cratesense, {title})")
+    for low, high in ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.6), (0.6, 1.01)):
+        inside = [(a1, a2) for confidence, a1, a2 in rows if low <= confidence < high]
+        shares = (f"Acc1 {np.mean([a for a, _ in inside]):.2f}, Acc2 {np.mean([b for _, b in inside]):.2f}"
+                  if inside else "-")
+        print(f"  confidence {low:.2f}-{min(high, 1.0):.2f}: {len(inside):4d} pieces, {shares}")
 
 
 def tuning_errors(pieces: list[devset.Piece], answers: dict[str, dict[str, Answer]], title: str) -> None:
@@ -542,17 +560,24 @@ def main() -> int:
     sections = [("Tuning folds", devset.DEV_SUBSETS)]
     if not args.no_check:
         sections.append(("Held-out folds (never tuned on)", devset.CHECK_SUBSETS))
-    behind = []
+    behind: list[str] = []
+    worse: list[str] = []
     for title, subsets in sections:
         groups = groups_of(pieces, subsets)
         table(title, groups, answers, methods)
         if not args.no_peers:
             behind += [f"{title}: {where}" for where in comparison(f"{title}: ours against the best peer", groups, answers)]
+        if args.baseline is not None:
+            worse += [f"{title}: {where}" for where in comparison(f"{title}: ours against the baseline ({args.baseline})",
+                                                                  groups, answers, against="baseline")]
         chosen = [p for p in pieces if p.subset in subsets]
         calibration(chosen, answers, title)
+        tempo_calibration(chosen, answers, title)
         tuning_errors(chosen, answers, title)
     if behind:
         print("\nA peer ahead beyond the interval: " + "; ".join(behind))
+    if worse:
+        print("\nThe baseline ahead beyond the interval: " + "; ".join(worse))
     return 0
 
 

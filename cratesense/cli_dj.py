@@ -103,6 +103,9 @@ def _add_more_commands(commands) -> None:
                        help=f"comma-separated, some of: {','.join(TAG_FIELDS)} (default: {','.join(DEFAULT_TAG_FIELDS)}; "
                        "serato: the hot cues, their colours, the beat grid and the BPM lock in Serato's own tags)")
     write.add_argument("--dry-run", action="store_true", help="show each change, write nothing")
+    write.add_argument("--include-uncertain", action="store_true",
+                       help="also write a key our analysis is unsure of (left out by default: shown "
+                       "with '?' in tracks and next)")
     write.set_defaults(handler=_cmd_tags_write)
     tags.set_defaults(handler=lambda args: _help_of(tags))
 
@@ -173,12 +176,16 @@ def _print_json(answer: dict) -> None:
 
 
 def _print_tracks(tracks: list[dict]) -> None:
-    from cratesense.dj.views import CATALOG_LEGEND, TRACK_COLUMNS, cells, table
+    from cratesense.dj.views import TRACK_COLUMNS, cells, legends, table
 
     for line in table([cells(track) for track in tracks], TRACK_COLUMNS):
         print(line)
-    if any(track["from_catalog"] or track["consensus_disagrees"] for track in tracks):
-        print(f"\n{CATALOG_LEGEND}")
+    _print_legends(legends(tracks))
+
+
+def _print_legends(lines: list[str]) -> None:
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 def _cmd_tracks(args) -> int:
@@ -192,8 +199,8 @@ def _cmd_tracks(args) -> int:
     return EXIT_OK
 
 
-def _print_suggestions(title: str, suggestions: list[dict]) -> None:
-    from cratesense.dj.views import CATALOG_LEGEND, cells, table
+def _print_suggestions(title: str, suggestions: list[dict], current: dict | None = None) -> None:
+    from cratesense.dj.views import cells, legends, table
 
     print(title)
     rows = []
@@ -205,8 +212,7 @@ def _print_suggestions(title: str, suggestions: list[dict]) -> None:
                ("bpm", "BPM", 7), ("key", "key", 7), ("catalog", "catalog", 64), ("why", "why", 400)]
     for line in table(rows, columns):
         print(line)
-    if any(s["track"]["from_catalog"] or s["track"]["consensus_disagrees"] for s in suggestions):
-        print(f"\n{CATALOG_LEGEND}")
+    _print_legends(legends([s["track"] for s in suggestions] + ([current] if current else [])))
 
 
 def _label(track: dict) -> str:
@@ -223,11 +229,12 @@ def _cmd_next(args) -> int:
     if not answer["next"]:
         print(f"nothing in the library can follow {_label(current)} (no other track with a tempo)")
         return EXIT_OK
-    from cratesense.dj.views import consensus_note
+    from cratesense.dj.views import cells, consensus_note
 
-    described = ", ".join([f"{current['bpm']:.1f} BPM" if current["bpm"] else "tempo unknown",
-                           current["key"] or "key unknown", *filter(None, [consensus_note(current)])])
-    _print_suggestions(f"after {_label(current)} ({described}):", answer["next"])
+    shown = cells(current)
+    described = ", ".join([f"{shown['bpm']} BPM" if current["bpm"] else "tempo unknown",
+                           shown["key"] if current["key"] else "key unknown", *filter(None, [consensus_note(current)])])
+    _print_suggestions(f"after {_label(current)} ({described}):", answer["next"], current)
     return EXIT_OK
 
 
@@ -348,7 +355,8 @@ def _cmd_tags_write(args) -> int:
 
     try:
         answer = request("POST", "tags", {"tracks": args.tracks, "fields": list(args.fields or ()),
-                                          "dry_run": args.dry_run}, timeout=3600)
+                                          "dry_run": args.dry_run, "include_uncertain": args.include_uncertain},
+                         timeout=3600)
         files = answer["files"]
     except NotRunningError:
         files = _write_tags_here(args)
@@ -384,10 +392,12 @@ def _write_tags_here(args) -> list[dict]:
         raise QueryError("there is no library yet: the agent has not run (cratesense run ~/Music)")
     results = []
     with InstanceLock(data_dir() / "agent.lock"), Journal(journal_path()) as journal:
-        fields, chosen = tag_plan(Collection(journal), {"tracks": args.tracks, "fields": list(args.fields or ())})
-        for track, paths in chosen:
+        plan = tag_plan(Collection(journal), {"tracks": args.tracks, "fields": list(args.fields or ()),
+                                               "include_uncertain": args.include_uncertain})
+        for track, paths in plan.tracks:
             for path in paths:
-                done = retag(path, wanted_for(track), fields, notation, dry_run=args.dry_run)
+                done = retag(path, wanted_for(track, include_uncertain=plan.include_uncertain), plan.fields, notation,
+                             dry_run=args.dry_run)
                 if done.identity is not None and done.content_key is not None:
                     journal.retagged(path, FileIdentity(*done.identity), done.content_key)
                 results.append({"path": done.path, "changes": [c.describe() for c in done.changes],

@@ -233,15 +233,17 @@ class ControlAPI:
 
     async def tags(self, body: dict) -> dict:
         """Write (or with ``dry_run`` only show) the tag fields into the files of the named
-        tracks (all tracks when none are named)."""
+        tracks (all tracks when none are named); a key the analysis is unsure of only
+        with ``include_uncertain``."""
         from cratesense.dj.usecases import tag_plan
 
         writer = self._parts.tag_writer
         if writer is None:
             raise QueryError("tags cannot be written by this agent")
-        fields, chosen = await self._on_collection(lambda collection: tag_plan(collection, body))
-        files = {track.content_key: paths for track, paths in chosen}
-        results = await writer.write_tracks([track for track, _ in chosen], fields, dry_run=bool(body.get("dry_run")),
+        plan = await self._on_collection(lambda collection: tag_plan(collection, body))
+        files = {track.content_key: paths for track, paths in plan.tracks}
+        results = await writer.write_tracks([track for track, _ in plan.tracks], plan.fields,
+                                            dry_run=bool(body.get("dry_run")), include_uncertain=plan.include_uncertain,
                                             files_of=lambda track: files[track.content_key])
         return {"dry_run": bool(body.get("dry_run")), "files": [
             {"path": r.path, "changes": [c.describe() for c in r.changes], "error": r.error, "notes": list(r.notes)}

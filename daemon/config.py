@@ -60,6 +60,7 @@ class DjConfig:
 class TagsConfig:
     write_new: bool = False  # write BPM, key and ReplayGain into each newly analyzed file (opt-in)
     fields: tuple[str, ...] = DEFAULT_TAG_FIELDS
+    include_uncertain: bool = False  # also write a key the analysis is unsure of
 
 
 @dataclass(frozen=True, slots=True)

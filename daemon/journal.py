@@ -174,6 +174,12 @@ _MIGRATIONS = (
     ALTER TABLE library ADD COLUMN cues TEXT;
     DELETE FROM library;
     """,
+    # 12: trust where the DJ acts (#29): how sure our analysis is of each track's key, so every
+    # face can flag an uncertain one (the rows are derived again on open)
+    """
+    ALTER TABLE library ADD COLUMN key_strength REAL;
+    DELETE FROM library;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

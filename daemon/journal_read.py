@@ -31,7 +31,7 @@ from cratesense.daemon.profile import ProfileTotals, TrackTaste
 from cratesense.daemon.trackview import COLUMNS, TASTE_COLUMNS, LibraryRow, taste_of, unpack_embedding
 from cratesense.errors import JournalDamagedError, JournalError, JournalVersionError
 
-SCHEMA_VERSION = 11  # the number of migrations in daemon/journal.py (checked there)
+SCHEMA_VERSION = 12  # the number of migrations in daemon/journal.py (checked there)
 CHUNK = 500  # keys per IN (...) list: well under SQLite's variable limit
 
 

@@ -38,19 +38,20 @@ class TagWriter:
         return answer
 
     async def write_tracks(self, tracks, fields: tuple[str, ...], *, dry_run: bool = False,
-                           files_of=None) -> list[Retagged]:
+                           include_uncertain: bool = False, files_of=None) -> list[Retagged]:
         """Every file of each of ``tracks`` (``files_of(track)`` lists them)."""
         results = []
         for track in tracks:
+            wanted = wanted_for(track, include_uncertain=include_uncertain)
             for path in files_of(track):
-                results.append(await self.write(path, wanted_for(track), fields, dry_run=dry_run))
+                results.append(await self.write(path, wanted, fields, dry_run=dry_run))
         return results
 
     async def after_analysis(self, paths: list[bytes], analysis: TrackAnalysis) -> None:
         """``tags.write_new``: a newly analyzed file (and its copies) gets its tags."""
         if not self._settings.write_new:
             return
-        wanted = wanted_from_analysis(analysis)
+        wanted = wanted_from_analysis(analysis, include_uncertain=self._settings.include_uncertain)
         for path in paths:
             result = await self.write(os.fsdecode(path), wanted, tuple(self._settings.fields))
             if result.error:

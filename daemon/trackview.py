@@ -20,7 +20,8 @@ Where the file's tags are empty and the catalog's consensus knows a value, the c
 it, and ``filled`` names the field, so every view can mark it as coming from the catalog;
 ``backed_by`` says how many DJs stand behind that consensus, and ``catalog_camelot`` /
 ``catalog_bpm`` what it says where it disagrees with the file's own analysis (a key or a tempo
-a DJ may want to check).
+a DJ may want to check); ``key_strength`` how sure our own analysis is of its key (the faces
+flag an uncertain one: ``analysis/constants.key_uncertain``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class LibraryRow(msgspec.Struct, frozen=True, kw_only=True):
     energy: int | None = None  # 1-10
     phrases: str | None = None  # JSON of the analysis' phrases (encode_phrases)
     cues: str | None = None  # JSON of its cues
+    # how sure our own analysis is of its key (the key stage's fitted probability); None where the
+    # catalog's consensus filled the key or there is none
+    key_strength: float | None = None
 
     def taste(self) -> TrackTaste:
         """What this track adds to the taste profile: what the library shows of it (our own
@@ -144,6 +148,7 @@ def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | N
         energy=descriptors.energy,
         phrases=_json(descriptors.phrases),
         cues=_json(descriptors.cues),
+        key_strength=descriptors.key_strength if descriptors.key else None,
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from cratesense.analysis.constants import BPM_LIMITS
+from cratesense.analysis.constants import BPM_LIMITS, key_uncertain
 from cratesense.analysis.keys import Key, parse_key
 from cratesense.analysis.model import Cue, Phrase, shown_title
 from cratesense.daemon.journal_read import ORDERS, JournalReader, LibraryEntry, LibraryQuery
@@ -58,6 +58,12 @@ class Track:
     energy: int | None = None  # 1-10 (analysis/energy.py)
     phrases: tuple[Phrase, ...] = ()  # on the bar grid (analysis/phrases.py); none without a grid
     cues: tuple[Cue, ...] = ()  # hot and memory cues on the grid (analysis/cues.py)
+    key_strength: float | None = None  # how sure our analysis is of its key (None: the catalog's key, or none)
+
+    @property
+    def key_uncertain(self) -> bool:
+        """Our key is a guess the DJ should check by ear before mixing or tagging by it."""
+        return self.key is not None and key_uncertain(self.key_strength)
 
     @property
     def shown_title(self) -> str:
@@ -199,6 +205,7 @@ def _track(entry: LibraryEntry) -> Track:
         energy=entry.energy,
         phrases=_PHRASES.decode(entry.phrases) if entry.phrases else (),
         cues=_CUES.decode(entry.cues) if entry.cues else (),
+        key_strength=entry.key_strength,
     )
 
 

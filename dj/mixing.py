@@ -185,6 +185,12 @@ def _reasons(current: Track, track: Track, pitch_range: float, notation: str) ->
         found = relation(current.key.camelot, track.key.camelot)
         here, there = in_notation(current.key, notation), in_notation(track.key, notation)
         reasons.append(f"{here} → {there}: {found}" if found else f"{here} → {there}: keys clash")
+        # a mix by key is only as good as the keys: say when one is a guess
+        unsure = [f"{shown} of {whose} (strength {strength:.2f})" for shown, whose, strength, flagged in
+                  ((here, "the track playing", current.key_strength, current.key_uncertain),
+                   (there, "this one", track.key_strength, track.key_uncertain)) if flagged]
+        if unsure:
+            reasons.append(f"rests on an uncertain key: {', '.join(unsure)}; check the harmony by ear")
     elif not track.key:
         reasons.append("its key is unknown")
     if current.bpm and track.bpm:

@@ -29,9 +29,10 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cratesense.analysis.constants import TAG_FIELDS  # noqa: F401 (what this module writes)
+from cratesense.analysis.constants import key_uncertain
 from cratesense.analysis.keys import Key
 from cratesense.analysis.cues import HOT_CUES
 from cratesense.analysis.model import Cue, TrackAnalysis
@@ -53,6 +54,7 @@ class Wanted:
     loudness_lufs: float | None = None
     cues: tuple[Cue, ...] = ()  # our cues on our grid (Serato takes the hot cues)
     grid: tuple[float, float, float] | None = None  # (first bar line, last bar line in s, BPM): Serato's beat grid
+    left_out: tuple[str, ...] = ()  # what is not written and why ("key: uncertain ..."), said beside the changes
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ def plan(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str) -> t
     desired = _desired(kind, audio, wanted, fields, notation)
     current = _current(kind, audio)
     changes = [Change(name, current.get(name), value) for name, value in desired.items() if current.get(name) != value]
-    notes: list[str] = []
+    # what was left out, said for the fields asked for
+    notes = [note for note in wanted.left_out if note.split(" ", 1)[0] in fields]
     if "serato" in fields:
         changes += _serato_changes(kind, audio, wanted, notes)
     return changes, notes
@@ -346,30 +349,44 @@ def retag(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str, *, 
         return Retagged(path, [], error=f"{path}: cannot write its tags ({type(exc).__name__}: {exc})")
 
 
-def wanted_for(track) -> Wanted:
+def wanted_for(track, *, include_uncertain: bool = False) -> Wanted:
     """The values a library ``Track`` has to write: our own analysis only (the catalog's
-    consensus is shown beside it, never written into the user's files)."""
+    consensus is shown beside it, never written into the user's files), and a key the
+    analysis is unsure of only with ``include_uncertain`` (a DJ program would trust it)."""
     from cratesense.dj.exports import exported_cues
 
     ours = lambda name, value: None if name in track.filled else value  # noqa: E731
     cues = tuple(exported_cues(track))
-    return Wanted(bpm=ours("bpm", track.bpm), key=ours("key", track.key), replaygain_db=ours("loudness", track.replaygain),
-                  peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness),
-                  cues=cues, grid=_grid(cues, track.bpm, track.beats_per_bar, track.duration))
+    wanted = Wanted(bpm=ours("bpm", track.bpm), key=ours("key", track.key), replaygain_db=ours("loudness", track.replaygain),
+                    peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness),
+                    cues=cues, grid=_grid(cues, track.bpm, track.beats_per_bar, track.duration))
+    return wanted if include_uncertain else _without_uncertain(wanted, track.key_strength)
 
 
-def wanted_from_analysis(analysis: TrackAnalysis) -> Wanted:
+def wanted_from_analysis(analysis: TrackAnalysis, *, include_uncertain: bool = False) -> Wanted:
     """The values a fresh analysis has to write (ours only: none when the catalog's consensus
-    stood in for our descriptors)."""
+    stood in for our descriptors; an uncertain key only with ``include_uncertain``)."""
     from cratesense.analysis.keys import parse_key
 
     if analysis.descriptors_from == "catalog":
         return Wanted()
     descriptors = analysis.descriptors
-    return Wanted(bpm=descriptors.bpm, key=parse_key(descriptors.key or ""), replaygain_db=descriptors.replaygain_db,
-                  peak_dbtp=descriptors.true_peak_dbtp, loudness_lufs=descriptors.loudness_lufs,
-                  cues=descriptors.cues or (),
-                  grid=_grid(descriptors.cues or (), descriptors.bpm, descriptors.beats_per_bar, analysis.audio.duration))
+    wanted = Wanted(bpm=descriptors.bpm, key=parse_key(descriptors.key or ""), replaygain_db=descriptors.replaygain_db,
+                    peak_dbtp=descriptors.true_peak_dbtp, loudness_lufs=descriptors.loudness_lufs,
+                    cues=descriptors.cues or (),
+                    grid=_grid(descriptors.cues or (), descriptors.bpm, descriptors.beats_per_bar, analysis.audio.duration))
+    if include_uncertain:
+        return wanted
+    return _without_uncertain(wanted, descriptors.key_strength)
+
+
+def _without_uncertain(wanted: Wanted, key_strength: float | None) -> Wanted:
+    """``wanted`` without a key the analysis is unsure of, saying so."""
+    if wanted.key is None or not key_uncertain(key_strength):
+        return wanted
+    note = (f"key {_id3_key(wanted.key)} not written: our analysis is unsure of it (strength {key_strength:.2f}); "
+            "--include-uncertain writes it")
+    return replace(wanted, key=None, left_out=(note,))
 
 
 def _grid(cues, bpm: float | None, beats_per_bar: int | None,

@@ -12,7 +12,7 @@ A value that cannot be used raises ``QueryError`` naming it (the CLI exits 2, th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cratesense.analysis.constants import DEFAULT_TAG_FIELDS, TAG_FIELDS
 from cratesense.daemon.config import DjConfig
@@ -165,13 +165,35 @@ def library_export(collection: Collection, values: Mapping[str, Any], settings: 
             "document": document.decode("utf-8")}
 
 
-def tag_plan(collection: Collection, values: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tuple[Track, list[str]]]]:
+class TagPlan(NamedTuple):
+    fields: tuple[str, ...]
+    tracks: list[tuple[Track, list[str]]]  # each track with the paths of its files
+    include_uncertain: bool  # write a key the analysis is unsure of too
+
+
+def flag(values: Mapping[str, Any], name: str) -> bool:
+    """``values[name]`` as a yes or no (a JSON boolean, or "true"/"false"/"1"/"0" from a query)."""
+    value = values.get(name)
+    if value in (None, "", False, True):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise QueryError(f"{name} must be true or false, got {value!r}")
+
+
+def tag_plan(collection: Collection, values: Mapping[str, Any]) -> TagPlan:
     """Which fields to write into which files: the named ``tracks`` (all when none), each with
-    the paths of its files."""
+    the paths of its files; a key the analysis is unsure of only with
+    ``include_uncertain``."""
     fields = tag_fields(values)
+    include_uncertain = flag(values, "include_uncertain")
     specs = values.get("tracks") or []
     chosen = [collection.find(spec) for spec in specs] if specs else collection.tracks()
-    return fields, [(track, [path for path, _ in collection.files(track.content_key)]) for track in chosen]
+    return TagPlan(fields, [(track, [path for path, _ in collection.files(track.content_key)]) for track in chosen],
+                   include_uncertain)
 
 
 def prep(collection: Collection, values: Mapping[str, Any], settings: DjConfig) -> Answer:

@@ -11,6 +11,7 @@ from cratesense.dj.mixing import Suggestion
 
 CATALOG_MARK = "*"  # after a value the catalog's consensus filled
 DISPUTED_MARK = "!"  # after our own value where the catalog's consensus says otherwise
+UNCERTAIN_MARK = "?"  # after our own key where the analysis is unsure of it
 
 
 def track_json(track: Track, notation: str) -> dict:
@@ -27,6 +28,8 @@ def track_json(track: Track, notation: str) -> dict:
         "key": in_notation(track.key, notation),
         "camelot": track.camelot,
         "key_name": track.key.name if track.key else None,
+        "key_strength": track.key_strength,  # the key stage's probability that the key is right
+        "key_uncertain": track.key_uncertain,  # below KEY_UNCERTAIN_BELOW: check it by ear
         "loudness_lufs": track.loudness,
         "duration": track.duration,
         "beat_offset": track.beat_offset,
@@ -84,11 +87,13 @@ def cells(track: dict) -> dict[str, str]:
     JSON answer says); a value the catalog filled ends with ``CATALOG_MARK``."""
     filled = set(track["from_catalog"])
     disputed = set(track["consensus_disagrees"])
+    uncertain = {"key"} if track.get("key_uncertain") else set()
 
     def shown(value, name: str) -> str:
         if value is None or value == "":
             return "-"
-        return f"{value}{CATALOG_MARK if name in filled else DISPUTED_MARK if name in disputed else ''}"
+        unsure = UNCERTAIN_MARK if name in uncertain else ""
+        return f"{value}{unsure}{CATALOG_MARK if name in filled else DISPUTED_MARK if name in disputed else ''}"
 
     path, copies = track["path"], track["copies"]
     return {
@@ -125,6 +130,18 @@ TRACK_COLUMNS = [("artist", "artist", 24), ("title", "title", 32), ("bpm", "BPM"
 CATALOG_LEGEND = (f"{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none; "
                   f"'N DJs': how many stand behind it); {DISPUTED_MARK} the consensus says otherwise than this "
                   "file's own analysis: worth a listen")
+UNCERTAIN_LEGEND = (f"{UNCERTAIN_MARK} our analysis is unsure of this key: check it by ear before mixing "
+                    "or tagging by it (tags write leaves it out unless --include-uncertain)")
+
+
+def legends(tracks: list[dict]) -> list[str]:
+    """The legend lines a table of ``tracks`` needs (none when it shows no mark)."""
+    found = []
+    if any(track["from_catalog"] or track["consensus_disagrees"] for track in tracks):
+        found.append(CATALOG_LEGEND)
+    if any(track.get("key_uncertain") for track in tracks):
+        found.append(UNCERTAIN_LEGEND)
+    return found
 
 
 HOT_CUE_LETTERS = "ABCDEFGH"

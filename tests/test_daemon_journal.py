@@ -185,3 +185,22 @@ def test_a_read_only_command_refuses_a_journal_of_another_schema_and_changes_not
         db.execute("DELETE FROM migrations WHERE version = ?", (SCHEMA_VERSION + 1,))
     result = failures()
     assert result.returncode == 0 and "/m/x.flac: decode: not audio" in result.stdout
+
+
+def test_an_older_journal_gains_how_sure_each_key_is(tmp_path):
+    """Migration 12 (#29): a journal from before it reads its library rows again on open, and
+    each gains our analysis' key strength (none where there is no key of ours)."""
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        journal.record_analysis("/music/a.flac", IDENTITY, "key-1", track_analysis(
+            bpm=124.0, key="A minor", camelot="8A", key_strength=0.41), Observation("o1", {}))
+        journal.record_analysis("/music/b.flac", IDENTITY._replace(inode=3), "key-2", track_analysis(), Observation("o2", {}))
+    db = sqlite3.connect(path)  # as the agent before migration 12 left it
+    with db:
+        db.execute("ALTER TABLE library DROP COLUMN key_strength")
+        db.execute("DELETE FROM migrations WHERE version = 12")
+    db.close()
+    with Journal(path) as journal:
+        rows = {entry.content_key: entry for entry in journal.entries(["key-1", "key-2"]).values()}
+        assert rows["key-1"].key_strength == 0.41
+        assert rows["key-2"].key_strength is None

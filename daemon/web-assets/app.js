@@ -59,14 +59,28 @@ function folderOf(path) {
 
 // a value the catalog's consensus filled is shown in italics with a mark (and how many DJs stand
 // behind it); our own key or tempo where the consensus says otherwise is flagged with what it says
+// our own key where the analysis is unsure of it is marked "?" (check it by ear)
 function cell(track, name, value, field = name) {
   const filled = track.from_catalog.includes(field);
   const disputed = track.consensus_disagrees && field in track.consensus_disagrees;
+  const unsure = uncertainNote(track, field);
   const djs = track.consensus_djs > 1 ? `${track.consensus_djs} DJs` : "the catalog";
   const attributes = filled ? { class: "catalog", title: `from the catalog's consensus (${djs})` }
-    : disputed ? { class: "disputed", title: consensusNote(track) } : {};
+    : disputed ? { class: "disputed", title: [consensusNote(track), unsure].filter(Boolean).join("; ") }
+    : unsure ? { class: "uncertain", title: unsure } : {};
   return el("td", attributes,
-    value == null || value === "" ? "-" : `${value}${filled ? "*" : disputed ? " !" : ""}`);
+    value == null || value === "" ? "-" : `${value}${unsure ? "?" : ""}${filled ? "*" : disputed ? " !" : ""}`);
+}
+
+// "uncertain key (strength 0.42): check it by ear" for a track's key our analysis is unsure of
+function uncertainNote(track, field) {
+  return field === "key" && track.key_uncertain
+    ? `uncertain key (strength ${track.key_strength.toFixed(2)}): check it by ear` : "";
+}
+
+// a key as the page shows it beside a track's name: "8A?" where the analysis is unsure of it
+function shownKey(track) {
+  return track.key ? `${track.key}${track.key_uncertain ? "?" : ""}` : "";
 }
 
 // "key 8A here; 7 DJs say 9A": where the catalog's consensus disagrees with the file's own analysis
@@ -163,7 +177,8 @@ function suggestionItem(item) {
       "same recording") : "",
     el("button", { type: "button", class: "link", onclick: () => openTrack(track) },
       `${track.artist ? track.artist + " – " : ""}${track.shown_title}`),
-    el("span", { class: "facts" }, ` ${track.bpm ? track.bpm.toFixed(1) + " BPM" : ""} ${track.key || ""} · ${item.score.toFixed(2)}`),
+    el("span", { class: "facts", title: uncertainNote(track, "key") },
+      ` ${track.bpm ? track.bpm.toFixed(1) + " BPM" : ""} ${shownKey(track)} · ${item.score.toFixed(2)}`),
     consensusNote(track) ? el("div", { class: "disputed" }, `! ${consensusNote(track)}`) : "",
     el("div", { class: "reasons" }, item.reasons.join("; ")),
     el("button", { type: "button", class: "small", onclick: () => addToPlaylist(track) }, "+ playlist"));
@@ -174,9 +189,9 @@ async function openTrack(track) {
   $("track").classList.remove("hidden");
   $("track-title").textContent = `${track.artist ? track.artist + " – " : ""}${track.shown_title}`;
   $("track-facts").textContent = [track.bpm ? `${track.bpm.toFixed(1)} BPM` : "tempo unknown",
-    track.key || "key unknown", track.loudness_lufs == null ? "" : `${track.loudness_lufs.toFixed(1)} LUFS`,
-    minutes(track.duration), track.format, consensusNote(track) && `! ${consensusNote(track)}`, track.path]
-    .filter(Boolean).join(" · ");
+    shownKey(track) || "key unknown", track.loudness_lufs == null ? "" : `${track.loudness_lufs.toFixed(1)} LUFS`,
+    minutes(track.duration), track.format, consensusNote(track) && `! ${consensusNote(track)}`,
+    uncertainNote(track, "key") && `? ${uncertainNote(track, "key")}`, track.path].filter(Boolean).join(" · ");
   wheel($("wheel"), null, { key: track.camelot, compatible: compatibleCodes(track.camelot) });
   loadPrep(track);
   $("next-list").replaceChildren(el("li", {}, "…"));
