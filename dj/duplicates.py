@@ -67,6 +67,9 @@ EDGES = {
 USUAL_EDGES = {"MP3": ((256, 19_900.0), (192, 18_600.0), (160, 17_300.0), (128, 16_500.0))}
 SAME_EDGE = 200.0  # Hz: two edges this close are one edge (measured: a transcode within 0-150 Hz of its source)
 LESS = 1_000.0  # Hz: a copy whose spectrum stops this much below another's holds less of the recording
+# s: a copy this much shorter than another is cut (an encoder's padding or a decoder's delay is
+# ~0.05 s; copies joined into a group are within matching.DURATION_TOLERANCE, 7 s, of each other)
+SHORTER = 1.0
 EDGE_KEEPERS = frozenset({"MP3", "Vorbis"})  # lossy codecs whose encoders add nothing above their source's edge
 _NOT_MEASURED = 0.0
 
@@ -175,7 +178,8 @@ def _transcode(copy: Copy, copies: list[Copy]) -> str | None:
 
 
 def _holds_less(copy: Copy, copies: list[Copy]) -> str | None:
-    """Why ``copy`` holds less of the recording than another copy, or None. Only a copy whose
+    """Why ``copy`` holds less of the recording than another copy, or None: it is shorter (a
+    trimmed copy: ``SHORTER`` or more), or its spectrum stops lower. Only a copy whose
     edge is its source's can show that another holds less: a lossless file, an MP3, a Vorbis
     (their encoders cut at a lowpass and add nothing above it); FFmpeg's AAC encoder, like Opus,
     can put coding noise above its source's edge (measured: 22 kHz from a source stopping at
@@ -183,6 +187,10 @@ def _holds_less(copy: Copy, copies: list[Copy]) -> str | None:
     (LAME at 320 kb/s over a source stopping at 17 kHz, measured). And a lossless file is only
     ever compared with lossless files: where it still stops above ``LOSSLESS_EDGE``, a lossy
     copy reaching further proves nothing against it."""
+    longest = max(copies, key=lambda other: other.track.duration or 0.0)
+    if copy.track.duration and longest.track.duration and longest.track.duration - copy.track.duration >= SHORTER:
+        return (f"it is {longest.track.duration - copy.track.duration:.1f} s shorter than the {longest.format} copy: "
+                "part of the recording is cut off")
     if copy.reach is None:
         return None
     witnesses = [other for other in copies if other is not copy and other.reach is not None

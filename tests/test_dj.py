@@ -679,12 +679,13 @@ def test_a_recording_is_never_proposed_after_itself_or_twice_in_a_playlist(trans
     assert "a duplicate: the same recording" in cli(transcodes, "similar", start).stdout
 
 
-def _copy(name: str, codec: str, kbps: float | None, cutoff: float | None, *, rate: int = 44100, channels: int = 2):
+def _copy(name: str, codec: str, kbps: float | None, cutoff: float | None, *, rate: int = 44100, channels: int = 2,
+          duration: float = 200.0):
     from cratesense.dj.collection import Track
     from cratesense.dj.duplicates import Copy
 
     track = Track(content_key=name, path=f"/music/{name}", copies=1, artist="Ann", title="Song", album=None,
-                  isrc=None, catalog_number=None, duration=200.0, bpm=None, key=None, loudness=None, replaygain=None,
+                  isrc=None, catalog_number=None, duration=duration, bpm=None, key=None, loudness=None, replaygain=None,
                   true_peak=None, beat_offset=None, downbeat_offset=None, beats_per_bar=None, codec=codec,
                   sample_rate=rate, channels=channels, added_at=None)
     return Copy(f"/music/{name}", track, 1, kbps, cutoff_hz=cutoff)
@@ -707,12 +708,21 @@ def _copy(name: str, codec: str, kbps: float | None, cutoff: float | None, *, ra
     # a mono 128 kb/s MP3 keeps what a stereo 256 kb/s one does: 20.3 kHz is no transcode
     ([("mono.mp3", "mp3float", 128.0, 20_300.0), ("mono-64.mp3", "mp3float", 64.0, 16_000.0)],
      "mono.mp3", {"mono.mp3": (None, None)}),
+    # a FLAC made from a Vorbis that keeps its top (nothing in its spectrum tells) but cut by 2 s
+    # holds less: a whole copy is kept, never the trimmed one (bench/duplicates.py); a whole FLAC
+    # made from the same Vorbis cannot be told from an original (the limit of the cutoff)
+    ([("orig.ogg", "vorbis", 160.0, 20_000.0, 200.0), ("trim.flac", "flac", None, 20_050.0, 198.0),
+      ("copy.flac", "flac", None, 20_050.0, 199.95)],
+     "copy.flac", {"orig.ogg": (None, None), "trim.flac": (None, "2.0 s shorter"), "copy.flac": (None, None)}),
+    ([("orig.ogg", "vorbis", 160.0, 20_000.0, 200.0), ("trim.flac", "flac", None, 20_050.0, 198.0)],
+     "orig.ogg", {"orig.ogg": (None, None), "trim.flac": (None, "2.0 s shorter")}),
 ])
 def test_the_copy_kept_is_the_best_source(copies, kept, verdicts):
     from cratesense.dj.duplicates import judge
 
     made = [_copy(name, codec, kbps, cutoff, channels=1 if name.startswith("mono") else 2,
-                  rate=48_000 if cutoff == 24_000.0 else 44_100) for name, codec, kbps, cutoff in copies]
+                  rate=48_000 if cutoff == 24_000.0 else 44_100, duration=(*rest, 200.0)[0])
+            for name, codec, kbps, cutoff, *rest in copies]
     judged = {Path(copy.path).name: copy for copy in judge(made)}
     assert [name for name, copy in judged.items() if copy.keep] == [kept]
     for name, (transcode, holds_less) in verdicts.items():
