@@ -16,11 +16,12 @@ at 22050 Hz, ``beat.beat_track``, chroma + Krumhansl-Kessler key) and Essentia (
 RhythmExtractor2013, KeyExtractor, LoudnessEBUR128): tempo, key and loudness, our fields.
 
 ``--against CHECKOUT`` (a checkout with its own .venv, e.g. the budget's baseline) measures only
-the whole pipeline, here and there, on the same files in one run: each side in its own child
-process (one BLAS thread, the first file analyzed once untimed), the two sides alternating which
-runs first in each of ``--rounds`` rounds; a file's cost on a side is the median of its rounds'
-CPU times. Per format it prints both sides' CPU seconds per track and their ratio with a 95 %
-bootstrap interval over the files (the CPU budget: the whole pipeline within 1.1x the baseline's).
+the whole pipeline, here and there, on the same files in one run: each side is a long-lived
+child process (one BLAS thread, the first file analyzed once untimed) that analyzes the file it
+is sent; every file goes to both sides back to back, in alternating order, so a change of the
+machine's load hits both alike; a file's cost on a side is the median of its ``--rounds``. Per
+format it prints both sides' CPU seconds per track and their ratio with a 95 % bootstrap interval
+over the files (the CPU budget: the whole pipeline within 1.1x the baseline's).
 
 ``--without NAME`` measures what one stage costs inside the pipeline: the same rounds, this checkout
 against itself with the stage class ``cratesense.analysis.pipeline.NAME`` (e.g. ``CutoffMeter``)
@@ -217,33 +218,52 @@ class _NoStage:
         return None
 
 
-def pipeline_child(paths: list[str], without: str | None = None) -> list[float]:
-    """CPU seconds of ``analyze_file`` on each path, for the installed cratesense (this process
-    runs with the other checkout's venv when it measures that side), with the pipeline's stage
-    class ``without`` replaced by one that does nothing. The first file is analyzed once
-    untimed: imports, FFT plans and a model's session are a worker's one-time set-up."""
+def pipeline_server(without: str | None = None) -> None:
+    """Answers each path read from stdin with the CPU seconds ``analyze_file`` took on it, for the
+    installed cratesense (this process runs with the other checkout's venv for that side), with the
+    pipeline's stage class ``without`` replaced by one that does nothing. The first path is analyzed
+    once untimed: imports, FFT plans and a model's session are a worker's one-time set-up."""
+    import json
+
     if without:
         from cratesense.analysis import pipeline
 
         if not hasattr(pipeline, without):
             raise SystemExit(f"the pipeline has no stage class {without}")
         setattr(pipeline, without, _NoStage)
-    ours(Path(paths[0]))
-    spent = []
-    for path in paths:
+    warm = False
+    for line in sys.stdin:
+        path = Path(line.rstrip("\n"))
+        if not warm:
+            ours(path)
+            warm = True
         started = time.process_time()
-        ours(Path(path))
-        spent.append(time.process_time() - started)
-    return spent
+        ours(path)
+        print(json.dumps(time.process_time() - started), flush=True)
 
 
-def _child_cpu(python: str, paths: list[Path], without: str | None = None) -> list[float]:
-    import json
+class _Side:
+    """One side's pipeline server (a child process)."""
 
-    options = ["--without", without] if without else []
-    done = subprocess.run([python, __file__, *options, "--pipeline-child", *map(str, paths)], capture_output=True,
-                          text=True, check=True, cwd="/")  # not the checkout root: its packaging/ shadows PyPA's
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    def __init__(self, python: str, without: str | None = None) -> None:
+        options = ["--without", without] if without else []
+        self.process = subprocess.Popen([python, __file__, *options, "--pipeline-server"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, cwd="/")  # not the checkout root:
+        # its packaging/ once shadowed PyPA's
+
+    def cpu(self, path: Path) -> float:
+        import json
+
+        self.process.stdin.write(f"{path}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the pipeline server ({self.process.args[0]}) ended")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def ratio_interval(here: np.ndarray, there: np.ndarray, seed: int = 27) -> tuple[float, float]:
@@ -257,16 +277,20 @@ def ratio_interval(here: np.ndarray, there: np.ndarray, seed: int = 27) -> tuple
 
 def against(checkout: Path | None, sets: dict[str, list[Path]], rounds: int, without: str | None = None) -> None:
     """``there``: the pipeline of ``checkout``, or (``checkout`` None) this one without the stage ``without``."""
-    sides = {"here": (sys.executable, None),
-             "there": (str(checkout / ".venv" / "bin" / "python"), None) if checkout else (sys.executable, without)}
+    sides = {"here": _Side(sys.executable),
+             "there": _Side(str(checkout / ".venv" / "bin" / "python")) if checkout else _Side(sys.executable, without)}
     files = [path for paths in sets.values() for path in paths]
-    runs: dict[str, list[list[float]]] = {side: [] for side in sides}
-    for round_ in range(rounds):
-        order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
-        for side in order:
-            print(f"[speed] round {round_ + 1}/{rounds}: {side}", file=sys.stderr, flush=True)
-            python, without_stage = sides[side]
-            runs[side].append(_child_cpu(python, files, without_stage))
+    runs: dict[str, list[list[float]]] = {side: [[] for _ in range(rounds)] for side in sides}
+    try:
+        for round_ in range(rounds):
+            print(f"[speed] round {round_ + 1}/{rounds}", file=sys.stderr, flush=True)
+            for index, path in enumerate(files):  # file by file, so a change of load hits both sides
+                order = ["here", "there"] if (index + round_) % 2 == 0 else ["there", "here"]
+                for side in order:
+                    runs[side][round_].append(sides[side].cpu(path))
+    finally:
+        for side in sides.values():
+            side.close()
     cost = {side: np.median(np.array(values), axis=0) for side, values in runs.items()}
     there_is = checkout if checkout else f"this checkout without {without}"
     print(f"\nwhole pipeline, CPU s per track (median of {rounds} alternating rounds; there = {there_is})")
@@ -299,12 +323,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="--against: rounds per side")
     parser.add_argument("--without", metavar="NAME", help="the pipeline here against itself without the stage "
                         "class NAME of cratesense.analysis.pipeline (e.g. CutoffMeter): the stage's cost")
-    parser.add_argument("--pipeline-child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.pipeline_child:
-        import json
-
-        print(json.dumps(pipeline_child(args.pipeline_child, args.without)))
+    if args.pipeline_server:
+        pipeline_server(args.without)
         return 0
 
     vorbis = choose_recordings(args.files)
