@@ -15,17 +15,27 @@ loads in the worker processes."""
 # phrases 1, energy 1, cues 1, waveform 1 (#26): a DJ's prep, from the streamed features (an
 # upgrade that adds them decodes the analysis view only and keeps loudness and embedding).
 # cutoff 1 (#26): where the spectrum stops (a lossy encoder's edge), to tell transcodes apart.
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 1, "tempo": 3, "key": 3, "loudness": 2, "embedding": 2, "downbeat": 2,
-                  "phrases": 1, "energy": 1, "cues": 1, "waveform": 1, "cutoff": 1}
+# model 1 (#27): the sound model's genres, moods and tags; embedding 3: the model's learned embedding;
+# tags 2: the file's own genre is read (exports prefer it to the model's).
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 2, "tempo": 3, "key": 3, "loudness": 2, "embedding": 3, "downbeat": 2,
+                  "phrases": 1, "energy": 1, "cues": 1, "waveform": 1, "cutoff": 1, "model": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
-# The stages that read the native-rate view, and the descriptor fields they fill: when an upgrade
-# changed none, a re-analysis decodes only the analysis view and keeps these fields.
-NATIVE_STAGES = ("loudness", "embedding", "cutoff")
-NATIVE_FIELDS = ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db", "embedding", "cutoff_hz")
+# The stages that read the native-rate view, and the descriptor fields each fills: a re-analysis
+# keeps the fields of those an upgrade did not change, and computes only the others (when it
+# changed none, it decodes only the analysis view). The embedding is made from the sound model's
+# output, so the two are computed together whenever either is.
+NATIVE_STAGE_FIELDS = {
+    "loudness": ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db"),
+    "embedding": ("embedding",),
+    "cutoff": ("cutoff_hz",),
+    "model": ("genres", "moods", "sound_tags", "tag_strengths"),
+}
+NATIVE_STAGES = tuple(NATIVE_STAGE_FIELDS)
+NATIVE_FIELDS = tuple(field for fields in NATIVE_STAGE_FIELDS.values() for field in fields)
 # The stages whose results an observation carries: the wire's analyzer version names only these
 # (``wire_version``), so an upgrade of a stage whose fields never leave the machine (bars, phrases,
 # cues, the cutoff...) sends nothing again. A stage that puts a field on the wire belongs here.
-WIRE_STAGES = ("fingerprint", "tags", "tempo", "key", "loudness", "embedding")
+WIRE_STAGES = ("fingerprint", "tags", "tempo", "key", "loudness", "embedding", "model")
 
 # The longest text a tag, an observation or a consensus may carry (the wire contract checks
 # these; an agent reading a catalog's answer never stores more than a contributor could send).
@@ -34,8 +44,9 @@ MAX_SHORT_TEXT_LENGTH = 64  # a catalog number
 
 # What `tags write` can write into a file (dj/tagging.py writes them; the config, the CLI and the
 # control API take their choice from this one list).
-TAG_FIELDS = ("bpm", "key", "replaygain", "serato")
-# ... and what it writes unless told otherwise: Serato's own tags (cues, beat grid) only when asked.
+TAG_FIELDS = ("bpm", "key", "replaygain", "serato", "genre", "mood")
+# ... and what it writes unless told otherwise: Serato's own tags (cues, beat grid) and the sound
+# model's genre and mood only when asked.
 DEFAULT_TAG_FIELDS = ("bpm", "key", "replaygain")
 
 # A bar line of the beat grid this close before 0 s is put at 0 s (where the music starts): the
@@ -56,6 +67,20 @@ EMBEDDING_LENGTH = 64  # floats in a track's embedding (the wire contract checks
 TEMPO_BINS, TEMPO_RANGE = 24, (60.0, 200.0)  # BPM; outside: the end bins
 KEY_BINS = 24  # Camelot 1A, 1B, ... 12B
 LOUDNESS_BINS, LOUDNESS_RANGE = 12, (-30.0, -3.0)  # LUFS; outside: the end bins
+
+# The words the sound model's tags are shown, written and shared as (analysis/sound_tags.py says
+# how each is derived; the catalog's contract accepts no other). Changing them is a new model stage.
+GENRE_WORDS = (
+    "rock", "metal", "punk", "pop", "indie", "electronic", "techno", "house", "dance", "hip-hop", "soul", "funk",
+    "jazz", "blues", "folk", "country", "classical", "opera", "choral", "ambient", "new age", "chillout",
+    "easy listening", "experimental", "indian",
+)
+MOOD_WORDS = ("calm", "energetic", "aggressive", "happy", "sad", "danceable", "sexy", "beautiful", "strange")
+OTHER_TAG_WORDS = (
+    "vocal", "instrumental", "female vocal", "male vocal", "guitar", "acoustic", "piano", "strings", "drums",
+    "synth", "flute", "harp", "harpsichord", "sitar",
+)
+TAG_WORDS = GENRE_WORDS + MOOD_WORDS + OTHER_TAG_WORDS
 
 # What a music folder's audio files are called; anything else found in a folder is not looked at
 # (a file named explicitly is decoded whatever its name says: FFmpeg probes the content).
@@ -90,7 +115,12 @@ def wire_version(analyzer_version: str) -> str:
     return ".".join(f"{stage[0]}{versions[stage]}" for stage in WIRE_STAGES if stage in versions)
 
 
-def native_stages_unchanged(analyzer_version: str) -> bool:
-    """Whether an analysis by ``analyzer_version`` has today's loudness, embedding and cutoff."""
+def current_native_stages(analyzer_version: str) -> tuple[str, ...]:
+    """The native stages of an analysis by ``analyzer_version`` that are today's."""
     earlier = stage_versions(analyzer_version)
-    return all(earlier.get(stage) == STAGE_VERSIONS[stage] for stage in NATIVE_STAGES)
+    return tuple(stage for stage in NATIVE_STAGES if earlier.get(stage) == STAGE_VERSIONS[stage])
+
+
+def native_stages_unchanged(analyzer_version: str) -> bool:
+    """Whether an analysis by ``analyzer_version`` has all of today's native stages."""
+    return len(current_native_stages(analyzer_version)) == len(NATIVE_STAGES)

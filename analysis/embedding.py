@@ -87,3 +87,4 @@ def compute_embedding(timbre: TimbreFeatures | None) -> tuple[float, ...] | None
 
 def cosine(first, second) -> float:
     return float(np.dot(first, second) / (np.linalg.norm(first) * np.linalg.norm(second)))
+

@@ -109,10 +109,9 @@ class LoudnessMeter:
         threshold = 0.5 * max(self._true_peak, self._sample_peak)
         for channel in range(self._channels):
             values = absolute[channel]
-            middle = values[first:last]
-            before = values[first - 1 : last - 1]
-            after = values[first + 1 : last + 1]
-            candidates = first + np.nonzero((middle >= threshold) & (middle >= before) & (middle >= after))[0]
+            # Samples near the peak first (one pass), then which of those few are local maxima.
+            loud = first + np.flatnonzero(values[first:last] >= threshold)
+            candidates = loud[(values[loud] >= values[loud - 1]) & (values[loud] >= values[loud + 1])]
             if candidates.size:
                 self._true_peak = max(self._true_peak, self._oversampled_peak(joined[channel], candidates))
         self._true_peak = max(self._true_peak, self._sample_peak)

@@ -21,10 +21,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from cratesense.analysis.constants import (
+    current_native_stages,
     ANALYZER_VERSION,
     MAX_SHORT_TEXT_LENGTH,
     MAX_TEXT_LENGTH,
-    NATIVE_FIELDS,
+    NATIVE_STAGE_FIELDS,
     STAGE_VERSIONS,
     wire_version,
 )
@@ -59,6 +60,7 @@ class Tags(_Model, frozen=True, kw_only=True):
     catalog_number: str | None = None
     bpm: float | None = None  # as tagged
     key: str | None = None  # as tagged, canonical ("A minor")
+    genre: str | None = None  # as tagged (the user's own genre: never replaced, never sent)
     # The length the header states exactly (FLAC, WAV, AIFF, MP4, MP3 with a Xing/Info header);
     # None when it is only an estimate. Lets the analysis tell a truncated file from a short one.
     exact_length: float | None = None
@@ -136,6 +138,11 @@ class Descriptors(_Model, frozen=True, kw_only=True):
     # Hz where the spectrum stops (analysis/cutoff.py): a lossy encoder's lowpass, which any
     # transcode of its output keeps; half the sample rate when it runs to the top
     cutoff_hz: float | None = None
+    genres: tuple[str, ...] | None = None  # the sound model's genre words, best first
+    moods: tuple[str, ...] | None = None
+    sound_tags: tuple[str, ...] | None = None  # its other words that apply (voice, instruments)
+    tag_strengths: dict[str, float] | None = None  # every vocabulary word's strength, 0-1
+    model_error: str | None = None  # why the sound model could not tag this track
 
 
 class TrackAnalysis(_Model, frozen=True, kw_only=True):
@@ -149,8 +156,10 @@ class TrackAnalysis(_Model, frozen=True, kw_only=True):
     descriptors_from: Literal["local", "catalog"] = "local"
 
     def native_results(self) -> dict[str, Any]:
-        """The ``NATIVE_FIELDS`` of this analysis, to be kept by a re-analysis."""
-        return {name: getattr(self.descriptors, name) for name in NATIVE_FIELDS}
+        """The fields of this analysis's native stages that are today's (``NATIVE_STAGE_FIELDS``),
+        to be kept by a re-analysis: it runs only the other native stages."""
+        current = current_native_stages(self.analyzer_version)
+        return {name: getattr(self.descriptors, name) for stage in current for name in NATIVE_STAGE_FIELDS[stage]}
 
 
 # --- the catalog's consensus on a recording (what a look-up answers) -----------------------
@@ -174,6 +183,9 @@ class ConsensusAnalysis(_Model, frozen=True, kw_only=True):
     key: Annotated[str, msgspec.Meta(max_length=16)] | None = None
     camelot: Annotated[str, msgspec.Meta(max_length=3)] | None = None
     loudness_lufs: float | None = None
+    # the sound model's words most contributors heard (vocabulary words: constants.GENRE_WORDS...)
+    genres: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=32)], ...], msgspec.Meta(max_length=3)] | None = None
+    moods: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=32)], ...], msgspec.Meta(max_length=3)] | None = None
 
 
 class Consensus(_Model, frozen=True, kw_only=True):
@@ -232,6 +244,8 @@ def observation_fields(track: TrackAnalysis) -> dict[str, Any]:
             "camelot": descriptors.camelot,
             "loudness_lufs": descriptors.loudness_lufs,
             "embedding": list(descriptors.embedding) if descriptors.embedding else None,
+            "genres": list(descriptors.genres) if descriptors.genres else None,
+            "moods": list(descriptors.moods) if descriptors.moods else None,
             "analyzer_version": wire_version(track.analyzer_version),
         },
     }

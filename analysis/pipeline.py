@@ -15,15 +15,12 @@ from cratesense.analysis.cues import place_cues
 from cratesense.analysis.downbeat import estimate_bars
 from cratesense.analysis.energy import energy_curve, track_energy
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, FingerprintBuilder
-from cratesense.analysis.embedding import compute_embedding
 from cratesense.analysis.features import (
     CHROMA_HOP,
     ONSET_FFT,
     ONSET_RATE,
     FeatureExtractor,
     FrameFeatures,
-    TimbreExtractor,
-    TimbreFeatures,
 )
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
@@ -31,9 +28,11 @@ from cratesense.analysis.model import AudioFacts, Descriptors, Fingerprint, Trac
 from cratesense.analysis.phrases import bar_grid, find_phrases
 from cratesense.analysis.tempo import estimate_tempo
 from cratesense.analysis.waveform import overview
-from cratesense.analysis.constants import DEFAULT_BPM_RANGE, NATIVE_FIELDS
+from cratesense.analysis.constants import DEFAULT_BPM_RANGE, NATIVE_STAGE_FIELDS
+from cratesense.analysis.learned import PATCHES, PatchCollector, SoundModel, shipped_model
+from cratesense.analysis.sound_tags import describe as describe_sound
 from cratesense.analysis.tags import read_tags
-from cratesense.errors import DecodeError, SilentAudioError, TooShortError, TruncatedAudioError
+from cratesense.errors import DecodeError, ModelError, SilentAudioError, TooShortError, TruncatedAudioError
 
 MIN_SECONDS = 3.0  # below this Chromaprint yields no items and tempo/key mean nothing
 SILENCE_PEAK = 4  # int16 peak of the analysis stream (about -78 dBFS): digital silence
@@ -48,40 +47,56 @@ def analyze_file(
     timeout: float | None = None,
     bpm_range: tuple[float, float] = DEFAULT_BPM_RANGE,
     native_results: dict | None = None,
+    sound_model: SoundModel | ModelError | None = None,
 ) -> TrackAnalysis:
     """Analyze one audio file.
 
     With ``descriptors=False`` only the fingerprinted head is decoded (fingerprint + tags), for
-    tracks whose descriptors are already known. ``native_results``: the ``NATIVE_FIELDS`` of an
-    earlier analysis of this same audio whose native stages are still current (an upgrade that
-    changed only tempo, key or bars): the native-rate view is not decoded and they are kept.
+    tracks whose descriptors are already known. ``native_results``: fields of an earlier analysis
+    of this same audio whose native stages (``NATIVE_STAGE_FIELDS``) are still current (an
+    upgrade that changed other stages): those stages are not run again and their fields are
+    kept; when every native stage is kept, the native-rate view is not decoded at all.
+    ``sound_model``: the model that tags the track and makes its embedding (default: the shipped
+    one); a ``ModelError`` (it could not be loaded) leaves those fields empty, says why in
+    ``model_error``, and everything else is analyzed as usual.
     Raises an ``AnalysisError`` subclass that says what is wrong with the file.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    kept = _kept_stages(native_results) if descriptors else {}
+    run_loudness = "loudness" not in kept
+    run_cutoff = "cutoff" not in kept
+    run_model = "model" not in kept or "embedding" not in kept  # the embedding is the model's
+    loaded = (sound_model if sound_model is not None else shipped_model()) if descriptors and run_model else None
+    model_error = loaded if isinstance(loaded, ModelError) else None
+    model = None if isinstance(loaded, ModelError) else loaded
     tags = read_tags(path)
     with AudioFile(path) as audio:
         info = audio.info
         fingerprinter = FingerprintBuilder(ANALYSIS_RATE)
         features = FeatureExtractor() if descriptors else None
         meter: LoudnessMeter | None = None  # made from the first native block's real rate and channels
-        timbre: TimbreExtractor | None = None  # likewise
+        patches: PatchCollector | None = None  # likewise
         edge: CutoffMeter | None = None  # likewise
         decoded = 0
         peak = 0
         for block in audio.blocks(
-            native=descriptors and native_results is None,
+            native=descriptors and (run_loudness or run_cutoff or model is not None),
             max_seconds=None if descriptors else FINGERPRINT_SECONDS,
             deadline=deadline,
         ):
             if block.native is not None:
-                if meter is None:
+                if meter is None and run_loudness:
                     meter = LoudnessMeter(block.native_rate, _channel_names(info, block.native.shape[0]))
-                    timbre = TimbreExtractor(block.native_rate)
+                if patches is None and model is not None:
+                    patches = PatchCollector(block.native_rate, model.rate, model.window_samples, PATCHES)
+                if edge is None and run_cutoff:
                     edge = CutoffMeter(block.native_rate)
-                assert timbre is not None and edge is not None, "made with the meter"
-                meter.feed(block.native)
-                timbre.feed(block.native)
-                edge.feed(block.native)
+                if meter is not None:
+                    meter.feed(block.native)
+                if patches is not None:
+                    patches.feed(block.native)
+                if edge is not None:
+                    edge.feed(block.native)
             if block.analysis.size:
                 if features is not None:
                     features.feed(block.analysis)
@@ -104,21 +119,13 @@ def analyze_file(
     else:
         duration = stated_length or info.declared_duration or tags.duration or decoded_seconds
     duration = round(duration, 2)
-    described = (
-        _describe(
-            features.finish(),
-            meter.finish() if meter else Loudness(None, None, None, None),
-            bpm_range,
-            timbre=timbre.finish() if timbre else None,
-            cutoff_hz=edge.finish() if edge else None,
-        )
-        if features is not None
-        else Descriptors()
-    )
-    if features is not None and native_results is not None:
-        kept = {name: native_results.get(name) for name in NATIVE_FIELDS}
-        kept["embedding"] = tuple(kept["embedding"]) if kept["embedding"] else None
-        described = msgspec.structs.replace(described, **kept)
+    described = Descriptors()
+    if features is not None:
+        described = _describe(features.finish(), meter.finish() if meter else Loudness(None, None, None, None),
+                              bpm_range, cutoff_hz=edge.finish() if edge else None)
+        described = msgspec.structs.replace(described, **_sound(model_error or model, patches))
+        described = msgspec.structs.replace(
+            described, **{name: value for fields in kept.values() for name, value in fields.items()})
     return TrackAnalysis(
         fingerprint=Fingerprint(chromaprint=fingerprinter.finish(), duration=duration),
         tags=tags,
@@ -135,21 +142,48 @@ def analyze_file(
     )
 
 
+def _kept_stages(native_results: dict | None) -> dict[str, dict]:
+    """The native stages ``native_results`` holds every field of: stage -> its fields."""
+    if not native_results:
+        return {}
+    kept = {}
+    for stage, fields in NATIVE_STAGE_FIELDS.items():
+        if all(name in native_results for name in fields):
+            values = {name: native_results[name] for name in fields}
+            kept[stage] = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+    return kept
+
+
+def _sound(model: SoundModel | ModelError | None, patches: PatchCollector | None) -> dict:
+    """The sound model's fields: genres, moods, tags and the embedding (empty for silence)."""
+    if isinstance(model, ModelError):
+        return {"model_error": str(model)}
+    if model is None or patches is None:
+        return {}
+    windows = patches.finish()
+    if not len(windows):
+        return {}
+    output = model.infer(windows)
+    words = describe_sound(output.scores)
+    return {
+        "genres": words.genres,
+        "moods": words.moods,
+        "sound_tags": words.other,
+        "tag_strengths": words.strengths,
+        "embedding": output.embedding,
+    }
+
+
 # The onset of a frame is registered when a sound enters its window, about half a window before
 # the frame's centre: this shifts the beat grid back onto the sound.
 _ONSET_LATENCY = ONSET_FFT / 2 / ANALYSIS_RATE
 
 
 def _describe(
-    features: FrameFeatures,
-    loudness: Loudness,
-    bpm_range: tuple[float, float],
-    *,
-    timbre: TimbreFeatures | None = None,
-    cutoff_hz: float | None = None,
+    features: FrameFeatures, loudness: Loudness, bpm_range: tuple[float, float], *, cutoff_hz: float | None = None
 ) -> Descriptors:
-    """The descriptor stages, each a pure function of the streamed features (no ``timbre``: no
-    embedding); ``cutoff_hz`` is the cutoff stage's measure, passed through."""
+    """The descriptor stages that are pure functions of the streamed features and the loudness;
+    ``cutoff_hz`` is the cutoff stage's measure, passed through."""
     tempo = estimate_tempo(
         (features.onset_fine, features.onset_slow), ONSET_RATE, bpm_range, phase_onset=features.onset,
         low_onset=features.onset_low, high_onset=features.onset_high,
@@ -184,7 +218,6 @@ def _describe(
         loudness_range=loudness.range_lu,
         true_peak_dbtp=loudness.true_peak_dbtp,
         replaygain_db=loudness.replaygain_db,
-        embedding=compute_embedding(timbre),
         energy=track_energy(curve, features.duration),
         phrases=phrases,
         cues=place_cues(phrases, features.duration),

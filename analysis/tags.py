@@ -26,6 +26,7 @@ from cratesense.analysis.model import Tags
 log = logging.getLogger(__name__)
 
 MAX_CATALOG_NUMBER_LENGTH = 64
+MAX_GENRE_LENGTH = 64
 BPM_RANGE = BPM_LIMITS  # a tag outside these is not a tempo
 _ISRC_RE = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")
 _WHITESPACE_RE = re.compile(r"\s+")
@@ -42,6 +43,7 @@ _VORBIS_NAMES = {
     "catalog_number": ("catalognumber", "catalog number", "labelno", "catalog #"),
     "bpm": ("bpm", "tempo"),
     "key": ("initialkey", "key"),
+    "genre": ("genre",),
 }
 _ID3_FRAMES = {
     "artist": "TPE1",
@@ -52,6 +54,7 @@ _ID3_FRAMES = {
     "isrc": "TSRC",
     "bpm": "TBPM",
     "key": "TKEY",
+    "genre": "TCON",
 }
 _ID3_TXXX = {"catalog_number": ("CATALOGNUMBER", "CATALOG NUMBER", "CATALOG #", "LABELNO")}
 _MP4_ATOMS = {
@@ -64,6 +67,7 @@ _MP4_ATOMS = {
     "isrc": ("----:com.apple.iTunes:ISRC",),
     "catalog_number": ("----:com.apple.iTunes:CATALOGNUMBER", "----:com.apple.iTunes:LABELNO"),
     "key": ("----:com.apple.iTunes:initialkey", "----:com.apple.iTunes:KEY"),
+    "genre": ("\xa9gen",),
 }
 
 
@@ -89,6 +93,7 @@ def read_tags(path: str | os.PathLike) -> Tags:
         catalog_number=_first_text(raw.get("catalog_number"), MAX_CATALOG_NUMBER_LENGTH),
         bpm=_bpm(raw.get("bpm")),
         key=_key(raw.get("key")),
+        genre=_first_text(raw.get("genre"), MAX_GENRE_LENGTH),
         exact_length=duration if duration and _header_states_length(audio) else None,
     )
 

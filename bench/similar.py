@@ -1,36 +1,40 @@
 """Is "similar" worth having? Precision@5 of same-soundtrack neighbours on real recordings, for our
-embedding, mean+std MFCCs (librosa, benchmark-only) and chance; its stability across encodes; and
-what the timbre statistics cost.
+embedding (version 3: the sound model's), the sound model's raw penultimate layers, mean+std MFCCs
+(librosa, benchmark-only), embedding version 2 (another checkout) and chance; its stability
+across encodes; and the fit of its projection.
 
     .venv/bin/pip install librosa          # benchmark-only, never a runtime dependency
-    flock -s /work/heavy.lock .venv/bin/python bench/similar.py [--sets development,held-out] [--against CHECKOUT]
-    flock -x /work/heavy.lock .venv/bin/python bench/similar.py --cost [--against CHECKOUT]
-    .venv/bin/python bench/similar.py --fit   # the embedding's standardization, from development
+    flock -s /work/heavy.lock .venv/bin/python bench/similar.py [--sets development,held-out,unseen] [--against CHECKOUT]
+    flock -s /work/heavy.lock .venv/bin/python bench/similar.py --fit   # the projection, from the fit corpus
 
 The recordings are Debian game-music packages (bench/soundtracks.py), each one soundtrack: a
-development set (features and their standardization were chosen on it) and a held-out set
-(never tuned on). For every track, its 5 nearest neighbours by cosine are looked up among the
-other tracks of the same set; P@5 is the share of them from the track's own package, and chance
-is what a random ranking would give. Each set is measured twice: the files as the packages ship
-them, and "mixed encodes", each file re-encoded with Debian's ffmpeg to MP3 128k, Opus 64k or
-FLAC (chosen by its name), so that a package's own codec cannot be what makes its tracks alike.
-"ours-MFCC 95% CI" is a paired bootstrap interval over the tracks (is the difference more than
-which tracks happen to be in the set?). ``--against CHECKOUT`` (one with its own .venv, e.g. main
-before embedding version 2) adds a column with that checkout's embedding on the same files.
+development set (choices were made on it), a held-out set (reported while version 2 was made,
+never tuned on) and an unseen set (chosen for version 3 before anything was measured on it, never
+tuned on). For every track, its 5 nearest neighbours by cosine are looked up among the other
+tracks of the same set; P@5 is the share of them from the track's own package, and chance is what
+a random ranking would give. Each set is measured twice: the files as the packages ship them, and
+"mixed encodes", each file re-encoded with Debian's ffmpeg to MP3 128k, Opus 64k or FLAC (chosen
+by its name), so that a package's own codec cannot be what makes its tracks alike. "v3-MFCC 95%
+CI" is a paired bootstrap interval over the tracks (is the difference more than which tracks
+happen to be in the set?). ``--against CHECKOUT`` (one with its own .venv, e.g. the baseline with
+embedding version 2) adds a column with that checkout's embedding on the same files.
 
-The MFCC baseline is librosa's default (20 MFCCs of a 128-band mel spectrum at 22050 Hz), mean
-and std over the track, each of the 40 dimensions standardized over the set being measured
-(which helps it: raw MFCC vectors are dominated by c0). Its audio is decoded with PyAV, as ours.
+Version 3 is computed here as the pipeline computes it (the same ``PatchCollector``, the model's
+``infer`` and its projection: ``learned_outputs``; the first file of each set is checked against
+``analyze_file``). "raw" is the cosine of the 400 penultimate units themselves (no projection),
+as the issue asked to compare. The MFCC baseline is librosa's default (20 MFCCs of a 128-band mel
+spectrum at 22050 Hz), mean and std over the track, each of the 40 dimensions standardized over
+the set being measured (which helps it: raw MFCC vectors are dominated by c0). Its audio is
+decoded with PyAV, as ours.
 
 Stability: the first two tracks of every package, encoded as MP3 128k, Opus 64k, FLAC and AAC
 128k (FFmpeg's own encoder, as the tests use); the cosine of each encode to its original, and
 whether the original is its nearest track in the set.
 
-Cost: CPU time of the whole pipeline (``analyze_file``) on the same files, here and in another
-checkout (``--against``: e.g. main before embedding version 2, with its own .venv), in
-alternating child processes of one run; and the share of it that ``TimbreExtractor`` takes:
-timed alone over decoded blocks, and as the pipeline with / without it (the extractor replaced
-by a no-op), which also counts what it costs the decode's caches.
+Fit (``--fit``): the projection from the 400 penultimate units to the 64 dimensions of the
+embedding: the mean and the principal directions of a fit corpus (the development packages, up to
+60 tracks each, and bench/devset.py's rendered development subsets; never a held-out or unseen
+package), written to analysis/sound-model/embedding.npz with its SHA-256 in musicnn.json.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -72,14 +75,17 @@ BOOTSTRAP = 2000  # resamples of the tracks for the confidence interval of ours 
 
 
 def _code_version() -> str:
-    """Our embeddings are cached per version of the code that makes them (the installed
-    cratesense: another checkout's child process caches its own)."""
+    """Embeddings are cached per version of the code that makes them (the installed cratesense:
+    another checkout's child process caches its own): the analysis code and the model's files."""
     import cratesense.analysis
 
     code = Path(cratesense.analysis.__file__).resolve().parent
     digest = hashlib.sha1()
-    for name in ("features.py", "embedding.py", "decode.py"):
-        digest.update((code / name).read_bytes())
+    for name in ("features.py", "embedding.py", "decode.py", "learned.py", "pipeline.py"):
+        if (code / name).exists():
+            digest.update((code / name).read_bytes())
+    for model_file in sorted((code / "sound-model").glob("*")) if (code / "sound-model").exists() else ():
+        digest.update(model_file.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -107,14 +113,44 @@ def mixed_codec(path: Path) -> str:
 _CODE_VERSION = _code_version()  # of the code this process imported
 
 
-def ours(path: Path) -> np.ndarray:
-    cached = WORK / f"ours-{_CODE_VERSION}" / f"{_key(path)}.npy"
+def pipeline_embedding(path: Path) -> np.ndarray:
+    """The installed cratesense's embedding of a file, through ``analyze_file`` (whatever its
+    version: ``--against`` runs this in another checkout)."""
+    cached = WORK / f"pipeline-{_CODE_VERSION}" / f"{_key(path)}.npy"
     if cached.exists():
         return np.load(cached)
     vector = np.array(analyze_file(path).descriptors.embedding, np.float64)
     cached.parent.mkdir(parents=True, exist_ok=True)
     np.save(cached, vector)
     return vector
+
+
+def learned_outputs(path: Path) -> np.ndarray:
+    """The sound model's view of a file as the pipeline makes it (the same patches, the same
+    model and projection): the 400 penultimate units, then the 64-d embedding, in one row."""
+    from cratesense.analysis import learned
+
+    cached = WORK / f"learned-{_CODE_VERSION}" / f"{_key(path)}.npy"
+    if cached.exists():
+        return np.load(cached)
+    model = learned.shipped_model()
+    assert not isinstance(model, Exception), model
+    collector = None
+    with AudioFile(path) as audio:
+        for block in audio.blocks(native=True):
+            if block.native is not None:
+                collector = collector or learned.PatchCollector(block.native_rate, model.rate, model.window_samples,
+                                                                learned.PATCHES)
+                collector.feed(block.native)
+    output = model.infer(collector.finish())
+    row = np.concatenate([output.features.astype(np.float64), np.asarray(output.embedding, np.float64)])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cached, row)
+    return row
+
+
+RAW = slice(0, 400)  # of a ``learned_outputs`` row: the penultimate units
+V3 = slice(400, 464)  # the embedding
 
 
 def _mono(path: Path, rate: int) -> np.ndarray:
@@ -138,19 +174,6 @@ def mfcc(path: Path) -> np.ndarray:
     cached.parent.mkdir(parents=True, exist_ok=True)
     np.save(cached, vector)
     return vector
-
-
-def timbre_of(path: Path):
-    """The pipeline's timbre statistics of one file (for --fit)."""
-    from cratesense.analysis.features import TimbreExtractor
-
-    extractor = None
-    with AudioFile(path) as audio:
-        for block in audio.blocks(native=True):
-            if block.native is not None:
-                extractor = extractor or TimbreExtractor(block.native_rate)
-                extractor.feed(block.native)
-    return extractor.finish()
 
 
 # --- measures -------------------------------------------------------------------------------------
@@ -199,7 +222,7 @@ def _parallel(function, paths: list[Path]) -> list:
 
 def embed_child(paths: list[str]) -> list[list[float]]:
     """The installed cratesense's embeddings of ``paths`` (for ``--against``)."""
-    return [vector.tolist() for vector in _parallel(ours, [Path(path) for path in paths])]
+    return [vector.tolist() for vector in _parallel(pipeline_embedding, [Path(path) for path in paths])]
 
 
 def _embeddings_there(against: Path, paths: list[Path]) -> np.ndarray:
@@ -216,17 +239,21 @@ def similarity_rows(set_name: str, against: Path | None) -> list[tuple]:
     items = labelled_set(set_name)
     labels = [package for package, _ in items]
     originals = [path for _, path in items]
+    first = pipeline_embedding(originals[0])
+    assert np.allclose(first, learned_outputs(originals[0])[V3], atol=2e-5), "the bench's v3 is not the pipeline's"
     rows = []
     for condition, paths in (
         ("as shipped", originals),
         ("mixed encodes", [encode(path, mixed_codec(path)) for path in originals]),
     ):
         progress(f"{set_name}, {condition}: {len(paths)} files")
-        our = precision_per_track(np.array(_parallel(ours, paths)), labels)
+        outputs = np.array(_parallel(learned_outputs, paths))
+        ours = precision_per_track(outputs[:, V3], labels)
+        raw = precision_at(outputs[:, RAW], labels)
         baseline = precision_per_track(standardized(np.array(_parallel(mfcc, paths))), labels)
         there = precision_at(_embeddings_there(against, paths), labels) if against else None
-        rows.append((set_name, condition, len(paths), len(set(labels)), float(our.mean()), float(baseline.mean()),
-                     difference_interval(our, baseline), there, chance(labels)))
+        rows.append((set_name, condition, len(paths), len(set(labels)), float(ours.mean()), raw,
+                     float(baseline.mean()), difference_interval(ours, baseline), there, chance(labels)))
     return rows
 
 
@@ -234,15 +261,16 @@ def stability_rows(set_name: str) -> list[tuple]:
     items = labelled_set(set_name)
     originals = [path for _, path in items]
     firsts = [index for index, (package, _) in enumerate(items) if [p for p, _ in items[:index]].count(package) < 2]
-    base = {"ours": np.array(_parallel(ours, originals)), "MFCC": np.array(_parallel(mfcc, originals))}
+    base = {"v3": np.array(_parallel(learned_outputs, originals))[:, V3], "MFCC": np.array(_parallel(mfcc, originals))}
     mean, spread = base["MFCC"].mean(axis=0), base["MFCC"].std(axis=0) + 1e-12
     base["MFCC"] = (base["MFCC"] - mean) / spread
     rows = []
     for codec in ENCODES:
         encoded = [encode(originals[index], codec) for index in firsts]
         progress(f"{set_name}: stability, {codec}: {len(encoded)} files")
-        found = {"ours": np.array(_parallel(ours, encoded)), "MFCC": (np.array(_parallel(mfcc, encoded)) - mean) / spread}
-        for method in ("ours", "MFCC"):
+        found = {"v3": np.array(_parallel(learned_outputs, encoded))[:, V3],
+                 "MFCC": (np.array(_parallel(mfcc, encoded)) - mean) / spread}
+        for method in ("v3", "MFCC"):
             reference = _unit(base[method])
             copies = _unit(found[method])
             to_all = copies @ reference.T
@@ -255,106 +283,50 @@ def stability_rows(set_name: str) -> list[tuple]:
     return rows
 
 
-def cost_child(paths: list[str]) -> dict:
-    """CPU seconds, for the installed cratesense, over ``paths``: the whole pipeline
-    (``analyze_file``), one decode of both views, and (where it exists) ``TimbreExtractor`` over
-    the native view, timed alone and as the pipeline's share: the pipeline again with the
-    extractor replaced by one that does nothing (inside the pipeline it also costs the decode
-    cache, which timing it alone misses)."""
-    from cratesense.analysis import pipeline as module
-
-    try:
-        from cratesense.analysis.features import TimbreExtractor
-    except ImportError:  # a checkout from before embedding version 2
-        TimbreExtractor = None
-
-    class NoTimbre:
-        def __init__(self, rate: int) -> None:
-            pass
-
-        def feed(self, channels) -> None:
-            pass
-
-        def finish(self) -> None:
-            return None
-
-    analyze_file(Path(paths[0]))  # untimed: the first call's one-time set-up (imports, FFT plans)
-    spent = {"pipeline": 0.0, "without_timbre": 0.0}
-    decode = timbre = seconds = 0.0
-    for index, path in enumerate(paths):
-        sides = ("pipeline", "without_timbre") if TimbreExtractor is not None else ("pipeline",)
-        for side in sides if index % 2 == 0 else sides[::-1]:  # neither always runs first
-            if TimbreExtractor is not None:
-                module.TimbreExtractor = TimbreExtractor if side == "pipeline" else NoTimbre
-            started = time.process_time()
-            analyze_file(Path(path))
-            spent[side] += time.process_time() - started
-        if TimbreExtractor is not None:
-            module.TimbreExtractor = TimbreExtractor
-        started = time.process_time()
-        blocks = []
-        with AudioFile(path) as audio:
-            for block in audio.blocks(native=True):
-                blocks.append((block.native, block.native_rate))
-                seconds += block.analysis.size / 11025
-        decode += time.process_time() - started
-        if TimbreExtractor is not None:
-            started = time.process_time()
-            extractor = None
-            for native, rate in blocks:
-                if native is not None:
-                    extractor = extractor or TimbreExtractor(rate)
-                    extractor.feed(native)
-            extractor.finish()
-            timbre += time.process_time() - started
-    return {**spent, "decode": decode, "timbre": timbre, "seconds": seconds}
-
-
-def cost(files: int, against: Path | None, rounds: int = 3) -> None:
-    """The pipeline's CPU time here and, with ``against`` (a checkout with its own .venv, e.g.
-    main before this embedding), there: alternating child processes on the same files."""
+def fit_corpus() -> list[Path]:
+    """The development packages (up to 60 tracks each) and the rendered development subsets of
+    bench/devset.py that are cached: never a held-out or unseen package."""
     import json
-    import subprocess
 
-    items = labelled_set("development")
-    chosen = [str(path) for _, path in items][:: max(1, len(items) // files)][:files]
-    sides = {"this checkout": sys.executable}
-    if against is not None:
-        sides[str(against)] = str(against / ".venv" / "bin" / "python")
-    results: dict[str, list[dict]] = {name: [] for name in sides}
-    for round_ in range(rounds):
-        for name, python in sides.items():
-            progress(f"cost: round {round_ + 1}/{rounds}, {name}")
-            done = subprocess.run([python, __file__, "--cost-child", *chosen], capture_output=True, text=True,
-                                  check=True, cwd="/")
-            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    minutes = results["this checkout"][0]["seconds"] / 60
-    print(f"{len(chosen)} files, {minutes:.1f} min of audio; CPU seconds, median of {rounds} alternating runs:")
-    medians = {name: {field: float(np.median([run[field] for run in runs])) for field in runs[0]}
-               for name, runs in results.items()}
-    for name, median in medians.items():
-        print(f"  {name:34} pipeline {median['pipeline']:6.2f}  decode (both views) {median['decode']:6.2f}  "
-              f"timbre statistics {median['timbre']:5.2f} ({100 * median['timbre'] / median['pipeline']:.1f} % "
-              f"of the pipeline)")
-        if median["without_timbre"]:
-            print(f"  {'':34} pipeline with the extractor a no-op {median['without_timbre']:6.2f}: with / without "
-                  f"{median['pipeline'] / median['without_timbre']:.3f}")
-    if against is not None:
-        here, there = medians["this checkout"]["pipeline"], medians[str(against)]["pipeline"]
-        print(f"  pipeline here / there: {here / there:.3f}")
+    from soundtracks import DEVELOPMENT, soundtrack
+
+    paths = [path for package, under in DEVELOPMENT.items() for path in soundtrack(package, under, limit=60)]
+    for subset in ("classical", "polyphony", "folk", "irish", "pop", "synthesized", "edm-synth-a", "edm-midi-fluidr3"):
+        for meta in sorted((CACHE / "devset" / subset).glob("*.json")):
+            audio = Path(json.loads(meta.read_text())["audio"])
+            if audio.exists():
+                paths.append(audio)
+    return paths
 
 
 def fit() -> None:
-    """Mean and spread of the raw features over the development set, as embedding.py holds them."""
-    from cratesense.analysis.embedding import raw_features
+    """The projection: the fit corpus' mean penultimate units and their first 64 principal
+    directions, each scaled by its spread's square root (half-way to whitening: the leading
+    directions still count more, but not by their whole variance), written beside the model."""
+    import json
 
-    paths = [path for _, path in labelled_set("development")]
-    raw = np.array([raw_features(timbre) for timbre in _parallel(timbre_of, paths)])
-    for name, values in (("_CENTRE", raw.mean(axis=0)), ("_SCALE", raw.std(axis=0))):
-        print(f"{name} = np.array([")
-        for start in range(0, values.size, 8):
-            print("    " + ", ".join(f"{value:.4g}" for value in values[start : start + 8]) + ",")
-        print("])")
+    from cratesense.analysis import learned
+    from cratesense.analysis.constants import EMBEDDING_LENGTH
+
+    paths = fit_corpus()
+    progress(f"fit corpus: {len(paths)} files")
+    features = np.array(_parallel(learned_outputs, paths))[:, RAW]
+    mean = features.mean(axis=0)
+    _, spread, directions = np.linalg.svd(features - mean, full_matrices=False)
+    scale = np.sqrt(spread[:EMBEDDING_LENGTH] / spread[0])
+    folder = learned.model_folder()
+    target = folder / "embedding.npz"
+    np.savez(target, mean=mean.astype(np.float32), components=directions[:EMBEDDING_LENGTH].astype(np.float32),
+             scale=scale.astype(np.float32))
+    manifest = json.loads((folder / learned.MANIFEST).read_text())
+    manifest["embedding"] = {
+        "file": target.name, "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "fitted_by": "bench/similar.py --fit", "fit_corpus_tracks": len(paths),
+        "explained_variance": round(float((spread[:EMBEDDING_LENGTH] ** 2).sum() / (spread ** 2).sum()), 4),
+    }
+    (folder / learned.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {target} ({len(paths)} tracks; {EMBEDDING_LENGTH} directions keep "
+          f"{manifest['embedding']['explained_variance']:.1%} of the variance)")
 
 
 def progress(message: str) -> None:
@@ -363,29 +335,18 @@ def progress(message: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default=",".join(SETS), help="which sets (development, held-out)")
-    parser.add_argument("--fit", action="store_true", help="print the embedding's standardization and exit")
-    parser.add_argument("--cost", action="store_true", help="only the timed cost (run under flock -x)")
-    parser.add_argument("--files", type=int, default=8, help="files for --cost")
-    parser.add_argument("--against", type=Path, help="--cost: another checkout (with its .venv) to compare with")
-    parser.add_argument("--cost-child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--sets", default=",".join(SETS), help="which sets (development, held-out, unseen)")
+    parser.add_argument("--fit", action="store_true", help="fit the embedding's projection and exit")
+    parser.add_argument("--against", type=Path, help="another checkout (with its .venv): its embedding, beside ours")
     parser.add_argument("--embed-child", nargs="+", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.fit:
-        fit()
-        return 0
     if arguments.embed_child:
         import json
 
         print(json.dumps(embed_child(arguments.embed_child)))
         return 0
-    if arguments.cost_child:
-        import json
-
-        print(json.dumps(cost_child(arguments.cost_child)))
-        return 0
-    if arguments.cost:
-        cost(arguments.files, arguments.against)
+    if arguments.fit:
+        fit()
         return 0
     try:
         import librosa  # noqa: F401
@@ -396,22 +357,24 @@ def main() -> int:
     version = STAGE_VERSIONS["embedding"]
     print(f"Precision@{NEIGHBOURS} of same-soundtrack neighbours (embedding version {version})\n")
     there = "--against" if arguments.against else ""
-    print(f"{'set':<12} {'files':<22} {'packages':>8} {'ours':>6} {'MFCC':>6} {'ours-MFCC 95% CI':>17} "
+    print(f"{'set':<12} {'files':<22} {'packages':>8} {'v3':>6} {'raw':>6} {'MFCC':>6} {'v3-MFCC 95% CI':>17} "
           f"{there:>9} {'chance':>7}")
     for name in names:
-        for set_name, condition, files, packages, our, baseline, (low, high), before, luck in similarity_rows(
+        for set_name, condition, files, packages, ours, raw, baseline, (low, high), before, luck in similarity_rows(
             name, arguments.against
         ):
             before = f"{before:.3f}" if before is not None else ""
-            print(f"{set_name:<12} {condition + f' ({files})':<22} {packages:>8} {our:>6.3f} {baseline:>6.3f} "
-                  f"{f'{low:+.3f}..{high:+.3f}':>17} {before:>9} {luck:>7.3f}")
+            print(f"{set_name:<12} {condition + f' ({files})':<22} {packages:>8} {ours:>6.3f} {raw:>6.3f} "
+                  f"{baseline:>6.3f} {f'{low:+.3f}..{high:+.3f}':>17} {before:>9} {luck:>7.3f}")
     if arguments.against:
         print(f"(--against: the embedding of {arguments.against})")
     print("\nStability across encodes (cosine of each encode to its original)")
-    print(f"{'set':<12} {'codec':<5} {'method':<6} {'tracks':>6} {'min':>6} {'median':>7} {'own is nearest':>15} {'nearest other (median)':>23}")
+    print(f"{'set':<12} {'codec':<5} {'method':<6} {'tracks':>6} {'min':>6} {'median':>7} {'own is nearest':>15} "
+          f"{'nearest other (median)':>23}")
     for name in names:
         for set_name, codec, method, tracks, low, middle, own, other in stability_rows(name):
-            print(f"{set_name:<12} {codec:<5} {method:<6} {tracks:>6} {low:>6.3f} {middle:>7.3f} {own:>15.0%} {other:>23.3f}")
+            print(f"{set_name:<12} {codec:<5} {method:<6} {tracks:>6} {low:>6.3f} {middle:>7.3f} {own:>15.0%} "
+                  f"{other:>23.3f}")
     return 0
 
 

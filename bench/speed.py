@@ -127,19 +127,31 @@ def ours_fingerprint_only(path: Path) -> None:
         pass
 
 
-def decode_views(native: bool, meter: bool = False):
-    """Our decode alone (analysis view, optionally the native one), optionally with the meter."""
+def decode_views(native: bool, meter: bool = False, model: bool = False):
+    """Our decode alone (analysis view, optionally the native one), optionally with the meter,
+    optionally with the sound model's stage (its patches collected, the model run on them)."""
+    from cratesense.analysis import learned
 
     def run(path: Path) -> None:
-        loudness = None
+        loudness = patches = None
         with AudioFile(path) as audio:
             for block in audio.blocks(native=native):
                 if meter and block.native is not None:
                     if loudness is None:
                         loudness = LoudnessMeter(block.native_rate, tuple(f"C{i}" for i in range(block.native.shape[0])))
                     loudness.feed(block.native)
+                if model and block.native is not None:
+                    if patches is None:
+                        patches = learned.PatchCollector(block.native_rate, learned.RATE, learned.WINDOW_SAMPLES,
+                                                         learned.PATCHES)
+                    patches.feed(block.native)
         if loudness is not None:
             loudness.finish()
+        if patches is not None:
+            windows = patches.finish()
+            sound = learned.shipped_model()
+            if len(windows) and not isinstance(sound, Exception):
+                sound.infer(windows)
 
     return run
 
@@ -352,18 +364,19 @@ def main() -> int:
         rows[ext, "decode+analysis"] = best_cpu(decode_views(False), files, args.repeat)
         rows[ext, "+native view"] = best_cpu(decode_views(True), files, args.repeat)
         rows[ext, "+loudness"] = best_cpu(decode_views(True, meter=True), files, args.repeat)
+        rows[ext, "+native view+model"] = best_cpu(decode_views(True, model=True), files, args.repeat)
     peers = {} if args.no_peers else {"librosa": librosa_side(), "essentia": essentia_side()}
     for name, action in peers.items():
         if action is not None:
             rows["ogg", name] = best_cpu(action, sets["ogg"], args.repeat)
 
     count = len(vorbis)
-    print(f"\n{'per track (CPU s)':16}" + "".join(f"{ext:>9}" for ext in sets))
-    for side in ("decode", "decode+analysis", "+native view", "+loudness", "ours", "fingerprint-only", "fpcalc",
+    print(f"\n{'per track (CPU s)':20}" + "".join(f"{ext:>9}" for ext in sets))
+    for side in ("decode", "decode+analysis", "+native view", "+loudness", "+native view+model", "ours", "fingerprint-only", "fpcalc",
                  "librosa", "essentia"):
         cells = [rows.get((ext, side)) for ext in sets]
         if any(cell is not None for cell in cells):
-            print(f"{side:16}" + "".join(f"{cell / count:9.3f}" if cell is not None else f"{'':>9}" for cell in cells))
+            print(f"{side:20}" + "".join(f"{cell / count:9.3f}" if cell is not None else f"{'':>9}" for cell in cells))
 
     print(f"\n{'ratio':44}" + "".join(f"{ext:>7}" for ext in sets) + "   target")
     ratios = [

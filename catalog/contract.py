@@ -27,10 +27,12 @@ import msgspec
 from cratesense.analysis.constants import (  # owned there (light: the agent's read paths import them without msgspec)
     BPM_LIMITS,
     EMBEDDING_LENGTH,
+    GENRE_WORDS,
     KEY_BINS,
     LOUDNESS_BINS,
     MAX_SHORT_TEXT_LENGTH,
     MAX_TEXT_LENGTH,
+    MOOD_WORDS,
     TEMPO_BINS,
 )
 from cratesense.analysis.model import Consensus, ConsensusAnalysis, ConsensusMetadata
@@ -52,6 +54,10 @@ Bpm = Annotated[float, msgspec.Meta(ge=BPM_LIMITS[0], le=BPM_LIMITS[1])]
 Lufs = Annotated[float, msgspec.Meta(ge=-70.0, le=10.0)]
 AnalyzerVersion = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9.]{1,64}$")]
 UnitFloat = Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]
+# The sound model's words: only the vocabulary (analysis/constants.py), never free text.
+GenreWord = Literal[GENRE_WORDS]  # type: ignore[valid-type]
+MoodWord = Literal[MOOD_WORDS]  # type: ignore[valid-type]
+MAX_WORDS = 3  # genres or moods per observation (the sound model gives at most 3 of each)
 Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
@@ -80,6 +86,8 @@ class AnalysisPart(_Strict):
     camelot: Camelot | None = None
     loudness_lufs: Lufs | None = None
     embedding: Annotated[list[UnitFloat], msgspec.Meta(min_length=EMBEDDING_LENGTH, max_length=EMBEDDING_LENGTH)] | None = None
+    genres: Annotated[list[GenreWord], msgspec.Meta(max_length=MAX_WORDS)] | None = None
+    moods: Annotated[list[MoodWord], msgspec.Meta(max_length=MAX_WORDS)] | None = None
 
 
 class Observation(_Strict):
@@ -105,6 +113,9 @@ class Profile(_Strict):
     key_histogram: Annotated[list[Share], msgspec.Meta(min_length=KEY_BINS, max_length=KEY_BINS)]
     loudness_histogram: Annotated[list[Share], msgspec.Meta(min_length=LOUDNESS_BINS, max_length=LOUDNESS_BINS)]
     embedding_centroid: Annotated[list[UnitFloat], msgspec.Meta(min_length=EMBEDDING_LENGTH, max_length=EMBEDDING_LENGTH)] | None = None
+    # what the centroid's embeddings are (analysis/constants.py STAGE_VERSIONS["embedding"]):
+    # centroids of different versions are never compared; absent from agents before version 3
+    embedding_version: Annotated[int, msgspec.Meta(ge=1, le=999)] | None = None
 
 
 class ContributorSettings(_Strict):
@@ -195,6 +206,8 @@ class ExportedAnalysis(_Strict):
     loudness_lufs: float | None
     embedding: list[float] | None
     analyzer_version: str
+    genres: list[str] | None = None
+    moods: list[str] | None = None
 
 
 class ExportedObservation(_Strict):

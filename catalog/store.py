@@ -43,6 +43,7 @@ from cratesense.catalog.contract import (
 from cratesense.errors import BackendError
 
 _TEXT = {"artist": 256, "title": 256, "album": 256, "isrc": 12, "catalog_number": 64, "key": 8, "camelot": 3}
+_WORDS_LENGTH = 100  # three vocabulary words, comma-separated
 T = TypeVar("T")
 
 
@@ -166,6 +167,15 @@ def _migrations(t: dict[str, str]) -> tuple[str, ...]:
     CREATE INDEX recordings_changed ON recordings (changed, id);
     CREATE INDEX observations_holdings ON observations (contributor, recording);
     """)
+    # 7: the sound model's genre and mood words (#27): comma-separated words of the vocabulary
+    # (the contract admits no other), carried by observations, voted into each recording's consensus
+    words = f"CHECK (length({{name}}) <= {_WORDS_LENGTH})"
+    scripts.append("".join(f"""
+    ALTER TABLE {table} ADD COLUMN {name} TEXT {words.format(name=name)};"""
+                           for table in ("arrivals", "observations", "recordings") for name in ("genres", "moods"))
+                   # what a profile's embedding centroid is (NULL: sent before version 3, i.e. 2)
+                   + """
+    ALTER TABLE profiles ADD COLUMN embedding_version INTEGER;""")
     return tuple(scripts)
 
 
@@ -187,9 +197,10 @@ def _volatile(t: dict[str, str]) -> str:
 _CARRIED = {"id": "text", "contributor": "text", "fingerprint_duration": "real", "artist": "text", "title": "text",
             "album": "text", "isrc": "text", "catalog_number": "text", "key": "text", "camelot": "text",
             "duration": "real", "bpm": "real", "loudness_lufs": "real", "embedding": "blob",
-            "analyzer_version": "text", "received_at": "real"}
+            "analyzer_version": "text", "received_at": "real", "genres": "text", "moods": "text"}
 _CARRIED_LIST = ", ".join(_CARRIED)
-CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key", "camelot", "duration", "bpm", "loudness_lufs")
+CONSENSUS_FIELDS = ("artist", "title", "album", "isrc", "catalog_number", "key", "camelot", "duration", "bpm", "loudness_lufs",
+                    "genres", "moods")
 _CONSENSUS_TYPES = {name: ("real" if name in ("duration", "bpm", "loudness_lufs") else "text") for name in CONSENSUS_FIELDS}
 
 
@@ -208,10 +219,13 @@ class Observed(NamedTuple):
     loudness_lufs: float | None
     analyzer_version: str
     received_at: float
+    genres: str | None = None  # the sound model's words, comma-separated (contract: the vocabulary only)
+    moods: str | None = None
 
 
 _OBSERVED = ("contributor, artist, title, album, isrc, catalog_number, key, camelot, "
-             "COALESCE(duration, fingerprint_duration) AS duration, bpm, loudness_lufs, analyzer_version, received_at")
+             "COALESCE(duration, fingerprint_duration) AS duration, bpm, loudness_lufs, analyzer_version, received_at, "
+             "genres, moods")
 
 # Candidates of many fingerprints in one statement: per query fingerprint ``n``, the stored
 # fingerprints sharing at least ``minimum`` of its index terms, the 10 sharing the most, of
@@ -421,7 +435,8 @@ class Store:
                 matching.pack(fingerprint_items("fingerprint.chromaprint", o.fingerprint.chromaprint)), o.id,
                 contributor, o.fingerprint.duration, m.artist, m.title, m.album, m.isrc, m.catalog_number, a.key,
                 a.camelot, m.duration, a.bpm, a.loudness_lufs,
-                struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None, a.analyzer_version, now))
+                struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None, a.analyzer_version, now,
+                ",".join(a.genres) if a.genres else None, ",".join(a.moods) if a.moods else None))
         with self._transaction() as db:
             allowed = db.execute("SELECT contribute FROM contributors WHERE id = ?", (contributor,)).fetchone()
             if allowed is None or not allowed.contribute:
@@ -752,7 +767,7 @@ class Store:
 
         fields = ("{t}.id, {recording} AS recording, items, {t}.fingerprint_duration, artist, title, album, isrc, "
                   "catalog_number, {t}.duration, bpm, key, camelot, loudness_lufs, embedding, analyzer_version, "
-                  "received_at")
+                  "received_at, genres, moods")
         with backend.reading() as db:
             row = db.execute(
                 "SELECT id, contribute, created_at, deleted_at, deleted_count FROM contributors WHERE id = ?", (contributor,)
@@ -777,6 +792,8 @@ class Store:
                                                                  "duration")},
                 "analysis": {"bpm": o.bpm, "key": o.key, "camelot": o.camelot, "loudness_lufs": o.loudness_lufs,
                              "embedding": list(struct.unpack(f"<{EMBEDDING_LENGTH}f", o.embedding)) if o.embedding else None,
+                             "genres": o.genres.split(",") if o.genres else None,
+                             "moods": o.moods.split(",") if o.moods else None,
                              "analyzer_version": o.analyzer_version},
                 "received_at": o.received_at,
             })
@@ -791,9 +808,11 @@ class Store:
     def put_profile(self, contributor: str, profile: Profile) -> None:
         vector = profile_vector(profile)
         self.backend.run(
-            "INSERT INTO profiles VALUES (?, ?, ?, ?) ON CONFLICT (contributor) DO UPDATE SET "
-            "track_count = excluded.track_count, vector = excluded.vector, updated_at = excluded.updated_at",
-            (contributor, profile.track_count, struct.pack(f"<{PROFILE_LENGTH}f", *vector), time.time()), writes=True)
+            "INSERT INTO profiles (contributor, track_count, vector, updated_at, embedding_version) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (contributor) DO UPDATE SET track_count = excluded.track_count, "
+            "vector = excluded.vector, updated_at = excluded.updated_at, embedding_version = excluded.embedding_version",
+            (contributor, profile.track_count, struct.pack(f"<{PROFILE_LENGTH}f", *vector), time.time(),
+             profile.embedding_version), writes=True)
 
     # --- operating it ----------------------------------------------------------------------
 
@@ -901,7 +920,8 @@ def recording_dict(row) -> dict:
         "recording": row.recording,
         "contributors": row.contributors,
         "metadata": {name: getattr(row, name) for name in ("artist", "title", "album", "isrc", "catalog_number", "duration")},
-        "analysis": {name: getattr(row, name) for name in ("bpm", "key", "camelot", "loudness_lufs")},
+        "analysis": {**{name: getattr(row, name) for name in ("bpm", "key", "camelot", "loudness_lufs")},
+                     **{name: getattr(row, name).split(",") if getattr(row, name) else None for name in ("genres", "moods")}},
     }
 
 
@@ -935,7 +955,24 @@ def consensus_of(rows: Sequence[Observed]) -> dict:
         result["bpm"] = round(statistics.median(per_contributor), 2)
     else:
         result["bpm"] = None
+    for name in ("genres", "moods"):
+        result[name] = _words_vote(by_contributor, name)
     return result
+
+
+def _words_vote(by_contributor: dict[str, list], name: str) -> str | None:
+    """The sound model's words most contributors heard: each contributor names each word once (its
+    newest analysis); the words named by at least half of them, most named first (ties:
+    alphabetical), at most 3; when none is, the most named one. Comma-separated, as stored."""
+    named: dict[str, int] = defaultdict(int)
+    for group in by_contributor.values():
+        for word in {word for row in group if getattr(row, name) for word in getattr(row, name).split(",")}:
+            named[word] += 1
+    if not named:
+        return None
+    ranked = sorted(named, key=lambda word: (-named[word], word))
+    agreed = [word for word in ranked if 2 * named[word] >= len(by_contributor)] or ranked[:1]
+    return ",".join(agreed[:3])
 
 
 def fold_octave(bpm: float, reference: float) -> float:

@@ -19,12 +19,15 @@ _FILTER_HELP = {
     "key": "a key: 8A, Am, \"A minor\" or 1m",
     "compatible_with": "keys that mix with this one on the Camelot wheel",
     "search": "text in the artist, title, album or file name",
+    "genre": "a genre the sound model hears, e.g. house, jazz, classical (README: What the numbers mean)",
+    "mood": "a mood the sound model hears: calm, energetic, aggressive, happy, sad, danceable, ...",
+    "tag": "any of its words: a genre, a mood, or vocal, instrumental, piano, guitar, strings, ...",
 }
 
 
 def add_commands(commands) -> None:
     tracks = commands.add_parser(
-        "tracks", help="list the library: artist, title, BPM, key, loudness, time, path",
+        "tracks", help="list the library: artist, title, BPM, key, loudness, genre, mood, time, path",
         description="The tracks on disk, one row per recording (copies of a file are counted, not "
         "repeated). Values the catalog's consensus filled, where the file's own tags were empty, "
         "are marked *. Works with the agent stopped.")
@@ -95,13 +98,18 @@ def _add_more_commands(commands) -> None:
         "write", help="write the analysis into the files' standard tags",
         description="Writes BPM (ID3 TBPM, MP4 tmpo, Vorbis BPM), the key (ID3 TKEY as \"Am\"; MP4 "
         "initialkey and Vorbis INITIALKEY in your notation) and ReplayGain (REPLAYGAIN_TRACK_GAIN/PEAK; "
-        "Opus R128_TRACK_GAIN) into the files of TRACK... (all tracks when none is named). Only our own "
+        "Opus R128_TRACK_GAIN), and when asked (--fields) the sound model's genre and mood (ID3 TCON/TMOO, "
+        "Vorbis GENRE/MOOD, MP4 \u00a9gen and a MOOD freeform atom; only where the file has none unless "
+        "--replace-words) into the files of TRACK... (all tracks when none is named). Only our own "
         "analysis is written, never the catalog's consensus; never Mixed In Key's fields; never the "
         "audio. Each file is rewritten atomically with its permissions kept.")
     write.add_argument("tracks", nargs="*", metavar="TRACK")
     write.add_argument("--fields", type=_fields, default=None, metavar="LIST",
                        help=f"comma-separated, some of: {','.join(TAG_FIELDS)} (default: {','.join(DEFAULT_TAG_FIELDS)}; "
-                       "serato: the hot cues, their colours, the beat grid and the BPM lock in Serato's own tags)")
+                       "serato: the hot cues, their colours, the beat grid and the BPM lock in Serato's own tags; "
+                       "genre, mood: the sound model's, only where the file has none)")
+    write.add_argument("--replace-words", action="store_true",
+                       help="write genre and mood over those the file already has (kept otherwise)")
     write.add_argument("--dry-run", action="store_true", help="show each change, write nothing")
     write.add_argument("--include-uncertain", action="store_true",
                        help="also write a key our analysis is unsure of (left out by default: shown "
@@ -129,6 +137,9 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", metavar="KEY", help=_FILTER_HELP["key"])
     parser.add_argument("--compatible-with", metavar="KEY", help=_FILTER_HELP["compatible_with"])
     parser.add_argument("--search", metavar="TEXT", help=_FILTER_HELP["search"])
+    parser.add_argument("--genre", metavar="WORD", help=_FILTER_HELP["genre"])
+    parser.add_argument("--mood", metavar="WORD", help=_FILTER_HELP["mood"])
+    parser.add_argument("--tag", metavar="WORD", help=_FILTER_HELP["tag"])
 
 
 def positive(text: str) -> int:
@@ -159,7 +170,8 @@ def _collection():
 
 
 def _filters(args) -> dict:
-    return {"bpm": args.bpm, "key": args.key, "compatible_with": args.compatible_with, "search": args.search}
+    return {"bpm": args.bpm, "key": args.key, "compatible_with": args.compatible_with, "search": args.search,
+            "genre": args.genre, "mood": args.mood, "tag": args.tag}
 
 
 def _ask(command: str, values: dict, args) -> dict:
@@ -355,7 +367,8 @@ def _cmd_tags_write(args) -> int:
 
     try:
         answer = request("POST", "tags", {"tracks": args.tracks, "fields": list(args.fields or ()),
-                                          "dry_run": args.dry_run, "include_uncertain": args.include_uncertain},
+                                          "dry_run": args.dry_run, "include_uncertain": args.include_uncertain,
+                                          "replace_words": args.replace_words},
                          timeout=3600)
         files = answer["files"]
     except NotRunningError:
@@ -396,7 +409,8 @@ def _write_tags_here(args) -> list[dict]:
                                                "include_uncertain": args.include_uncertain})
         for track, paths in plan.tracks:
             for path in paths:
-                done = retag(path, wanted_for(track, include_uncertain=plan.include_uncertain), plan.fields, notation,
+                done = retag(path, wanted_for(track, include_uncertain=plan.include_uncertain,
+                                              replace_words=args.replace_words), plan.fields, notation,
                              dry_run=args.dry_run)
                 if done.identity is not None and done.content_key is not None:
                     journal.retagged(path, FileIdentity(*done.identity), done.content_key)

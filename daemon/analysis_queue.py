@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from cratesense.analysis.constants import ANALYZER_VERSION, native_stages_unchanged
+from cratesense.analysis.constants import ANALYZER_VERSION, current_native_stages
 from cratesense.analysis.model import TrackAnalysis
 from cratesense.daemon.filejob import FileJob, Phase
 from cratesense.daemon.journal import FileIdentity
@@ -227,7 +227,7 @@ class AnalysisQueue:
         head_first = not job.describe and self._known.fingerprint_first()
         job.phase = Phase.FINGERPRINTING if head_first else Phase.ANALYZING
         kept = None
-        if not head_first and earlier_version is not None and native_stages_unchanged(earlier_version):
+        if not head_first and earlier_version is not None and current_native_stages(earlier_version):
             kept = await self._io.read(lambda journal: native_results(journal.track(key)))
         outcome = await self._pool.analyze(Task(os.fsdecode(job.path), descriptors=not head_first,
                                                 bpm_range=self._bpm_range, native_results=kept))
@@ -304,10 +304,11 @@ class AnalysisQueue:
 
 
 def native_results(analysis: TrackAnalysis | None) -> dict | None:
-    """The loudness and embedding of an earlier full analysis, for an upgrade that changed
-    neither stage: its re-analysis then decodes only the analysis view (about 40 % of a track's
-    cost is the native view and its loudness). None when that analysis has none to keep (it was
-    a fingerprint-only pass, or the track is too quiet to measure): the file is read in full."""
+    """The fields of an earlier full analysis's native stages an upgrade did not change
+    (loudness, the sound model and its embedding): its re-analysis runs only the others, and
+    decodes only the analysis view when none is left (about 40 % of a track's cost is the native
+    view and its loudness). None when that analysis has none to keep (it was a fingerprint-only
+    pass, or the track is too quiet to measure): the file is read in full."""
     if analysis is None or analysis.descriptors.loudness_lufs is None:
         return None
     return analysis.native_results()

@@ -244,7 +244,8 @@ class ControlAPI:
         files = {track.content_key: paths for track, paths in plan.tracks}
         results = await writer.write_tracks([track for track, _ in plan.tracks], plan.fields,
                                             dry_run=bool(body.get("dry_run")), include_uncertain=plan.include_uncertain,
-                                            files_of=lambda track: files[track.content_key])
+                                            files_of=lambda track: files[track.content_key],
+                                            replace_words=bool(body.get("replace_words")))
         return {"dry_run": bool(body.get("dry_run")), "files": [
             {"path": r.path, "changes": [c.describe() for c in r.changes], "error": r.error, "notes": list(r.notes)}
             for r in results]}

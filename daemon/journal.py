@@ -180,6 +180,16 @@ _MIGRATIONS = (
     ALTER TABLE library ADD COLUMN key_strength REAL;
     DELETE FROM library;
     """,
+    # 13: the sound model's words and the file's own genre (#27): our own are filled as tracks are
+    # analyzed again (the model's stage is new); the rows are derived anew on open, so the catalog's
+    # consensus fills them meanwhile
+    """
+    ALTER TABLE library ADD COLUMN tag_genre TEXT;
+    ALTER TABLE library ADD COLUMN genres TEXT;
+    ALTER TABLE library ADD COLUMN moods TEXT;
+    ALTER TABLE library ADD COLUMN sound_tags TEXT;
+    DELETE FROM library;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

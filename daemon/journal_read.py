@@ -18,6 +18,7 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from cratesense.daemon.profile import ProfileTotals, TrackTaste
 from cratesense.daemon.trackview import COLUMNS, TASTE_COLUMNS, LibraryRow, taste_of, unpack_embedding
 from cratesense.errors import JournalDamagedError, JournalError, JournalVersionError
 
-SCHEMA_VERSION = 12  # the number of migrations in daemon/journal.py (checked there)
+SCHEMA_VERSION = 13  # the number of migrations in daemon/journal.py (checked there)
 CHUNK = 500  # keys per IN (...) list: well under SQLite's variable limit
 
 
@@ -74,6 +75,9 @@ class LibraryQuery(NamedTuple):
     camelots: tuple[str, ...] | None = None  # any of these Camelot codes
     search: str | None = None  # in the artist, title, album or a file's path
     order: str = "artist"  # a key of ORDERS
+    genre: str | None = None  # a vocabulary word among the track's genres
+    mood: str | None = None  # ... among its moods
+    tag: str | None = None  # ... among any of its words
 
 
 ORDERS = {
@@ -334,6 +338,14 @@ class JournalReader:
         if query.camelots is not None:
             where.append(f"l.camelot IN ({_marks(query.camelots)})")
             parameters += list(query.camelots)
+        for column, word in (("l.genres", query.genre), ("l.moods", query.mood)):
+            if word:
+                where.append(f"instr(',' || {column} || ',', ?) > 0")
+                parameters.append(f",{word},")
+        if query.tag:
+            where.append("instr(',' || coalesce(l.genres, '') || ',' || coalesce(l.moods, '') || ',' "
+                         "|| coalesce(l.sound_tags, '') || ',', ?) > 0")
+            parameters.append(f",{query.tag},")
         if query.search:
             pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(l.artist LIKE ? ESCAPE '\\' OR l.title LIKE ? ESCAPE '\\' OR l.album LIKE ? ESCAPE '\\' "
@@ -454,8 +466,14 @@ class JournalReader:
         loudness = dict(db.execute("SELECT CAST(loudness + 1000 AS INTEGER) - 1000, COUNT(*) FROM library "
                                    "WHERE loudness IS NOT NULL GROUP BY 1"))
         total = db.execute("SELECT COUNT(*) FROM library").fetchone()[0]
+        words: dict[str, Counter[str]] = {"genres": Counter(), "moods": Counter()}
+        for genres, moods in db.execute("SELECT genres, moods FROM library WHERE genres IS NOT NULL OR moods IS NOT NULL"):
+            words["genres"].update((genres or "").split(",") if genres else ())
+            words["moods"].update((moods or "").split(",") if moods else ())
         return {"tracks": total, "tempo": {"bin": 2, "counts": {str(k): v for k, v in sorted(tempo.items())}},
-                "keys": keys, "loudness": {"bin": 1, "counts": {str(k): v for k, v in sorted(loudness.items())}}}
+                "keys": keys, "loudness": {"bin": 1, "counts": {str(k): v for k, v in sorted(loudness.items())}},
+                # how many tracks say each word of the sound model's (any of their words), most first
+                **{kind: dict(counter.most_common()) for kind, counter in words.items()}}
 
     # --- the outbox and settings -------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 # the wire's bins, shared with the catalog that compares profiles (owned in analysis/constants.py)
-from cratesense.analysis.constants import KEY_BINS, LOUDNESS_BINS, LOUDNESS_RANGE, TEMPO_BINS, TEMPO_RANGE
+from cratesense.analysis.constants import KEY_BINS, LOUDNESS_BINS, LOUDNESS_RANGE, STAGE_VERSIONS, TEMPO_BINS, TEMPO_RANGE
 
 TEMPO_LOW, TEMPO_SPAN = TEMPO_RANGE[0], TEMPO_RANGE[1] - TEMPO_RANGE[0]
 LOUDNESS_LOW, LOUDNESS_SPAN = LOUDNESS_RANGE[0], LOUDNESS_RANGE[1] - LOUDNESS_RANGE[0]
@@ -69,6 +69,8 @@ class ProfileTotals:
             "key_histogram": _normalized(self.keys),
             "loudness_histogram": _normalized(self.loudness),
             "embedding_centroid": centroid,
+            # the library rows carry embeddings of today's version only (trackview.library_row)
+            "embedding_version": STAGE_VERSIONS["embedding"] if centroid is not None else None,
         }
 
     def to_json(self) -> str:

@@ -38,11 +38,11 @@ class TagWriter:
         return answer
 
     async def write_tracks(self, tracks, fields: tuple[str, ...], *, dry_run: bool = False,
-                           include_uncertain: bool = False, files_of=None) -> list[Retagged]:
+                           include_uncertain: bool = False, files_of=None, replace_words: bool = False) -> list[Retagged]:
         """Every file of each of ``tracks`` (``files_of(track)`` lists them)."""
         results = []
         for track in tracks:
-            wanted = wanted_for(track, include_uncertain=include_uncertain)
+            wanted = wanted_for(track, include_uncertain=include_uncertain, replace_words=replace_words)
             for path in files_of(track):
                 results.append(await self.write(path, wanted, fields, dry_run=dry_run))
         return results

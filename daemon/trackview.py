@@ -32,7 +32,7 @@ import struct
 
 import msgspec
 
-from cratesense.analysis.constants import EMBEDDING_LENGTH
+from cratesense.analysis.constants import EMBEDDING_LENGTH, STAGE_VERSIONS, stage_versions
 from cratesense.analysis.model import Consensus, TrackAnalysis
 from cratesense.daemon.profile import TrackTaste
 
@@ -64,7 +64,11 @@ class LibraryRow(msgspec.Struct, frozen=True, kw_only=True):
     codec: str | None = None
     sample_rate: int | None = None
     channels: int | None = None
-    embedding: bytes | None = None  # EMBEDDING_LENGTH float32 (pack_embedding)
+    tag_genre: str | None = None  # the genre the file's own tags say
+    genres: str | None = None  # the sound model's genre words, comma-separated, strongest first
+    moods: str | None = None
+    sound_tags: str | None = None  # its voice and instrument words
+    embedding: bytes | None = None  # EMBEDDING_LENGTH float32 (pack_embedding), today's version only
     sound_sketch: bytes | None = None
     fingerprint_sketch: bytes | None = None
     fingerprint_duration: float | None = None
@@ -124,7 +128,12 @@ def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | N
     key = measured(descriptors.key, agreed.key if agreed else None, "key")
     camelot = descriptors.camelot if descriptors.key else (agreed.camelot if agreed else None)
     loudness = measured(descriptors.loudness_lufs, agreed.loudness_lufs if agreed else None, "loudness")
-    embedding = descriptors.embedding
+    genres = measured(descriptors.genres, agreed.genres if agreed else None, "genres")
+    moods = measured(descriptors.moods, agreed.moods if agreed else None, "moods")
+    # Embeddings of another version mean something else: such a track has none until it is
+    # analyzed again, so similar, next and the taste profile compare one version only.
+    current = stage_versions(track.analyzer_version).get("embedding") == STAGE_VERSIONS["embedding"]
+    embedding = descriptors.embedding if current else None
     # where other DJs' consensus says otherwise than our own analysis (ours is one vote of it)
     disputed_key = disputed_bpm = None
     if agreed is not None and consensus is not None and consensus.contributors > 1:
@@ -139,6 +148,7 @@ def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | N
         true_peak=descriptors.true_peak_dbtp, beat_offset=descriptors.beat_offset,
         downbeat_offset=descriptors.downbeat_offset, beats_per_bar=descriptors.beats_per_bar,
         codec=track.audio.codec, sample_rate=track.audio.sample_rate, channels=track.audio.channels,
+        tag_genre=tags.genre, genres=_words(genres), moods=_words(moods), sound_tags=_words(descriptors.sound_tags),
         embedding=pack_embedding(embedding) if embedding else None,
         sound_sketch=sound_sketch(embedding) if embedding else None,
         fingerprint_sketch=fingerprint_sketch(track.fingerprint.chromaprint),
@@ -154,6 +164,10 @@ def library_row(content_key: str, track: TrackAnalysis, consensus: Consensus | N
 
 def _json(value) -> str | None:
     return msgspec.json.encode(value).decode() if value else None
+
+
+def _words(words) -> str | None:
+    return ",".join(words) if words else None
 
 
 def pack_embedding(embedding) -> bytes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from cratesense.analysis.constants import BPM_LIMITS, key_uncertain
+from cratesense.analysis.constants import BPM_LIMITS, GENRE_WORDS, MOOD_WORDS, TAG_WORDS, key_uncertain
 from cratesense.analysis.keys import Key, parse_key
 from cratesense.analysis.model import Cue, Phrase, shown_title
 from cratesense.daemon.journal_read import ORDERS, JournalReader, LibraryEntry, LibraryQuery
@@ -59,6 +59,10 @@ class Track:
     phrases: tuple[Phrase, ...] = ()  # on the bar grid (analysis/phrases.py); none without a grid
     cues: tuple[Cue, ...] = ()  # hot and memory cues on the grid (analysis/cues.py)
     key_strength: float | None = None  # how sure our analysis is of its key (None: the catalog's key, or none)
+    tag_genre: str | None = None  # the genre the file's own tags say
+    genres: tuple[str, ...] = ()  # the sound model's words (analysis/sound_tags.py), strongest first
+    moods: tuple[str, ...] = ()
+    sound_tags: tuple[str, ...] = ()
 
     @property
     def key_uncertain(self) -> bool:
@@ -89,6 +93,9 @@ class Filters:
     search: str | None = None
     sort: str = "artist"
     limit: int | None = None
+    genre: str | None = None
+    mood: str | None = None
+    tag: str | None = None
 
 
 def parse_bpm_range(text: str) -> tuple[float, float]:
@@ -121,10 +128,25 @@ def parse_filters(values: Mapping[str, Any]) -> Filters:
         limit = int(limit) if limit not in (None, "") else None
         if limit is not None and limit < 1:
             raise ValueError("the limit must be a positive number")
+        genre = _word(values.get("genre"), GENRE_WORDS, "genre")
+        mood = _word(values.get("mood"), MOOD_WORDS, "mood")
+        tag = _word(values.get("tag"), TAG_WORDS, "tag")
     except ValueError as exc:
         raise QueryError(str(exc)) from None
     search = (values.get("search") or "").strip() or None
-    return Filters(bpm, key, compatible, search, sort, limit)
+    return Filters(bpm, key, compatible, search, sort, limit, genre, mood, tag)
+
+
+def _word(given: Any, vocabulary: tuple[str, ...], kind: str) -> str | None:
+    """A word of the sound model's vocabulary (any case; "hip hop" for "hip-hop"), or ValueError
+    naming the words there are."""
+    if given in (None, ""):
+        return None
+    text = " ".join(str(given).lower().split())
+    for word in vocabulary:
+        if text in (word, word.replace("-", " ")):
+            return word
+    raise ValueError(f"{given!r} is not a {kind} CrateSense knows; choose one of: {', '.join(vocabulary)}")
 
 
 class Collection:
@@ -189,7 +211,8 @@ def _query(filters: Filters) -> LibraryQuery:
     if filters.compatible_with is not None:
         compatible = tuple(compatible_codes(filters.compatible_with.camelot))
         camelots = compatible if camelots is None else tuple(code for code in camelots if code in compatible)
-    return LibraryQuery(bpm=filters.bpm, camelots=camelots, search=filters.search, order=filters.sort)
+    return LibraryQuery(bpm=filters.bpm, camelots=camelots, search=filters.search, order=filters.sort,
+                        genre=filters.genre, mood=filters.mood, tag=filters.tag)
 
 
 def _track(entry: LibraryEntry) -> Track:
@@ -206,8 +229,14 @@ def _track(entry: LibraryEntry) -> Track:
         phrases=_PHRASES.decode(entry.phrases) if entry.phrases else (),
         cues=_CUES.decode(entry.cues) if entry.cues else (),
         key_strength=entry.key_strength,
+        tag_genre=entry.tag_genre, genres=_split(entry.genres), moods=_split(entry.moods),
+        sound_tags=_split(entry.sound_tags),
     )
 
 
 _PHRASES = msgspec.json.Decoder(tuple[Phrase, ...])
 _CUES = msgspec.json.Decoder(tuple[Cue, ...])
+
+
+def _split(words: str | None) -> tuple[str, ...]:
+    return tuple(words.split(",")) if words else ()

@@ -20,6 +20,12 @@ a collection. Structure as the programs read it (shared/platform-notes.md, "DJ f
   playlist entries are ``PRIMARYKEY KEY`` = volume + dir + file.
 * M3U8: UTF-8, ``#EXTM3U``, ``#EXTINF:<seconds>,Artist - Title``, then the path.
 
+Genre and mood: rekordbox ``Genre`` and ``Comments``, Traktor ``INFO GENRE`` and ``COMMENT``. The
+genre is the file's own genre tag when it has one (the program would show it anyway, and ours
+must not replace the user's), else the sound model's strongest genre word; the comment is
+"Mood: " and the sound model's moods. rekordbox's XML has no field for its My Tags, so those
+words go nowhere else.
+
 Beat times are seconds from the start of the decoded audio (FFmpeg's decode, as CrateSense
 analyzes it). For MP3s with an encoder delay, DJ programs disagree by ~26 ms about where that
 zero is (LAME/LAVC gapless headers); the README says so.
@@ -143,6 +149,17 @@ def _first_downbeat(track: Track) -> float:
     return first + ((1 - beat) % _bar_length(track)) * 60.0 / track.bpm
 
 
+def genre_of(track: Track) -> str:
+    """The genre an export shows: the file's own, else the sound model's strongest word."""
+    from cratesense.dj.tagging import word_text
+
+    return track.tag_genre or (word_text(track.genres[0]) if track.genres else "")
+
+
+def comment_of(track: Track) -> str:
+    return f"Mood: {', '.join(track.moods)}" if track.moods else ""
+
+
 def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
     tracks = _existing(tracks)
     root = ET.Element("DJ_PLAYLISTS", Version="1.0.0")
@@ -154,12 +171,14 @@ def rekordbox(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
             "Name": track.shown_title,
             "Artist": track.artist or "",
             "Album": track.album or "",
+            "Genre": genre_of(track),
             "Kind": _KIND.get(codec_name(track.codec) or "", "Audio File"),
             "Size": str(os.path.getsize(track.path)),
             "TotalTime": str(round(track.duration or 0)),
             "AverageBpm": f"{track.bpm:.2f}" if track.bpm else "0.00",
             "Tonality": _rekordbox_key(track),
             "SampleRate": str(track.sample_rate or 0),
+            "Comments": comment_of(track),
             "Location": location_uri(track.path),
         }
         element = ET.SubElement(collection, "TRACK", attributes)
@@ -215,6 +234,10 @@ def traktor(tracks: list[Track], *, playlist: str = "CrateSense") -> bytes:
                 "FILESIZE": str(os.path.getsize(track.path) // 1024)}
         if track.key is not None:
             info["KEY"] = track.key.open_key
+        if genre_of(track):
+            info["GENRE"] = genre_of(track)
+        if comment_of(track):
+            info["COMMENT"] = comment_of(track)
         ET.SubElement(entry, "INFO", info)
         if track.bpm:
             ET.SubElement(entry, "TEMPO", BPM=f"{track.bpm:.6f}", BPM_QUALITY="100.000000")

@@ -15,6 +15,10 @@ Fields (shared/platform-notes.md, "DJ formats"):
   marker on a bar line, at our tempo) in MP3, AIFF and WAV (ID3 ``GEOB``) and FLAC (Vorbis
   comments), as Serato writes them (``dj/serato.py``); only into a file holding no Serato data of
   its own (Serato's analysis, the DJ's cues), so nothing a DJ set in Serato is ever overwritten.
+* genre and mood (the sound model's best word of each, capitalized: "House", "Calm"): ID3 ``TCON``
+  and ``TMOO``, Vorbis ``GENRE`` and ``MOOD``, MP4 ``©gen`` and the freeform
+  ``----:com.apple.iTunes:MOOD`` (Picard's). Only where the file has none: a genre or mood the
+  user wrote is kept unless they ask (``replace_words``).
 
 Never Mixed In Key's own fields (Vorbis ``KEY``, ``ENERGY``, ``CUEPOINTS``; ID3 GEOB "Key",
 "Energy", "CuePoints": base64 JSON there, which plain text would break), never another
@@ -40,6 +44,7 @@ from cratesense.dj.harmony import in_notation
 from cratesense.errors import ExportError
 from cratesense.files import sync_folder
 
+WORD_FIELDS = ("genre", "mood")  # written only where the file has none, unless asked
 R128_REFERENCE = -23.0
 
 
@@ -55,6 +60,9 @@ class Wanted:
     cues: tuple[Cue, ...] = ()  # our cues on our grid (Serato takes the hot cues)
     grid: tuple[float, float, float] | None = None  # (first bar line, last bar line in s, BPM): Serato's beat grid
     left_out: tuple[str, ...] = ()  # what is not written and why ("key: uncertain ..."), said beside the changes
+    genre: str | None = None  # a vocabulary word ("hip-hop")
+    mood: str | None = None
+    replace_words: bool = False  # replace a genre or mood the file already has
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,16 @@ def _peak(dbtp: float) -> str:
     return f"{10 ** (dbtp / 20):.6f}"
 
 
+def word_text(word: str) -> str:
+    """A vocabulary word as a tag shows it: "Hip-Hop", "Easy Listening"."""
+    return "-".join(part.capitalize() for part in word.title().split("-"))
+
+
+def _word_fields(kind: str) -> dict[str, str]:
+    return {"id3": {"genre": "TCON", "mood": "TMOO"}, "mp4": {"genre": "\xa9gen", "mood": "----:com.apple.iTunes:MOOD"}}.get(
+        kind, {"genre": "GENRE", "mood": "MOOD"})
+
+
 def _bpm_text(bpm: float, whole: bool) -> str:
     return str(round(bpm)) if whole or abs(bpm - round(bpm)) < 0.05 else f"{bpm:.1f}"
 
@@ -99,6 +117,10 @@ def plan(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str) -> t
     kind = _family(audio)
     desired = _desired(kind, audio, wanted, fields, notation)
     current = _current(kind, audio)
+    if not wanted.replace_words:  # the user's own genre and mood stay
+        for name in _word_fields(kind).values():
+            if current.get(name):
+                desired.pop(name, None)
     changes = [Change(name, current.get(name), value) for name, value in desired.items() if current.get(name) != value]
     # what was left out, said for the fields asked for
     notes = [note for note in wanted.left_out if note.split(" ", 1)[0] in fields]
@@ -147,6 +169,10 @@ def _desired(kind: str, audio, wanted: Wanted, fields, notation: str) -> dict[st
             desired[prefix + gain] = _gain(wanted.replaygain_db)
             if wanted.peak_dbtp is not None:
                 desired[prefix + peak] = _peak(wanted.peak_dbtp)
+    names = _word_fields(kind)
+    for field, word in (("genre", wanted.genre), ("mood", wanted.mood)):
+        if field in fields and word:
+            desired[names[field]] = word_text(word)
     return desired
 
 
@@ -157,7 +183,7 @@ def _current(kind: str, audio) -> dict[str, str]:
     found: dict[str, str] = {}
     if kind == "id3":
         for frame in tags.values():
-            if frame.FrameID in ("TBPM", "TKEY") and frame.text:
+            if frame.FrameID in ("TBPM", "TKEY", "TCON", "TMOO") and frame.text:
                 found[frame.FrameID] = str(frame.text[0])
             elif frame.FrameID == "TXXX" and frame.text:
                 found[f"TXXX:{frame.desc.upper()}"] = str(frame.text[0])
@@ -308,6 +334,8 @@ def _apply(path: str, changes: list[Change]) -> None:
         elif kind == "mp4":
             if change.field == "tmpo":
                 tags["tmpo"] = [int(change.new)]
+            elif change.field == "\xa9gen":
+                tags["\xa9gen"] = [change.new]
             else:
                 tags[change.field] = [mutagen.mp4.MP4FreeForm(change.new.encode("utf-8"))]
         else:
@@ -349,17 +377,20 @@ def retag(path: str, wanted: Wanted, fields: tuple[str, ...], notation: str, *, 
         return Retagged(path, [], error=f"{path}: cannot write its tags ({type(exc).__name__}: {exc})")
 
 
-def wanted_for(track, *, include_uncertain: bool = False) -> Wanted:
+def wanted_for(track, *, include_uncertain: bool = False, replace_words: bool = False) -> Wanted:
     """The values a library ``Track`` has to write: our own analysis only (the catalog's
     consensus is shown beside it, never written into the user's files), and a key the
-    analysis is unsure of only with ``include_uncertain`` (a DJ program would trust it)."""
+    analysis is unsure of only with ``include_uncertain`` (a DJ program would trust it).
+    ``replace_words``: also over a genre or mood the file already has."""
     from cratesense.dj.exports import exported_cues
 
     ours = lambda name, value: None if name in track.filled else value  # noqa: E731
     cues = tuple(exported_cues(track))
     wanted = Wanted(bpm=ours("bpm", track.bpm), key=ours("key", track.key), replaygain_db=ours("loudness", track.replaygain),
                     peak_dbtp=ours("loudness", track.true_peak), loudness_lufs=ours("loudness", track.loudness),
-                    cues=cues, grid=_grid(cues, track.bpm, track.beats_per_bar, track.duration))
+                    cues=cues, grid=_grid(cues, track.bpm, track.beats_per_bar, track.duration),
+                    genre=ours("genres", track.genres[0] if track.genres else None),
+                    mood=ours("moods", track.moods[0] if track.moods else None), replace_words=replace_words)
     return wanted if include_uncertain else _without_uncertain(wanted, track.key_strength)
 
 
@@ -374,7 +405,9 @@ def wanted_from_analysis(analysis: TrackAnalysis, *, include_uncertain: bool = F
     wanted = Wanted(bpm=descriptors.bpm, key=parse_key(descriptors.key or ""), replaygain_db=descriptors.replaygain_db,
                     peak_dbtp=descriptors.true_peak_dbtp, loudness_lufs=descriptors.loudness_lufs,
                     cues=descriptors.cues or (),
-                    grid=_grid(descriptors.cues or (), descriptors.bpm, descriptors.beats_per_bar, analysis.audio.duration))
+                    grid=_grid(descriptors.cues or (), descriptors.bpm, descriptors.beats_per_bar, analysis.audio.duration),
+                    genre=descriptors.genres[0] if descriptors.genres else None,
+                    mood=descriptors.moods[0] if descriptors.moods else None)
     if include_uncertain:
         return wanted
     return _without_uncertain(wanted, descriptors.key_strength)

@@ -57,7 +57,8 @@ def pitch_range(values: Mapping[str, Any], settings: DjConfig) -> float:
 
 def tag_fields(values: Mapping[str, Any]) -> tuple[str, ...]:
     """The tag fields to write: a list or a comma-separated text of ``TAG_FIELDS``
-    (``DEFAULT_TAG_FIELDS`` when absent: Serato's tags only when asked for)."""
+    (``DEFAULT_TAG_FIELDS`` when absent: Serato's tags and the sound model's genre and mood only when
+    asked for)."""
     given = values.get("fields")
     if given in (None, "", []):
         return DEFAULT_TAG_FIELDS

@@ -37,6 +37,9 @@ def track_json(track: Track, notation: str) -> dict:
         "format": codec_name(track.codec),  # the codec as people name it: MP3, AAC, FLAC... (never mp3float)
         "energy": track.energy,
         "added_at": track.added_at,
+        "genres": list(track.genres),
+        "moods": list(track.moods),
+        "tags": list(track.sound_tags),
         "from_catalog": sorted(track.filled),
         "consensus_djs": track.backed_by,  # how many DJs the catalog's consensus comes from
         # what the consensus says where it disagrees with the file's own analysis
@@ -102,6 +105,8 @@ def cells(track: dict) -> dict[str, str]:
         "bpm": shown(f"{track['bpm']:.1f}" if track["bpm"] else None, "bpm"),
         "key": shown(track["key"], "key"),
         "lufs": shown(f"{track['loudness_lufs']:.1f}" if track["loudness_lufs"] is not None else None, "loudness"),
+        "genre": shown(", ".join(track["genres"][:2]) or None, "genres"),
+        "mood": shown(", ".join(track["moods"][:2]) or None, "moods"),
         "time": minutes(track["duration"]),
         "catalog": catalog_cell(track),
         "path": path + (f" (+{copies - 1} copies)" if copies > 1 else ""),
@@ -126,7 +131,8 @@ def table(rows: list[dict[str, str]], columns: list[tuple[str, str, int]]) -> li
 
 
 TRACK_COLUMNS = [("artist", "artist", 24), ("title", "title", 32), ("bpm", "BPM", 7), ("key", "key", 8),
-                 ("lufs", "LUFS", 6), ("time", "time", 6), ("catalog", "catalog", 64), ("path", "path", 200)]
+                 ("lufs", "LUFS", 6), ("genre", "genre", 20), ("mood", "mood", 18), ("time", "time", 6),
+                 ("catalog", "catalog", 64), ("path", "path", 200)]
 CATALOG_LEGEND = (f"{CATALOG_MARK} from the catalog's consensus (the file's own tags and our analysis had none; "
                   f"'N DJs': how many stand behind it); {DISPUTED_MARK} the consensus says otherwise than this "
                   "file's own analysis: worth a listen")

@@ -323,10 +323,11 @@ def test_timbre_statistics_do_not_depend_on_how_the_stream_is_cut():
 
 def test_embedding_ignores_the_playback_level_and_the_sample_rate(tmp_path):
     samples = synth_track(bpm=126, seconds=20, seed=4)
-    reference = compute_embedding(timbre_of(samples))
-    assert cosine(reference, compute_embedding(timbre_of(samples * 0.25))) > 0.99  # 12 dB quieter
+    reference = analyze_file(encode(samples, 44100, tmp_path / "track.flac")).descriptors.embedding
+    quieter = analyze_file(encode(samples * 0.25, 44100, tmp_path / "quiet.flac")).descriptors.embedding
+    assert cosine(reference, quieter) > 0.99  # 12 dB quieter
     at_48k = encode(samples, 44100, tmp_path / "track.opus")  # Opus is always 48 kHz
-    assert cosine(reference, analyze_file(at_48k).descriptors.embedding) > 0.98
+    assert cosine(reference, analyze_file(at_48k).descriptors.embedding) > 0.95
 
 
 def test_embedding_of_a_mono_file_is_a_unit_vector(tmp_path):
@@ -445,14 +446,20 @@ def _describe_features(features):
 
 
 def test_stage_versions_name_what_an_upgrade_changed():
-    from cratesense.analysis.constants import ANALYZER_VERSION, STAGE_VERSIONS, native_stages_unchanged, stage_versions
+    from cratesense.analysis.constants import (
+        ANALYZER_VERSION,
+        STAGE_VERSIONS,
+        current_native_stages,
+        native_stages_unchanged,
+        stage_versions,
+    )
 
-    assert stage_versions(ANALYZER_VERSION) == STAGE_VERSIONS
+    assert stage_versions(ANALYZER_VERSION) == STAGE_VERSIONS and native_stages_unchanged(ANALYZER_VERSION)
     earlier = {"fingerprint": 1, "tags": 1, "tempo": 1, "key": 1, "loudness": 2, "embedding": 2}
-    assert stage_versions("f1.t1.t1.k1.l2.e2") == earlier  # downbeat, added later, is absent
+    assert stage_versions("f1.t1.t1.k1.l2.e2") == earlier  # downbeat and model, added later, are absent
     prep = "d1.p1.e1.c1.w1"  # downbeat, phrases, energy, cues, waveform: none reads the native view
-    assert native_stages_unchanged(f"f1.t1.t1.k1.l2.e2.{prep}.c1")  # only tempo and key changed
-    assert not native_stages_unchanged(f"f1.t1.t2.k2.l1.e2.{prep}.c1")
-    assert not native_stages_unchanged(f"f1.t1.t2.k2.l2.e1.{prep}.c1")
-    assert not native_stages_unchanged(f"f1.t1.t1.k1.l2.e2.{prep}")  # the cutoff stage (#26) reads the native view too
-    assert stage_versions("0.3.1") == {} and not native_stages_unchanged("0.3.1")  # another form: read in full
+    assert current_native_stages(f"f1.t1.t1.k1.l2.e2.{prep}.c1") == ("loudness", "cutoff")  # embedding 2, no model
+    assert current_native_stages("f1.t1.t1.k1.l2.e2") == ("loudness",)  # its embedding and tags are not today's
+    assert "loudness" not in current_native_stages(f"f1.t1.t2.k2.l1.e2.{prep}.c1")
+    assert "cutoff" not in current_native_stages(f"f1.t1.t1.k1.l2.e2.{prep}")  # the cutoff stage (#26) reads the native view too
+    assert stage_versions("0.3.1") == {} and current_native_stages("0.3.1") == ()  # another form: read in full

@@ -55,7 +55,7 @@ def test_our_mel_and_onnx_runtime_give_tensorflows_scores(model):
     expected = np.array(described["mtt"]["reference_tags"] + described["msd"]["reference_tags"])
     assert np.abs(np.array(list(output.scores.values())) - expected).max() < 1e-4
     penultimate = np.array(described["mtt"]["reference_penultimate"] + described["msd"]["reference_penultimate"])
-    assert np.abs(output.embedding - penultimate).max() < 1e-3 * max(1.0, np.abs(penultimate).max())
+    assert np.abs(output.features - penultimate).max() < 1e-3 * max(1.0, np.abs(penultimate).max())
 
 
 def test_the_mel_is_slaneys_filterbank():
@@ -83,7 +83,8 @@ def test_the_same_audio_gives_the_same_scores_across_loads(model):
     first = model.infer(window)
     again = learned.load_model().infer(window)
     assert first.scores == again.scores
-    assert np.array_equal(first.embedding, again.embedding)
+    assert np.array_equal(first.features, again.features) and first.embedding == again.embedding
+    assert len(first.embedding) == 64 and abs(np.linalg.norm(first.embedding) - 1) < 1e-4
 
 
 def _copy_of_models(tmp_path: Path) -> Path:
@@ -99,6 +100,14 @@ def test_a_damaged_model_file_is_one_clear_error(tmp_path):
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="musicnn-msd.onnx is damaged"):
+        learned.load_model(folder)
+
+
+def test_a_damaged_embedding_projection_is_one_clear_error(tmp_path):
+    folder = _copy_of_models(tmp_path)
+    projection = folder / manifest()["embedding"]["file"]
+    projection.write_bytes(projection.read_bytes()[:-10])
+    with pytest.raises(ModelError, match="embedding.npz is damaged"):
         learned.load_model(folder)
 
 
@@ -134,8 +143,8 @@ def test_patches_are_taken_where_the_music_is_not_in_silence():
     audio = np.concatenate([silence, _tone(30, rate), silence], axis=1)
     windows = _collect(audio, rate)
     assert windows.shape == (4, learned.WINDOW_SAMPLES)
-    levels = np.sqrt(np.mean(np.square(windows), axis=1))
-    assert np.all(levels > 0.2)  # each is the tone (RMS 0.21), none the silence around it
+    levels = 20 * np.log10(np.sqrt(np.mean(np.square(windows), axis=1)))
+    assert np.allclose(levels, learned.LEVEL_DBFS, atol=0.5)  # each is the tone, none the silence around it
 
 
 def test_patches_do_not_depend_on_how_the_stream_is_cut():
@@ -167,3 +176,70 @@ def test_a_track_shorter_than_a_patch_gives_one_and_silence_none():
     rate = 44100
     assert _collect(_tone(2.0, rate), rate).shape == (1, learned.WINDOW_SAMPLES)
     assert _collect(np.zeros((2, 30 * rate), np.float32), rate).shape == (0, learned.WINDOW_SAMPLES)
+
+
+# --- through the pipeline -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def track_file(tmp_path_factory):
+    from audiogen import encode, synth_track
+
+    folder = tmp_path_factory.mktemp("learned")
+    return encode(synth_track(bpm=124, tonic=9, minor=True, seconds=40, seed=3), 44100, folder / "track.flac")
+
+
+def test_the_pipeline_tags_a_track_and_gives_the_same_words_every_time(track_file):
+    from cratesense.analysis.constants import GENRE_WORDS, MOOD_WORDS, OTHER_TAG_WORDS
+    from cratesense.analysis.pipeline import analyze_file
+
+    first, again = (analyze_file(track_file).descriptors for _ in range(2))
+    assert first.genres and set(first.genres) <= set(GENRE_WORDS)
+    assert set(first.moods or ()) <= set(MOOD_WORDS) and set(first.sound_tags or ()) <= set(OTHER_TAG_WORDS)
+    assert len(first.embedding) == 64 and abs(np.linalg.norm(first.embedding) - 1) < 1e-3
+    assert first.model_error is None and first.bpm == pytest.approx(124, abs=0.5)
+    assert (first.genres, first.moods, first.tag_strengths, first.embedding) == (
+        again.genres, again.moods, again.tag_strengths, again.embedding)
+
+
+def test_with_a_damaged_model_every_other_descriptor_is_still_recorded(track_file, tmp_path):
+    """Through the real CLI and its worker processes: one clear error, the rest analyzed."""
+    import os
+    import subprocess
+    import sys
+
+    folder = _copy_of_models(tmp_path)
+    damaged = folder / manifest()["models"]["msd"]["file"]
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    env = {**os.environ, "CRATESENSE_SOUND_MODEL": str(folder)}
+    result = subprocess.run([sys.executable, "-m", "cratesense", "analyze", str(track_file)], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    descriptors = json.loads(result.stdout.splitlines()[0])["descriptors"]
+    assert descriptors["bpm"] == pytest.approx(124, abs=0.5) and descriptors["key"] and descriptors["loudness_lufs"]
+    assert descriptors["genres"] is None and descriptors["embedding"] is None
+    assert "musicnn-msd.onnx is damaged" in descriptors["model_error"]
+
+
+def test_an_upgrade_of_the_model_keeps_the_loudness_and_one_of_loudness_keeps_the_tags(track_file):
+    """Stages are recomputed alone: kept fields are not measured again (planted values stay)."""
+    from cratesense.analysis.constants import NATIVE_STAGE_FIELDS
+    from cratesense.analysis.pipeline import analyze_file
+
+    full = analyze_file(track_file).descriptors
+    planted_loudness = dict.fromkeys(NATIVE_STAGE_FIELDS["loudness"], -42.0)
+    model_again = analyze_file(track_file, native_results=planted_loudness).descriptors
+    assert model_again.loudness_lufs == -42.0 and model_again.genres == full.genres
+    assert model_again.embedding == full.embedding
+    planted_words = {"genres": ("opera",), "moods": (), "sound_tags": (), "tag_strengths": {}, "embedding": (1.0,)}
+    loudness_again = analyze_file(track_file, native_results=planted_words).descriptors
+    assert loudness_again.genres == ("opera",) and loudness_again.embedding == (1.0,)
+    assert loudness_again.loudness_lufs == full.loudness_lufs
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 48000, 96000])
+def test_patches_come_at_the_models_rate_from_any_rate(rate):
+    windows = _collect(_tone(20, rate, frequency=1000.0), rate, patches=2)
+    assert windows.shape == (2, learned.WINDOW_SAMPLES) and windows.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(windows[0]))
+    assert np.argmax(spectrum) * learned.RATE / windows.shape[1] == pytest.approx(1000.0, abs=2.0)

@@ -33,6 +33,8 @@ VALUES = {
     "duration": st.sampled_from([178.0, 180.0, 183.5, None]),
     "bpm": st.sampled_from([64.0, 127.0, 128.0, 256.0, 90.0, 172.5, None]),
     "loudness_lufs": st.sampled_from([-8.0, -9.5, -14.25, None]),
+    "genres": st.sampled_from([["house", "electronic"], ["house"], ["techno", "house", "dance"], None]),
+    "moods": st.sampled_from([["energetic"], ["calm", "sad"], None]),
 }
 fields = st.fixed_dictionaries(VALUES)
 # a history: batches of observations (contributor number, fields), and erasures of a contributor
@@ -50,7 +52,20 @@ def model_row(contributor: str, values: dict) -> Observed:
     """The row ``consensus_of`` reads for one observation (duration: the tag's, else the fingerprint's)."""
     duration = values["duration"] if values["duration"] is not None else FINGERPRINT_DURATION
     return Observed(contributor, values["artist"], values["title"], values["album"], values["isrc"], values["catalog_number"],
-            values["key"], values["camelot"], duration, values["bpm"], values["loudness_lufs"], ANALYZER_VERSION, 0.0)
+            values["key"], values["camelot"], duration, values["bpm"], values["loudness_lufs"], ANALYZER_VERSION, 0.0,
+            ",".join(values["genres"]) if values.get("genres") else None,
+            ",".join(values["moods"]) if values.get("moods") else None)
+
+
+def test_genres_and_moods_are_what_most_contributors_heard():
+    rows = [model_row(f"c{number:031d}", {**dict.fromkeys(VALUES), "genres": genres, "moods": moods})
+            for number, (genres, moods) in enumerate([(["house", "electronic"], ["energetic"]),
+                                                      (["house", "dance"], ["energetic", "sexy"]),
+                                                      (["techno"], ["calm"])])]
+    consensus = consensus_of(rows)
+    assert consensus["genres"] == "house" and consensus["moods"] == "energetic"
+    two = consensus_of(rows[:2])  # named by half: house by both, then dance and electronic by one each
+    assert two["genres"] == "house,dance,electronic"
 
 
 def stored(store: Store) -> dict[int, dict]:
@@ -134,7 +149,7 @@ def test_a_popular_recording_costs_o1_derivation_work_per_observation(catalog_db
                 values = {"artist": rng.choice(["A", "B"]), "title": "T", "album": None, "isrc": None,
                           "catalog_number": None, "key": rng.choice(["A minor", "C major"]), "camelot": "8A",
                           "duration": rng.choice([179.0, 180.0, 181.0]), "bpm": rng.choice([64.0, 128.0, 127.5]),
-                          "loudness_lufs": rng.choice([-8.0, -9.0])}
+                          "loudness_lufs": rng.choice([-8.0, -9.0]), "genres": rng.choice([["house"], ["techno", "house"]])}
                 store.accept(contributor, [decoded(observation(fingerprint, **values))])
                 held.append(model_row(contributor, values))
             while store.settle():

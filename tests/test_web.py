@@ -198,11 +198,26 @@ def test_a_dj_uses_the_page_in_a_real_browser(agent, tmp_path):
         from pyrekordbox.rbxml import RekordboxXml
 
         assert RekordboxXml(str(xml)).num_tracks == 2
+        # the sound model's words on the track view; one of them filters the library, as the CLI does
+        button = wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#track-words .word.genre"), what="its genres")[0]
+        genre = button.text
+        assert driver.find_elements(By.CSS_SELECTOR, "#track-words .word.mood")  # every track has a mood too
+        button.click()
+        wait(lambda: Select(driver.find_element(By.ID, "genre")).first_selected_option.get_attribute("value") == genre,
+             what="the genre filter")
+        listed = agent.cli("tracks", "--genre", genre, "--bpm", "120-128", "--compatible-with", "8A", "--json")
+        assert listed.returncode == 0, listed.stderr
+        expected = sorted(track["title"] for track in json.loads(listed.stdout)["tracks"])
+        assert "Alpha" in expected
+        wait(lambda: titles() == expected, what="the rows of that genre")
+        Select(driver.find_element(By.ID, "genre")).select_by_value("")
         # overview pictures, drawn in the page
         driver.find_element(By.CSS_SELECTOR, ".tab[data-view='overview']").click()
         wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#tempo-chart rect"), what="the tempo chart")
         assert driver.find_elements(By.CSS_SELECTOR, "#key-wheel path") and driver.find_elements(
             By.CSS_SELECTOR, "#loudness-chart rect")
+        assert driver.find_elements(By.CSS_SELECTOR, f"#genre-chart rect[data-word='{genre}']")
+        assert driver.find_elements(By.CSS_SELECTOR, "#mood-chart rect")
         driver.save_screenshot(str(ARTIFACTS / "web-overview.png"))
         # the agent's status, and the privacy controls: contribute off shows in the agent's status
         driver.find_element(By.CSS_SELECTOR, ".tab[data-view='agent']").click()

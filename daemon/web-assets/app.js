@@ -6,7 +6,7 @@ const PAGE = 50; // rows per page: the table never holds the whole library
 const CODES = [];
 for (let n = 1; n <= 12; n++) CODES.push(`${n}A`, `${n}B`);
 
-const state = { offset: 0, total: 0, tracks: [], current: null, playlist: [], status: null, asked: 0 };
+const state = { offset: 0, total: 0, tracks: [], current: null, playlist: [], status: null, asked: 0, tag: null };
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, attributes = {}, ...children) => {
@@ -100,8 +100,8 @@ function filters() {
   let bpm = "";
   if (low && high) bpm = `${low}-${high}`;
   else if (low || high) bpm = low || high;
-  return { bpm, key: $("key").value, compatible_with: $("compatible").value, search: $("search").value.trim(),
-           sort: $("sort").value };
+  return { bpm, key: $("key").value, compatible_with: $("compatible").value, genre: $("genre").value,
+           mood: $("mood").value, tag: state.tag || "", search: $("search").value.trim(), sort: $("sort").value };
 }
 
 async function loadTracks() {
@@ -117,6 +117,8 @@ async function loadTracks() {
         cell(track, "artist", track.artist), cell(track, "title", track.shown_title),
         cell(track, "bpm", track.bpm == null ? null : track.bpm.toFixed(1)), cell(track, "key", track.key),
         cell(track, "lufs", track.loudness_lufs == null ? null : track.loudness_lufs.toFixed(1), "loudness"),
+        cell(track, "genre", track.genres.slice(0, 2).join(", "), "genres"),
+        cell(track, "mood", track.moods.slice(0, 2).join(", "), "moods"),
         el("td", {}, minutes(track.duration)), el("td", { class: "path", title: track.path }, folderOf(track.path)));
       return row;
     }));
@@ -192,6 +194,9 @@ async function openTrack(track) {
     shownKey(track) || "key unknown", track.loudness_lufs == null ? "" : `${track.loudness_lufs.toFixed(1)} LUFS`,
     minutes(track.duration), track.format, consensusNote(track) && `! ${consensusNote(track)}`,
     uncertainNote(track, "key") && `? ${uncertainNote(track, "key")}`, track.path].filter(Boolean).join(" · ");
+  $("track-words").replaceChildren(...[["genre", track.genres], ["mood", track.moods], ["tag", track.tags]]
+    .flatMap(([kind, words]) => words.map((word) => el("button", { type: "button", class: `word ${kind}`,
+      title: `tracks with this ${kind}`, onclick: () => filterBy(kind, word) }, word))));
   wheel($("wheel"), null, { key: track.camelot, compatible: compatibleCodes(track.camelot) });
   loadPrep(track);
   $("next-list").replaceChildren(el("li", {}, "…"));
@@ -315,6 +320,52 @@ async function loadPrep(track) {
   drawPrep();
 }
 
+function filterBy(kind, word) {
+  // a word of the track view: the library filtered by it (genre and mood in their menus, any other
+  // word as a tag filter shown beside them until it is removed)
+  if (kind === "tag") {
+    state.tag = word;
+    $("tag-filter").replaceChildren(el("button", { type: "button", class: "word tag", title: "remove this filter",
+      onclick: () => { state.tag = null; $("tag-filter").replaceChildren(); state.offset = 0; loadTracks(); } }, `${word} ×`));
+  } else {
+    const select = $(kind);
+    if (![...select.options].some((option) => option.value === word)) select.append(el("option", { value: word }, word));
+    select.value = word;
+  }
+  state.offset = 0;
+  loadTracks();
+}
+
+async function loadWords() {
+  // the genre and mood filters offer the words the library's tracks have, most common first
+  const overview = await api("overview");
+  for (const kind of ["genre", "mood"]) {
+    const select = $(kind), chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "any"),
+      ...Object.entries(overview[`${kind}s`] || {}).map(([word, count]) => el("option", { value: word }, `${word} (${count})`)));
+    select.value = chosen;
+  }
+}
+
+function wordBars(target, counts) {
+  // one bar per word, most common first
+  target.replaceChildren();
+  const entries = Object.entries(counts || {}).slice(0, 16);
+  if (!entries.length) return;
+  const max = Math.max(...entries.map((e) => e[1])), width = 700 / entries.length;
+  entries.forEach(([word, count], index) => {
+    const h = 150 * count / max, x = 10 + index * width;
+    const bar = svg("rect", { x: x.toFixed(1), y: (170 - h).toFixed(1), width: Math.max(1, width - 4).toFixed(1),
+                              height: h.toFixed(1), fill: "#2a6edc", "data-word": word });
+    const title = svg("title");
+    title.textContent = `${word}: ${count}`;
+    bar.append(title);
+    const text = svg("text", { x: x.toFixed(1), y: "190", "font-size": "11" });
+    text.textContent = word;
+    target.append(bar, text);
+  });
+}
+
 // --- the playlist being built --------------------------------------------------------------
 
 function addToPlaylist(track) {
@@ -378,6 +429,8 @@ async function loadOverview() {
   bars($("tempo-chart"), overview.tempo.counts, overview.tempo.bin, "BPM");
   wheel($("key-wheel"), overview.keys, null);
   bars($("loudness-chart"), overview.loudness.counts, overview.loudness.bin, "LUFS");
+  wordBars($("genre-chart"), overview.genres);
+  wordBars($("mood-chart"), overview.moods);
 }
 
 // --- the agent and privacy -------------------------------------------------------------------
@@ -486,6 +539,7 @@ function start() {
   });
   for (const name of ["timeupdate", "seeked", "pause"]) $("player").addEventListener(name, drawPrep);
   loadTracks();
+  loadWords().catch(() => {});
   refreshStatus();
   setInterval(refreshStatus, 2000);
 }
