@@ -89,10 +89,11 @@ def _key(path: Path) -> str:
 
 
 def _model_version() -> str:
-    """Scores are cached per model and per patch choice (learned.py)."""
-    folder = learned.model_folder()
+    """Scores are cached per model files and per patch choice (learned.py); not per calibration
+    or projection, which do not change them."""
+    manifest = json.loads((learned.model_folder() / learned.MANIFEST).read_text())
     digest = hashlib.sha1(Path(learned.__file__).read_bytes())
-    digest.update((folder / learned.MANIFEST).read_bytes())
+    digest.update(json.dumps(manifest["models"], sort_keys=True).encode())
     return digest.hexdigest()[:12]
 
 
