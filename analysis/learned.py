@@ -271,7 +271,7 @@ class Musicnn:
                 raise ModelError(f"the sound model file {path.name} cannot be loaded: {exc}") from exc
             self._sessions.append(session)
             self.labels += tuple(f"{short}:{label}" for label in entry["labels"])
-        self._projection = _load_projection(folder, manifest)
+        self.projection = _load_projection(folder, manifest)
 
     def infer(self, windows: np.ndarray) -> ModelOutput:
         """The two taggers take turns: the first window goes to MTT's, the second to MSD's, and
@@ -293,7 +293,7 @@ class Musicnn:
         return ModelOutput(
             scores={label: float(score) for label, score in zip(self.labels, joined)},
             features=features,
-            embedding=self._projection.embed(features),
+            embedding=self.projection.embed(features),
         )
 
 

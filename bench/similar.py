@@ -125,12 +125,24 @@ def pipeline_embedding(path: Path) -> np.ndarray:
     return vector
 
 
-def learned_outputs(path: Path) -> np.ndarray:
-    """The sound model's view of a file as the pipeline makes it (the same patches, the same
-    model and projection): the 400 penultimate units, then the 64-d embedding, in one row."""
+def _model_files_version() -> str:
+    """The learned features are cached per model files and patch choice (not per projection:
+    ``--fit`` changes that, and the features it is fitted on stay valid)."""
+    import json
+
     from cratesense.analysis import learned
 
-    cached = WORK / f"learned-{_CODE_VERSION}" / f"{_key(path)}.npy"
+    manifest = json.loads((learned.model_folder() / learned.MANIFEST).read_text())
+    digest = hashlib.sha1(Path(learned.__file__).read_bytes())
+    digest.update(json.dumps(manifest["models"], sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
+def learned_features(path: Path) -> np.ndarray:
+    """The sound model's 400 penultimate units for a file, on the patches the pipeline chooses."""
+    from cratesense.analysis import learned
+
+    cached = WORK / f"learned-{_model_files_version()}" / f"{_key(path)}.npy"
     if cached.exists():
         return np.load(cached)
     model = learned.shipped_model()
@@ -142,11 +154,21 @@ def learned_outputs(path: Path) -> np.ndarray:
                 collector = collector or learned.PatchCollector(block.native_rate, model.rate, model.window_samples,
                                                                 learned.PATCHES)
                 collector.feed(block.native)
-    output = model.infer(collector.finish())
-    row = np.concatenate([output.features.astype(np.float64), np.asarray(output.embedding, np.float64)])
+    features = model.infer(collector.finish()).features.astype(np.float64)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cached, row)
-    return row
+    np.save(cached, features)
+    return features
+
+
+def learned_outputs(path: Path) -> np.ndarray:
+    """The sound model's view of a file as the pipeline makes it (the same patches, model and
+    projection): the 400 penultimate units, then the 64-d embedding, in one row."""
+    from cratesense.analysis import learned
+
+    features = learned_features(path)
+    model = learned.shipped_model()
+    embedding = model.projection.embed(features)  # type: ignore[union-attr]
+    return np.concatenate([features, np.asarray(embedding, np.float64)])
 
 
 RAW = slice(0, 400)  # of a ``learned_outputs`` row: the penultimate units
@@ -327,7 +349,7 @@ def fit() -> None:
 
     paths = fit_corpus()
     progress(f"fit corpus: {len(paths)} files")
-    features = np.array(_parallel(learned_outputs, paths))[:, RAW]
+    features = np.array(_parallel(learned_features, paths))
     mean = features.mean(axis=0)
     _, spread, directions = np.linalg.svd(features - mean, full_matrices=False)
     scale = np.sqrt(spread[:EMBEDDING_LENGTH] / spread[0])
