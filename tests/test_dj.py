@@ -338,6 +338,13 @@ def test_duplicates_finds_every_encode_and_no_false_group(tmp_path):
     printed = agent.cli("duplicates").stdout
     assert "keep" in printed and "nothing was deleted" in printed
     assert all(path.exists() for path in music.iterdir())  # it never deletes
+    # similar on the sound model's embedding (v3): each encode's nearest tracks are its own versions
+    for index in range(3):
+        for encode_name in (f"r{index}-128k.mp3", f"r{index}-64k.opus"):
+            found = as_json(agent, "similar", str(music / encode_name), "--limit", "3")["similar"]
+            names = [Path(item["track"]["path"]).name for item in found]
+            assert all(name.startswith(f"r{index}") for name in names), (encode_name, names)
+            assert f"r{index}.flac" in names and found[0]["score"] > 0.9, (encode_name, found)
 
 
 def test_a_mix_over_the_same_backing_track_is_not_a_duplicate(tmp_path):

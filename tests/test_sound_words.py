@@ -169,3 +169,30 @@ def test_a_word_filter_takes_the_vocabulary_in_any_case_and_refuses_others_in_on
         parse_filters({"genre": "polka"})
     with pytest.raises(QueryError, match="not a mood"):
         parse_filters({"mood": "rock"})  # a genre is no mood
+
+
+def test_the_consensus_fills_a_missing_genre_as_it_fills_a_missing_artist():
+    """A track whose own analysis has no words (the catalog's consensus stood in for its
+    descriptors, or its model could not run) shows the consensus's, marked as filled; our own
+    words are never replaced by it. An embedding of another version is not in the library row."""
+    from cratesense.analysis.model import (
+        AudioFacts, Consensus, ConsensusAnalysis, ConsensusMetadata, Descriptors, Fingerprint, Tags, TrackAnalysis,
+    )
+    from cratesense.daemon.trackview import library_row
+
+    consensus = Consensus(score=0.9, recording=1, contributors=3, metadata=ConsensusMetadata(artist="Them"),
+                          analysis=ConsensusAnalysis(genres=("house", "electronic"), moods=("energetic",)))
+    base = dict(fingerprint=Fingerprint(chromaprint="AQAA", duration=200.0), tags=Tags(),
+                audio=AudioFacts(container="flac", codec="flac", sample_rate=44100, channels=2, duration=200.0,
+                                 fully_decoded=True))
+    skipped = TrackAnalysis(**base, descriptors=Descriptors(), descriptors_from="catalog")
+    row = library_row("k", skipped, consensus)
+    assert row.genres == "house,electronic" and row.moods == "energetic" and row.artist == "Them"
+    assert {"genres", "moods", "artist"} <= set(row.filled.split(","))
+    ours = TrackAnalysis(**base, descriptors=Descriptors(genres=("techno",), moods=("calm",), embedding=(1.0,) + (0.0,) * 63))
+    row = library_row("k", ours, consensus)
+    assert row.genres == "techno" and row.moods == "calm" and "genres" not in (row.filled or "")
+    assert row.embedding is not None
+    older = TrackAnalysis(**base, descriptors=Descriptors(embedding=(1.0,) + (0.0,) * 63),
+                          analyzer_version="f1.t1.t2.k2.l2.e2.d1")
+    assert library_row("k", older, None).embedding is None  # version 2: never compared with version 3
