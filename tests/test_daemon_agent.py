@@ -240,10 +240,10 @@ def test_scan_command_analyzes_and_exits(tmp_path, tracks):
 def test_an_upgrade_keeps_the_stages_it_did_not_change(tmp_path, tracks):
     """A new tempo, key or bars stage re-analyzes a track without its native-rate view: its
     loudness and embedding are kept from the earlier analysis. A new loudness stage computes
-    them again."""
+    them again; a new sound model re-tags the track and keeps its loudness."""
     music = tmp_path / "music"
     music.mkdir()
-    for track in tracks[:2]:
+    for track in tracks[:3]:
         shutil.copy(track, music)
     write_config(tmp_path, music)
     agent = AgentProcess(tmp_path)
@@ -253,15 +253,20 @@ def test_an_upgrade_keeps_the_stages_it_did_not_change(tmp_path, tracks):
         return ".".join(f"{name[0]}{version - 1 if name == stage else version}" for name, version in STAGE_VERSIONS.items())
 
     with sqlite3.connect(agent.journal_path) as db:  # as an earlier version left them, with a loudness we never measure
-        for name, stage in (("s0.flac", "tempo"), ("s1.flac", "loudness")):
+        for name, stage in (("s0.flac", "tempo"), ("s1.flac", "loudness"), ("s2.flac", "model")):
             db.execute("UPDATE tracks SET analyzer_version = ?, analysis = json_set(analysis, '$.descriptors.loudness_lufs', "
                        "-42.0, '$.analyzer_version', ?) WHERE content_key = (SELECT content_key FROM files "
                        "WHERE path = ?)", (older(stage), older(stage), str(music / name).encode()))
+        db.execute("UPDATE tracks SET analysis = json_set(analysis, '$.descriptors.genres', json('[\"opera\"]')) "
+                   "WHERE content_key = (SELECT content_key FROM files WHERE path = ?)", (str(music / "s2.flac").encode(),))
     result = agent.cli("scan")
-    assert result.returncode == 0 and "2 analyzed" in result.stdout, result.stdout
+    assert result.returncode == 0 and "3 analyzed" in result.stdout, result.stdout
     with agent.journal() as db:
         found = dict(db.execute("SELECT f.path, t.analysis FROM files f JOIN tracks t USING (content_key)"))
-    kept, remeasured = (json.loads(found[str(music / name).encode()]) for name in ("s0.flac", "s1.flac"))
+    kept, remeasured, retagged = (json.loads(found[str(music / name).encode()]) for name in ("s0.flac", "s1.flac", "s2.flac"))
+    assert retagged["descriptors"]["loudness_lufs"] == -42.0  # kept: only the model ran again
+    assert retagged["descriptors"]["genres"] and retagged["descriptors"]["genres"] != ["opera"]
+    assert retagged["analyzer_version"] == ANALYZER_VERSION
     assert kept["analyzer_version"] == remeasured["analyzer_version"] == ANALYZER_VERSION
     assert kept["descriptors"]["loudness_lufs"] == -42.0 and kept["descriptors"]["embedding"]
     assert kept["descriptors"]["bpm"] is not None  # the changed stage was computed anew
