@@ -79,6 +79,7 @@ def main(fd: int, nice: int, parent: int) -> None:
     from cratesense.dj.tagging import retag
     from cratesense.errors import AnalysisError
 
+    _load_sound_model()  # before READY: loading it is part of a worker's start, not of its first file
     connection.send(READY)
     while True:
         try:
@@ -101,6 +102,18 @@ def main(fd: int, nice: int, parent: int) -> None:
             outcome = Outcome(task.path, error_kind="internal", error=f"{type(exc).__name__}: {exc}")
         if not _send(connection, outcome):
             return
+
+
+def _load_sound_model() -> None:
+    """Load the sound model once; when it cannot be, say so once on the agent's log (every
+    analysis also says why its genres, moods and embedding are missing: ``model_error``)."""
+    from cratesense.analysis.learned import shipped_model
+    from cratesense.errors import ModelError
+
+    model = shipped_model()
+    if isinstance(model, ModelError):
+        print(f"cratesense worker: the sound model cannot be used, so tracks get no genres, moods or embedding: "
+              f"{model}", file=sys.stderr, flush=True)
 
 
 def _send(connection, answer) -> bool:

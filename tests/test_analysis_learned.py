@@ -219,6 +219,7 @@ def test_with_a_damaged_model_every_other_descriptor_is_still_recorded(track_fil
     assert descriptors["bpm"] == pytest.approx(124, abs=0.5) and descriptors["key"] and descriptors["loudness_lufs"]
     assert descriptors["genres"] is None and descriptors["embedding"] is None
     assert "musicnn-msd.onnx is damaged" in descriptors["model_error"]
+    assert "the sound model cannot be used" in result.stderr and "musicnn-msd.onnx is damaged" in result.stderr
 
 
 def test_an_upgrade_of_the_model_keeps_the_loudness_and_one_of_loudness_keeps_the_tags(track_file):
