@@ -262,9 +262,16 @@ def mood_rows() -> None:
           "the calm one higher on calm)")
 
 
+_RANK_BY = {"value": "strength"}  # --raw: rank by the raw word scores instead (to compare)
+
+
 def genre_rank(scores: dict[str, float]) -> list[str]:
-    strengths = sound_tags.describe(scores).strengths
-    return sorted(GENRE_WORDS, key=lambda word: -strengths[word])
+    if _RANK_BY["value"] == "raw":
+        raw = sound_tags.raw_word_scores(scores)
+        return sorted(GENRE_WORDS, key=lambda word: -raw[word])
+    words = sound_tags.describe(scores)
+    return list(words.genres) + sorted((w for w in GENRE_WORDS if w not in words.genres),
+                                       key=lambda word: -words.strengths[word])
 
 
 def genre_rows(labelled) -> None:
@@ -305,7 +312,10 @@ def fit() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="print the reference quantiles and exit")
+    parser.add_argument("--raw", action="store_true", help="rank genres by raw score, not strength (to compare)")
     arguments = parser.parse_args()
+    if arguments.raw:
+        _RANK_BY["value"] = "raw"
     if arguments.fit:
         fit()
         return 0
