@@ -138,13 +138,16 @@ def _model_files_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def learned_features(path: Path) -> np.ndarray:
-    """The sound model's 400 penultimate units for a file, on the patches the pipeline chooses."""
+def model_view(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The sound model's view of a file, on the patches the pipeline chooses: its 400 penultimate
+    units and its 100 label scores (in the model's label order). Cached; bench/tags.py reads the
+    scores from here too."""
     from cratesense.analysis import learned
 
-    cached = WORK / f"learned-{_model_files_version()}" / f"{_key(path)}.npy"
+    cached = WORK / f"learned-{_model_files_version()}" / f"{_key(path)}.npz"
     if cached.exists():
-        return np.load(cached)
+        with np.load(cached) as stored:
+            return stored["features"], stored["scores"]
     model = learned.shipped_model()
     assert not isinstance(model, Exception), model
     collector = None
@@ -154,10 +157,19 @@ def learned_features(path: Path) -> np.ndarray:
                 collector = collector or learned.PatchCollector(block.native_rate, model.rate, model.window_samples,
                                                                 learned.PATCHES)
                 collector.feed(block.native)
-    features = model.infer(collector.finish()).features.astype(np.float64)
+    windows = collector.finish() if collector is not None else np.zeros((0, 1), np.float32)
+    if len(windows):
+        output = model.infer(windows)
+        features, scores = output.features.astype(np.float64), np.array(list(output.scores.values()))
+    else:  # silence: nothing to hear
+        features, scores = np.zeros(400), np.zeros(len(model.labels))
     cached.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cached, features)
-    return features
+    np.savez(cached, features=features, scores=scores)
+    return features, scores
+
+
+def learned_features(path: Path) -> np.ndarray:
+    return model_view(path)[0]
 
 
 def learned_outputs(path: Path) -> np.ndarray:

@@ -52,7 +52,6 @@ from soundtracks import CACHE, debian_ffmpeg, labelled_set, soundtrack  # noqa: 
 
 from cratesense.analysis import learned, sound_tags  # noqa: E402
 from cratesense.analysis.constants import GENRE_WORDS  # noqa: E402
-from cratesense.analysis.decode import AudioFile  # noqa: E402
 
 DEVSET = CACHE / "devset"
 WORK = CACHE / "tags"
@@ -89,36 +88,14 @@ def _key(path: Path) -> str:
     return hashlib.sha1(str(path).encode()).hexdigest()[:16]
 
 
-def _model_version() -> str:
-    """Scores are cached per model files and per patch choice (learned.py); not per calibration
-    or projection, which do not change them."""
-    manifest = json.loads((learned.model_folder() / learned.MANIFEST).read_text())
-    digest = hashlib.sha1(Path(learned.__file__).read_bytes())
-    digest.update(json.dumps(manifest["models"], sort_keys=True).encode())
-    return digest.hexdigest()[:12]
-
-
-_VERSION = _model_version()
-
-
 def scores_of(path: Path) -> dict[str, float]:
-    """The model's label scores for a file, on the patches the pipeline would choose."""
-    cached = WORK / f"scores-{_VERSION}" / f"{_key(path)}.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+    """The model's label scores for a file, on the patches the pipeline would choose (cached with
+    bench/similar.py's view of it)."""
+    from similar import model_view
+
     model = learned.shipped_model()
-    collector = None
-    with AudioFile(path) as audio:
-        for block in audio.blocks(native=True):
-            if block.native is not None:
-                collector = collector or learned.PatchCollector(block.native_rate, model.rate, model.window_samples,
-                                                                learned.PATCHES)
-                collector.feed(block.native)
-    windows = collector.finish()
-    scores = model.infer(windows).scores if len(windows) else {}
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(scores))
-    return scores
+    assert not isinstance(model, Exception), model
+    return dict(zip(model.labels, (float(value) for value in model_view(path)[1])))
 
 
 def _parallel(function, paths: list[Path]) -> list:
