@@ -126,7 +126,7 @@ def log_mel_patches(windows: np.ndarray) -> np.ndarray:
 FIRST_SPACING_SECONDS = 4.0  # candidate windows start this far apart, until there are too many
 CANDIDATES_PER_PATCH = 4  # candidates kept per patch wanted (the spacing doubles beyond)
 QUIET_BELOW_LOUDEST_DB = 20.0  # a candidate this far below the loudest is not where the music is
-SILENCE_DBFS = -60.0
+SILENCE_DBFS = -75.0  # about the pipeline's own silence (an int16 peak of 4): a very quiet track is heard too
 # The chosen windows are brought together to this RMS level before the model hears them, so a
 # quiet master and a loud one of the same music sound alike to it (musicnn's log-mel is not
 # level-invariant; its training clips were mastered pop and rock, about this loud).
