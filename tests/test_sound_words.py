@@ -196,3 +196,25 @@ def test_the_consensus_fills_a_missing_genre_as_it_fills_a_missing_artist():
     older = TrackAnalysis(**base, descriptors=Descriptors(embedding=(1.0,) + (0.0,) * 63),
                           analyzer_version="f1.t1.t2.k2.l2.e2.d1")
     assert library_row("k", older, None).embedding is None  # version 2: never compared with version 3
+
+
+def test_the_catalog_keeps_a_profiles_embedding_version(catalog_db):
+    """Centroids of different embedding versions must never be compared: the catalog stores
+    what the agent says its centroid is (NULL from agents before version 3)."""
+    from catalogkit import query
+
+    from cratesense.analysis.constants import KEY_BINS, LOUDNESS_BINS, STAGE_VERSIONS, TEMPO_BINS
+    from cratesense.catalog.store import Store
+
+    store = Store(catalog_db)
+    try:
+        ours, older = store.register()[0], store.register()[0]
+        profile = dict(track_count=3, tempo_histogram=[1 / TEMPO_BINS] * TEMPO_BINS,
+                       key_histogram=[1 / KEY_BINS] * KEY_BINS, loudness_histogram=[1 / LOUDNESS_BINS] * LOUDNESS_BINS,
+                       embedding_centroid=[0.125] * 64)
+        store.put_profile(ours, contract.Profile(**profile, embedding_version=STAGE_VERSIONS["embedding"]))
+        store.put_profile(older, contract.Profile(**profile))
+        versions = dict(query(store, "SELECT contributor, embedding_version FROM profiles"))
+        assert versions == {ours: STAGE_VERSIONS["embedding"], older: None}
+    finally:
+        store.close()
