@@ -61,6 +61,7 @@ class SoundModel(Protocol):
     name: str  # recorded with the results
     rate: int  # the sample rate of the mono windows ``infer`` takes
     window_samples: int  # samples per window
+    reference: dict[str, tuple[float, ...]]  # its words' raw-score quantiles on a reference library
 
     def infer(self, windows: np.ndarray) -> ModelOutput:
         """Scores and embedding of ``(n, window_samples)`` float32 mono windows at ``rate``
@@ -272,6 +273,7 @@ class Musicnn:
             self._sessions.append(session)
             self.labels += tuple(f"{short}:{label}" for label in entry["labels"])
         self.projection = _load_projection(folder, manifest)
+        self.reference = _load_reference(folder, manifest)
 
     def infer(self, windows: np.ndarray) -> ModelOutput:
         """The two taggers take turns: the first window goes to MTT's, the second to MSD's, and
@@ -315,16 +317,30 @@ class Projection:
         return tuple(round(float(value), 5) for value in vector / norm)
 
 
-def _load_projection(folder: Path, manifest: dict) -> Projection:
-    entry = manifest.get("embedding")
+def _checked(folder: Path, manifest: dict, key: str, made_by: str) -> Path:
+    """The file the manifest's ``key`` entry names, its checksum checked."""
+    entry = manifest.get(key)
     if not entry:
-        raise ModelError("the sound model's manifest names no embedding projection (bench/similar.py --fit)")
+        raise ModelError(f"the sound model's manifest names no {key} file ({made_by})")
     path = folder / entry["file"]
     if not path.is_file():
         raise ModelError(f"the sound model file {path.name} is missing (reinstall CrateSense)")
     if _sha256(path) != entry["sha256"]:
         raise ModelError(f"the sound model file {path.name} is damaged: its checksum does not match "
                          "(reinstall CrateSense)")
+    return path
+
+
+def _load_reference(folder: Path, manifest: dict) -> dict[str, tuple[float, ...]]:
+    path = _checked(folder, manifest, "calibration", "bench/tags.py --fit")
+    try:
+        return {word: tuple(float(v) for v in values) for word, values in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ModelError(f"the sound model file {path.name} cannot be read: {exc}") from exc
+
+
+def _load_projection(folder: Path, manifest: dict) -> Projection:
+    path = _checked(folder, manifest, "embedding", "bench/similar.py --fit")
     with np.load(path, allow_pickle=False) as stored:
         projection = Projection(stored["mean"].astype(np.float64), stored["components"].astype(np.float64),
                                 stored["scale"].astype(np.float64))

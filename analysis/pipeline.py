@@ -164,7 +164,7 @@ def _sound(model: SoundModel | ModelError | None, patches: PatchCollector | None
     if not len(windows):
         return {}
     output = model.infer(windows)
-    words = describe_sound(output.scores)
+    words = describe_sound(output.scores, model.reference)
     return {
         "genres": words.genres,
         "moods": words.moods,

@@ -9,9 +9,10 @@ tag and scores high on much that is not rock, "house" is rare and scores low eve
    labels that say it (``SOURCES``: "calm" is MTT's soft, quiet and slow and MSD's Mellow and
    chill...);
 2. that raw score becomes a *strength*: its place among the raw scores the same word got on a
-   reference library (``_REFERENCE``, quantiles measured by ``bench/tags.py --fit`` over a
-   varied development corpus: real soundtracks and rendered classical, folk, pop, jazz and
-   electronic pieces). 0.9 means "more so than 9 tracks in 10 of that library";
+   reference library (quantiles measured by ``bench/tags.py --fit`` over a varied development
+   corpus: real soundtracks and rendered classical, folk, pop, jazz and electronic pieces, shipped
+   with the model as ``sound-model/calibration.json``). 0.9 means "more so than 9 tracks in 10 of
+   that library";
 3. a track's genres are its genre words at 0.8 or more, strongest first, at most 3; when none is
    that strong, its strongest one (every track gets a genre). Its moods likewise; its other tags
    (voice, instruments) are the words at 0.8 or more.
@@ -88,10 +89,10 @@ APPLIES = 0.8  # a word applies from this strength on: more so than 4 tracks in 
 MAX_GENRES = 3
 MAX_MOODS = 3
 
-# Quantiles (0, 5, ..., 100 %) of each word's raw score over the reference library, measured by
-# bench/tags.py --fit.
-_QUANTILES = np.linspace(0.0, 1.0, 21)
-_REFERENCE: dict[str, tuple[float, ...]] = {}
+# The reference library's quantiles (0, 5, ..., 100 %) of each word's raw score come with the
+# model (``sound-model/calibration.json``, measured by bench/tags.py --fit): ``Reference``.
+QUANTILES = np.linspace(0.0, 1.0, 21)
+Reference = dict[str, tuple[float, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +108,18 @@ def raw_word_scores(scores: dict[str, float]) -> dict[str, float]:
     return {word: max(scores.get(label, 0.0) for label in SOURCES[word]) for word in TAG_WORDS}
 
 
-def strength(word: str, raw: float) -> float:
-    """Where ``raw`` falls among the reference library's scores for ``word`` (0-1)."""
-    reference = _REFERENCE.get(word)
-    if reference is None:
+def strength(word: str, raw: float, reference: Reference) -> float:
+    """Where ``raw`` falls among the reference library's scores for ``word`` (0-1; the raw score
+    itself for a word the reference does not know)."""
+    quantiles = reference.get(word)
+    if quantiles is None:
         return raw
-    return float(np.interp(raw, reference, _QUANTILES))
+    return float(np.interp(raw, quantiles, QUANTILES))
 
 
-def describe(scores: dict[str, float]) -> SoundWords:
+def describe(scores: dict[str, float], reference: Reference) -> SoundWords:
     raw = raw_word_scores(scores)
-    exact = {word: strength(word, value) for word, value in raw.items()}
+    exact = {word: strength(word, value, reference) for word, value in raw.items()}
     strengths = {word: round(value, 2) for word, value in exact.items()}
 
     def ranked(words: tuple[str, ...], limit: int, always: bool) -> tuple[str, ...]:

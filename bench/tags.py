@@ -225,7 +225,9 @@ def mood_pairs() -> list[tuple[str, Path, Path]]:
 def mood_rows() -> None:
     pairs = mood_pairs()
     paths = list(dict.fromkeys(path for _, calm, wild in pairs for path in (calm, wild)))
-    strengths = dict(zip(paths, (sound_tags.describe(scores).strengths for scores in _parallel(scores_of, paths))))
+    reference = learned.shipped_model().reference  # type: ignore[union-attr]
+    strengths = dict(zip(paths, (sound_tags.describe(scores, reference).strengths
+                                 for scores in _parallel(scores_of, paths))))
     print(f"\n{'pairs':34} {'n':>4}" + "".join(f"{word + ' ' + side:>18}" for word, side in MOOD_CHECKS))
     for kind in dict.fromkeys(kind for kind, _, _ in pairs):
         chosen = [(calm, wild) for k, calm, wild in pairs if k == kind]
@@ -246,7 +248,7 @@ def genre_rank(scores: dict[str, float]) -> list[str]:
     if _RANK_BY["value"] == "raw":
         raw = sound_tags.raw_word_scores(scores)
         return sorted(GENRE_WORDS, key=lambda word: -raw[word])
-    words = sound_tags.describe(scores)
+    words = sound_tags.describe(scores, learned.shipped_model().reference)  # type: ignore[union-attr]
     return list(words.genres) + sorted((w for w in GENRE_WORDS if w not in words.genres),
                                        key=lambda word: -words.strengths[word])
 
@@ -274,16 +276,24 @@ def genre_rows(labelled) -> None:
 
 
 def fit() -> None:
+    """Each word's raw-score quantiles over the reference library, written beside the model as
+    ``calibration.json`` with its SHA-256 in ``musicnn.json``."""
     paths = [path for _, path in labelled_set("development")]
     for subset in REFERENCE_SUBSETS:
         paths += [audio for audio, _ in _devset(subset)]
     raw = [sound_tags.raw_word_scores(scores) for scores in _parallel(scores_of, paths) if scores]
-    print(f"# {len(raw)} reference tracks")
-    print("_REFERENCE: dict[str, tuple[float, ...]] = {")
-    for word in sound_tags.SOURCES:
-        values = np.quantile([row[word] for row in raw], sound_tags._QUANTILES)
-        print(f'    "{word}": (' + ", ".join(f"{value:.4g}" for value in values) + "),")
-    print("}")
+    reference = {word: [round(float(value), 6) for value in np.quantile([row[word] for row in raw], sound_tags.QUANTILES)]
+                 for word in sound_tags.SOURCES}
+    folder = learned.model_folder()
+    target = folder / "calibration.json"
+    target.write_text(json.dumps(reference, indent=0) + "\n")
+    manifest = json.loads((folder / learned.MANIFEST).read_text())
+    manifest["calibration"] = {"file": target.name, "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+                               "fitted_by": "bench/tags.py --fit", "reference_tracks": len(raw),
+                               "reference": "bench/soundtracks.py development + bench/devset.py "
+                               + ", ".join(REFERENCE_SUBSETS)}
+    (folder / learned.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {target} ({len(raw)} reference tracks)")
 
 
 def main() -> int:

@@ -244,3 +244,10 @@ def test_patches_come_at_the_models_rate_from_any_rate(rate):
     assert windows.shape == (2, learned.WINDOW_SAMPLES) and windows.dtype == np.float32
     spectrum = np.abs(np.fft.rfft(windows[0]))
     assert np.argmax(spectrum) * learned.RATE / windows.shape[1] == pytest.approx(1000.0, abs=2.0)
+
+
+def test_a_damaged_calibration_is_one_clear_error(tmp_path):
+    folder = _copy_of_models(tmp_path)
+    (folder / manifest()["calibration"]["file"]).write_text("{}")
+    with pytest.raises(ModelError, match="calibration.json is damaged"):
+        learned.load_model(folder)

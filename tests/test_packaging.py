@@ -148,7 +148,8 @@ def test_pip_install_prints_no_setuptools_warning(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "cratesense/service-files/systemd/cratesense.service" in names
     assert "cratesense/service-files/launchd/org.cratesense.agent.plist" in names
-    for model_file in ("musicnn-mtt.onnx", "musicnn-msd.onnx", "musicnn.json", "LICENSE-musicnn"):
+    for model_file in ("musicnn-mtt.onnx", "musicnn-msd.onnx", "musicnn.json", "LICENSE-musicnn", "embedding.npz",
+                       "calibration.json"):
         assert f"cratesense/analysis/sound-model/{model_file}" in names
     assert not any(name.startswith("packaging/") for name in names)
 

@@ -39,14 +39,26 @@ def _scores(**raised: float) -> dict[str, float]:
     return scores
 
 
+IDENTITY = {word: tuple(sound_tags.QUANTILES) for word in TAG_WORDS}  # strength = raw score
+
+
 def test_words_come_from_the_strongest_labels_and_are_bounded():
-    words = sound_tags.describe(_scores(mtt_classical=0.9, mtt_piano=0.9, mtt_soft=0.8, mtt_quiet=0.7))
+    words = sound_tags.describe(_scores(mtt_classical=0.9, mtt_piano=0.9, mtt_soft=0.8, mtt_quiet=0.7), IDENTITY)
     assert words.genres[0] == "classical" and len(words.genres) <= sound_tags.MAX_GENRES
     assert "calm" in words.moods and "piano" in words.other
     assert set(words.strengths) == set(TAG_WORDS) and all(0 <= v <= 1 for v in words.strengths.values())
-    loud = sound_tags.describe(_scores(mtt_metal=0.9, mtt_loud=0.9, mtt_fast=0.8, msd_heavy_metal=0.8))
+    loud = sound_tags.describe(_scores(mtt_metal=0.9, mtt_loud=0.9, mtt_fast=0.8, msd_heavy_metal=0.8), IDENTITY)
     assert loud.strengths["aggressive"] > words.strengths["aggressive"]
     assert loud.strengths["calm"] < words.strengths["calm"]
+
+
+def test_strengths_are_places_in_the_reference_library_and_every_track_gets_a_genre_and_a_mood():
+    reference = {**IDENTITY, "house": tuple(np.linspace(0.0, 0.2, 21)), "rock": tuple(np.linspace(0.3, 1.0, 21))}
+    words = sound_tags.describe(_scores(msd_House=0.19, msd_rock=0.35), reference)
+    assert words.strengths["house"] == 0.95 and words.strengths["rock"] < 0.1  # rare house outranks common rock
+    assert words.genres[0] == "house"
+    quiet = sound_tags.describe(_scores(), IDENTITY)  # nothing stands out: still one genre and one mood
+    assert len(quiet.genres) == 1 and len(quiet.moods) == 1
 
 
 def test_the_guard_accepts_the_vocabulary_and_rejects_any_other_word_naming_the_field():
