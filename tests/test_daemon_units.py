@@ -67,13 +67,23 @@ def test_a_deleted_file_leaves_the_queue_or_is_dropped_when_its_analysis_ends():
     assert q.empty and q.completed == 3
 
 
-def test_an_upgrade_keeps_loudness_and_embedding_only_from_a_full_analysis():
-    full = track_analysis("t1.k1", loudness_lufs=-9.5, loudness_range=5.0, true_peak_dbtp=-0.4, replaygain_db=-8.5,
-                          embedding=(0.5,) * 64, bpm=124.0, cutoff_hz=16_800.0)
-    kept = native_results(full)
-    assert kept == {"loudness_lufs": -9.5, "loudness_range": 5.0, "true_peak_dbtp": -0.4, "replaygain_db": -8.5,
-                    "embedding": (0.5,) * 64, "cutoff_hz": 16_800.0}
-    assert native_results(track_analysis("t1.k1", bpm=124.0)) is None  # a fingerprint-only pass: read in full
+def test_an_upgrade_keeps_the_native_stages_it_did_not_change_only_from_a_full_analysis():
+    from cratesense.analysis.constants import STAGE_VERSIONS
+
+    def version(**stages) -> str:
+        return ".".join(f"{stage[0]}{number}" for stage, number in dict(STAGE_VERSIONS, **stages).items())
+
+    measured = dict(loudness_lufs=-9.5, loudness_range=5.0, true_peak_dbtp=-0.4, replaygain_db=-8.5,
+                    embedding=(0.5,) * 64, bpm=124.0, cutoff_hz=16_800.0, genres=("house",), moods=("danceable",),
+                    sound_tags=("synth",), tag_strengths={"house": 0.9})
+    loudness = {"loudness_lufs": -9.5, "loudness_range": 5.0, "true_peak_dbtp": -0.4, "replaygain_db": -8.5}
+    words = {"genres": ("house",), "moods": ("danceable",), "sound_tags": ("synth",), "tag_strengths": {"house": 0.9}}
+    assert native_results(track_analysis(version(), **measured)) == {
+        **loudness, "embedding": (0.5,) * 64, "cutoff_hz": 16_800.0, **words}
+    # an earlier embedding: loudness, cutoff and the words are kept, the embedding is made again
+    assert native_results(track_analysis(version(embedding=2), **measured)) == {**loudness, "cutoff_hz": 16_800.0, **words}
+    assert native_results(track_analysis(version(cutoff=0, model=0), **measured)) == {**loudness, "embedding": (0.5,) * 64}
+    assert native_results(track_analysis(version(), bpm=124.0)) is None  # a fingerprint-only pass: read in full
     assert native_results(None) is None
 
 
