@@ -4,6 +4,8 @@ of the same file, librosa, Essentia and fpcalc; per-format costs and a first-pas
     flock -x /work/heavy.lock .venv/bin/python bench/speed.py [--files 8] [--repeat 2] [--no-peers]
     flock -x /work/heavy.lock .venv/bin/python bench/speed.py --against /work/wt/baseline [--rounds 3]
     flock -x /work/heavy.lock .venv/bin/python bench/speed.py --without CutoffMeter [--rounds 3]
+    /work/coord/heavy .venv/bin/python bench/speed.py --without model [--rounds 3]   # the sound model's stage
+    .venv/bin/python bench/speed.py --memory [--files 8]   # the sound model's memory in a worker (not a timing)
 
 The recordings are the Debian music packages the opt-in tests use (tests/realaudio.py: Ogg
 Vorbis); the first ``--files`` of 2-5 minutes are also transcoded with Debian's ffmpeg into the
@@ -26,7 +28,11 @@ over the files (the CPU budget: the whole pipeline within 1.1x the baseline's).
 ``--without NAME`` measures what one stage costs inside the pipeline: the same rounds, this checkout
 against itself with the stage class ``cratesense.analysis.pipeline.NAME`` (e.g. ``CutoffMeter``)
 replaced by one that does nothing (inside the pipeline a stage also costs the decode's caches,
-which timing it alone misses).
+which timing it alone misses); ``--without model``: without the sound model's stage (no patches
+collected, no inference: as when the model cannot be loaded).
+
+``--memory``: a worker's peak and final resident memory after analyzing the files, in two fresh
+processes, with and without the sound model: the difference is the model's memory in a worker.
 """
 
 from __future__ import annotations
@@ -230,6 +236,54 @@ class _NoStage:
         return None
 
 
+def _leave_out(without: str) -> None:
+    """The pipeline of this process without one stage: ``model`` (the sound model: no patches
+    collected, no inference, as when it cannot be loaded) or a stage class of the pipeline."""
+    from cratesense.analysis import pipeline
+
+    if without == "model":
+        from cratesense.errors import ModelError
+
+        pipeline.shipped_model = lambda: ModelError("left out by bench/speed.py --without model")
+        return
+    if not hasattr(pipeline, without):
+        raise SystemExit(f"the pipeline has no stage class {without}")
+    setattr(pipeline, without, _NoStage)
+
+
+def memory_child(paths: list[str], without: str | None) -> dict[str, int]:
+    """A worker's memory (kB, from /proc: the peak and the resident set at the end) after it has
+    analyzed ``paths`` (the model, when on, loaded first, as a worker loads it)."""
+    from cratesense.analysis import learned
+
+    if without:
+        _leave_out(without)
+    else:
+        learned.shipped_model()
+    for path in paths:
+        ours(Path(path))
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {"peak_kb": int(status["VmHWM"].split()[0]), "resident_kb": int(status["VmRSS"].split()[0])}
+
+
+def memory(files: list[Path]) -> None:
+    """The sound model's memory in a worker: the same files analyzed in two fresh processes, with
+    and without the model (not a timing: no lock needed)."""
+    import json
+
+    found = {}
+    for label, options in (("with the model", []), ("without it", ["--without", "model"])):
+        done = subprocess.run([sys.executable, __file__, *options, "--memory-child", *map(str, files)],
+                              capture_output=True, text=True, check=True, cwd="/")
+        found[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\na worker's memory after analyzing {len(files)} files (MB)")
+    print(f"{'':16}{'peak':>8}{'resident':>10}")
+    for label, figures in found.items():
+        print(f"{label:16}{figures['peak_kb'] / 1024:8.1f}{figures['resident_kb'] / 1024:10.1f}")
+    extra = {key: (found["with the model"][key] - found["without it"][key]) / 1024 for key in ("peak_kb", "resident_kb")}
+    print(f"{'the model':16}{extra['peak_kb']:8.1f}{extra['resident_kb']:10.1f}")
+
+
 def pipeline_server(without: str | None = None) -> None:
     """Answers each path read from stdin with the CPU seconds ``analyze_file`` took on it, for the
     installed cratesense (this process runs with the other checkout's venv for that side), with the
@@ -238,11 +292,7 @@ def pipeline_server(without: str | None = None) -> None:
     import json
 
     if without:
-        from cratesense.analysis import pipeline
-
-        if not hasattr(pipeline, without):
-            raise SystemExit(f"the pipeline has no stage class {without}")
-        setattr(pipeline, without, _NoStage)
+        _leave_out(without)
     warm = False
     for line in sys.stdin:
         path = Path(line.rstrip("\n"))
@@ -334,14 +384,25 @@ def main() -> int:
                         "and here on the same files, alternating")
     parser.add_argument("--rounds", type=int, default=3, help="--against: rounds per side")
     parser.add_argument("--without", metavar="NAME", help="the pipeline here against itself without the stage "
-                        "class NAME of cratesense.analysis.pipeline (e.g. CutoffMeter): the stage's cost")
+                        "class NAME of cratesense.analysis.pipeline (e.g. CutoffMeter), or without the sound "
+                        "model (NAME: model): the stage's cost")
+    parser.add_argument("--memory", action="store_true", help="the sound model's memory in a worker (with/without)")
     parser.add_argument("--pipeline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pipeline_server:
         pipeline_server(args.without)
         return 0
+    if args.memory_child:
+        import json
+
+        print(json.dumps(memory_child(args.memory_child, args.without)))
+        return 0
 
     vorbis = choose_recordings(args.files)
+    if args.memory:
+        memory(vorbis)
+        return 0
     sets = {"ogg": vorbis, **{ext: transcoded(vorbis, ext) for ext in FORMATS}}
     if args.against or args.without:
         print(f"{len(vorbis)} real recordings, each as Vorbis, MP3 320k, AAC 256k, FLAC")
