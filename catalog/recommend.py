@@ -130,7 +130,7 @@ def _recommend(store: Store, backend, contributor: str, limit: int) -> list[dict
         for row in db.execute(f"SELECT recording, items FROM fingerprints WHERE {where} ORDER BY id", params):
             sketches.setdefault(row.recording, matching.sketch(matching.unpack(row.items)))
     return [{"weight": round(weight, 4), **recording_dict(rows[recording]),
-             "reason": _reason([neighbours[who] for who in holders_of[recording]], bool(mine)),
+             "reason": _reason([neighbours[who] for who in holders_of[recording]], popularity[recording], bool(mine)),
              "sketch": sketches.get(recording, [])}
             for weight, recording in kept if recording in rows]
 
@@ -208,15 +208,21 @@ def _duplicates_of_mine(store: Store, db, recordings: list[int], mine: set[int])
             if any(c.recording in mine and c.score >= matching.LOOKUP_HIT for c in candidates)}
 
 
-def _reason(holders: list[Neighbour], by_holdings: bool) -> str:
-    """Why, in words: how many of your neighbours hold it and how near they are (an average:
-    never one DJ's figure apart from the count)."""
+def _reason(holders: list[Neighbour], everyone: int, by_holdings: bool) -> str:
+    """Why, in words: how many DJs hold it (``everyone``: at least ``MIN_HOLDERS``), how many of
+    them are your neighbours and how near they are (an average: never one DJ's figure apart from
+    the count). "held by 4 DJs whose libraries overlap yours by 31 %" when all of them are your
+    neighbours, else "held by 5 DJs, 2 of them near you (their libraries overlap yours by 31 %)"
+    (it used to say "held by 2 DJs" there, which read as if fewer than 3 held it)."""
     count = len(holders)
-    djs = "1 DJ" if count == 1 else f"{count} DJs"
     if by_holdings:
-        overlap = round(100 * sum(h.overlap for h in holders) / count)
-        whose = "whose library overlaps" if count == 1 else "whose libraries overlap"
-        return f"held by {djs} {whose} yours by {overlap} %"
-    alike = round(100 * max(0.0, sum(h.profile for h in holders) / count))
-    whose = "whose taste profile is" if count == 1 else "whose taste profiles are"
-    return f"held by {djs} {whose} {alike} % like yours"
+        figure = round(100 * sum(h.overlap for h in holders) / count)
+        apart = ("its library overlaps" if count == 1 else "their libraries overlap") + f" yours by {figure} %"
+        together = f"whose libraries overlap yours by {figure} %"
+    else:
+        figure = round(100 * max(0.0, sum(h.profile for h in holders) / count))
+        apart = ("its taste profile is" if count == 1 else "their taste profiles are") + f" {figure} % like yours"
+        together = f"whose taste profiles are {figure} % like yours"
+    if count >= everyone:
+        return f"held by {count} DJs {together}"
+    return f"held by {everyone} DJs, {count} of them near you ({apart})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import aiohttp
 import chromaprint
@@ -62,9 +63,10 @@ def test_recommendations_follow_taste_not_popularity(catalog_db):
             ours.append(precision(items, dj, community))
             by_popularity.append(precision(popular, dj, community))
             by_chance.append(precision(eligible, dj, community))
-            for r in found:
-                assert r["reason"].startswith("held by ") and "libraries overlap yours by" in r["reason"] or \
-                    "library overlaps yours by" in r["reason"], r["reason"]
+            for r in found:  # the count is of every holder (never fewer than 3), then of those near you
+                assert re.fullmatch(rf"held by {r['contributors']} DJs( whose libraries overlap yours by \d+ %|"
+                                    r", \d+ of them near you \((its library overlaps|their libraries overlap) "
+                                    r"yours by \d+ %\))", r["reason"]), r["reason"]
         mean = lambda values: sum(values) / len(values)  # noqa: E731
         assert mean(ours) >= 2 * mean(by_chance) and mean(ours) > mean(by_popularity) + 0.2, \
             (mean(ours), mean(by_popularity), mean(by_chance))
@@ -111,7 +113,8 @@ def test_never_a_recording_you_hold_nor_its_duplicate_and_never_one_of_fewer_tha
         assert store.counts()["recordings"] == 4  # the twin is a recording of its own
         found = recommend.recommend(store, me)
         assert [r["metadata"]["title"] for r in found] == ["Hit"]  # not Mine, not its Twin, not Rare (1 holder)
-        assert found[0]["reason"] == "held by 3 DJs whose libraries overlap yours by 100 %"  # the 3 nearest of 4
+        # 4 DJs hold it, the 3 nearest are listened to
+        assert found[0]["reason"] == "held by 4 DJs, 3 of them near you (their libraries overlap yours by 100 %)"
     finally:
         store.close()
 
@@ -129,3 +132,14 @@ async def test_the_answer_names_no_other_contributor(catalog_db):
             msgspec.convert({"recommendations": found}, contract.Recommendations)  # the API's shape
             text = json.dumps(found)
             assert not any(other in text for other in djs + [newcomer.id])
+
+
+def test_a_reason_counts_every_holder_and_then_those_near_you():
+    """"held by 1 DJ" read as if one DJ held it, which never happens: the count is of every
+    holder (at least 3), then of those among your neighbours, with their average."""
+    near = [recommend.Neighbour(0.5, 0.29, 0.8), recommend.Neighbour(0.4, 0.31, 0.6)]
+    assert recommend._reason(near[:1], 5, True) == "held by 5 DJs, 1 of them near you (its library overlaps yours by 29 %)"
+    assert recommend._reason(near, 5, True) == "held by 5 DJs, 2 of them near you (their libraries overlap yours by 30 %)"
+    assert recommend._reason(near, 5, False) == "held by 5 DJs, 2 of them near you (their taste profiles are 70 % like yours)"
+    assert recommend._reason(near + near[:1], 3, True) == "held by 3 DJs whose libraries overlap yours by 30 %"
+    assert recommend._reason(near[:1], 3, False).endswith("(its taste profile is 80 % like yours)")
