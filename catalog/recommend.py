@@ -9,9 +9,11 @@ known of a DJ who does not contribute.
    you both hold, each weighted by how rare it is (``log((N + 1) / holders)``: what everybody
    holds says little), over the geometric mean of the two library sizes. By profile: each part
    of the profile centred on the community's mean (the shape every library shares says nothing
-   either), compared by cosine, the parts averaged with fixed weights. The two are blended by how
-   much you hold (``held / (held + 20)`` on holdings): a non-contributor is known by profile
-   alone. The nearest ``neighbours_for(N)`` are kept: about the square root of the community
+   either), compared by cosine, the parts averaged with fixed weights; the embedding centroids
+   only between profiles of one embedding version (``profiles.embedding_version``: version 3,
+   the sound model's, is another space than version 2), centred among that version's. The two
+   are blended by how much you hold (``held / (held + 20)`` on holdings): a non-contributor is
+   known by profile alone. The nearest ``neighbours_for(N)`` are kept: about the square root of the community
    (3 in a community of 12, 10 among 100, 32 among 1,000), so a small community is not "everybody".
 2. **Candidates.** The recordings the neighbours hold, each scored by the similarities of the
    neighbours holding it over ``holders ** POPULARITY_DAMPING`` (a recording held by everyone is
@@ -48,7 +50,9 @@ _PARTS = (
     ((TEMPO_BINS + KEY_BINS, TEMPO_BINS + KEY_BINS + LOUDNESS_BINS), 0.15),
     ((TEMPO_BINS + KEY_BINS + LOUDNESS_BINS, PROFILE_LENGTH), 0.5),
 )
-assert _PARTS[-1][0][1] - _PARTS[-1][0][0] == EMBEDDING_LENGTH
+_EMBEDDING_PART = len(_PARTS) - 1  # the centroid of the sound embeddings: comparable within one version only
+assert _PARTS[_EMBEDDING_PART][0][1] - _PARTS[_EMBEDDING_PART][0][0] == EMBEDDING_LENGTH
+FIRST_EMBEDDING_VERSION = 2  # a profile stored without its version (NULL) was sent before version 3
 
 
 def neighbours_for(community: int) -> int:
@@ -74,8 +78,10 @@ def _recommend(store: Store, backend, contributor: str, limit: int) -> list[dict
     with backend.reading() as db:
         mine = {row.recording for row in db.execute(
             "SELECT DISTINCT recording FROM observations WHERE contributor = ?", (contributor,))}
-        profiles = {row.contributor: struct.unpack(f"<{PROFILE_LENGTH}f", row.vector)
-                    for row in db.execute("SELECT contributor, vector FROM profiles")}
+        profiles, versions = {}, {}
+        for row in db.execute("SELECT contributor, vector, embedding_version FROM profiles"):
+            profiles[row.contributor] = struct.unpack(f"<{PROFILE_LENGTH}f", row.vector)
+            versions[row.contributor] = row.embedding_version or FIRST_EMBEDDING_VERSION
         if not mine and contributor not in profiles:
             return []
         held = {row.contributor: row.held for row in db.execute(
@@ -94,7 +100,7 @@ def _recommend(store: Store, backend, contributor: str, limit: int) -> list[dict
             community = len(held) + 1
             rarity = {row.id: math.log((community + 1) / max(1, row.contributors)) for row in db.execute(
                 f"SELECT id, contributors FROM recordings WHERE {where}", params)}
-        neighbours = _neighbours(contributor, mine, held, shared, rarity, profiles)
+        neighbours = _neighbours(contributor, mine, held, shared, rarity, profiles, versions)
         if not neighbours:
             return []
         where, params = backend.any_of("contributor", sorted(neighbours))
@@ -136,16 +142,19 @@ def _recommend(store: Store, backend, contributor: str, limit: int) -> list[dict
 
 
 def _neighbours(contributor: str, mine: set[int], held: dict[str, int], shared: dict[str, set[int]],
-                rarity: dict[int, float], profiles: dict[str, tuple[float, ...]]) -> dict[str, Neighbour]:
+                rarity: dict[int, float], profiles: dict[str, tuple[float, ...]],
+                versions: dict[str, int] | None = None) -> dict[str, Neighbour]:
     """The nearest DJs among those who hold something, by the blend of holdings and profile."""
-    centred = _centred_parts(profiles)
+    versions = versions or {}
+    centred = _centred_parts(profiles, versions)
     me = centred.get(contributor)
     by_holdings = len(mine) / (len(mine) + HOLDINGS_HALF)
     candidates = []
     for who, size in held.items():
         common = shared.get(who, set())
         holdings = sum(rarity.get(recording, 0.0) for recording in common) / math.sqrt(len(mine) * size) if mine else 0.0
-        profile = _profile_similarity(me, centred.get(who)) if me is not None else 0.0
+        profile = _profile_similarity(me, centred.get(who), versions.get(contributor) == versions.get(who)) \
+            if me is not None else 0.0
         similarity = by_holdings * holdings + (1 - by_holdings) * max(0.0, profile)
         if similarity > 0:
             overlap = len(common) / len(mine) if mine else 0.0
@@ -154,20 +163,28 @@ def _neighbours(contributor: str, mine: set[int], held: dict[str, int], shared: 
     return {who: neighbour for _, who, neighbour in candidates[:neighbours_for(len(held))]}
 
 
-def _centred_parts(profiles: dict[str, tuple[float, ...]]) -> dict[str, list[list[float] | None]]:
+def _centred_parts(profiles: dict[str, tuple[float, ...]],
+                   versions: dict[str, int] | None = None) -> dict[str, list[list[float] | None]]:
     """Each profile's parts minus the community's mean part, unit length (None: a part that is
     all zeros, as a missing embedding centroid is; []: a part equal to the mean, as in a
-    community whose profiles are all alike)."""
+    community whose profiles are all alike). The embedding centroid's mean is taken among the
+    profiles of its embedding version (``versions``; another version's embeddings are another
+    space)."""
     if not profiles:
         return {}
-    means = []
-    for (start, end), _ in _PARTS:
-        present = [vector[start:end] for vector in profiles.values() if any(vector[start:end])]
-        means.append([sum(column) / len(present) for column in zip(*present)] if present else [0.0] * (end - start))
+    versions = versions or {}
+    version_of = lambda who: versions.get(who, FIRST_EMBEDDING_VERSION)  # noqa: E731
+    means: dict[int, list[list[float]]] = {}  # embedding version -> each part's mean
+    for version in set(map(version_of, profiles)):
+        for index, ((start, end), _) in enumerate(_PARTS):
+            among = [vector for who, vector in profiles.items() if index != _EMBEDDING_PART or version_of(who) == version]
+            present = [vector[start:end] for vector in among if any(vector[start:end])]
+            means.setdefault(version, []).append(
+                [sum(column) / len(present) for column in zip(*present)] if present else [0.0] * (end - start))
     result = {}
     for who, vector in profiles.items():
         parts: list[list[float] | None] = []
-        for ((start, end), _), mean in zip(_PARTS, means):
+        for ((start, end), _), mean in zip(_PARTS, means[version_of(who)]):
             part = vector[start:end]
             if not any(part):
                 parts.append(None)
@@ -179,12 +196,16 @@ def _centred_parts(profiles: dict[str, tuple[float, ...]]) -> dict[str, list[lis
     return result
 
 
-def _profile_similarity(a: list[list[float] | None] | None, b: list[list[float] | None] | None) -> float:
-    """The weighted mean cosine of the parts both profiles have."""
+def _profile_similarity(a: list[list[float] | None] | None, b: list[list[float] | None] | None,
+                        same_embedding: bool = True) -> float:
+    """The weighted mean cosine of the parts both profiles have (the embedding centroids only
+    when both come from one embedding version: ``same_embedding``)."""
     if a is None or b is None:
         return 0.0
     total = weights = 0.0
-    for (_, weight), x, y in zip(_PARTS, a, b):
+    for index, ((_, weight), x, y) in enumerate(zip(_PARTS, a, b)):
+        if index == _EMBEDDING_PART and not same_embedding:
+            continue
         if x is not None and y is not None:
             if not x or not y:  # at the mean: alike only another at the mean
                 total += weight * (1.0 if not x and not y else 0.0)

@@ -143,3 +143,25 @@ def test_a_reason_counts_every_holder_and_then_those_near_you():
     assert recommend._reason(near, 5, False) == "held by 5 DJs, 2 of them near you (their taste profiles are 70 % like yours)"
     assert recommend._reason(near + near[:1], 3, True) == "held by 3 DJs whose libraries overlap yours by 30 %"
     assert recommend._reason(near[:1], 3, False).endswith("(its taste profile is 80 % like yours)")
+
+
+def test_profile_centroids_are_compared_only_within_one_embedding_version():
+    """Version 3 of the embedding (the sound model) is another space than version 2: an old
+    agent's centroid, number for number the same as mine, says nothing of its taste; its
+    histograms still do."""
+    from cratesense.catalog.contract import EMBEDDING_LENGTH, PROFILE_LENGTH
+
+    rng = random.Random(5)
+    histograms = [rng.random() for _ in range(PROFILE_LENGTH - EMBEDDING_LENGTH)]
+    others = [rng.random() for _ in range(PROFILE_LENGTH - EMBEDDING_LENGTH)]
+    mine, elsewhere = ([rng.gauss(0, 1) for _ in range(EMBEDDING_LENGTH)] for _ in range(2))
+    profiles = {"me": histograms + mine, "same": others + mine, "old": others + mine, "far": others + elsewhere,
+                "old far": others + elsewhere}
+    versions = {"me": 3, "same": 3, "old": 2, "far": 3, "old far": 2}
+    parts = recommend._centred_parts(profiles, versions)
+    alike = lambda who: recommend._profile_similarity(parts["me"], parts[who], versions[who] == 3)  # noqa: E731
+    histograms_only = recommend._profile_similarity(parts["me"][:-1], parts["old"][:-1])
+    assert alike("same") > alike("far") and alike("same") > alike("old")
+    assert alike("old") == pytest.approx(histograms_only) == pytest.approx(alike("old far"))
+    # the centroids are centred among their own version: the two old ones are opposite there
+    assert recommend._profile_similarity(parts["old"][-1:], parts["old far"][-1:]) == pytest.approx(-1.0)
