@@ -2,7 +2,7 @@
 
     python bench/catalog_capacity.py [--configs sqlite:1,postgresql:1,postgresql:2,postgresql:2+replica]
                                      [--rates 100,200,400,...] [--step-seconds 15] [--batch 20]
-                                     [--against CHECKOUT --against-configs sqlite:1]
+                                     [--against CHECKOUT --against-configs sqlite:1 --rounds 2]
 
 Observations *arrive at a set rate* (open loop: a request leaves at its scheduled moment whether
 or not earlier ones were answered, and its latency counts from that moment), stepped up: each
@@ -284,7 +284,37 @@ def run_config(name: str, args, temp: Path, state: dict, checkout: Path | None) 
         server.terminate()
         server.wait(timeout=60)
     sustained = [s for s in steps if s["sustained"]]
-    return {"config": label, "steps": steps, "max_sustained_rate": max((s["rate"] for s in sustained), default=0)}
+    return {"config": label, "checkout": str(checkout) if checkout else None, "steps": steps,
+            "max_sustained_rate": max((s["rate"] for s in sustained), default=0)}
+
+
+def plan(args) -> list[tuple[str, Path | None]]:
+    """(config, checkout or None for this one) in the order they run: with ``--against``, each
+    paired config before and after back to back (a changing load hits both sides alike), the
+    order alternating by round."""
+    if not args.against:
+        return [(name, None) for name in args.configs.split(",")]
+    paired = args.against_configs.split(",")
+    runs: list[tuple[str, Path | None]] = []
+    for round_ in range(args.rounds):
+        for name in paired:
+            pair = [(name, args.against), (name, None)]
+            runs += pair[::-1] if round_ % 2 else pair
+    return runs + [(name, None) for name in args.configs.split(",") if name not in paired]
+
+
+def paired_ratios(results: list[dict]) -> list[str]:
+    """After / before of the max sustained rate, per config and round (runs in ``plan`` order)."""
+    lines, before = [], {}
+    for result in results:
+        config = result["config"].split(" (")[0]
+        if result["checkout"]:
+            before.setdefault(config, []).append(result["max_sustained_rate"])
+    for config, rates in before.items():
+        after = [r["max_sustained_rate"] for r in results if not r["checkout"] and r["config"] == config]
+        pairs = [f"{a}/{b} = {a / b:.2f}" if b else f"{a}/{b}" for a, b in zip(after, rates)]
+        lines.append(f"{config}: after/before max sustained obs/s per round: {', '.join(pairs)}")
+    return lines
 
 
 def main() -> int:
@@ -296,14 +326,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--against", type=Path, help="another checkout (e.g. main before #28) to measure in the same run")
     parser.add_argument("--against-configs", default="sqlite:1,postgresql:2")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --against: each of --against-configs this many times, before and after in "
+                             "turn (which goes first alternates), for paired ratios; the other configs once, after")
     parser.add_argument("--json", type=Path, help="write every step's figures here")
     args = parser.parse_args()
     state: dict = {"results": []}
     load = os.getloadavg()
     try:
         with tempfile.TemporaryDirectory(prefix="cratesense-capacity-") as temp:
-            runs = [(name, args.against) for name in args.against_configs.split(",")] if args.against else []
-            runs += [(name, None) for name in args.configs.split(",")]
+            runs = plan(args)
             for name, checkout in runs:
                 state["results"].append(run_config(name, args, Path(temp), state, checkout))
     finally:
@@ -329,6 +361,9 @@ def main() -> int:
         print(f"| {result['config']} | {best['rate']} | {best['ingest_p50_ms']:.0f} / {best['ingest_p99_ms']:.0f} | "
               f"{best['lookup_p50_ms']:.0f} / {best['lookup_p99_ms']:.0f} | {best['catalog_cpu_ms_per_obs']:.2f} | "
               f"{best['db_cpu_ms_per_obs']:.2f} | {best.get('statements_per_obs', float('nan')):.2f} | {why} |")
+    for line in paired_ratios(state["results"]):
+        print(line)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
 

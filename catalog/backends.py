@@ -13,8 +13,9 @@ backend supplies only what differs between SQLite and PostgreSQL:
   ``each`` (a statement over rows ``d``: one statement over ``unnest`` of arrays on PostgreSQL,
   a VALUES list of bound parameters on SQLite);
 * the column types of the DDL, ``FOR UPDATE [SKIP LOCKED]``, the database's clock;
-* the cluster-wide lock that serializes matching (SQLite's one writer already does;
-  PostgreSQL takes an advisory lock);
+* the cluster-wide lock that serializes matching, ``placing()`` (a lock of this process on
+  SQLite, whose one process is every worker; an advisory lock on PostgreSQL), which a lone
+  ingest can ask for without waiting (``Busy`` when another holds it);
 * where volatile state lives (the rate limits' buckets): an UNLOGGED table every worker shares
   on PostgreSQL, an in-memory database of this process on SQLite (its one process is every
   worker; a durable commit per request would cost an fsync).
@@ -55,6 +56,10 @@ MIGRATION_LOCK = 0x4353_0002  # several workers starting at once migrate once
 
 # The column types a statement over many rows (``table``, ``each``) names: a backend's own names
 _PG_TYPES = {"bigint": "bigint", "int": "integer", "real": "double precision", "text": "text", "blob": "bytea"}
+
+
+class Busy(Exception):
+    """A lock asked for without waiting is held by another (nothing was done)."""
 
 
 def is_postgres_url(target: str | Path) -> bool:
@@ -126,6 +131,9 @@ class SQLiteBackend:
         # this process's writers queue here, woken at once; SQLite's own busy handler would
         # make a thread that finds the file locked sleep for up to 100 ms at a time
         self._write_lock = threading.Lock()
+        # placing observations into recordings (``placing``): taken before the writer's lock, so a
+        # placer waiting for it never holds up an accept, and a lone ingest can try it at once
+        self.matching = threading.Lock()
         # volatile state (rate buckets): this process's own memory, one connection, its own lock
         self._volatile = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._volatile.row_factory = _named_row
@@ -185,6 +193,19 @@ class SQLiteBackend:
         with self.volatile() as db:
             for statement in filter(str.strip, ddl.split(";")):
                 db.execute(statement)
+
+    @contextmanager
+    def placing(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the matching lock (this process is every worker: a lock
+        of its own; another process's placer is kept out by BEGIN IMMEDIATE). ``wait=False``:
+        ``Busy`` at once when another placer holds it."""
+        if not self.matching.acquire(blocking=wait):
+            raise Busy("placing")
+        try:
+            with self.transaction() as db:
+                yield db
+        finally:
+            self.matching.release()
 
     def lock(self, db, key: int) -> None:
         """Nothing to take: BEGIN IMMEDIATE already made this transaction the only writer."""
@@ -347,6 +368,17 @@ class PostgresBackend:
     def lock(self, db: Any, key: int) -> None:
         """A cluster-wide lock until this transaction ends (every worker, every host)."""
         db.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    @contextmanager
+    def placing(self, *, wait: bool = True) -> Iterator[_PgConnection]:
+        """A write transaction holding the matching lock (every worker, every host).
+        ``wait=False``: ``Busy`` at once when another placer holds it (pg_try_advisory_xact_lock)."""
+        with self.transaction() as db:
+            if wait:
+                self.lock(db, MATCHING_LOCK)
+            elif not db.execute("SELECT pg_try_advisory_xact_lock(?) AS taken", (MATCHING_LOCK,)).fetchone().taken:
+                raise Busy("placing")
+            yield db
 
     @staticmethod
     def any_of(column: str, values: Sequence) -> tuple[str, list]:

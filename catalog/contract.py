@@ -133,11 +133,17 @@ class ItemResult(_Strict):
     id: str
     status: Literal["accepted", "duplicate", "rejected"]
     reason: str | None = None
+    # accepted and matched before the answer: the recording it joined (absent: pending, matched
+    # moments later; or not accepted now)
+    recording: int | None = None
 
 
 class IngestResponse(_Strict):
     results: list[ItemResult]
     accepted: Annotated[int, msgspec.Meta(ge=0)]
+    # of those accepted, how many were answered before being matched (the catalog was busy):
+    # each is durable and matched moments later; 0 when the whole batch was matched first
+    pending: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 # A look-up's answer per fingerprint is the typed track's consensus (analysis/model.py): the

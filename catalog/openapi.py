@@ -23,7 +23,9 @@ _OPERATIONS = (
     ("post", "/v1/contributors", "register", "Become a pseudonymous contributor: a random id and a bearer token "
      "(only its hash is kept).", None, (201, contract.Registered), (429,)),
     ("post", "/v1/observations", "ingest", "Send a batch of observations (idempotent by observation id). Each item "
-     "is accepted, a duplicate, or rejected with a reason; a batch that breaks the contract is refused whole.",
+     "is accepted, a duplicate, or rejected with a reason; a batch that breaks the contract is refused whole. "
+     "An accepted item matched before the answer names its recording; `pending` counts those answered first "
+     "(the catalog was busy) and matched moments later.",
      contract.IngestRequest, (200, contract.IngestResponse), (400, 403, 408, 413, 415, 422)),
     ("post", "/v1/lookup", "lookup", "Recordings (with their consensus) for up to "
      f"{contract.MAX_LOOKUP} fingerprints.", contract.LookupRequest, (200, contract.LookupResponse),

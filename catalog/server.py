@@ -83,14 +83,16 @@ class DatabaseUnavailable(Exception):
 
 class Settler:
     """Matching, out of the way of the answers. A lone ingest request settles its batch before
-    it answers (what it sent is matched when the answer arrives); while other ingest requests
-    are in flight, or a backlog waits, the batch is only accepted (durably, cheaply) and
-    matched by ``run()`` in short slices. ``run()`` also looks for arrivals left by a worker
-    that died, and re-derives consensus that has been stale long enough."""
+    it answers (what it sent is matched when the answer arrives, and the answer says into which
+    recordings) when that needs no wait: it is the only ingest in flight at this worker, little
+    else waits, and the matching lock is free at once (``Store.settle_now``). Otherwise the
+    batch is only accepted (durably, cheaply), answered as pending, and matched by ``run()`` in
+    short slices moments later. ``run()`` also looks for arrivals left by a worker that died,
+    and re-derives consensus that has been stale long enough."""
 
     INLINE_MAX = 20  # a lone request settles its own batch and at most this backlog besides
     # arrivals matched per call: a slice costs a dozen statements whatever its size, but holds the
-    # matching lock (other workers' lone requests wait for it) for as long as it takes to write
+    # matching lock (other workers' lone requests find it taken) for as long as it takes to write
     SLICE = 40
     POLL_SECONDS = 2.0  # how often run() looks for work nobody woke it for
     RETRY_SECONDS = 5.0  # after a failure
@@ -104,14 +106,19 @@ class Settler:
         self._wake = asyncio.Event()
         self._wake.set()  # arrivals left by a previous run are settled at start
 
-    async def accepted(self, count: int) -> None:
-        """A batch of ``count`` new arrivals was accepted."""
-        if self.in_flight <= 1 and await self.database("waiting") <= self.INLINE_MAX + count:
-            while await self.database("settle", self.INLINE_MAX + count):
-                pass
-        else:
+    async def accepted(self, ids: list[str]) -> dict[str, int]:
+        """A batch's new arrivals (their observation ids) were accepted: observation id ->
+        recording for those matched before the answer; the others are pending (``run()``
+        matches them moments later)."""
+        if not ids:
+            return {}
+        placed = None
+        if self.in_flight <= 1 and await self.database("waiting") <= self.INLINE_MAX + len(ids):
+            placed = await self.database("settle_now", self.INLINE_MAX + len(ids))  # None: the lock is taken
+        if placed is None or any(i not in placed for i in ids):
             self.deferred += 1
             self._wake.set()
+        return placed or {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -333,11 +340,15 @@ async def ingest(request: web.Request) -> web.Response:
         except ContributionOff:  # turned off at another worker a moment ago
             return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)",
                           rule="contribute=false")
-        accepted = sum(1 for result in results if result["status"] == "accepted")
-        await settler.accepted(accepted)
+        accepted = [result["id"] for result in results if result["status"] == "accepted"]
+        matched = await settler.accepted(accepted)
     finally:
         settler.in_flight -= 1
-    return web.json_response({"results": results, "accepted": accepted})
+    for result in results:
+        if result["id"] in matched and result["status"] == "accepted":
+            result["recording"] = matched[result["id"]]
+    return web.json_response({"results": results, "accepted": len(accepted),
+                              "pending": sum(1 for i in accepted if i not in matched)})
 
 
 async def lookup(request: web.Request) -> web.Response:

@@ -14,8 +14,10 @@ outside any lock (one statement, then the costly scoring in Python, in parallel 
 then places the slice under one cluster-wide lock: it looks again at the fingerprints stored
 since it looked (two workers must never both decide "new recording" for one track), decides in
 memory, and writes the slice with a few set-based statements (recordings, fingerprints, index
-terms, observations, consensus), whatever its size. Erasure takes the same lock. Every method is
-a blocking call; the server runs them on an executor so no event loop waits on the database.
+terms, observations, consensus), whatever its size. Erasure takes the same lock. ``settle_now``
+is the variant for a lone request that must not wait: it takes the lock only if it is free at
+once, then claims, scores and places a small slice under it. Every method is a blocking call;
+the server runs them on an executor so no event loop waits on the database.
 
 Reads that may lag (look-ups, recommendations, exports) go to a streaming standby when one is
 given (``read_target``) and it keeps up; everything else reads the primary (backends.ReadReplica).
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from cratesense.catalog import matching
-from cratesense.catalog.backends import MATCHING_LOCK, PostgresBackend, ReadReplica, open_backend
+from cratesense.catalog.backends import Busy, PostgresBackend, ReadReplica, open_backend
 from cratesense.catalog.contract import (
     EMBEDDING_LENGTH, KEY_BINS, LOUDNESS_BINS, PROFILE_LENGTH, TEMPO_BINS, Observation, Profile, fingerprint_items,
 )
@@ -481,50 +483,80 @@ class Store:
         consensus of every recording they touch; returns how many were claimed."""
         now = time.time()
         # claim a slice (settlers elsewhere skip it), and see how far fingerprints were stored
-        claimed = self.backend.run(
-            "UPDATE arrivals SET claimed_at = ? WHERE seq IN (SELECT seq FROM arrivals "
-            f"WHERE claimed_at IS NULL OR claimed_at < ? ORDER BY seq LIMIT ?{self.backend.skip_locked}) "
-            "RETURNING seq, items, fingerprint_duration, isrc", (now, now - self.claim_seconds, limit), writes=True)
-        if not claimed:
+        rows = self._claim(lambda sql, params: self.backend.run(sql, params, writes=True), limit, now)
+        if not rows:
             return 0
-        claimed.sort()
-        arrivals = {row.seq: (matching.unpack(row.items), row.fingerprint_duration, row.isrc) for row in claimed}
-        terms = {seq: matching.index_terms(items) for seq, (items, _, _) in arrivals.items()}
-        queries = [(items, duration, terms[seq]) for seq, (items, duration, _) in arrivals.items()]
         # the costly part, outside the lock: candidates (one statement) and their scores
         [seen] = self.backend.run("SELECT value FROM counters WHERE counter = 'fingerprint'")
-        prepared = dict(zip(arrivals, self._candidates(self.backend.run, queries)))
-        with self._transaction() as db:
-            self.backend.lock(db, MATCHING_LOCK)  # one placer at a time, cluster-wide
-            counters = {row.counter: row.value for row in db.execute(
-                "SELECT counter, value FROM counters WHERE counter IN ('fingerprint', 'recording')")}
-            where, params = self.backend.any_of("seq", list(arrivals))
-            alive = {row.seq for row in db.execute(f"SELECT seq FROM arrivals WHERE {where}", params)}
-            # erased since they were scored? and their recordings' ISRCs now (a weaker match suffices
-            # when they agree)
-            known: dict[int, str | None] = {}
-            scored = sorted({c.fingerprint for candidates in prepared.values() for c in candidates})
-            if scored:
-                where, params = self.backend.any_of("f.id", scored)
-                known = {row.id: row.isrc for row in db.execute(
-                    f"SELECT f.id, r.isrc FROM fingerprints f JOIN recordings r ON r.id = f.recording WHERE {where}",
-                    params)}
-            if counters["fingerprint"] > seen.value:  # others placed fingerprints since we looked: ask again
-                later = self._candidates(lambda sql, p: db.execute(sql, p).fetchall(), queries, after=seen.value)
-            else:
-                later = [[] for _ in queries]
-            placement = _Placement(counters["fingerprint"], counters["recording"])
-            for candidates in (*prepared.values(), *later):
-                for c in candidates:
-                    placement.isrc[c.recording] = known.get(c.fingerprint, c.row.isrc if c.row else None)
-            for (seq, (items, duration, isrc)), found_later in zip(arrivals.items(), later):
-                if seq not in alive:  # settled by another worker whose claim outlived ours, or erased
-                    continue
-                candidates = [c for c in prepared[seq] if c.fingerprint in known] + found_later
-                candidates += placement.candidates(items, duration, terms[seq])  # this slice's own new ones
-                placement.place(seq, sorted(candidates, key=_best_first), items, terms[seq], duration, isrc)
-            self._write_placement(db, placement, now)
-        return len(claimed)
+        claimed = _Claimed(rows)
+        prepared = dict(zip(claimed.arrivals, self._candidates(self.backend.run, claimed.queries)))
+        with self.backend.placing() as db:  # one placer at a time, cluster-wide
+            self._place(db, claimed, prepared, seen.value, now)
+        return len(rows)
+
+    def settle_now(self, limit: int) -> dict[str, int] | None:
+        """Match up to ``limit`` waiting arrivals only if that needs no wait: the matching lock
+        taken without waiting (None, nothing done, when another placer holds it), then the slice
+        claimed, scored and placed in that one transaction (the lock is held while it is scored:
+        meant for a lone request's small batch). Returns observation id -> recording for each
+        arrival it placed."""
+        now = time.time()
+        try:
+            with self.backend.placing(wait=False) as db:
+                def execute(sql: str, params: Sequence = ()) -> list:
+                    return db.execute(sql, params).fetchall()
+                rows = self._claim(execute, limit, now)
+                if not rows:
+                    return {}
+                [seen] = execute("SELECT value FROM counters WHERE counter = 'fingerprint'")
+                claimed = _Claimed(rows)
+                prepared = dict(zip(claimed.arrivals, self._candidates(execute, claimed.queries)))
+                placement = self._place(db, claimed, prepared, seen.value, now)
+        except Busy:
+            return None
+        return {claimed.ids[seq]: recording for seq, recording, _ in placement.placed}
+
+    def _claim(self, run: Callable[..., list], limit: int, now: float) -> list:
+        """The oldest ``limit`` arrivals nobody claimed (or whose claim ran out), claimed."""
+        return run(
+            "UPDATE arrivals SET claimed_at = ? WHERE seq IN (SELECT seq FROM arrivals "
+            f"WHERE claimed_at IS NULL OR claimed_at < ? ORDER BY seq LIMIT ?{self.backend.skip_locked}) "
+            "RETURNING seq, id, items, fingerprint_duration, isrc", (now, now - self.claim_seconds, limit))
+
+    def _place(self, db, claimed: _Claimed, prepared: dict[int, list[Candidate]], seen: int,
+               now: float) -> _Placement:
+        """Place a claimed, scored slice; ``db`` holds the matching lock. Fingerprints others
+        placed since ``seen`` (the counter when the slice was scored) are asked for again."""
+        queries, terms = claimed.queries, claimed.terms
+        counters = {row.counter: row.value for row in db.execute(
+            "SELECT counter, value FROM counters WHERE counter IN ('fingerprint', 'recording')")}
+        where, params = self.backend.any_of("seq", list(claimed.arrivals))
+        alive = {row.seq for row in db.execute(f"SELECT seq FROM arrivals WHERE {where}", params)}
+        # erased since they were scored? and their recordings' ISRCs now (a weaker match suffices
+        # when they agree)
+        known: dict[int, str | None] = {}
+        scored = sorted({c.fingerprint for candidates in prepared.values() for c in candidates})
+        if scored:
+            where, params = self.backend.any_of("f.id", scored)
+            known = {row.id: row.isrc for row in db.execute(
+                f"SELECT f.id, r.isrc FROM fingerprints f JOIN recordings r ON r.id = f.recording WHERE {where}",
+                params)}
+        if counters["fingerprint"] > seen:  # others placed fingerprints since we looked: ask again
+            later = self._candidates(lambda sql, p: db.execute(sql, p).fetchall(), queries, after=seen)
+        else:
+            later = [[] for _ in queries]
+        placement = _Placement(counters["fingerprint"], counters["recording"])
+        for candidates in (*prepared.values(), *later):
+            for c in candidates:
+                placement.isrc[c.recording] = known.get(c.fingerprint, c.row.isrc if c.row else None)
+        for (seq, (items, duration, isrc)), found_later in zip(claimed.arrivals.items(), later):
+            if seq not in alive:  # settled by another worker whose claim outlived ours, or erased
+                continue
+            candidates = [c for c in prepared[seq] if c.fingerprint in known] + found_later
+            candidates += placement.candidates(items, duration, terms[seq])  # this slice's own new ones
+            placement.place(seq, sorted(candidates, key=_best_first), items, terms[seq], duration, isrc)
+        self._write_placement(db, placement, now)
+        return placement
 
     def _write_placement(self, db, placement: _Placement, now: float) -> None:
         """A slice's decisions, in a few statements whatever its size."""
@@ -736,8 +768,7 @@ class Store:
         Idempotent: a second call erases 0. Under the matching lock: no slice being placed can
         attach to a recording this drops."""
         now = time.time()
-        with self._transaction() as db:
-            self.backend.lock(db, MATCHING_LOCK)
+        with self.backend.placing() as db:
             held = db.execute("SELECT DISTINCT recording, fingerprint FROM observations WHERE contributor = ?",
                               (contributor,)).fetchall()
             recordings = sorted({row.recording for row in held})
@@ -836,6 +867,18 @@ class Store:
     def size(self) -> int:
         """Bytes the database takes on disk."""
         return self.backend.size()
+
+
+class _Claimed:
+    """A slice of claimed arrivals, unpacked: seq -> (items, duration, isrc), their index terms, the
+    queries for ``_candidates`` (in seq order) and their observation ids."""
+
+    def __init__(self, claimed: list) -> None:
+        claimed = sorted(claimed, key=lambda row: row.seq)
+        self.arrivals = {row.seq: (matching.unpack(row.items), row.fingerprint_duration, row.isrc) for row in claimed}
+        self.ids: dict[int, str] = {row.seq: row.id for row in claimed}
+        self.terms = {seq: matching.index_terms(items) for seq, (items, _, _) in self.arrivals.items()}
+        self.queries = [(items, duration, self.terms[seq]) for seq, (items, duration, _) in self.arrivals.items()]
 
 
 class _Placement:

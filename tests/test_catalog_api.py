@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import json
 
@@ -339,7 +340,7 @@ async def test_under_load_batches_are_accepted_at_once_and_matched_after(catalog
             await writer.drain()
             await until(lambda: runner.app[SETTLER].in_flight == 1, "the slow request in flight")
             answers = await asyncio.gather(*(client.ingest(_random_batch(i, 20)) for i, client in enumerate(others)))
-            assert all(status == 200 and body["accepted"] == 20 for status, body in answers)
+            assert all(status == 200 and body["accepted"] == 20 and body["pending"] == 20 for status, body in answers)
             assert runner.app[SETTLER].deferred == 5  # each answered before being matched
             writer.write(body[50:])
             await writer.drain()
@@ -356,6 +357,74 @@ async def test_under_load_batches_are_accepted_at_once_and_matched_after(catalog
     finally:
         await runner.cleanup()
         store.close()
+
+
+async def test_a_lone_upload_is_matched_before_it_is_answered(catalog, catalog_fingerprints):
+    """Nothing else in flight, the matching lock free: the answer comes after the matching and
+    names each observation's recording (two encodes of one track: one recording)."""
+    store, _, _ = catalog
+    alice = await agent(catalog)
+    encodes = [(0, "flac"), (0, "mp3")]
+    batch = [observation(catalog_fingerprints[key], title="Two Encodes") for key in encodes] + _random_batch(3, 2)
+    status, body = await alice.ingest(batch)
+    assert status == 200 and body["accepted"] == 4 and body["pending"] == 0, body
+    recordings = [result["recording"] for result in body["results"]]
+    assert recordings[0] == recordings[1] and len(set(recordings)) == 3, body
+    assert store.counts()["arrivals"] == 0 and store.counts()["observations"] == 4  # matched before the answer
+    status, body = await alice.ingest(batch[:1])  # a re-send: a duplicate, no recording claimed for it
+    assert status == 200 and body == {"results": [{"id": batch[0]["id"], "status": "duplicate"}], "accepted": 0,
+                                      "pending": 0}
+
+
+@contextlib.contextmanager
+def matching_lock_held(store, target):
+    """The matching lock held by someone else: another worker's placer (PostgreSQL: a session
+    of its own holding the advisory lock; SQLite: this process's placing lock)."""
+    from cratesense.catalog.backends import MATCHING_LOCK
+
+    if isinstance(target, str):
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (MATCHING_LOCK,))
+            yield
+            other.execute("SELECT pg_advisory_unlock(%s)", (MATCHING_LOCK,))
+    else:
+        store.backend.matching.acquire()
+        try:
+            yield
+        finally:
+            store.backend.matching.release()
+
+
+async def test_while_the_matching_lock_is_held_an_upload_is_answered_at_once_and_matched_after(catalog_db):
+    """A lone upload never waits for matching: with the lock held elsewhere it is accepted and
+    answered as pending, and matched once the lock is free; nothing lost, nothing twice."""
+    async with catalog_server(catalog_db) as (store, url):
+        async with aiohttp.ClientSession() as session:
+            alice = await Client(session, url).register()
+            batch = _random_batch(5, 20)
+            with matching_lock_held(store, catalog_db):
+                # a blocked answer would come only after the lock is released, below: never here
+                status, body = await asyncio.wait_for(alice.ingest(batch), 60)
+                assert status == 200 and body["accepted"] == 20 and body["pending"] == 20, body
+                assert all(result["status"] == "accepted" and "recording" not in result for result in body["results"])
+                counts = store.counts()
+                assert counts["arrivals"] == 20 and counts["observations"] == 0  # answered before being matched
+                status, again = await asyncio.wait_for(alice.ingest(batch[:5]), 60)  # a re-send meanwhile
+                assert status == 200 and again["accepted"] == 0 and again["pending"] == 0
+                assert [result["status"] for result in again["results"]] == ["duplicate"] * 5
+            assert store.counts()["arrivals"] + store.counts()["observations"] == 20
+            await until(lambda: store.counts()["arrivals"] == 0, "the settler to match the pending batch", 120)
+            counts = store.counts()
+            assert counts["observations"] == 20 and counts["recordings"] == 20
+            status, export = await alice.call("GET", "/v1/contributors/me/export")
+            assert status == 200 and sorted(o["id"] for o in export["observations"]) == sorted(o["id"] for o in batch)
+            assert all(o["recording"] for o in export["observations"])
+            assert store.counts()["observations"] == 20
+            # the lock free again: the next lone upload is matched in its answer
+            status, body = await alice.ingest(_random_batch(6, 3))
+            assert status == 200 and body["pending"] == 0 and all(r["recording"] for r in body["results"])
 
 
 async def test_accepted_but_unmatched_observations_survive_a_restart(catalog_db):
