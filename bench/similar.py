@@ -4,8 +4,8 @@ embedding (version 3: the sound model's), the sound model's raw penultimate laye
 across encodes; and the fit of its projection.
 
     .venv/bin/pip install librosa          # benchmark-only, never a runtime dependency
-    flock -s /work/heavy.lock .venv/bin/python bench/similar.py [--sets development,held-out,unseen] [--against CHECKOUT]
-    flock -s /work/heavy.lock .venv/bin/python bench/similar.py --fit   # the projection, from the fit corpus
+    nice .venv/bin/python bench/similar.py [--sets development,held-out,unseen] [--against CHECKOUT] [--no-encodes]
+    nice .venv/bin/python bench/similar.py --fit   # the projection, from the fit corpus
 
 The recordings are Debian game-music packages (bench/soundtracks.py), each one soundtrack: a
 development set (choices were made on it), a held-out set (reported while version 2 was made,
@@ -269,32 +269,44 @@ def _embeddings_there(against: Path, paths: list[Path]) -> np.ndarray:
     return np.array(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def similarity_rows(set_name: str, against: Path | None) -> list[tuple]:
+def similarity_rows(set_name: str, against: Path | None, encodes: bool = True) -> list[tuple]:
     items = labelled_set(set_name)
     labels = [package for package, _ in items]
     originals = [path for _, path in items]
     first = pipeline_embedding(originals[0])
     assert np.allclose(first, learned_outputs(originals[0])[V3], atol=2e-5), "the bench's v3 is not the pipeline's"
     rows = []
-    for condition, paths in (
-        ("as shipped", originals),
-        ("mixed encodes", [encode(path, mixed_codec(path)) for path in originals]),
-    ):
+    conditions = [("as shipped", originals)]
+    if encodes:
+        conditions.append(("mixed encodes", [encode(path, mixed_codec(path)) for path in originals]))
+    for condition, paths in conditions:
         progress(f"{set_name}, {condition}: {len(paths)} files")
         outputs = np.array(_parallel(learned_outputs, paths))
         ours = precision_per_track(outputs[:, V3], labels)
         raw = precision_at(outputs[:, RAW], labels)
         baseline = precision_per_track(standardized(np.array(_parallel(mfcc, paths))), labels)
         there = blend = None
+        differences: dict[str, tuple[float, float, float]] = {}  # name -> (mean difference, 95 % CI)
+
+        def versus(name: str, first: np.ndarray, second: np.ndarray) -> None:
+            differences[name] = (float((first - second).mean()), *difference_interval(first, second))
+
         if against:
             theirs = _embeddings_there(against, paths)
-            there = precision_at(theirs, labels)
-            blends = {weight: precision_at(blended(outputs[:, V3], theirs, weight), labels) for weight in BLEND_WEIGHTS}
+            there_per_track = precision_per_track(theirs, labels)
+            there = float(there_per_track.mean())
+            blends = {weight: precision_per_track(blended(outputs[:, V3], theirs, weight), labels)
+                      for weight in BLEND_WEIGHTS}
             if set_name == "development" and condition == "as shipped":
-                _BLEND["weight"] = max(blends, key=blends.get)  # chosen here, on development only
-            blend = blends[_BLEND.get("weight", 0.5)]
+                _BLEND["weight"] = max(blends, key=lambda weight: blends[weight].mean())  # chosen on development only
+            blend = float(blends[_BLEND.get("weight", 0.5)].mean())
+            versus("v2-MFCC", there_per_track, baseline)
+            for weight, values in blends.items():
+                versus(f"blend {weight}-MFCC", values, baseline)
+            versus("v3-v2", ours, there_per_track)
         rows.append((set_name, condition, len(paths), len(set(labels)), float(ours.mean()), raw,
-                     float(baseline.mean()), difference_interval(ours, baseline), there, blend, chance(labels)))
+                     float(baseline.mean()), difference_interval(ours, baseline), there, blend, chance(labels),
+                     differences))
     return rows
 
 
@@ -389,6 +401,8 @@ def main() -> int:
     parser.add_argument("--sets", default=",".join(SETS), help="which sets (development, held-out, unseen)")
     parser.add_argument("--fit", action="store_true", help="fit the embedding's projection and exit")
     parser.add_argument("--against", type=Path, help="another checkout (with its .venv): its embedding, beside ours")
+    parser.add_argument("--no-encodes", action="store_true", help="the files as shipped only: no mixed encodes, "
+                        "no stability rows")
     parser.add_argument("--embed-child", nargs="+", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.embed_child:
@@ -410,16 +424,26 @@ def main() -> int:
     there, mixed = ("--against", "blend") if arguments.against else ("", "")
     print(f"{'set':<12} {'files':<22} {'packages':>8} {'v3':>6} {'raw':>6} {'MFCC':>6} {'v3-MFCC 95% CI':>17} "
           f"{there:>9} {mixed:>6} {'chance':>7}")
+    compared = []
     for name in names:
-        for set_name, condition, files, packages, ours, raw, baseline, (low, high), before, blend, luck in \
-                similarity_rows(name, arguments.against):
+        for set_name, condition, files, packages, ours, raw, baseline, (low, high), before, blend, luck, differences \
+                in similarity_rows(name, arguments.against, encodes=not arguments.no_encodes):
+            compared.append((set_name, condition, differences))
             before = f"{before:.3f}" if before is not None else ""
             blend = f"{blend:.3f}" if blend is not None else ""
             print(f"{set_name:<12} {condition + f' ({files})':<22} {packages:>8} {ours:>6.3f} {raw:>6.3f} "
                   f"{baseline:>6.3f} {f'{low:+.3f}..{high:+.3f}':>17} {before:>9} {blend:>6} {luck:>7.3f}")
     if arguments.against:
+        chosen = _BLEND.get("weight")
         print(f"(--against: the embedding of {arguments.against}; blend: v3 and it side by side, v3 weighing "
-              f"{_BLEND.get('weight')}, the weight of {BLEND_WEIGHTS} that did best on development as shipped)")
+              + (f"{chosen}, the weight of {BLEND_WEIGHTS} that did best on development as shipped)" if chosen else
+                 "0.5: no development set in this run to choose the weight on)"))
+        print("\nDifferences of P@5, mean and paired 95 % CI over the tracks")
+        for set_name, condition, differences in compared:
+            print(f"{set_name:<12} {condition:<14} " + "  ".join(
+                f"{label} {mean:+.3f} [{low:+.3f}..{high:+.3f}]" for label, (mean, low, high) in differences.items()))
+    if arguments.no_encodes:
+        return 0
     print("\nStability across encodes (cosine of each encode to its original)")
     print(f"{'set':<12} {'codec':<5} {'method':<6} {'tracks':>6} {'min':>6} {'median':>7} {'own is nearest':>15} "
           f"{'nearest other (median)':>23}")

@@ -1,8 +1,8 @@
 """Do the sound model's words say the right thing? Genres on pieces whose genre is known, moods on
 constructed pairs, and the calibration the words are read with.
 
-    flock -s /work/heavy.lock .venv/bin/python bench/tags.py            # genre top-3, mood pairs
-    flock -s /work/heavy.lock .venv/bin/python bench/tags.py --fit      # the strengths' reference quantiles
+    nice .venv/bin/python bench/tags.py            # genre top-3, mood pairs (--raw: ranked by raw score)
+    nice .venv/bin/python bench/tags.py --fit      # the strengths reference quantiles
 
 Genres: every piece of a labelled set gets the genre words the pipeline would give it, ranked by
 strength (analysis/sound_tags.py); it counts as right when one of its family's words is among its
