@@ -12,12 +12,15 @@ loads in the worker processes."""
 # tempo 3, key 3, downbeat 2 (#29): the level a DJ counts on dance music (the kick and the hats'
 # bands, the backbeat), the key from the notes played (harmonics taken away) and the bass notes,
 # with a calibrated strength; bar 1 on the first beat of a drum intro.
+# key 4 (#29): played music weighs the key as key 2 did (its opening, ending and bass: chorales and
+# cadences read as before), productions also by whether the tonic is the note the bass and the
+# notes dwell on most (what tells a riff's tonic from the key a fourth up).
 # phrases 1, energy 1, cues 1, waveform 1 (#26): a DJ's prep, from the streamed features (an
 # upgrade that adds them decodes the analysis view only and keeps loudness and embedding).
 # cutoff 1 (#26): where the spectrum stops (a lossy encoder's edge), to tell transcodes apart.
 # model 1 (#27): the sound model's genres, moods and tags; embedding 3: the model's learned embedding;
 # tags 2: the file's own genre is read (exports prefer it to the model's).
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 2, "tempo": 3, "key": 3, "loudness": 2, "embedding": 3, "downbeat": 2,
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 2, "tempo": 3, "key": 4, "loudness": 2, "embedding": 3, "downbeat": 2,
                   "phrases": 1, "energy": 1, "cues": 1, "waveform": 1, "cutoff": 1, "model": 1}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
 # The stages that read the native-rate view, and the descriptor fields each fills: a re-analysis

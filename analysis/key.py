@@ -1,17 +1,22 @@
 """Musical key: estimate the tuning, align the pitch spectra to it, weigh the evidence for each
 of the 24 keys, and give the key its probability as its strength.
 
-The evidence (``EVIDENCE``): the whole piece's chroma against Temperley's profiles with the
-harmonics every real note also sounds; the notes actually played above the bass, from the
-unfolded spectrum with each note's 3rd, 5th, 6th and 7th harmonics taken away from the notes
-above it (a saw bass's 5th harmonic is a major third nobody played: what read minor productions
-as major, and a tonic as a dominant) against the plain profiles, their share on each key's
-tonic and their third; the bass notes found by their summed harmonics (down there a semitone
-is one FFT bin and a kick rings, harmonics are sharp) and where they come home to; a prior for
-minor keys. Two sets of weights, one for productions (drums and synths under every frame) and
-one for played music, are blended by how the piece sounds (``character``). The weights are a
-multinomial logistic fit on bench/accuracy.py's tuning folds (bench/fit_key.py); the strength is
-the softmax probability of the chosen key, so it says how often such a key is right.
+The evidence (``EVIDENCE``, out of the ``CANDIDATES`` bench/fit_key.py can weigh): the whole
+piece's chroma against Temperley's profiles with the harmonics every real note also sounds; the
+notes actually played above the bass, from the unfolded spectrum with each note's 3rd, 5th, 6th
+and 7th harmonics taken away from the notes above it (a saw bass's 5th harmonic is a major third
+nobody played: what read minor productions as major, and a tonic as a dominant) against the
+plain profiles, their share on each key's tonic and their third; the bass notes found by their
+summed harmonics (down there a semitone is one FFT bin and a kick rings, harmonics are sharp)
+and where they come home to; whether the tonic is the note the bass and the notes dwell on most
+(a riff is built on its tonic: what tells it from the key a fourth up, whose dominant it would
+be); a prior for minor keys; and the earlier analyzer's score (the whole piece, its opening and
+its ending, the bass under it and under the final cadence). Two sets of weights, one for
+productions (drums and synths under every frame) and one for played music (that earlier score
+alone: it read chorales and cadences best), are blended by how the piece sounds
+(``character``). The weights are a multinomial logistic fit on bench/accuracy.py's tuning folds
+(bench/fit_key.py); the strength is the softmax probability of the chosen key, so it says how
+often such a key is right.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cratesense.analysis.features import NOTE_DECIMATION, NOTE_LOW_MIDI, NOTE_SUBBINS, SUBBINS_PER_SEMITONE
+from cratesense.analysis.decode import ANALYSIS_RATE
+from cratesense.analysis.features import CHROMA_HOP, NOTE_DECIMATION, NOTE_LOW_MIDI, NOTE_SUBBINS, SUBBINS_PER_SEMITONE
 from cratesense.analysis.keys import Key
 
 
@@ -139,6 +145,18 @@ def _at_tonics(profile: np.ndarray, interval: int) -> np.ndarray:
     return np.concatenate([share, share])
 
 
+def _against_top(profile: np.ndarray) -> np.ndarray:
+    """Per key, 0..1: the profile on its tonic against its most present class, to the power
+    ``_TOP_POWER`` (1 where the tonic is that class), as far as that class stands out: scaled by
+    how much more than a flat profile's share it holds (1 at twice that share or more; a flat
+    profile, noise, says nothing)."""
+    share = profile / max(float(profile.sum()), 1e-12)
+    top = float(share.max())
+    standing = float(np.clip(12.0 * top - 1.0, 0.0, 1.0))
+    against = standing * (share / max(top, 1e-12)) ** _TOP_POWER
+    return np.concatenate([against, against])
+
+
 def _thirds_sounding(profile: np.ndarray) -> np.ndarray:
     """Per tonic, 0..1: how much of the profile lies on its two thirds (1 at twice a flat
     profile's share or more): near 0 for bare fifths, whose mode no one can hear."""
@@ -154,11 +172,10 @@ def _third_contrast(profile: np.ndarray) -> np.ndarray:
     return np.concatenate([major_third - minor_third, minor_third - major_third])
 
 
-# The evidence for each of the 24 keys, one column each. bench/fit_key.py compared more (the
-# opening and ending stretches, the stated stretches past a drum intro, each frame's flat floor
-# taken away, the bass chroma's correlations, the fifth in the bass, the treble's tonic and
-# third): these seven carried best to a tuning fold left out of the fit.
-EVIDENCE = (
+# Every kind of evidence the key stage can weigh, one column each (24 values: C major .. B major,
+# C minor .. B minor). bench/fit_key.py fits weights over any of them; ``EVIDENCE`` are the ones
+# the stage weighs.
+CANDIDATES = (
     "whole",  # the whole piece's chroma against the keys' sounded profiles
     "notes",  # the notes played above the bass (harmonics taken away) against the plain profiles
     "notes_tonic",  # the notes' share on the key's tonic
@@ -166,13 +183,39 @@ EVIDENCE = (
     "salience_tonic",  # the bass notes' (by their summed harmonics) share on the tonic: a riff comes home to it
     "bass_tonic",  # the bass chroma's share on the tonic
     "minor",  # a prior for minor keys, where the key's thirds sound (bare fifths leave the mode open)
+    "opening",  # the first _STATED_SECONDS of music against the sounded profiles (where a piece states its key)
+    "ending",  # the last ones (the final cadence)
+    "bass",  # the bass chroma under the whole piece against the plain profiles
+    "bass_ending",  # ... under the ending: the final cadence's roots
+    "stated",  # the 2b9ad60 analyzer's score: whole + 0.55 (opening + ending) + 0.3 bass + 0.2 bass_ending
+    "stated_opening",  # the first _STATED_SECONDS where the harmony sounds (past a drum intro)
+    "stated_ending",  # the last ones (before a drum outro)
+    "salience_first",  # the bass notes' share on the tonic where the harmony first sounds
+    "salience_last",  # ... where it last sounds: where the piece rests
+    "salience_fifth",  # the bass notes' share on the key's fifth (a tonic heard as a dominant)
+    "salience_top",  # the bass notes on the tonic against the bass's most salient note (1: the tonic is it)
+    "notes_top",  # the notes played on the tonic against the most played one
+    "bass_top",  # the bass chroma on the tonic against its strongest class
+    "last_top",  # the bass notes on the tonic against the most salient one, where the harmony last sounds
+    "first_top",  # ... where it first sounds
 )
+# What the stage weighs: bench/fit_key.py --compare scored column sets by how well a fit on the
+# other tuning folds carries to each fold left out (docs/notes-2026-12/issue-29.md); productions
+# weigh these ten, played music the 2b9ad60 analyzer's own score alone (what read chorales and
+# cadences well before: the opening, the ending and the bass under them).
+EVIDENCE = ("whole", "notes", "notes_tonic", "notes_third", "salience_tonic", "bass_tonic", "minor", "stated",
+            "salience_top", "notes_top")
 # What each column weighs, for a production and for played music (blended by ``character``): the
 # multinomial logistic fit of bench/fit_key.py on the development set's tuning folds, never on
 # the held-out folds; so a key's softmax share of its weighted evidence is a probability.
-_WEIGHTS_PRODUCED = np.array([5.160, 5.846, 14.226, 0.581, 9.460, 9.949, 1.904])
-_WEIGHTS_PLAYED = np.array([11.813, 4.024, 6.635, -0.963, 1.224, 0.275, -1.734])
+_WEIGHTS_PRODUCED = np.array([7.137, 5.745, 1.673, 1.856, 1.189, 1.085, 1.480, -1.150, 8.771, 1.671])
+_WEIGHTS_PLAYED = np.array([0.000, 0.000, 0.000, 0.000, 0.000, 0.000, 0.000, 8.506, 0.000, 0.000])
 _CHARACTER_TONALNESS = (0.2, 0.4)  # a sounding frame's median tonalness: produced (drums under it) .. played
+_TOP_POWER = 4.0
+_STATED_SECONDS = 12.0  # the opening and the ending, where a piece states its key
+# The 2b9ad60 analyzer's blend (its "stated" score, one column here): the opening and the ending
+# 0.55 each beside the whole piece, the bass under the whole piece 0.3 and under the ending 0.2.
+_STATED_BLEND = (0.55, 0.3, 0.2)
 
 
 def character(chroma_frames: np.ndarray, energy: np.ndarray) -> float:
@@ -196,11 +239,13 @@ def key_evidence(
     bass: np.ndarray | None = None,
     notes: np.ndarray | None = None,
     tuning_cents: float = 0.0,
+    columns: tuple[str, ...] = EVIDENCE,
 ) -> np.ndarray | None:
-    """(24, len(EVIDENCE)) evidence for every key (C major .. B major, C minor .. B minor), from
+    """(24, len(columns)) evidence for every key (C major .. B major, C minor .. B minor), from
     tuning-aligned chroma frames, the bass chroma of the same frames and the unfolded note
     spectrum (``FrameFeatures.notes``); None when there is no tonal content (silence, noise,
-    pure percussion). Columns whose input is missing are 0."""
+    pure percussion). Columns whose input is missing are 0; ``columns`` names them (of
+    ``CANDIDATES``)."""
     if chroma_frames.shape[0] == 0 or energy.max(initial=0.0) < _SILENT_ENERGY:
         return None
     # Each frame normalized (a few loud frames must not decide), square-root compressed, and
@@ -210,10 +255,30 @@ def key_evidence(
     whole = frames.sum(axis=0)
     if whole.std() < 1e-6 * max(whole.mean(), 1e-9):
         return None
-    columns = {"whole": key_correlations(whole, _MAJOR_SOUNDED, _MINOR_SOUNDED)}
+    wanted = set(columns)
+    found: dict[str, np.ndarray] = {"whole": key_correlations(whole, _MAJOR_SOUNDED, _MINOR_SOUNDED)}
+    opening, ending = _stretches(weights > _SOUNDING)
+    stated_opening, stated_ending = _stretches(_stated(chroma_frames, weights))
+    sounded = lambda part: key_correlations(frames[part].sum(axis=0), _MAJOR_SOUNDED, _MINOR_SOUNDED)  # noqa: E731
+    if wanted & {"opening", "stated"}:
+        found["opening"] = sounded(opening)
+    if wanted & {"ending", "stated"}:
+        found["ending"] = sounded(ending)
+    if "stated_opening" in wanted:
+        found["stated_opening"] = sounded(stated_opening)
+    if "stated_ending" in wanted:
+        found["stated_ending"] = sounded(stated_ending)
     if bass is not None and bass.shape == chroma_frames.shape:
         low = np.sqrt(bass / np.maximum(bass.max(axis=1, keepdims=True), 1e-9)) * weights[:, None]
-        columns["bass_tonic"] = _at_tonics(low.sum(axis=0), 0)
+        found["bass_tonic"] = _at_tonics(low.sum(axis=0), 0)
+        found["bass_top"] = _against_top(low.sum(axis=0))
+        # The bass plays fundamentals: the plain profiles, no harmonics.
+        found["bass"] = key_correlations(low.sum(axis=0), _MAJOR_PROFILE, _MINOR_PROFILE)
+        found["bass_ending"] = key_correlations(low[ending].sum(axis=0), _MAJOR_PROFILE, _MINOR_PROFILE)
+    if "stated" in wanted:
+        stretch, under, final = _STATED_BLEND
+        found["stated"] = (found["whole"] + stretch * (found["opening"] + found["ending"])
+                           + under * found.get("bass", 0.0) + final * found.get("bass_ending", 0.0))
     if notes is not None and len(notes):
         played, _, salience = note_chroma(notes, tuning_cents)
         # The energy weights of the chroma frames each note frame averages.
@@ -221,13 +286,48 @@ def key_evidence(
         grouped = np.pad(weights, (0, max(0, count * NOTE_DECIMATION - weights.size)), mode="edge")
         note_weights = grouped[: count * NOTE_DECIMATION].reshape(count, NOTE_DECIMATION).mean(axis=1)
         played = (np.sqrt(played / np.maximum(played.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]).sum(axis=0)
-        salience = (np.sqrt(salience / np.maximum(salience.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]).sum(axis=0)
-        columns["notes"] = key_correlations(played, _MAJOR_PROFILE, _MINOR_PROFILE)
-        columns["notes_tonic"] = _at_tonics(played, 0)
-        columns["notes_third"] = _third_contrast(played)
-        columns["salience_tonic"] = _at_tonics(salience, 0)
-        columns["minor"] = np.concatenate([np.zeros(12), _thirds_sounding(played)])
-    return np.column_stack([columns.get(name, np.zeros(24)) for name in EVIDENCE])
+        salient = np.sqrt(salience / np.maximum(salience.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]
+        found["notes"] = key_correlations(played, _MAJOR_PROFILE, _MINOR_PROFILE)
+        found["notes_tonic"] = _at_tonics(played, 0)
+        found["notes_third"] = _third_contrast(played)
+        found["salience_tonic"] = _at_tonics(salient.sum(axis=0), 0)
+        found["salience_fifth"] = _at_tonics(salient.sum(axis=0), 7)
+        found["salience_top"] = _against_top(salient.sum(axis=0))
+        found["notes_top"] = _against_top(played)
+        found["minor"] = np.concatenate([np.zeros(12), _thirds_sounding(played)])
+        if wanted & {"salience_first", "salience_last", "last_top", "first_top"}:
+            first, last = (_decimated(part, NOTE_DECIMATION, count) for part in (stated_opening, stated_ending))
+            found["salience_first"] = _at_tonics(salient[first].sum(axis=0), 0)
+            found["salience_last"] = _at_tonics(salient[last].sum(axis=0), 0)
+            found["last_top"] = _against_top(salient[last].sum(axis=0))
+            found["first_top"] = _against_top(salient[first].sum(axis=0))
+    return np.column_stack([found.get(name, np.zeros(24)) for name in columns])
+
+
+def _stretches(sounding: np.ndarray) -> tuple[slice, slice]:
+    """The first and last ``_STATED_SECONDS`` of the frames marked ``sounding`` (all frames when
+    none are): from the first such frame on, and up to the last one."""
+    marked = np.nonzero(sounding)[0]
+    first, last = (int(marked[0]), int(marked[-1])) if marked.size else (0, sounding.size - 1)
+    frames = max(1, int(_STATED_SECONDS * ANALYSIS_RATE / CHROMA_HOP))
+    return slice(first, min(last, first + frames) + 1), slice(max(first, last - frames), last + 1)
+
+
+def _stated(chroma_frames: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The frames where the harmony sounds: loud enough, and at least as tonal as the piece's
+    median sounding frame (a drum-only intro or outro is flat)."""
+    sounding = weights > _SOUNDING
+    if not sounding.any():
+        return sounding
+    tonal = _tonalness(chroma_frames)
+    return sounding & (tonal >= np.median(tonal[sounding]))
+
+
+def _decimated(part: slice, decimation: int, count: int) -> slice:
+    """A slice of chroma frames as the note frames (each ``decimation`` chroma frames) it covers."""
+    start = min(count - 1, (part.start or 0) // decimation)
+    return slice(start, max(start + 1, min(count, -(-(part.stop or 0) // decimation))))
+
 
 
 def estimate_key(
@@ -245,7 +345,7 @@ def estimate_key(
     produced = character(chroma_frames, energy)
     scores = evidence @ (produced * _WEIGHTS_PRODUCED + (1.0 - produced) * _WEIGHTS_PLAYED)
     best = int(np.argmax(scores))
-    if evidence[best, 0] < _MIN_CORRELATION:
+    if evidence[best, EVIDENCE.index("whole")] < _MIN_CORRELATION:
         return None
     share = np.exp(scores - scores[best])
     strength = float(1.0 / share.sum())

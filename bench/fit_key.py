@@ -28,19 +28,65 @@ from cratesense.analysis import key as key_stage
 from cratesense.analysis.keys import Key
 
 L2 = 1e-4
+EVIDENCE_CACHE = accuracy.FEATURE_CACHE.parent / "key-evidence"
 
 
-def evidence_of(piece: devset.Piece) -> np.ndarray | None:
-    """The piece's evidence twice over, weighed by its character: (24, 2 x len(EVIDENCE)), the
-    produced weights' columns first, then the played ones'."""
+def evidence_of(piece: devset.Piece, columns: tuple[str, ...] = key_stage.CANDIDATES) -> np.ndarray | None:
+    """The piece's evidence twice over, weighed by its character: (24, 2 x len(columns)), the
+    produced weights' columns first, then the played ones'. Cached by the key stage's code and
+    the piece's features."""
+    import hashlib
+
+    stamp = hashlib.sha256(Path(key_stage.__file__).read_bytes() + ",".join(columns).encode()).hexdigest()[:12]
+    stat = Path(piece.audio).stat()
+    cache = EVIDENCE_CACHE / piece.subset / f"{piece.name}-{stamp}-{stat.st_size}-{int(stat.st_mtime)}.npy"
+    if cache.exists():
+        stored = np.load(cache)
+        return stored if stored.size else None
+    found = _evidence(piece, columns)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, found if found is not None else np.zeros(0))
+    return found
+
+
+def _evidence(piece: devset.Piece, columns: tuple[str, ...]) -> np.ndarray | None:
     features = accuracy._features(piece.audio)
     tuning = key_stage.estimate_tuning(features.pitch)
     chroma = key_stage.chroma(features.pitch, tuning)
-    evidence = key_stage.key_evidence(chroma, features.energy, features.bass, features.notes, tuning)
+    evidence = key_stage.key_evidence(chroma, features.energy, features.bass, features.notes, tuning, columns)
     if evidence is None:
         return None
     produced = key_stage.character(chroma, features.energy)
     return np.concatenate([produced * evidence, (1.0 - produced) * evidence], axis=1)
+
+
+def select(evidence: np.ndarray, columns: tuple[str, ...], played: tuple[str, ...] | None = None) -> np.ndarray:
+    """The produced copies of ``columns`` and the played copies of ``played`` (the same columns
+    when None) out of evidence over every candidate; a column one side leaves out is zero there."""
+    played = columns if played is None else played
+    union = tuple(dict.fromkeys(columns + played))
+    half = len(key_stage.CANDIDATES)
+    produced_part = evidence[..., [key_stage.CANDIDATES.index(name) for name in union]]
+    played_part = evidence[..., [half + key_stage.CANDIDATES.index(name) for name in union]]
+    produced_part = produced_part * np.array([name in columns for name in union], float)
+    played_part = played_part * np.array([name in played for name in union], float)
+    return np.concatenate([produced_part, played_part], axis=-1)
+
+
+def column_sets(text: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """"a,b,c" (both sides) or "a,b|c,d" (produced | played)."""
+    sides = [tuple(name.strip() for name in side.split(",") if name.strip()) for side in text.split("|")]
+    return sides[0], (sides[1] if len(sides) > 1 else None)
+
+
+def folds_out(evidence: np.ndarray, truth: np.ndarray, folds: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Each piece's MIREX under a fit that left its tuning fold out."""
+    scores = np.zeros(truth.size)
+    for fold in sorted(set(folds)):
+        inside = folds == fold
+        weights = fit(evidence[~inside], truth[~inside], start)
+        scores[inside] = mirex_each(evidence[inside], truth[inside], weights)
+    return scores
 
 
 def truth_index(key: Key) -> int:
@@ -64,34 +110,61 @@ def fit(evidence: np.ndarray, truth: np.ndarray, start: np.ndarray) -> np.ndarra
     return scipy.optimize.minimize(loss, start, jac=True, method="L-BFGS-B").x
 
 
-def mirex_of(evidence: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> float:
+def mirex_each(evidence: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
     chosen = np.argmax(evidence @ weights, axis=1)
-    return float(np.mean([accuracy.mirex(Key(c % 12, c >= 12), Key(t % 12, t >= 12)) for c, t in zip(chosen, truth)]))
+    return np.array([accuracy.mirex(Key(c % 12, c >= 12), Key(t % 12, t >= 12)) for c, t in zip(chosen, truth)])
+
+
+def mirex_of(evidence: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> float:
+    return float(np.mean(mirex_each(evidence, truth, weights)))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds-out", action="store_true", help="also score each tuning fold with a fit that left it out")
-    parser.add_argument("--columns", default=None, help="fit only these evidence columns (comma-separated)")
+    parser.add_argument("--columns", default=None,
+                        help="fit these evidence columns (comma-separated, of analysis/key.py CANDIDATES; default EVIDENCE)")
+    parser.add_argument("--compare", default=None,
+                        help="score column sets by their folds-out MIREX: sets separated by ';' (each comma-separated)")
     args = parser.parse_args()
     pieces = [p for p in devset.cached_pieces() if p.key and p.subset in devset.DEV_SUBSETS]
     rows = [(p, evidence_of(p)) for p in pieces]
     rows = [(p, e) for p, e in rows if e is not None]
-    evidence = np.stack([e for _, e in rows])
-    if args.columns:
-        keep = [key_stage.EVIDENCE.index(name) for name in args.columns.split(",")]
-        mask = np.zeros(len(key_stage.EVIDENCE))
-        mask[keep] = 1.0
-        mask = np.concatenate([mask, mask])
-        evidence = evidence * mask
+    everything = np.stack([e for _, e in rows])
     truth = np.array([truth_index(p.key_truth) for p, _ in rows])
     folds = np.array([p.subset for p, _ in rows])
-    start = np.concatenate([key_stage._WEIGHTS_PRODUCED, key_stage._WEIGHTS_PLAYED])
+    if args.compare:
+        print(f"{len(rows)} pieces with a key in the tuning folds; MIREX of each fold under a fit that left it out;")
+        print("beside each set after the first: its difference from the first, overall and on the electronic folds, "
+              "with a paired bootstrap interval (95 %)")
+        names = sorted(set(folds))
+        electronic = np.isin(folds, devset.ELECTRONIC_SUBSETS)
+        print(f"{'fold':18} " + " ".join(f"{name[:10]:>10}" for name in names) + f" {'ALL':>6} {'electr.':>7}")
+        first = None
+        for text in args.compare.split(";"):
+            evidence = select(everything, *column_sets(text))
+            scores = folds_out(evidence, truth, folds, np.zeros(evidence.shape[-1]))
+            fourths = int(np.sum(scores == 0.5))  # a fifth either way: the tonic heard as a dominant, or the other way
+            print(f"{'':18} " + " ".join(f"{scores[folds == name].mean():10.3f}" for name in names)
+                  + f" {scores.mean():6.3f} {scores[electronic].mean():7.3f}  {fourths:3d} a fifth off  {text}")
+            if first is None:
+                first = scores
+            else:
+                for label, part in (("all", slice(None)), ("electronic", electronic)):
+                    lead, low, high = accuracy.paired_interval(scores[part], first[part])
+                    print(f"{'':18} {label}: {lead:+.3f} [{low:+.3f}, {high:+.3f}] against the first set")
+        return 0
+    produced_columns, played_columns = column_sets(args.columns) if args.columns else (key_stage.EVIDENCE, None)
+    columns = tuple(dict.fromkeys(produced_columns + (played_columns or ())))
+    evidence = select(everything, produced_columns, played_columns)
+    current = columns == key_stage.EVIDENCE and played_columns is None
+    start = (np.concatenate([key_stage._WEIGHTS_PRODUCED, key_stage._WEIGHTS_PLAYED]) if current
+             else np.zeros(evidence.shape[-1]))
     weights = fit(evidence, truth, start)
     print(f"{len(rows)} pieces with a key in the tuning folds")
     print(f"{'fitted weights':16} {'produced':>9} {'played':>9}")
-    half = len(key_stage.EVIDENCE)
-    for index, name in enumerate(key_stage.EVIDENCE):
+    half = len(columns)
+    for index, name in enumerate(columns):
         print(f"  {name:16} {weights[index]:9.3f} {weights[half + index]:9.3f}")
     for label, part in (("_WEIGHTS_PRODUCED", weights[:half]), ("_WEIGHTS_PLAYED", weights[half:])):
         print(f"{label} = np.array([" + ", ".join(f"{value:.3f}" for value in part) + "])")
