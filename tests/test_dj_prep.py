@@ -230,6 +230,16 @@ def test_next_says_where_to_mix(prepped):
     assert any(reason.startswith("energy ") for reason in bravo["reasons"])
 
 
+def test_a_playlist_says_where_to_mix_at_each_step(prepped):
+    steps = as_json(prepped, "playlist", "--from", str(prepped.music / "alpha.flac"), "--length", "3",
+                    "--per-artist", "3")["playlist"]
+    assert len(steps) == 3 and steps[0]["mix"] is None  # nothing plays before the first
+    for step in steps[1:]:  # the arrangements: each brought in at its intro over the last one's outro
+        mix = step["mix"]
+        assert mix is not None and mix["bring_b_in"]["phrase"] == "intro" and mix["on_a"]["phrase"] == "outro", step
+        assert any("bring B in at its intro" in reason for reason in step["reasons"]), step["reasons"]
+
+
 def test_one_recording_is_one_recording_everywhere(prepped):
     copies = {"alpha.flac", "alpha (from mp3).flac", "alpha 320.mp3", "alpha 128.mp3"}
     alpha = str(prepped.music / "alpha.flac")
