@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -470,7 +471,12 @@ def test_the_running_agent_writes_tags_itself_and_into_new_files_when_asked(tagg
     new = taggable.music / "new.flac"
     shutil.copy(tracks[0], new)  # a new file: tagged right after its analysis
     status = taggable.wait_for(lambda s: s["session"]["analyzed"] == analyzed + 1 and s["queued"] + s["analyzing"] == 0)
-    taggable.wait_for(lambda s: "BPM" in (mutagen.File(new).tags or {}), what="the new file's tags")
+    # The agent logs the write once its journal knows the file's new identity (the tags reach the
+    # file before that: a rescan in between would rightly see a changed file).
+    written = re.compile(r"wrote \d+ tag\(s\) into \S*new\.flac")
+    taggable.wait_for(lambda s: written.search(taggable.log.read_text()) is not None,
+                      what="the agent to record its write into the new file")
+    assert "BPM" in (mutagen.File(new).tags or {})
     later = taggable.call("POST", "rescan")
     status = taggable.wait_for(lambda s: s["scans_completed"] > later["scans_completed"] and s["queued"] == 0
                                and s["analyzing"] == 0, what="a rescan after the writes")
