@@ -109,7 +109,12 @@ def scan_with_mixxx(music: Path, work: Path, expected: int, timeout: float = 240
                     subprocess.run(["xdotool", "key", "--window", found[0], "Return"], env=env, timeout=30)
                     answered = True
             elif SCANNED in log_path.read_text(errors="replace"):
-                tracks = _stored(settings / "mixxxdb.sqlite")
+                try:
+                    tracks = _stored(settings / "mixxxdb.sqlite")
+                except sqlite3.Error:  # read while Mixxx writes it (locked, mid-checkpoint): read again
+                    last = None
+                    time.sleep(1.0)
+                    continue
                 if len(tracks) >= expected and tracks == last:  # every file in, and nothing moved since
                     return tracks
                 last = tracks
