@@ -249,6 +249,12 @@ def run_config(name: str, args, temp: Path, state: dict, checkout: Path | None) 
     try:
         contributors = register(url, CONTRIBUTORS)
         prints.new(args.batch * 10)  # a few recordings known before the first step
+        if args.warmup_seconds:  # connections, caches, the first statements' plans: not judged
+            count = max(1, round(args.rates[0] * args.warmup_seconds / args.batch))
+            asyncio.run(step(url, bodies(contributors, prints, rng, count, args.batch), args.batch / args.rates[0]))
+            drain_started = time.monotonic()
+            while database.backlog()[0] and time.monotonic() - drain_started < 60:
+                time.sleep(0.2)
         for rate in args.rates:
             count = max(1, round(rate * args.step_seconds / args.batch))
             requests = bodies(contributors, prints, rng, count, args.batch)
@@ -324,6 +330,9 @@ def main() -> int:
                         type=lambda text: [int(x) for x in text.split(",")])
     parser.add_argument("--step-seconds", type=float, default=15.0)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--warmup-seconds", type=float, default=0.0,
+                        help="a first step at the lowest rate, not judged (the first requests after a start pay "
+                             "for connections and caches)")
     parser.add_argument("--against", type=Path, help="another checkout (e.g. main before #28) to measure in the same run")
     parser.add_argument("--against-configs", default="sqlite:1,postgresql:2")
     parser.add_argument("--rounds", type=int, default=1,
