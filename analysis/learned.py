@@ -364,3 +364,5 @@ def shipped_model() -> SoundModel | ModelError:
         return load_model(Path(folder) if folder else None)
     except ModelError as exc:
         return exc
+    except Exception as exc:  # an unreadable file, a manifest missing a key, onnxruntime failing to import...
+        return ModelError(f"the sound model could not be loaded: {type(exc).__name__}: {exc}")

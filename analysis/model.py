@@ -157,8 +157,12 @@ class TrackAnalysis(_Model, frozen=True, kw_only=True):
 
     def native_results(self) -> dict[str, Any]:
         """The fields of this analysis's native stages that are today's (``NATIVE_STAGE_FIELDS``),
-        to be kept by a re-analysis: it runs only the other native stages."""
+        to be kept by a re-analysis: it runs only the other native stages. The sound model's
+        stages are never kept from an analysis the model could not make (its words and embedding
+        are missing, not computed): a re-analysis tries the model again."""
         current = current_native_stages(self.analyzer_version)
+        if self.descriptors.model_error is not None:
+            current = tuple(stage for stage in current if stage not in ("model", "embedding"))
         return {name: getattr(self.descriptors, name) for stage in current for name in NATIVE_STAGE_FIELDS[stage]}
 
 

@@ -406,12 +406,13 @@ def _write_tags_here(args) -> list[dict]:
     results = []
     with InstanceLock(data_dir() / "agent.lock"), Journal(journal_path()) as journal:
         plan = tag_plan(Collection(journal), {"tracks": args.tracks, "fields": list(args.fields or ()),
-                                               "include_uncertain": args.include_uncertain})
+                                               "include_uncertain": args.include_uncertain,
+                                               "replace_words": args.replace_words, "dry_run": args.dry_run})
         for track, paths in plan.tracks:
             for path in paths:
                 done = retag(path, wanted_for(track, include_uncertain=plan.include_uncertain,
-                                              replace_words=args.replace_words), plan.fields, notation,
-                             dry_run=args.dry_run)
+                                              replace_words=plan.replace_words), plan.fields, notation,
+                             dry_run=plan.dry_run)
                 if done.identity is not None and done.content_key is not None:
                     journal.retagged(path, FileIdentity(*done.identity), done.content_key)
                 results.append({"path": done.path, "changes": [c.describe() for c in done.changes],

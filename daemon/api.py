@@ -243,10 +243,10 @@ class ControlAPI:
         plan = await self._on_collection(lambda collection: tag_plan(collection, body))
         files = {track.content_key: paths for track, paths in plan.tracks}
         results = await writer.write_tracks([track for track, _ in plan.tracks], plan.fields,
-                                            dry_run=bool(body.get("dry_run")), include_uncertain=plan.include_uncertain,
+                                            dry_run=plan.dry_run, include_uncertain=plan.include_uncertain,
                                             files_of=lambda track: files[track.content_key],
-                                            replace_words=bool(body.get("replace_words")))
-        return {"dry_run": bool(body.get("dry_run")), "files": [
+                                            replace_words=plan.replace_words)
+        return {"dry_run": plan.dry_run, "files": [
             {"path": r.path, "changes": [c.describe() for c in r.changes], "error": r.error, "notes": list(r.notes)}
             for r in results]}
 

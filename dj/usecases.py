@@ -170,6 +170,8 @@ class TagPlan(NamedTuple):
     fields: tuple[str, ...]
     tracks: list[tuple[Track, list[str]]]  # each track with the paths of its files
     include_uncertain: bool  # write a key the analysis is unsure of too
+    replace_words: bool  # replace the genre and mood the file already has
+    dry_run: bool  # say what would change, write nothing
 
 
 def flag(values: Mapping[str, Any], name: str) -> bool:
@@ -188,13 +190,13 @@ def flag(values: Mapping[str, Any], name: str) -> bool:
 def tag_plan(collection: Collection, values: Mapping[str, Any]) -> TagPlan:
     """Which fields to write into which files: the named ``tracks`` (all when none), each with
     the paths of its files; a key the analysis is unsure of only with
-    ``include_uncertain``."""
+    ``include_uncertain``; the file's own genre and mood only with ``replace_words``."""
     fields = tag_fields(values)
     include_uncertain = flag(values, "include_uncertain")
     specs = values.get("tracks") or []
     chosen = [collection.find(spec) for spec in specs] if specs else collection.tracks()
     return TagPlan(fields, [(track, [path for path, _ in collection.files(track.content_key)]) for track in chosen],
-                   include_uncertain)
+                   include_uncertain, flag(values, "replace_words"), flag(values, "dry_run"))
 
 
 def prep(collection: Collection, values: Mapping[str, Any], settings: DjConfig) -> Answer:

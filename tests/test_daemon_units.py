@@ -83,6 +83,10 @@ def test_an_upgrade_keeps_the_native_stages_it_did_not_change_only_from_a_full_a
     # an earlier embedding: loudness, cutoff and the words are kept, the embedding is made again
     assert native_results(track_analysis(version(embedding=2), **measured)) == {**loudness, "cutoff_hz": 16_800.0, **words}
     assert native_results(track_analysis(version(cutoff=0, model=0), **measured)) == {**loudness, "embedding": (0.5,) * 64}
+    # the model could not load: its words and embedding are missing, not made: tried again
+    unmodelled = dict(measured, embedding=None, genres=None, moods=None, sound_tags=None, tag_strengths=None,
+                      model_error="the sound model file musicnn-mtt.onnx is missing")
+    assert native_results(track_analysis(version(), **unmodelled)) == {**loudness, "cutoff_hz": 16_800.0}
     assert native_results(track_analysis(version(), bpm=124.0)) is None  # a fingerprint-only pass: read in full
     assert native_results(None) is None
 
@@ -245,3 +249,21 @@ async def test_an_upgrade_of_a_stage_off_the_wire_sends_nothing_again(tmp_path):
         assert await record(newer) == [wire_version(newer)] != [wire_version(first)]  # tempo is on the wire
     finally:
         await io.close()
+
+
+def test_a_tag_plan_reads_its_yes_or_no_options_as_words_too(tmp_path):
+    """The control API takes a query's "false" as no: it must never replace the genre and mood a
+    user wrote in their files (bool("false") is True)."""
+    from cratesense.daemon.journal import Journal
+    from cratesense.dj.collection import Collection
+    from cratesense.dj.usecases import tag_plan
+    from cratesense.errors import QueryError
+
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        collection = Collection(journal)
+        plan = tag_plan(collection, {"replace_words": "false", "dry_run": "0", "include_uncertain": "no"})
+        assert (plan.replace_words, plan.dry_run, plan.include_uncertain) == (False, False, False)
+        plan = tag_plan(collection, {"replace_words": True, "dry_run": "true"})
+        assert (plan.replace_words, plan.dry_run) == (True, True)
+        with pytest.raises(QueryError, match="replace_words"):
+            tag_plan(collection, {"replace_words": "perhaps"})
