@@ -259,13 +259,8 @@ class Musicnn:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         for short in ("mtt", "msd"):
+            path = _checked(folder, models, short, "scripts/convert_musicnn.py")
             entry = models[short]
-            path = folder / entry["file"]
-            if not path.is_file():
-                raise ModelError(f"the sound model file {path.name} is missing (reinstall CrateSense)")
-            if _sha256(path) != entry["sha256"]:
-                raise ModelError(f"the sound model file {path.name} is damaged: its checksum does not match "
-                                 "(reinstall CrateSense)")
             try:
                 session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime raises its own untyped errors
