@@ -41,6 +41,9 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 500
 MAX_LOOKUP = 100
 PROFILE_LENGTH = TEMPO_BINS + KEY_BINS + LOUDNESS_BINS + EMBEDDING_LENGTH
+# every answer names the contract the catalog serves (a digest of its OpenAPI document): an agent
+# that sees it change offers the observations an earlier contract refused once more
+CONTRACT_HEADER = "CrateSense-Contract"
 MAX_FINGERPRINT_CHARS = 12_000  # a 120 s fingerprint is about 2,600 characters
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
@@ -62,7 +65,12 @@ Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
-    pass
+    """What the catalog is sent: a field it does not know is refused, by name."""
+
+
+class _Reply(msgspec.Struct, omit_defaults=False):
+    """What the catalog answers: a field the reader does not know is ignored, so an agent keeps
+    syncing with a catalog upgraded after it (a new reply field is not a broken catalog)."""
 
 
 class FingerprintPart(_Strict):
@@ -124,12 +132,12 @@ class ContributorSettings(_Strict):
 
 # --- responses (what the catalog answers; catalog/openapi.py describes both sides) -------------
 
-class Registered(_Strict):
+class Registered(_Reply):
     contributor_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
     token: str
 
 
-class ItemResult(_Strict):
+class ItemResult(_Reply):
     id: str
     status: Literal["accepted", "duplicate", "rejected"]
     reason: str | None = None
@@ -138,7 +146,7 @@ class ItemResult(_Strict):
     recording: int | None = None
 
 
-class IngestResponse(_Strict):
+class IngestResponse(_Reply):
     results: list[ItemResult]
     accepted: Annotated[int, msgspec.Meta(ge=0)]
     # of those accepted, how many were answered before being matched (the catalog was busy):
@@ -153,11 +161,11 @@ RecordingAnalysis = ConsensusAnalysis
 Match = Consensus
 
 
-class LookupResponse(_Strict):
+class LookupResponse(_Reply):
     results: list[Match | None]  # one per fingerprint asked, in order; null: not known
 
 
-class ChangedRecording(_Strict):
+class ChangedRecording(_Reply):
     """A recording the requester holds whose consensus changed, and the requester's own
     observations in it (never anyone else's)."""
 
@@ -168,7 +176,7 @@ class ChangedRecording(_Strict):
     observations: list[ObservationId]
 
 
-class ChangesCursor(_Strict):
+class ChangesCursor(_Reply):
     """Where the next request starts: after change ``change`` (and, when a page ended inside
     that change, after recording ``recording`` of it)."""
 
@@ -176,7 +184,7 @@ class ChangesCursor(_Strict):
     recording: int | None
 
 
-class Changes(_Strict):
+class Changes(_Reply):
     """What changed in the recordings the requester holds since its cursor (GET /v1/changes)."""
 
     changes: list[ChangedRecording]
@@ -184,15 +192,21 @@ class Changes(_Strict):
     more: bool  # another page follows: ask again at once from ``cursor``
 
 
-class ProfileStored(_Strict):
+class SettingsStored(_Reply):
+    """The contribute setting as the catalog now holds it."""
+
+    contribute: bool
+
+
+class ProfileStored(_Reply):
     stored: bool
 
 
-class Deleted(_Strict):
+class Deleted(_Reply):
     deleted: Annotated[int, msgspec.Meta(ge=0)]
 
 
-class ExportedContributor(_Strict):
+class ExportedContributor(_Reply):
     id: str
     contribute: bool
     created_at: float
@@ -200,12 +214,12 @@ class ExportedContributor(_Strict):
     deleted_count: int | None
 
 
-class ExportedFingerprint(_Strict):
+class ExportedFingerprint(_Reply):
     chromaprint: str
     duration: float
 
 
-class ExportedAnalysis(_Strict):
+class ExportedAnalysis(_Reply):
     bpm: float | None
     key: str | None
     camelot: str | None
@@ -216,7 +230,7 @@ class ExportedAnalysis(_Strict):
     moods: list[str] | None = None
 
 
-class ExportedObservation(_Strict):
+class ExportedObservation(_Reply):
     id: str
     recording: int | None  # null: accepted, not matched yet
     fingerprint: ExportedFingerprint
@@ -225,7 +239,7 @@ class ExportedObservation(_Strict):
     received_at: float
 
 
-class ExportedProfile(_Strict):
+class ExportedProfile(_Reply):
     track_count: int
     tempo_histogram: list[float]
     key_histogram: list[float]
@@ -234,7 +248,7 @@ class ExportedProfile(_Strict):
     updated_at: float
 
 
-class Export(_Strict):
+class Export(_Reply):
     """Everything the catalog holds about the contributor asking."""
 
     contributor: ExportedContributor
@@ -242,7 +256,7 @@ class Export(_Strict):
     profile: ExportedProfile | None
 
 
-class Recommendation(_Strict):
+class Recommendation(_Reply):
     """A recording DJs like the requester hold (catalog/recommend.py): never one fewer than 3
     contributors hold, never naming any of them."""
 
@@ -257,11 +271,11 @@ class Recommendation(_Strict):
     sketch: Annotated[list[Annotated[int, msgspec.Meta(ge=0, lt=1 << 28)]], msgspec.Meta(max_length=16)] = []
 
 
-class Recommendations(_Strict):
+class Recommendations(_Reply):
     recommendations: list[Recommendation]
 
 
-class Error(_Strict):
+class Error(_Reply):
     """Every 4xx and 5xx: what went wrong; for a contract violation, the field and the rule."""
 
     error: str

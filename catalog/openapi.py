@@ -33,7 +33,7 @@ _OPERATIONS = (
     ("put", "/v1/profile", "put_profile", "Store the taste profile: histograms and a centroid, never a track list.",
      contract.Profile, (200, contract.ProfileStored), (400, 408, 413, 415, 422)),
     ("put", "/v1/contributors/me", "put_settings", "Turn contribution on or off.", contract.ContributorSettings,
-     (200, contract.ContributorSettings), (400, 408, 413, 415, 422)),
+     (200, contract.SettingsStored), (400, 408, 413, 415, 422)),
     ("delete", "/v1/contributors/me/observations", "delete_observations", "Erase every observation of this "
      "contributor and re-derive every recording it touched; answers with the count.", None,
      (200, contract.Deleted), ()),

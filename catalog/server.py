@@ -10,6 +10,7 @@ Access logs carry method, route, status and time; never a body.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -258,6 +259,7 @@ async def _errors_and_access_log(request: web.Request, handler):
     finally:
         settler.answering -= 1
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+    response.headers[contract.CONTRACT_HEADER] = request.app[CONTRACT]
     ms = 1000 * (time.perf_counter() - started)
     access_log.info("%s %s %d %.1fms", request.method, route, response.status, ms)
     if route.startswith("/v1/"):
@@ -456,6 +458,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 OPENAPI = web.AppKey("openapi", bytes)
+CONTRACT = web.AppKey("contract", str)
 
 
 def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_seconds: float = 30.0,
@@ -484,6 +487,7 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app.router.add_get("/v1/changes", changes)
     app.router.add_get("/v1/recommendations", recommendations)
     app[OPENAPI] = json.dumps(document()).encode()
+    app[CONTRACT] = hashlib.sha256(app[OPENAPI]).hexdigest()[:16]
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

@@ -490,6 +490,12 @@ class Journal(JournalReader):
         with self._transaction() as db:
             db.execute("UPDATE outbox SET state = 'parked', reason = ? WHERE seq = ?", (reason, seq))
 
+    def unpark(self) -> int:
+        """Every parked row back in line (the catalog's contract changed: what an older one
+        refused may pass now); returns how many."""
+        with self._transaction() as db:
+            return db.execute("UPDATE outbox SET state = 'pending', reason = NULL WHERE state = 'parked'").rowcount
+
     # --- settings ------------------------------------------------------------------------
 
     def set_setting(self, key: str, value) -> None:

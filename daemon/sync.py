@@ -109,6 +109,7 @@ class Syncer:
         self.sent_total = 0
         self.lookups_total = 0  # look-up requests this session (fingerprints, 100 at most each)
         self.followed_total = 0  # tracks the change feed brought news of this session
+        self._contract: str | None = None  # the contract the catalog last answered under (its header)
 
     # --- requests --------------------------------------------------------------------------
 
@@ -169,6 +170,7 @@ class Syncer:
                 await self._follow()
                 await self._look_up(ask_all=ask_all)
                 await self._send_profile()
+            await self._reoffer_parked()
         except Backoff as exc:
             self._ask_all |= ask_all  # asked for: still owed at the retry
             self._failures += 1
@@ -209,6 +211,7 @@ class Syncer:
                     answer = {}
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+                self._contract = response.headers.get(contract.CONTRACT_HEADER) or self._contract
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Backoff(f"the catalog cannot be reached ({type(exc).__name__}: {exc})", offline=True) from exc
         if status in (429, 503):
@@ -254,6 +257,20 @@ class Syncer:
             status, answer = await self._call(method, path, body)
         return status, answer
 
+    async def _reoffer_parked(self) -> None:
+        """Rows are parked because the catalog's contract refused them (an agent newer than its
+        catalog sends fields the catalog does not know yet). When the catalog answers under
+        another contract (upgraded, or another catalog), they are offered once more, at the next
+        run; refused again, they are parked again with the new reason."""
+        seen = self._contract
+        if seen is None or seen == await self._setting("catalog_contract"):
+            return
+        count = await self._io.write(lambda journal: journal.unpark())  # first: a crash here re-offers, never strands
+        await self._set("catalog_contract", seen)
+        if count:
+            log.info("the catalog's contract changed: offering %d parked observation(s) again", count)
+            self.request()
+
     # --- what is sent -------------------------------------------------------------------------
 
     # The user's privacy choices live in the identity file (their one owner), not the journal: a
@@ -282,7 +299,7 @@ class Syncer:
         status, answer = await self._authorized("PUT", "/v1/contributors/me", {"contribute": contribute})
         if status != 200:
             raise Backoff(f"the catalog refused the contribute setting ({status}: {_error(answer)})")
-        _decoded(answer, contract.ContributorSettings, "the contribute setting")
+        _decoded(answer, contract.SettingsStored, "the contribute setting")
         await self._set("catalog_contribute_sent", contribute)
 
     def request_deletion(self) -> None:
@@ -345,9 +362,13 @@ class Syncer:
                     else:
                         refused.append((seq, result.reason or "rejected"))
 
+                refused_under = self._contract
+
                 def settle(journal: Journal) -> None:
                     for seq, reason in refused:
                         journal.park(seq, reason)
+                    if refused and refused_under is not None:  # re-offered only under another contract
+                        journal.set_setting("catalog_contract", refused_under)
                     journal.acknowledge(done)
 
                 await self._io.write(settle)
@@ -362,8 +383,14 @@ class Syncer:
                 match = _ITEM_FIELD.match(error.field or "") if error is not None else None
                 index = int(match.group(1)) if match and int(match.group(1)) < len(batch) else 0
                 reason = error.error if error is not None else f"rejected ({status})"
-                seq = batch[index][0]
-                await self._io.write(lambda journal: journal.park(seq, reason))
+                seq, refused_under = batch[index][0], self._contract
+
+                def park(journal: Journal) -> None:
+                    journal.park(seq, reason)
+                    if refused_under is not None:
+                        journal.set_setting("catalog_contract", refused_under)
+
+                await self._io.write(park)
                 log.warning("the catalog rejected observation %s: %s", batch[index][1]["id"], reason)
             else:
                 raise Backoff(f"unexpected answer {status} from the catalog")
