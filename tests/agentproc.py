@@ -44,6 +44,16 @@ def agent_with_music(home: Path, **sections: dict) -> AgentProcess:
     return agent
 
 
+def agent_over(home: Path, write_music, **sections: dict) -> AgentProcess:
+    """An agent started over ``home/music`` once ``write_music(folder)`` has put its files there
+    (it returns how many), and waited for until it has analyzed them all."""
+    agent = agent_with_music(home, **sections)
+    count = write_music(agent.music)
+    agent.start()
+    agent.analyzed(count)
+    return agent
+
+
 class AgentProcess:
     """Start with ``start()``; ``status()`` asks it over the real control socket."""
 

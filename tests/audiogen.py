@@ -104,6 +104,19 @@ def synth_track(
     return np.stack([left, right]).astype(np.float32)
 
 
+def tag(path: Path, artist: str | None = None, title: str | None = None) -> Path:
+    """Write the artist and title a user would have (None: left out) into ``path``."""
+    import mutagen
+
+    audio = mutagen.File(path, easy=True)
+    if artist:
+        audio["artist"] = artist
+    if title:
+        audio["title"] = title
+    audio.save()
+    return path
+
+
 def encode(samples: np.ndarray, sr: int, path: str | os.PathLike, *, bitrate: int | None = None) -> Path:
     """Write ``samples`` (float32, (channels, n)) with the codec the extension implies."""
     path = Path(path)

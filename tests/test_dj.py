@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from agentproc import AgentProcess, write_config
-from audiogen import cadence, encode, fingerprintable_track, metric_piece, synth_track
+from audiogen import cadence, encode, fingerprintable_track, metric_piece, synth_track, tag
 from cratesense.dj.harmony import relation
 
 SR = 44100
@@ -35,12 +35,6 @@ LIBRARY = {
 }
 ARTISTS = {"alpha": "Ann", "bravo": "Ann", "charlie": "Ann", "delta": "Bob", "echo": "Cy", "foxtrot": "Bob",
            "golf": "Dee", "hotel": "Eve"}
-
-
-def tag(path: Path, artist: str, title: str) -> None:
-    audio = mutagen.File(path, easy=True)
-    audio["artist"], audio["title"] = artist, title
-    audio.save()
 
 
 @pytest.fixture(scope="module")

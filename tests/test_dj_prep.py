@@ -16,21 +16,12 @@ import pytest
 
 import mixxxrun
 from agentproc import AgentProcess, write_config
-from audiogen import arrangement, encode
+from audiogen import arrangement, encode, tag
 
 SR = 44100
 FORM = (("intro", 8), ("drop", 8), ("breakdown", 8), ("drop", 8), ("outro", 8))
 # name -> (BPM, tonic, minor, seed, extension)
 SONGS = {"alpha": (126, 9, True, 5, "flac"), "bravo": (126, 4, True, 7, "mp3"), "charlie": (127, 9, True, 9, "flac")}
-
-
-def tag(path: Path, artist: str | None, title: str | None) -> None:
-    audio = mutagen.File(path, easy=True)
-    if artist:
-        audio["artist"] = artist
-    if title:
-        audio["title"] = title
-    audio.save()
 
 
 def ffmpeg(*args: str) -> None:

@@ -14,8 +14,8 @@ import mutagen
 import numpy as np
 import pytest
 
-from agentproc import AgentProcess, write_config
-from audiogen import _tone, encode, synth_track
+from agentproc import AgentProcess, agent_over
+from audiogen import _tone, encode, synth_track, tag
 from cratesense.analysis.constants import KEY_UNCERTAIN_BELOW
 
 SR = 44100
@@ -43,20 +43,12 @@ def diminished(bpm: float, seconds: float = 24.0, root: int = 5) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    home = tmp_path_factory.mktemp("uncertain")
-    music = home / "music"
-    music.mkdir()
-    sure = encode(synth_track(bpm=124, tonic=9, minor=True, seconds=24, seed=1), SR, music / "sure.flac")
-    unsure = encode(diminished(124.0), SR, music / "unsure.flac")
-    for path, title in ((sure, "Sure"), (unsure, "Unsure")):
-        audio = mutagen.File(path, easy=True)
-        audio["artist"], audio["title"] = "Ann", title
-        audio.save()
-    write_config(home, music, analysis={"workers": 2})
-    process = AgentProcess(home)
-    process.music = music
-    process.start()
-    process.analyzed(2)
+    def music(folder):
+        tag(encode(synth_track(bpm=124, tonic=9, minor=True, seconds=24, seed=1), SR, folder / "sure.flac"), "Ann", "Sure")
+        tag(encode(diminished(124.0), SR, folder / "unsure.flac"), "Ann", "Unsure")
+        return 2
+
+    process = agent_over(tmp_path_factory.mktemp("uncertain"), music, analysis={"workers": 2})
     yield process
     process.stop(signal.SIGKILL)
 

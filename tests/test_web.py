@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import mutagen
 import pytest
 
-from agentproc import AgentProcess, write_config
-from audiogen import encode, synth_track
+from agentproc import AgentProcess, agent_over
+from audiogen import encode, synth_track, tag
 
 ARTIFACTS = Path(os.environ.get("CRATESENSE_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 SR = 44100
@@ -27,23 +26,16 @@ TRACKS = {"alpha": (124, 9, True), "bravo": (125, 9, True), "charlie": (126, 4, 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    home = tmp_path_factory.mktemp("web")
-    music = home / "music"
-    music.mkdir()
-    for index, (name, (bpm, tonic, minor)) in enumerate(TRACKS.items()):
-        # bravo's own drum pattern: two loops of the same chords and drums at 124 and 125 BPM are one
-        # recording to the fingerprint (0.88), and `next` never proposes a track's duplicate
-        pattern = "boombap" if name == "bravo" else "four"
-        path = encode(synth_track(bpm=bpm, tonic=tonic, minor=minor, seconds=20, seed=index, pattern=pattern), SR,
-                      music / f"{name}.flac")
-        audio = mutagen.File(path, easy=True)
-        audio["artist"], audio["title"] = f"Artist {name[0].upper()}", name.title()
-        audio.save()
-    write_config(home, music, analysis={"workers": 2})
-    process = AgentProcess(home)
-    process.music = music
-    process.start()
-    process.analyzed(len(TRACKS))
+    def music(folder):
+        for index, (name, (bpm, tonic, minor)) in enumerate(TRACKS.items()):
+            # bravo's own drum pattern: two loops of the same chords and drums at 124 and 125 BPM are
+            # one recording to the fingerprint (0.88), and `next` never proposes a track's duplicate
+            pattern = "boombap" if name == "bravo" else "four"
+            samples = synth_track(bpm=bpm, tonic=tonic, minor=minor, seconds=20, seed=index, pattern=pattern)
+            tag(encode(samples, SR, folder / f"{name}.flac"), f"Artist {name[0].upper()}", name.title())
+        return len(TRACKS)
+
+    process = agent_over(tmp_path_factory.mktemp("web"), music, analysis={"workers": 2})
     yield process
     process.stop(signal.SIGKILL)
 

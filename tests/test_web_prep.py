@@ -10,11 +10,10 @@ import shutil
 import signal
 from urllib.parse import urlparse
 
-import mutagen
 import pytest
 
-from agentproc import AgentProcess, write_config
-from audiogen import arrangement, encode
+from agentproc import agent_over
+from audiogen import arrangement, encode, tag
 from test_web import ARTIFACTS, ask, browser, page_url, wait
 
 SR = 44100
@@ -23,20 +22,13 @@ FORM = (("intro", 8), ("drop", 8), ("breakdown", 8), ("drop", 8), ("outro", 8))
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    home = tmp_path_factory.mktemp("webprep")
-    music = home / "music"
-    music.mkdir()
-    for name, (bpm, seed) in {"alpha": (126, 5), "bravo": (127, 7)}.items():
-        samples, _ = arrangement(FORM, bpm=bpm, tonic=9, minor=True, seed=seed)
-        path = encode(samples, SR, music / f"{name}.flac")
-        audio = mutagen.File(path, easy=True)
-        audio["artist"], audio["title"] = "Ann", name.title()
-        audio.save()
-    write_config(home, music, analysis={"workers": 2})
-    process = AgentProcess(home)
-    process.music = music
-    process.start()
-    process.analyzed(2)
+    def music(folder):
+        for name, (bpm, seed) in {"alpha": (126, 5), "bravo": (127, 7)}.items():
+            samples, _ = arrangement(FORM, bpm=bpm, tonic=9, minor=True, seed=seed)
+            tag(encode(samples, SR, folder / f"{name}.flac"), "Ann", name.title())
+        return 2
+
+    process = agent_over(tmp_path_factory.mktemp("webprep"), music, analysis={"workers": 2})
     yield process
     process.stop(signal.SIGKILL)
 
