@@ -43,10 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import arrangements  # noqa: E402
+from audiogen import file_features  # noqa: E402
 from cratesense.analysis.constants import DEFAULT_BPM_RANGE, GRID_SLACK  # noqa: E402
-from cratesense.analysis.decode import AudioFile  # noqa: E402
 from cratesense.analysis.energy import energy_curve, measures, raw_score, track_raw  # noqa: E402
-from cratesense.analysis.features import FeatureExtractor  # noqa: E402
 from cratesense.analysis.key import chroma, estimate_tuning  # noqa: E402
 from cratesense.analysis.loudness import Loudness  # noqa: E402
 from cratesense.analysis.phrases import bar_grid, find_phrases  # noqa: E402
@@ -58,15 +57,6 @@ UNCHANGED = 1e-3  # raw energy: a section scoring within this of its pair's is u
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def features_of(path: str):
-    extractor = FeatureExtractor()
-    with AudioFile(path) as audio:
-        for block in audio.blocks():
-            if block.analysis.size:
-                extractor.feed(block.analysis)
-    return extractor.finish()
 
 
 def f_measure(found: list[float], truth: list[float], tolerance: float) -> tuple[int, int, int]:
@@ -133,7 +123,7 @@ def evaluate(pieces, peers: bool, librosa: bool = True) -> dict:
     mixxx_found = mixxx([p.audio for p in pieces]) if peers else {}
     for number, piece in enumerate(pieces, 1):
         progress(f"[{number}/{len(pieces)}] {piece.name}")
-        features = features_of(piece.audio)
+        features = file_features(piece.audio)
         described = _describe(features, Loudness(None, None, None, None), DEFAULT_BPM_RANGE)
         truth = piece.starts[1:]
         bar = piece.bar_seconds
@@ -223,7 +213,7 @@ def energy_checks(seeds: list[int]) -> None:
         pairs = arrangements.energy_pairs(seed)
         scored = {}
         for name, piece in pairs.items():
-            features = features_of(piece.audio)
+            features = file_features(piece.audio)
             curve = energy_curve(features)
             ends = piece.starts[1:] + [features.duration]
             sections = [raw_score(measures(curve, a, b)) for a, b in zip(piece.starts, ends)]
@@ -281,7 +271,7 @@ def spread(paths: list[str], title: str) -> None:
 
     raws = []
     for path in paths:
-        features = features_of(path)
+        features = file_features(path)
         raw = track_raw(energy_curve(features), features.duration)
         if raw is not None:
             raws.append(raw)
@@ -313,7 +303,7 @@ def fit_energy() -> None:
     stretches = defaultdict(list)
     features_by_path = {}
     for path in fit:
-        features = features_of(path)
+        features = file_features(path)
         features_by_path[path] = features
         curve = energy_curve(features)
         for start in np.arange(0.0, features.duration - 8.0, 8.0):
@@ -346,7 +336,7 @@ def stage_cost(count: int = 30) -> None:
     totals: dict[str, float] = defaultdict(float)
     seconds = 0.0
     for path in paths[:count]:
-        features = features_of(path)
+        features = file_features(path)
         seconds += features.duration
         rounds: dict[str, list[float]] = defaultdict(list)
         for _ in range(3):  # best of three: the machine is shared

@@ -104,6 +104,19 @@ def synth_track(
     return np.stack([left, right]).astype(np.float32)
 
 
+def file_features(path: str | os.PathLike):
+    """The frame features of a file as the pipeline streams them (decoded, the analysis stream)."""
+    from cratesense.analysis.decode import AudioFile
+    from cratesense.analysis.features import FeatureExtractor
+
+    extractor = FeatureExtractor()
+    with AudioFile(path) as audio:
+        for block in audio.blocks():
+            if block.analysis.size:
+                extractor.feed(block.analysis)
+    return extractor.finish()
+
+
 def tag(path: Path, artist: str | None = None, title: str | None = None) -> Path:
     """Write the artist and title a user would have (None: left out) into ``path``."""
     import mutagen

@@ -7,12 +7,10 @@ import msgspec
 import numpy as np
 import pytest
 
-from audiogen import arrangement, encode
+from audiogen import arrangement, encode, file_features
 from cratesense.analysis.constants import GRID_SLACK
 from cratesense.analysis.cues import COLOURS, HOT_CUES, place_cues
-from cratesense.analysis.decode import AudioFile
 from cratesense.analysis.energy import energy_curve, level_of, measures, raw_score, track_energy, track_raw
-from cratesense.analysis.features import FeatureExtractor
 from cratesense.analysis.key import chroma, estimate_tuning
 from cratesense.analysis.model import Phrase
 from cratesense.analysis.phrases import bar_grid, find_phrases
@@ -24,22 +22,13 @@ FORM = (("intro", 16), ("build", 8), ("drop", 16), ("breakdown", 16), ("build", 
 SHORT = (("intro", 8), ("drop", 8), ("breakdown", 8), ("drop", 8), ("outro", 8))
 
 
-def features_of(path):
-    extractor = FeatureExtractor()
-    with AudioFile(path) as audio:
-        for block in audio.blocks():
-            if block.analysis.size:
-                extractor.feed(block.analysis)
-    return extractor.finish()
-
-
 @pytest.fixture(scope="module")
 def dance(tmp_path_factory):
     """A dance track in the form intro 16, build 8, drop 16, breakdown 16, build 8, drop 16,
     outro 16 at 126 BPM, and its section starts."""
     samples, starts = arrangement(FORM, bpm=126, tonic=9, minor=True, seed=5, lead_in=0.25)
     path = encode(samples, SR, tmp_path_factory.mktemp("phrases") / "dance.flac")
-    return path, starts, features_of(path)
+    return path, starts, file_features(path)
 
 
 def test_boundaries_fall_within_a_bar_of_the_sections_and_labels_come_in_order(dance):
@@ -126,7 +115,7 @@ def pairs(tmp_path_factory):
     found = {}
     for name, options in variants.items():
         samples, starts = arrangement(SHORT, bpm=124, tonic=7, seed=11, **options)
-        features = features_of(encode(samples, SR, folder / f"{name}.flac"))
+        features = file_features(encode(samples, SR, folder / f"{name}.flac"))
         found[name] = (energy_curve(features), features.duration, starts)
     return found
 
