@@ -91,7 +91,12 @@ _KICK_SEMITONES = 12  # the lowest octave (A1-G#2, 55-104 Hz) is where kicks rin
 _BASS_SEMITONES = 24  # the octave above it (A2-G#3) is the bass
 
 
-def note_chroma(notes: np.ndarray, tuning_cents: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# Beyond the 7th: the 9th (a major ninth over three octaves), the 11th and the 13th (between
+# semitones: half taken from each neighbour), at a bright saw's levels.
+_HARMONICS_HIGH = _HARMONICS + ((38, 0.11), (41, 0.045), (42, 0.045), (44, 0.04), (45, 0.04))
+
+
+def note_chroma(notes: np.ndarray, tuning_cents: float, harmonics: tuple = _HARMONICS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From the unfolded spectrum (``FrameFeatures.notes``), each note's harmonics taken away
     from the notes above it: the 12-bin chroma of the notes above the bass (from A3) and that of
     the bass (A2-G#3); and the bass notes (A1-G#3) by their summed harmonics; aligned to the
@@ -108,7 +113,7 @@ def note_chroma(notes: np.ndarray, tuning_cents: float) -> tuple[np.ndarray, np.
         fraction = (position - below).astype(np.float32)
         level += (1 - fraction) * padded[:, below] + fraction * padded[:, below + 1]
     played = level.copy()
-    for above, share in _HARMONICS:
+    for above, share in harmonics:
         played[:, above:] -= share * level[:, :-above]
     played = np.maximum(played, 0.0)
     classes = (NOTE_LOW_MIDI + np.arange(semitones)) % 12
@@ -198,6 +203,12 @@ CANDIDATES = (
     "bass_top",  # the bass chroma on the tonic against its strongest class
     "last_top",  # the bass notes on the tonic against the most salient one, where the harmony last sounds
     "first_top",  # ... where it first sounds
+    "notes_tonal",  # "notes", each note frame weighed by its tonalness too (a drum-only stretch counts little)
+    "notes_tonic_tonal",  # ... "notes_tonic" so weighed
+    "notes_third_tonal",  # ... "notes_third" so weighed
+    "notes_top_tonal",  # ... "notes_top" so weighed
+    "notes_high",  # "notes" with the 9th, 11th and 13th harmonics taken away too
+    "notes_tonic_high", "notes_third_high", "notes_top_high", "minor_high",
 )
 # What the stage weighs: bench/fit_key.py --compare scored column sets by how well a fit on the
 # other tuning folds carries to each fold left out (docs/notes-2026-12/issue-29.md); productions
@@ -285,6 +296,7 @@ def key_evidence(
         count = len(played)
         grouped = np.pad(weights, (0, max(0, count * NOTE_DECIMATION - weights.size)), mode="edge")
         note_weights = grouped[: count * NOTE_DECIMATION].reshape(count, NOTE_DECIMATION).mean(axis=1)
+        raw_played = played
         played = (np.sqrt(played / np.maximum(played.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]).sum(axis=0)
         salient = np.sqrt(salience / np.maximum(salience.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]
         found["notes"] = key_correlations(played, _MAJOR_PROFILE, _MINOR_PROFILE)
@@ -295,6 +307,23 @@ def key_evidence(
         found["salience_top"] = _against_top(salient.sum(axis=0))
         found["notes_top"] = _against_top(played)
         found["minor"] = np.concatenate([np.zeros(12), _thirds_sounding(played)])
+        if wanted & {"notes_tonal", "notes_tonic_tonal", "notes_third_tonal", "notes_top_tonal"}:
+            tonal = np.pad(_tonalness(chroma_frames), (0, max(0, count * NOTE_DECIMATION - weights.size)), mode="edge")
+            tonal = tonal[: count * NOTE_DECIMATION].reshape(count, NOTE_DECIMATION).mean(axis=1)
+            toned = (np.sqrt(raw_played / np.maximum(raw_played.max(axis=1, keepdims=True), 1e-9))
+                     * (note_weights * tonal)[:, None]).sum(axis=0)
+            found["notes_tonal"] = key_correlations(toned, _MAJOR_PROFILE, _MINOR_PROFILE)
+            found["notes_tonic_tonal"] = _at_tonics(toned, 0)
+            found["notes_third_tonal"] = _third_contrast(toned)
+            found["notes_top_tonal"] = _against_top(toned)
+        if wanted & {"notes_high", "notes_tonic_high", "notes_third_high", "notes_top_high", "minor_high"}:
+            high, _, _ = note_chroma(notes, tuning_cents, _HARMONICS_HIGH)
+            high = (np.sqrt(high / np.maximum(high.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]).sum(axis=0)
+            found["notes_high"] = key_correlations(high, _MAJOR_PROFILE, _MINOR_PROFILE)
+            found["notes_tonic_high"] = _at_tonics(high, 0)
+            found["notes_third_high"] = _third_contrast(high)
+            found["notes_top_high"] = _against_top(high)
+            found["minor_high"] = np.concatenate([np.zeros(12), _thirds_sounding(high)])
         if wanted & {"salience_first", "salience_last", "last_top", "first_top"}:
             first, last = (_decimated(part, NOTE_DECIMATION, count) for part in (stated_opening, stated_ending))
             found["salience_first"] = _at_tonics(salient[first].sum(axis=0), 0)

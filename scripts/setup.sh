@@ -33,8 +33,9 @@ fi
 if [ "$purpose" = bench ]; then
   # bench/accuracy.py renders its development set from scores: FluidSynth with the FluidR3 General
   # MIDI soundfont, and MMA for the arranged charts (the peers and music21 come from the bench extra);
-  # TimGM6mb renders a held-out fold of the electronic productions (a soundfont nothing is tuned on)
-  system_packages_debian+=(fluidsynth fluid-soundfont-gm timgm6mb-soundfont mma)
+  # TimGM6mb renders a held-out fold of the electronic productions (a soundfont nothing is tuned on);
+  # MuseScore General Lite the band-with-a-drummer tuning fold (a soundfont nothing else uses)
+  system_packages_debian+=(fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small mma)
 fi
 
 as_root() {
