@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, TypeVar
 from cratesense.catalog import matching
 from cratesense.catalog.backends import Busy, PostgresBackend, ReadReplica, open_backend
 from cratesense.catalog.contract import (
-    EMBEDDING_LENGTH, KEY_BINS, LOUDNESS_BINS, PROFILE_LENGTH, TEMPO_BINS, Observation, Profile, fingerprint_items,
+    EMBEDDING_LENGTH, KEY_BINS, LOUDNESS_BINS, PROFILE_LENGTH, TEMPO_BINS, Observation, Profile, fingerprint_packed,
 )
 from cratesense.errors import BackendError
 
@@ -434,7 +434,7 @@ class Store:
         for o in observations:
             m, a = o.metadata, o.analysis
             rows.append((
-                matching.pack(fingerprint_items("fingerprint.chromaprint", o.fingerprint.chromaprint)), o.id,
+                fingerprint_packed("fingerprint.chromaprint", o.fingerprint.chromaprint), o.id,
                 contributor, o.fingerprint.duration, m.artist, m.title, m.album, m.isrc, m.catalog_number, a.key,
                 a.camelot, m.duration, a.bpm, a.loudness_lufs,
                 struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None, a.analyzer_version, now,
