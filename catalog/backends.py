@@ -96,17 +96,23 @@ def migrate(backend: SQLiteBackend | PostgresBackend, migrations: Sequence[str])
 
 
 _ROW_TYPES: dict[tuple[str, ...], Any] = {}
+_LAST_ROW_TYPE = threading.local()  # per thread: the last statement's columns and their row type
 
 
 def _named_row(cursor: sqlite3.Cursor, values: tuple) -> tuple:
     """SQLite's rows as named tuples (psycopg's ``namedtuple_row`` on PostgreSQL): read by name,
-    still unpacked like tuples."""
-    names = tuple(column[0] for column in cursor.description)
-    row_type: Any = _ROW_TYPES.get(names)
-    if row_type is None:
-        row_type = _ROW_TYPES[names] = namedtuple("Row", [
-            name if name.isidentifier() and not keyword.iskeyword(name) else f"f{i}" for i, name in enumerate(names)])
-    return row_type._make(values)
+    still unpacked like tuples. The row type is looked up once per statement, not per row (a
+    cursor keeps one description object for all of its rows)."""
+    description = cursor.description
+    last = _LAST_ROW_TYPE.__dict__
+    if last.get("description") is not description:
+        names = tuple(column[0] for column in description)
+        row_type: Any = _ROW_TYPES.get(names)
+        if row_type is None:
+            row_type = _ROW_TYPES[names] = namedtuple("Row", [
+                name if name.isidentifier() and not keyword.iskeyword(name) else f"f{i}" for i, name in enumerate(names)])
+        last["description"], last["row_type"] = description, row_type
+    return last["row_type"]._make(values)
 
 
 class SQLiteBackend:
@@ -411,9 +417,12 @@ class PostgresBackend:
 def _array(kind: str, values: Sequence) -> list | str:
     """One column of a table of rows as a parameter: numbers as an array literal, which costs a
     join of strings here (psycopg's list dumper walks a long list in Python: most of a placed
-    slice's client time); text and bytes as lists (escaping is psycopg's job)."""
+    slice's client time); text as one too (quoted, escaped); bytes as lists (binary, unescaped)."""
     if kind in ("int", "bigint", "real"):
         return "{" + ",".join("NULL" if value is None else repr(value) for value in values) + "}"
+    if kind == "text":  # quoted elements: only a backslash and a double quote need escaping
+        return "{" + ",".join("NULL" if value is None else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                              for value in values) + "}"
     return list(values)
 
 

@@ -1004,13 +1004,16 @@ def consensus_of(rows: Sequence[Observed]) -> dict:
 
 
 def _words_vote(by_contributor: dict[str, list], name: str) -> str | None:
-    """The sound model's words most contributors heard: each contributor names each word once (its
-    newest analysis); the words named by at least half of them, most named first (ties:
+    """The sound model's words most contributors heard: each contributor names the words of its
+    newest observation that names any (not the union of everything it ever sent); the words named by at least half of them, most named first (ties:
     alphabetical), at most 3; when none is, the most named one. Comma-separated, as stored."""
     named: dict[str, int] = defaultdict(int)
     for group in by_contributor.values():
-        for word in {word for row in group if getattr(row, name) for word in getattr(row, name).split(",")}:
-            named[word] += 1
+        heard = [row for row in group if getattr(row, name)]
+        if heard:  # the newest observation that names words (a re-analysis replaces, never adds to, the last)
+            newest = max(heard, key=lambda row: (row.received_at, getattr(row, name)))  # ties (one batch): by words
+            for word in set(getattr(newest, name).split(",")):
+                named[word] += 1
     if not named:
         return None
     ranked = sorted(named, key=lambda word: (-named[word], word))

@@ -48,11 +48,11 @@ def decoded(body: dict) -> contract.Observation:
     return msgspec.json.decode(msgspec.json.encode(body), type=contract.Observation)
 
 
-def model_row(contributor: str, values: dict) -> Observed:
+def model_row(contributor: str, values: dict, received_at: float = 0.0) -> Observed:
     """The row ``consensus_of`` reads for one observation (duration: the tag's, else the fingerprint's)."""
     duration = values["duration"] if values["duration"] is not None else FINGERPRINT_DURATION
     return Observed(contributor, values["artist"], values["title"], values["album"], values["isrc"], values["catalog_number"],
-            values["key"], values["camelot"], duration, values["bpm"], values["loudness_lufs"], ANALYZER_VERSION, 0.0,
+            values["key"], values["camelot"], duration, values["bpm"], values["loudness_lufs"], ANALYZER_VERSION, received_at,
             ",".join(values["genres"]) if values.get("genres") else None,
             ",".join(values["moods"]) if values.get("moods") else None)
 
@@ -66,6 +66,41 @@ def test_genres_and_moods_are_what_most_contributors_heard():
     assert consensus["genres"] == "house" and consensus["moods"] == "energetic"
     two = consensus_of(rows[:2])  # named by half: house by both, then dance and electronic by one each
     assert two["genres"] == "house,dance,electronic"
+
+
+def test_a_contributors_words_are_those_of_its_newest_observation():
+    """A contributor that sent the recording again (a re-analysis, another encode) names the
+    words of its newest observation only: what it heard before does not vote beside it."""
+    words = {**dict.fromkeys(VALUES)}
+    a, b = f"c{1:031d}", f"c{2:031d}"
+    rows = [model_row(a, {**words, "genres": ["techno"], "moods": ["dark"]}, received_at=1.0),
+            model_row(a, {**words, "genres": ["house"], "moods": None}, received_at=2.0),
+            model_row(b, {**words, "genres": ["house"], "moods": ["calm"]}, received_at=1.5)]
+    consensus = consensus_of(rows)
+    assert consensus["genres"] == "house"  # the union would give "house,techno" (techno: one of two)
+    assert consensus["moods"] == "calm,dark"  # a's newest names no mood: its last one that did counts
+    # two in one batch (the same moment): one of them, the same whichever order the rows come in
+    tied = [model_row(a, {**words, "genres": ["techno"]}, received_at=3.0),
+            model_row(a, {**words, "genres": ["dance"]}, received_at=3.0)]
+    assert consensus_of(tied)["genres"] == consensus_of(tied[::-1])["genres"] == "techno"
+
+
+def test_a_re_sent_recording_replaces_its_contributors_words_in_the_store(catalog_db):
+    """The same on both engines, through accept and settle: the stored consensus counts each
+    contributor's newest words."""
+    store = Store(catalog_db)
+    try:
+        fingerprint = (chromaprint.encode_fingerprint(random_fingerprint(random.Random(11)), 1).decode(),
+                       FINGERPRINT_DURATION)
+        a, b = store.register()[0], store.register()[0]
+        for contributor, genres in ((a, ["techno"]), (b, ["house"]), (a, ["house"])):
+            store.accept(contributor, [decoded(observation(fingerprint, id=secrets.token_hex(16), genres=genres))])
+            while store.settle():
+                pass
+        [state] = stored(store).values()
+        assert state["contributors"] == 2 and state["genres"] == "house"
+    finally:
+        store.close()
 
 
 def stored(store: Store) -> dict[int, dict]:
@@ -92,6 +127,7 @@ def test_stored_consensus_is_consensus_of_the_observations(consensus_store, hist
     fingerprint = (chromaprint.encode_fingerprint(items, 1).decode(), FINGERPRINT_DURATION)
     contributors = [store.register()[0] for _ in range(5)]
     held: list[tuple] = []  # what the catalog should hold: rows for consensus_of
+    sent = itertools.count(1)  # the order batches arrive in (the store's received_at orders them alike)
     for kind, argument in history:
         if kind == "add":
             by_contributor: dict[int, list] = {}
@@ -101,7 +137,8 @@ def test_stored_consensus_is_consensus_of_the_observations(consensus_store, hist
                 bodies = [observation(fingerprint, **values) for values in batch]
                 assert [r["status"] for r in store.accept(contributors[number], [decoded(b) for b in bodies])] == \
                     ["accepted"] * len(batch)
-                held += [model_row(contributors[number], values) for values in batch]
+                at = next(sent)
+                held += [model_row(contributors[number], values, received_at=at) for values in batch]
             while store.settle():
                 pass
         else:
@@ -188,5 +225,23 @@ def test_a_stale_consensus_is_refreshed_after_its_debounce(catalog_db):
         assert store.refresh(now=time.time() + 10) == 1
         [state] = stored(store).values()
         assert not state["stale"] and state["contributors"] == 10 and state["title"] == "Old"
+    finally:
+        store.close()
+
+
+def test_text_crosses_to_either_engine_exactly(catalog_db):
+    """Metadata goes to PostgreSQL inside array literals: quotes, backslashes, braces, commas,
+    the word NULL, spaces at the ends and non-Latin letters come back as they were sent."""
+    store = Store(catalog_db)
+    try:
+        fingerprint = (chromaprint.encode_fingerprint(random_fingerprint(random.Random(12)), 1).decode(),
+                       FINGERPRINT_DURATION)
+        title = ' He said "NULL", {a,b} \\ back\\\\slash ÄÖ 東京 '
+        contributor = store.register()[0]
+        store.accept(contributor, [decoded(observation(fingerprint, title=title, artist="NULL", album="{}"))])
+        while store.settle():
+            pass
+        [state] = stored(store).values()
+        assert (state["title"], state["artist"], state["album"]) == (title, "NULL", "{}")
     finally:
         store.close()
