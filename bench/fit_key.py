@@ -60,6 +60,42 @@ def _evidence(piece: devset.Piece, columns: tuple[str, ...]) -> np.ndarray | Non
     return np.concatenate([produced * evidence, (1.0 - produced) * evidence], axis=1)
 
 
+def gate_inputs(piece: devset.Piece) -> dict[str, float]:
+    """What a production/played gate can read of the piece: ``character`` and the sounding
+    frames' tonalness (its median, which ``character`` maps, and its lower quartile). Cached like
+    the evidence."""
+    import hashlib
+    import json
+
+    stamp = hashlib.sha256(Path(key_stage.__file__).read_bytes()).hexdigest()[:12]
+    stat = Path(piece.audio).stat()
+    cache = EVIDENCE_CACHE / piece.subset / f"{piece.name}-gate-{stamp}-{stat.st_size}-{int(stat.st_mtime)}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    features = accuracy._features(piece.audio)
+    chroma = key_stage.chroma(features.pitch, key_stage.estimate_tuning(features.pitch))
+    weights = np.minimum(1.0, features.energy / max(float(np.percentile(features.energy, 90)), 1e-9))
+    sounding = weights > key_stage._SOUNDING
+    tonal = key_stage._tonalness(chroma[sounding]) if sounding.any() else np.zeros(1)
+    found = {"character": key_stage.character(chroma, features.energy), "tonal_median": float(np.median(tonal)),
+             "tonal_p25": float(np.percentile(tonal, 25))}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(found))
+    return found
+
+
+def gate_of(text: str, inputs: dict[str, float]) -> float:
+    """A gate (the produced weights' share, 0..1) named as "character" (the stage's own),
+    "all-produced", "all-played", or "SCALAR:low,high" (1 at ``low`` or below, 0 at ``high``)."""
+    if text == "character":
+        return inputs["character"]
+    if text in ("all-produced", "all-played"):
+        return 1.0 if text == "all-produced" else 0.0
+    name, bounds = text.split(":")
+    low, high = (float(b) for b in bounds.split(","))
+    return float(np.clip((high - inputs[name]) / (high - low), 0.0, 1.0))
+
+
 def select(evidence: np.ndarray, columns: tuple[str, ...], played: tuple[str, ...] | None = None) -> np.ndarray:
     """The produced copies of ``columns`` and the played copies of ``played`` (the same columns
     when None) out of evidence over every candidate; a column one side leaves out is zero there."""
@@ -119,11 +155,42 @@ def mirex_of(evidence: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> fl
     return float(np.mean(mirex_each(evidence, truth, weights)))
 
 
+def compare_gates(gates: list[str], pieces: list[devset.Piece], everything: np.ndarray, truth: np.ndarray,
+                  folds: np.ndarray) -> None:
+    """Each gate's folds-out MIREX per tuning fold (the stage's columns: ``EVIDENCE`` for a
+    production, "stated" for played music), against the first gate with paired intervals."""
+    half = len(key_stage.CANDIDATES)
+    raw = everything[..., :half] + everything[..., half:]  # character * e + (1 - character) * e
+    produced = raw[..., [key_stage.CANDIDATES.index(name) for name in key_stage.EVIDENCE]]
+    played = raw[..., [key_stage.CANDIDATES.index("stated")]]
+    inputs = [gate_inputs(p) for p in pieces]
+    names = sorted(set(folds))
+    parts = {"all": np.ones(truth.size, bool), "electronic": np.isin(folds, devset.ELECTRONIC_SUBSETS),
+             "band": folds == "band-msgl"}
+    print(f"{len(pieces)} pieces with a key in the tuning folds; MIREX of each fold under a fit that left it out")
+    print(" ".join(f"{name[:10]:>10}" for name in names) + f" {'ALL':>6} {'electr.':>7}  gate")
+    first = None
+    for text in gates:
+        share = np.array([gate_of(text, i) for i in inputs])[:, None, None]
+        evidence = np.concatenate([share * produced, (1.0 - share) * played], axis=-1)
+        scores = folds_out(evidence, truth, folds, np.zeros(evidence.shape[-1]))
+        print(" ".join(f"{scores[folds == name].mean():10.3f}" for name in names)
+              + f" {scores.mean():6.3f} {scores[parts['electronic']].mean():7.3f}  {text}")
+        if first is None:
+            first = scores
+            continue
+        print("   " + "; ".join(f"{label} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for label, part in parts.items() if part.any()
+                                for d, lo, hi in [accuracy.paired_interval(scores[part], first[part])]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds-out", action="store_true", help="also score each tuning fold with a fit that left it out")
     parser.add_argument("--columns", default=None,
                         help="fit these evidence columns (comma-separated, of analysis/key.py CANDIDATES; default EVIDENCE)")
+    parser.add_argument("--gates", default=None,
+                        help="score production/played gates (';'-separated, see gate_of) with the stage's columns, "
+                             "by each tuning fold's MIREX under a fit that left it out")
     parser.add_argument("--compare", default=None,
                         help="score column sets by their folds-out MIREX: sets separated by ';' (each comma-separated)")
     args = parser.parse_args()
@@ -133,6 +200,9 @@ def main() -> int:
     everything = np.stack([e for _, e in rows])
     truth = np.array([truth_index(p.key_truth) for p, _ in rows])
     folds = np.array([p.subset for p, _ in rows])
+    if args.gates:
+        compare_gates(args.gates.split(";"), [p for p, _ in rows], everything, truth, folds)
+        return 0
     if args.compare:
         print(f"{len(rows)} pieces with a key in the tuning folds; MIREX of each fold under a fit that left it out;")
         print("beside each set after the first: its difference from the first, overall and on the electronic folds, "
