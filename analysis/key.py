@@ -45,6 +45,10 @@ def _with_harmonics(profile: np.ndarray, count: int = 5, decay: float = 0.7) -> 
 # ratings at telling a key from its relative major/minor.
 _MAJOR_PROFILE = np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400])
 _MINOR_PROFILE = np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330])
+# Krumhansl and Kessler's probe-tone ratings (1982): flatter than Temperley's, they weigh the
+# tonic triad's notes against the rest rather than the scale against the chromatic notes.
+_MAJOR_KK = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR_KK = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 _MAJOR_SOUNDED = _with_harmonics(_MAJOR_PROFILE)
 _MINOR_SOUNDED = _with_harmonics(_MINOR_PROFILE)
 _SOUNDING = 0.2  # frames with less energy (relative to the loud ones) are not music yet
@@ -207,6 +211,8 @@ CANDIDATES = (
     "notes_tonic_tonal",  # ... "notes_tonic" so weighed
     "notes_third_tonal",  # ... "notes_third" so weighed
     "notes_top_tonal",  # ... "notes_top" so weighed
+    "whole_kk",  # the whole piece's chroma against Krumhansl-Kessler's probe-tone profiles (plain)
+    "notes_kk",  # the notes played above the bass against them
     "notes_high",  # "notes" with the 9th, 11th and 13th harmonics taken away too
     "notes_tonic_high", "notes_third_high", "notes_top_high", "minor_high",
 )
@@ -268,6 +274,8 @@ def key_evidence(
         return None
     wanted = set(columns)
     found: dict[str, np.ndarray] = {"whole": key_correlations(whole, _MAJOR_SOUNDED, _MINOR_SOUNDED)}
+    if "whole_kk" in wanted:
+        found["whole_kk"] = key_correlations(whole, _MAJOR_KK, _MINOR_KK)
     opening, ending = _stretches(weights > _SOUNDING)
     stated_opening, stated_ending = _stretches(_stated(chroma_frames, weights))
     sounded = lambda part: key_correlations(frames[part].sum(axis=0), _MAJOR_SOUNDED, _MINOR_SOUNDED)  # noqa: E731
@@ -301,6 +309,8 @@ def key_evidence(
         salient = np.sqrt(salience / np.maximum(salience.max(axis=1, keepdims=True), 1e-9)) * note_weights[:, None]
         found["notes"] = key_correlations(played, _MAJOR_PROFILE, _MINOR_PROFILE)
         found["notes_tonic"] = _at_tonics(played, 0)
+        if "notes_kk" in wanted:
+            found["notes_kk"] = key_correlations(played, _MAJOR_KK, _MINOR_KK)
         found["notes_third"] = _third_contrast(played)
         found["salience_tonic"] = _at_tonics(salient.sum(axis=0), 0)
         found["salience_fifth"] = _at_tonics(salient.sum(axis=0), 7)
