@@ -281,7 +281,8 @@ def run_backend(name: str, target, args, lock: HeavyLock) -> dict:
     try:
         result = {"backend": name}
         contributor, _ = store.register()
-        if args.reuse_sqlite and name == "sqlite":  # an index a previous run built
+        if (args.reuse_sqlite and name == "sqlite") or (args.reuse_postgres and name == "postgresql"):
+            # an index a previous run built (the look-ups only: a 1M fill takes 10 min or more)
             with store.backend.reading() as db:
                 sample = [matching.unpack(row[0]) for row in db.execute(
                     "SELECT items FROM fingerprints ORDER BY id LIMIT 200").fetchall()]
@@ -333,6 +334,8 @@ def main() -> int:
     parser.add_argument("--lock", type=Path, help="a heavy-job lock file: shared while filling, exclusive while timing")
     parser.add_argument("--lock-wait", type=float, default=600, help="seconds to wait for the exclusive lock")
     parser.add_argument("--reuse-sqlite", type=Path, help="a SQLite catalog an earlier run filled (kept)")
+    parser.add_argument("--reuse-postgres", metavar="URL",
+                        help="a PostgreSQL catalog an earlier run filled (its database URL; kept)")
     args = parser.parse_args()
     lock = HeavyLock(args.lock, args.lock_wait)
     results = []
@@ -342,7 +345,7 @@ def main() -> int:
             print(json.dumps(results[-1]), flush=True)
         if args.backend in ("both", "postgresql"):
             server = None
-            url = args.postgres_url
+            url = args.reuse_postgres or args.postgres_url
             if url is None:
                 from pgserver import PostgresServer
 

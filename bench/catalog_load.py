@@ -9,7 +9,8 @@ The catalog runs as its own process (`cratesense catalog serve`), as it would in
 each agent registers, sends its batches (gzip'd, overlapping recordings with other agents) and
 looks up what it sent. Reports p50/p99 per request kind, errors (target: no 5xx, no lost
 observation, ingest and look-up p99 under 200 ms on this machine's 2 cores), observations/s
-answered and matched end to end, and the catalog's CPU time (its processes, not the database's).
+answered and matched end to end, and the CPU time of the catalog's processes and (PostgreSQL) of
+the database server.
 
 With every agent sending back to back (the default), requests queue at the catalog and a
 request's latency is about (agents in flight) x (time per request); ``--spread`` lets agents
@@ -132,7 +133,17 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def run_config(args, backend: str, workers: int, target, checkout: Path | None = None) -> dict:
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU time of a PostgreSQL server: the postmaster, its live backends, and the backends
+    that have exited (the postmaster's reaped children)."""
+    with open(f"/proc/{postmaster}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(postmaster) + reaped
+
+
+def run_config(args, backend: str, workers: int, target, checkout: Path | None = None,
+               postmaster: int | None = None) -> dict:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -148,8 +159,11 @@ def run_config(args, backend: str, workers: int, target, checkout: Path | None =
             except OSError:
                 time.sleep(0.1)
         time.sleep(2.0)  # every worker listening (each starts in its own interpreter)
+        database_before = server_cpu_seconds(postmaster) if postmaster else None
         result = asyncio.run(main_async(args, f"http://127.0.0.1:{port}", target))
         result["catalog_cpu_s"] = cpu_seconds(server.pid)
+        # the database's CPU for the burst and its drain (the bench's own few reads included)
+        result["database_cpu_s"] = server_cpu_seconds(postmaster) - database_before if postmaster else None
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -185,18 +199,19 @@ def main() -> int:
 
                         server = PostgresServer(fsync=True).start()
                     target = server.new_database("load")
-                results.append(run_config(args, backend, workers, target, checkout))
+                postmaster = int((server.data / "postmaster.pid").read_text().split()[0]) if backend != "sqlite" else None
+                results.append(run_config(args, backend, workers, target, checkout, postmaster))
                 print(json.dumps(results[-1]), flush=True)
     finally:
         if server is not None:
             server.stop()
     columns = ("config", "ingest_p50_ms", "ingest_p99_ms", "lookup_p50_ms", "lookup_p99_ms", "5xx", "lost",
-               "answered_obs_per_s", "matched_obs_per_s", "drain_s", "catalog_cpu_s")
+               "answered_obs_per_s", "matched_obs_per_s", "drain_s", "catalog_cpu_s", "database_cpu_s")
     print(f"{args.agents} agents x {args.batches} batches of {args.batch_size} (spread {args.spread:g} s):")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for result in results:
-        print("| " + " | ".join(f"{result[c]:.0f}" if isinstance(result[c], float) else str(result[c])
+        print("| " + " | ".join(f"{result[c]:.0f}" if isinstance(result[c], float) else "–" if result[c] is None else str(result[c])
                                 for c in columns) + " |")
     return 0
 

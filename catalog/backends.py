@@ -244,6 +244,11 @@ class SQLiteBackend:
         return f"(SELECT {picked} FROM json_each(?)) AS {alias}", [json.dumps(rows)]
 
     @classmethod
+    def table_of_columns(cls, columns: dict[str, str], values: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
+        """``table`` of rows given column by column (``values``: one sequence per column)."""
+        return cls.table(columns, list(zip(*values)), alias)
+
+    @classmethod
     def each(cls, db, sql: str, columns: dict[str, str], rows: Sequence[Sequence]) -> list:
         """Run ``sql`` over ``rows``, which it reads as the table ``{rows}`` (alias ``d``) with
         ``columns`` (name -> type): one statement per few thousand rows; the rows any RETURNING
@@ -275,7 +280,8 @@ class _PgConnection:
     def execute(self, sql: str, params: Sequence = ()):
         if not params:  # psycopg reads % as a placeholder only when there are parameters
             return self._connection.execute(sql)
-        # binary: fingerprint items and arrays of ids cross as they are, not escaped into text
+        # binary results: fingerprint items come back as they are, not escaped into text (parameters:
+        # psycopg picks per value; a list of bytes goes binary only where table() wrote "?!")
         return self._connection.execute(self._translate(sql), params, binary=True)
 
     def executemany(self, sql: str, rows):
@@ -323,7 +329,7 @@ class PostgresBackend:
     def _translate(self, sql: str) -> str:
         translated = self._sql.get(sql)
         if translated is None:
-            translated = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
+            translated = self._sql[sql] = sql.replace("%", "%%").replace("?!", "%b").replace("?", "%s")
         return translated
 
     def close(self) -> None:
@@ -393,10 +399,19 @@ class PostgresBackend:
     @staticmethod
     def table(columns: dict[str, str], rows: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
         """A table expression ``alias`` of ``rows``: ``unnest`` of one array per column."""
-        arrays = ", ".join(f"?::{_PG_TYPES[kind]}[]" for kind in columns.values())
+        # bytes go binary ("?!" becomes psycopg's %b): a list of them in text would be escaped item by item
+        arrays = ", ".join(f"{'?!' if kind == 'blob' and rows else '?'}::{_PG_TYPES[kind]}[]" for kind in columns.values())
         values = [_array(kind, column) for kind, column in zip(columns.values(), zip(*rows))] if rows else [
             [] for _ in columns]
         return f"unnest({arrays}) AS {alias} ({', '.join(columns)})", values
+
+    @staticmethod
+    def table_of_columns(columns: dict[str, str], values: Sequence[Sequence], alias: str = "d") -> tuple[str, list]:
+        """``table`` of rows given column by column (``values``: one sequence per column, none
+        empty): no rows built only to be taken apart again."""
+        arrays = ", ".join(f"{'?!' if kind == 'blob' else '?'}::{_PG_TYPES[kind]}[]" for kind in columns.values())
+        return (f"unnest({arrays}) AS {alias} ({', '.join(columns)})",
+                [_array(kind, column) for kind, column in zip(columns.values(), values)])
 
     def each(self, db, sql: str, columns: dict[str, str], rows: Sequence[Sequence]) -> list:
         """Run ``sql`` over ``rows`` as the table ``{rows}``: one statement, one round trip."""
@@ -419,6 +434,8 @@ def _array(kind: str, values: Sequence) -> list | str:
     join of strings here (psycopg's list dumper walks a long list in Python: most of a placed
     slice's client time); text as one too (quoted, escaped); bytes as lists (binary, unescaped)."""
     if kind in ("int", "bigint", "real"):
+        if None not in values:  # the common case, at C speed
+            return "{" + ",".join(map(repr, values)) + "}"
         return "{" + ",".join("NULL" if value is None else repr(value) for value in values) + "}"
     if kind == "text":  # quoted elements: only a backslash and a double quote need escaping
         return "{" + ",".join("NULL" if value is None else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -40,7 +40,8 @@ from typing import Any, NamedTuple, TypeVar
 from cratesense.catalog import matching
 from cratesense.catalog.backends import Busy, PostgresBackend, ReadReplica, open_backend
 from cratesense.catalog.contract import (
-    EMBEDDING_LENGTH, KEY_BINS, LOUDNESS_BINS, PROFILE_LENGTH, TEMPO_BINS, Observation, Profile, fingerprint_packed,
+    EMBEDDING_LENGTH, KEY_BINS, LOUDNESS_BINS, PROFILE_LENGTH, TEMPO_BINS, Observation, Profile, fingerprint_items,
+    fingerprint_packed,
 )
 from cratesense.errors import BackendError
 
@@ -290,7 +291,7 @@ class Store:
     SWEEP_SLICES = 64  # sweep() passes over the index in this many term ranges (a transaction each)
 
     def __init__(self, target: str | Path, *, read_target: str | None = None, max_lag: float = 5.0,
-                 claim_seconds: float = 10.0, exact_below: int = 64, debounce_seconds: float = 2.0,
+                 claim_seconds: float = 10.0, exact_below: int = 16, debounce_seconds: float = 2.0,
                  sweep_inline: int = 2000, pool_size: int = 10, token_seconds: float = 60.0) -> None:
         self.backend = open_backend(target, pool_size=pool_size)
         self.path = self.backend.path  # the SQLite file (None on PostgreSQL)
@@ -595,11 +596,17 @@ class Store:
                     after: int = 0) -> list[list[Candidate]]:
         """Per query (items, duration, index terms): the stored fingerprints like it (ids above
         ``after``), scored, best first; one statement for all of them."""
-        terms = [(n, term, minimum) for n, (_, _, query_terms) in enumerate(queries)
-                 for minimum in (matching.minimum_shared_terms(query_terms),) for term in query_terms]
+        numbers: list[int] = []
+        terms: list[int] = []
+        minimums: list[int] = []
+        for n, (_, _, query_terms) in enumerate(queries):  # column by column (a slice's are thousands long)
+            numbers += [n] * len(query_terms)
+            terms += query_terms
+            minimums += [matching.minimum_shared_terms(query_terms)] * len(query_terms)
         if not terms:
             return [[] for _ in queries]
-        table, params = self.backend.table({"n": "int", "term": "int", "minimum": "int"}, terms, alias="q")
+        table, params = self.backend.table_of_columns({"n": "int", "term": "int", "minimum": "int"},
+                                                      (numbers, terms, minimums), alias="q")
         near: dict[int, list] = defaultdict(list)
         for row in run(_CANDIDATES.replace("{queries}", table), (*params, after)):
             near[row.n].append(row)
@@ -751,6 +758,12 @@ class Store:
         found = self._lagging(lambda backend: self._candidates(backend.run, queries))
         return [{"score": round(candidates[0].score, 3), **recording_dict(candidates[0].row)}
                 if candidates and candidates[0].score >= matching.LOOKUP_HIT else None for candidates in found]
+
+    def lookup_encoded(self, fingerprints: list[tuple[str, float]]) -> list[dict | None]:
+        """``lookup`` of fingerprints as the API sends them (guarded already: each decodes),
+        decoded here, on the database's thread, not on the server's event loop."""
+        return self.lookup([(fingerprint_items(f"fingerprints[{index}].chromaprint", chromaprint), duration)
+                            for index, (chromaprint, duration) in enumerate(fingerprints)])
 
     def recording(self, recording: int) -> dict:
         with self._reading() as db:
