@@ -176,6 +176,54 @@ class Settler:
 SETTLER = web.AppKey("settler", Settler)
 
 
+class Accepter:
+    """Group commit: the batches that arrive while one accept transaction commits are accepted
+    together in the next (``Store.accept_many``: one durable commit for all). A lone batch goes
+    at once; under a burst, requests stop queueing one by one behind each other's fsync."""
+
+    MAX_GROUP = 64  # batches per transaction (bounds how long one holds the writer)
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._waiting: list[tuple[str, list, asyncio.Future]] = []
+        self._flushing = False
+        self.groups = 0  # transactions (for tests)
+
+    async def accept(self, contributor: str, observations: list) -> list[dict]:
+        """``Store.accept`` of one batch, grouped with whatever else is waiting."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((contributor, observations, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:self.MAX_GROUP], self._waiting[self.MAX_GROUP:]
+                self.groups += 1
+                try:
+                    outcomes = await self.database("accept_many", [(c, o) for c, o, _ in group])
+                except Exception as exc:  # the whole transaction failed: every batch of it did
+                    for _, _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, _, future), outcome in zip(group, outcomes):
+                    if future.done():  # its request went away (the client hung up)
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._flushing = False
+
+
+ACCEPTER = web.AppKey("accepter", Accepter)
+
+
 class RateLimiter:
     """A token bucket per key: ``rate`` requests per second, bursts up to ``burst``. The buckets
     are the store's volatile state (``Store.take_token``): shared by every worker on PostgreSQL,
@@ -357,7 +405,7 @@ async def ingest(request: web.Request) -> web.Response:
                           rule="contribute=false")
         observations = contract.decode_observations(contract.decode(body, contract.IngestRequest))
         try:
-            results = await request.app[DATABASE]("accept", contributor, observations)
+            results = await request.app[ACCEPTER].accept(contributor, observations)
         except ContributionOff:  # turned off at another worker a moment ago
             return _error(403, "contribution is turned off for this contributor (PUT /v1/contributors/me)",
                           rule="contribute=false")
@@ -486,6 +534,7 @@ def make_app(store: Store, *, rate: float = 50.0, burst: float = 200.0, body_sec
     app[LIMITER] = RateLimiter(database, rate, burst)
     app[GUESSES] = RateLimiter(database, rate=1.0, burst=10)
     app[SETTLER] = Settler(database)
+    app[ACCEPTER] = Accepter(database)
     app[ANSWERS] = Answers()
     app.cleanup_ctx.append(_settling)
     app.router.add_post("/v1/contributors", register)

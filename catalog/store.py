@@ -429,8 +429,31 @@ class Store:
         again: idempotent) or ``rejected`` with a reason. Cheap: matching is ``settle``'s; a
         few statements whatever the batch's size. Raises ``ContributionOff`` (storing nothing)
         when the contributor has turned contribution off."""
-        observations = list(observations)
+        [outcome] = self.accept_many([(contributor, observations)])
+        if isinstance(outcome, ContributionOff):
+            raise outcome
+        return outcome
+
+    def accept_many(self, batches: Sequence[tuple[str, Iterable[Observation]]]) -> list[list[dict] | ContributionOff]:
+        """``accept`` of several contributors' batches in one transaction (group commit: one
+        durable commit for all, where each alone paid its own fsync): per batch its results, or
+        ``ContributionOff`` for one whose contributor turned contribution off (nothing of it
+        stored; the others are). Batches are taken in order, each seeing those before it, so an
+        id sent in two of them is accepted once, exactly as two transactions in a row would."""
         now = time.time()
+        prepared = [(contributor, observations, self._arrival_rows(contributor, observations, now))
+                    for contributor, observations in ((c, list(o)) for c, o in batches)]
+        outcomes: list[list[dict] | ContributionOff] = []
+        with self._transaction() as db:
+            for contributor, observations, rows in prepared:
+                try:
+                    outcomes.append(self._accept_in(db, contributor, observations, rows))
+                except ContributionOff as off:  # raised before this batch wrote anything
+                    outcomes.append(off)
+        return outcomes
+
+    @staticmethod
+    def _arrival_rows(contributor: str, observations: list[Observation], now: float) -> list[tuple]:
         rows = []
         for o in observations:
             m, a = o.metadata, o.analysis
@@ -440,24 +463,27 @@ class Store:
                 a.camelot, m.duration, a.bpm, a.loudness_lufs,
                 struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None, a.analyzer_version, now,
                 ",".join(a.genres) if a.genres else None, ",".join(a.moods) if a.moods else None))
-        with self._transaction() as db:
-            allowed = db.execute("SELECT contribute FROM contributors WHERE id = ?", (contributor,)).fetchone()
-            if allowed is None or not allowed.contribute:
-                raise ContributionOff(contributor)
-            ids = list(dict.fromkeys(o.id for o in observations))
-            owners = self._owners(db, ids)
-            fresh, picked = [], set()
-            for row in rows:  # each id once: the first of the batch's copies
-                if row[1] not in owners and row[1] not in picked:
-                    picked.add(row[1])
-                    fresh.append(row)
-            # ON CONFLICT: the same id at another worker at this very moment (a re-send)
-            inserted = {row.id for row in self.backend.each(
-                db, f"INSERT INTO arrivals (items, {_CARRIED_LIST}) SELECT d.items, "
-                f"{', '.join('d.' + name for name in _CARRIED)} FROM {{rows}} WHERE true "
-                "ON CONFLICT (id) DO NOTHING RETURNING id", {"items": "blob", **_CARRIED}, fresh)}
-            if picked - inserted:
-                owners.update(self._owners(db, sorted(picked - inserted)))
+        return rows
+
+    def _accept_in(self, db, contributor: str, observations: list[Observation], rows: list[tuple]) -> list[dict]:
+        """One batch's statements inside ``db``'s transaction: its results."""
+        allowed = db.execute("SELECT contribute FROM contributors WHERE id = ?", (contributor,)).fetchone()
+        if allowed is None or not allowed.contribute:
+            raise ContributionOff(contributor)
+        ids = list(dict.fromkeys(o.id for o in observations))
+        owners = self._owners(db, ids)
+        fresh, picked = [], set()
+        for row in rows:  # each id once: the first of the batch's copies
+            if row[1] not in owners and row[1] not in picked:
+                picked.add(row[1])
+                fresh.append(row)
+        # ON CONFLICT: the same id at another worker at this very moment (a re-send)
+        inserted = {row.id for row in self.backend.each(
+            db, f"INSERT INTO arrivals (items, {_CARRIED_LIST}) SELECT d.items, "
+            f"{', '.join('d.' + name for name in _CARRIED)} FROM {{rows}} WHERE true "
+            "ON CONFLICT (id) DO NOTHING RETURNING id", {"items": "blob", **_CARRIED}, fresh)}
+        if picked - inserted:
+            owners.update(self._owners(db, sorted(picked - inserted)))
         results = []
         answered: set[str] = set()
         for o in observations:

@@ -515,3 +515,47 @@ async def test_health_and_metrics_say_what_to_watch(catalog, catalog_fingerprint
         text = await response.text()
     assert "cratesense_catalog_up 1\n" in text and "cratesense_catalog_backlog_waiting 0\n" in text
     assert 'cratesense_catalog_answer_p99_ms{route="POST /v1/lookup",' in text
+
+
+def test_batches_accepted_together_answer_as_if_one_after_another(catalog_db):
+    """Group commit (``Store.accept_many``, what the server does with batches that arrive while
+    another commits): each batch answered as if alone, in order; one whose contributor turned
+    contribution off stores nothing and does not fail the others."""
+    from cratesense.catalog import contract
+    from cratesense.catalog.store import ContributionOff, Store
+
+    store = Store(catalog_db)
+    try:
+        (a, _), (b, _), (c, _) = store.register(), store.register(), store.register()
+        store.set_contribute(b, False)
+        o1, o2, o3, o4 = contract.decode_observations(contract.decode(
+            json.dumps({"observations": _random_batch(8, 4)}).encode(), contract.IngestRequest))
+        outcomes = store.accept_many([(a, [o1, o2]), (b, [o3]), (c, [o1]), (a, [o2, o4])])
+        assert [r["status"] for r in outcomes[0]] == ["accepted", "accepted"]
+        assert isinstance(outcomes[1], ContributionOff)
+        assert [(r["status"], r.get("reason")) for r in outcomes[2]] == [
+            ("rejected", "id: already used by another contributor")]
+        assert [r["status"] for r in outcomes[3]] == ["duplicate", "accepted"]
+        assert {row[0] for row in query(store, "SELECT id FROM arrivals")} == {o1.id, o2.id, o4.id}
+        with pytest.raises(ContributionOff):
+            store.accept(b, [o3])
+    finally:
+        store.close()
+
+
+async def test_concurrent_uploads_are_grouped_and_each_answered(catalog_db):
+    """Many agents at once, each sending its batch twice (a re-send racing its first copy):
+    every request answered with its own items, one copy accepted and the other a duplicate,
+    everything stored once (the server groups what queues into one transaction)."""
+    async with catalog_server(catalog_db) as (store, url), aiohttp.ClientSession() as session:
+        agents = [await Client(session, url).register() for _ in range(12)]
+        batches = [_random_batch(100 + number, 5) for number in range(12)]
+        answers = await asyncio.gather(*(agent.ingest(batch) for agent, batch in zip(agents, batches)),
+                                       *(agent.ingest(batch) for agent, batch in zip(agents, batches)))
+        for (status, body), batch in zip(answers, batches + batches):
+            assert status == 200 and [r["id"] for r in body["results"]] == [o["id"] for o in batch]
+        statuses = [sorted(r["status"] for r in body["results"]) for _, body in answers]
+        for first, second in zip(statuses[:12], statuses[12:]):  # one copy accepted, the other a duplicate
+            assert sorted(first + second) == ["accepted"] * 5 + ["duplicate"] * 5
+        stored = {row[0] for row in query(store, "SELECT id FROM observations UNION ALL SELECT id FROM arrivals")}
+        assert stored == {o["id"] for batch in batches for o in batch}
