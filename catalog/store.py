@@ -435,21 +435,52 @@ class Store:
         return outcome
 
     def accept_many(self, batches: Sequence[tuple[str, Iterable[Observation]]]) -> list[list[dict] | ContributionOff]:
-        """``accept`` of several contributors' batches in one transaction (group commit: one
-        durable commit for all, where each alone paid its own fsync): per batch its results, or
-        ``ContributionOff`` for one whose contributor turned contribution off (nothing of it
-        stored; the others are). Batches are taken in order, each seeing those before it, so an
-        id sent in two of them is accepted once, exactly as two transactions in a row would."""
+        """``accept`` of several contributors' batches in one transaction of a few statements
+        (group commit: one durable commit for all, where each alone paid its own fsync and
+        round trips): per batch its results, or ``ContributionOff`` for one whose contributor
+        turned contribution off (nothing of it stored; the others are). Answered exactly as the
+        batches one after another would be: an id sent in two of them is accepted once, in the
+        first, and is the second's duplicate (same contributor) or refusal (another)."""
         now = time.time()
-        prepared = [(contributor, observations, self._arrival_rows(contributor, observations, now))
-                    for contributor, observations in ((c, list(o)) for c, o in batches)]
-        outcomes: list[list[dict] | ContributionOff] = []
+        prepared = [(contributor, list(observations)) for contributor, observations in batches]
+        rows = [self._arrival_rows(contributor, observations, now) for contributor, observations in prepared]
         with self._transaction() as db:
-            for contributor, observations, rows in prepared:
-                try:
-                    outcomes.append(self._accept_in(db, contributor, observations, rows))
-                except ContributionOff as off:  # raised before this batch wrote anything
-                    outcomes.append(off)
+            where, params = self.backend.any_of("id", sorted({contributor for contributor, _ in prepared}))
+            allowed = {row.id for row in db.execute(f"SELECT id, contribute FROM contributors WHERE {where}", params)
+                       if row.contribute}
+            taking = [number for number, (contributor, _) in enumerate(prepared) if contributor in allowed]
+            owners = self._owners(db, list(dict.fromkeys(o.id for number in taking for o in prepared[number][1])))
+            fresh, picked_by = [], {}  # id -> the batch that takes it (the first to send it)
+            for number in taking:
+                for row in rows[number]:
+                    if row[1] not in owners and row[1] not in picked_by:
+                        picked_by[row[1]] = number
+                        fresh.append(row)
+            # ON CONFLICT: the same id at another worker at this very moment (a re-send)
+            inserted = {row.id for row in self.backend.each(
+                db, f"INSERT INTO arrivals (items, {_CARRIED_LIST}) SELECT d.items, "
+                f"{', '.join('d.' + name for name in _CARRIED)} FROM {{rows}} WHERE true "
+                "ON CONFLICT (id) DO NOTHING RETURNING id", {"items": "blob", **_CARRIED}, fresh)}
+            if picked_by.keys() - inserted:
+                owners.update(self._owners(db, sorted(picked_by.keys() - inserted)))
+        for identifier in inserted:  # for the batches after the one that took it
+            owners[identifier] = prepared[picked_by[identifier]][0]
+        outcomes: list[list[dict] | ContributionOff] = []
+        for number, (contributor, observations) in enumerate(prepared):
+            if contributor not in allowed:
+                outcomes.append(ContributionOff(contributor))
+                continue
+            results = []
+            answered: set[str] = set()
+            for o in observations:
+                if o.id in inserted and picked_by[o.id] == number and o.id not in answered:
+                    results.append({"id": o.id, "status": "accepted"})
+                elif owners.get(o.id) == contributor:
+                    results.append({"id": o.id, "status": "duplicate"})
+                else:
+                    results.append({"id": o.id, "status": "rejected", "reason": "id: already used by another contributor"})
+                answered.add(o.id)
+            outcomes.append(results)
         return outcomes
 
     @staticmethod
@@ -464,37 +495,6 @@ class Store:
                 struct.pack(f"<{EMBEDDING_LENGTH}f", *a.embedding) if a.embedding else None, a.analyzer_version, now,
                 ",".join(a.genres) if a.genres else None, ",".join(a.moods) if a.moods else None))
         return rows
-
-    def _accept_in(self, db, contributor: str, observations: list[Observation], rows: list[tuple]) -> list[dict]:
-        """One batch's statements inside ``db``'s transaction: its results."""
-        allowed = db.execute("SELECT contribute FROM contributors WHERE id = ?", (contributor,)).fetchone()
-        if allowed is None or not allowed.contribute:
-            raise ContributionOff(contributor)
-        ids = list(dict.fromkeys(o.id for o in observations))
-        owners = self._owners(db, ids)
-        fresh, picked = [], set()
-        for row in rows:  # each id once: the first of the batch's copies
-            if row[1] not in owners and row[1] not in picked:
-                picked.add(row[1])
-                fresh.append(row)
-        # ON CONFLICT: the same id at another worker at this very moment (a re-send)
-        inserted = {row.id for row in self.backend.each(
-            db, f"INSERT INTO arrivals (items, {_CARRIED_LIST}) SELECT d.items, "
-            f"{', '.join('d.' + name for name in _CARRIED)} FROM {{rows}} WHERE true "
-            "ON CONFLICT (id) DO NOTHING RETURNING id", {"items": "blob", **_CARRIED}, fresh)}
-        if picked - inserted:
-            owners.update(self._owners(db, sorted(picked - inserted)))
-        results = []
-        answered: set[str] = set()
-        for o in observations:
-            if o.id in inserted and o.id not in answered:
-                results.append({"id": o.id, "status": "accepted"})
-            elif o.id in inserted or owners.get(o.id) == contributor:
-                results.append({"id": o.id, "status": "duplicate"})
-            else:
-                results.append({"id": o.id, "status": "rejected", "reason": "id: already used by another contributor"})
-            answered.add(o.id)
-        return results
 
     def _owners(self, db, ids: list[str]) -> dict[str, str]:
         """observation id -> its contributor, for those of ``ids`` already stored or waiting."""
