@@ -116,9 +116,12 @@ class Settler:
         if not ids:
             return {}
         placed = None
-        if self.in_flight <= 1 and await self.database("waiting") <= self.INLINE_MAX + len(ids):
+        if self.in_flight <= 1:
             try:
-                placed = await self.database("settle_now", self.INLINE_MAX + len(ids))  # None: the lock is taken
+                if await self.database("waiting") <= self.INLINE_MAX + len(ids):
+                    placed = await self.database("settle_now", self.INLINE_MAX + len(ids))  # None: the lock is taken
+            except DatabaseUnavailable:  # gone since the accept: Database() said so in one line; pending
+                placed = None
             except Exception:  # the batch is committed already: answered as pending, the settler retries
                 log.warning("matching an accepted upload at once failed; it is left to the settler", exc_info=True)
                 placed = None

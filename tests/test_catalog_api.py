@@ -517,7 +517,7 @@ async def test_health_and_metrics_say_what_to_watch(catalog, catalog_fingerprint
     assert 'cratesense_catalog_answer_p99_ms{route="POST /v1/lookup",' in text
 
 
-def test_batches_accepted_together_answer_as_if_one_after_another(catalog_db):
+async def test_batches_accepted_together_answer_as_if_one_after_another(catalog_db):
     """Group commit (``Store.accept_many``, what the server does with batches that arrive while
     another commits): each batch answered as if alone, in order; one whose contributor turned
     contribution off stores nothing and does not fail the others."""
