@@ -20,13 +20,21 @@ loads in the worker processes."""
 # cutoff 1 (#26): where the spectrum stops (a lossy encoder's edge), to tell transcodes apart.
 # model 1 (#27): the sound model's genres, moods and tags; embedding 3: the model's learned embedding;
 # tags 2: the file's own genre is read (exports prefer it to the model's).
-STAGE_VERSIONS = {"fingerprint": 1, "tags": 2, "tempo": 3, "key": 4, "loudness": 2, "embedding": 3, "downbeat": 2,
-                  "phrases": 1, "energy": 1, "cues": 1, "waveform": 1, "cutoff": 1, "model": 1}
+# model 2 (#27): the model hears 3 patches, not 4; embedding 4: the model's view blended with the
+# timbre statistics of embedding 2 (analysis/embedding.py).
+STAGE_VERSIONS = {"fingerprint": 1, "tags": 2, "tempo": 3, "key": 4, "loudness": 2, "embedding": 4, "downbeat": 2,
+                  "phrases": 1, "energy": 1, "cues": 1, "waveform": 1, "cutoff": 1, "model": 2}
 ANALYZER_VERSION = ".".join(f"{stage[0]}{version}" for stage, version in STAGE_VERSIONS.items())
+# An analysis the sound model took no part in (it could not be loaded: a damaged or missing file)
+# is recorded as version 0 of the model and embedding stages: the track is stale, so the agent
+# analyzes it again (keeping its other native stages) until the model can tag it.
+MODEL_STAGES = ("model", "embedding")
+WITHOUT_MODEL_VERSION = ".".join(f"{stage[0]}{0 if stage in MODEL_STAGES else version}"
+                                 for stage, version in STAGE_VERSIONS.items())
 # The stages that read the native-rate view, and the descriptor fields each fills: a re-analysis
 # keeps the fields of those an upgrade did not change, and computes only the others (when it
 # changed none, it decodes only the analysis view). The embedding is made from the sound model's
-# output, so the two are computed together whenever either is.
+# output and the timbre statistics, so the two are computed together whenever either is.
 NATIVE_STAGE_FIELDS = {
     "loudness": ("loudness_lufs", "loudness_range", "true_peak_dbtp", "replaygain_db"),
     "embedding": ("embedding",),

@@ -1,10 +1,33 @@
-"""A compact description of how a track sounds, for "more like this": 64 floats, L2-normalized,
-so that cosine similarity ranks similar tracks first. Deterministic, a pure function of the
-streamed timbre statistics (``features.TimbreExtractor``), and built from what a lossy encode
-keeps (the spectrum to 6 kHz, the stereo image to 4.5 kHz: a 64 kb/s Opus drops the rest), so an
-MP3, an Opus and a FLAC of one master land close together.
+"""A compact description of how a track sounds, for "more like this": ``EMBEDDING_LENGTH`` (64)
+floats of unit length, so that cosine similarity ranks similar tracks first.
 
-Dimension groups (embedding stage version 2):
+Embedding version 4 is a blend of two views of the sound, side by side:
+
+====== ==== ====================================================================
+dims   size what
+====== ==== ====================================================================
+0-31   32   the sound model's: its penultimate layers on a few 3-s patches
+              (``learned.Projection``: centred and projected on their first 32
+              principal directions), scaled to length sqrt(MODEL_WEIGHT)
+32-63  32   the timbre statistics of the whole track (version 2, below), projected
+              on their first 32 principal directions, scaled to length
+              sqrt(1 - MODEL_WEIGHT)
+====== ==== ====================================================================
+
+so the cosine of two embeddings is the weighted mean of the two views' cosines (each part is a
+unit vector before its scaling). The two measure different things: the model knows what the
+music is (instruments, style) from 9 s of it; the statistics know the production of the whole
+track (its spectrum, dynamics, motion, stereo image); on soundtracks never used to fit or choose
+anything the blend finds a track's own soundtrack among its 5 nearest neighbours far more often
+than either alone (docs/notes-2026-12/issue-27.md). The projections are fitted on development data
+only (``bench/similar.py --fit``) and stored beside the model (``sound-model/embedding.npz``): a
+track gets an embedding when the model can run, and none when it cannot (or there is too little
+sound to describe).
+
+The timbre statistics (embedding version 2, #18): a pure function of the streamed
+``features.TimbreExtractor``, built from what a lossy encode keeps (the spectrum to 6 kHz, the
+stereo image to 4.5 kHz: a 64 kb/s Opus drops the rest), so an MP3, an Opus and a FLAC of one
+master land close together:
 
 ====== ==== ====================================================================
 dims   size what
@@ -16,10 +39,9 @@ dims   size what
 ====== ==== ====================================================================
 
 Each dimension is standardized with the mean and spread measured over a development set of
-real soundtracks (``bench/similar.py --fit``), so every dimension counts alike and the vector is
-centred where real music lies (a cosine near 0 means unrelated, which the sound sketch's random
-projections rely on), clipped at 3 standard deviations; each group then gets the same total
-weight, and the whole vector is scaled to unit length.
+real soundtracks, so every dimension counts alike and the vector is centred where real music
+lies, clipped at 3 standard deviations; each group then gets the same total weight, and the
+whole vector is scaled to unit length.
 """
 
 from __future__ import annotations
@@ -31,8 +53,15 @@ from cratesense.analysis.features import TimbreFeatures
 
 EMBEDDING_VERSION = STAGE_VERSIONS["embedding"]
 EMBEDDING_SIZE = EMBEDDING_LENGTH
+MODEL_DIMENSIONS = EMBEDDING_LENGTH // 2  # the sound model's part; the rest is the timbre statistics'
+TIMBRE_DIMENSIONS = EMBEDDING_LENGTH - MODEL_DIMENSIONS
+# The model's view's weight in the blend: the cosine of two embeddings is MODEL_WEIGHT x the
+# model's cosine + (1 - MODEL_WEIGHT) x the statistics'. Chosen on the development soundtracks
+# (0.25, 0.5 and 0.75 tried: bench/similar.py).
+MODEL_WEIGHT = 0.5
+TIMBRE_SIZE = 64  # the timbre statistics' own vector (embedding version 2)
 GROUP_SIZES = (20, 20, 16, 8)
-MIN_FRAMES = 20  # two seconds of sound
+MIN_FRAMES = 10  # two seconds of sound (a pair of frames every 0.2 s)
 CLIP = 3.0  # standardized values beyond this are clipped: no one feature may outweigh the rest
 
 # Standardization measured by ``bench/similar.py --fit`` on the development soundtracks.
@@ -70,8 +99,9 @@ def raw_features(timbre: TimbreFeatures) -> np.ndarray:
     )
 
 
-def compute_embedding(timbre: TimbreFeatures | None) -> tuple[float, ...] | None:
-    """The embedding, or None when there is too little sound to describe."""
+def timbre_embedding(timbre: TimbreFeatures | None) -> np.ndarray | None:
+    """The timbre statistics' own unit vector (what embedding version 2 was), or None when there
+    is too little sound to describe."""
     if timbre is None or timbre.frames < MIN_FRAMES:
         return None
     vector = np.clip((raw_features(timbre) - _CENTRE) / _SCALE, -CLIP, CLIP)
@@ -82,7 +112,19 @@ def compute_embedding(timbre: TimbreFeatures | None) -> tuple[float, ...] | None
     norm = np.linalg.norm(vector)
     if not np.isfinite(norm) or norm < 1e-12:
         return None
-    return tuple(round(float(value), 5) for value in vector / norm)
+    return vector / norm
+
+
+def blend(model_part: np.ndarray, timbre_part: np.ndarray) -> tuple[float, ...] | None:
+    """The embedding from its two projected parts (``MODEL_DIMENSIONS`` and
+    ``TIMBRE_DIMENSIONS`` floats, any length): each made a unit vector and weighed."""
+    parts = []
+    for part, weight in ((model_part, MODEL_WEIGHT), (timbre_part, 1.0 - MODEL_WEIGHT)):
+        norm = np.linalg.norm(part)
+        if not np.isfinite(norm) or norm < 1e-12:
+            return None
+        parts.append(np.sqrt(weight) * np.asarray(part, np.float64) / norm)
+    return tuple(round(float(value), 5) for value in np.concatenate(parts))
 
 
 def cosine(first, second) -> float:

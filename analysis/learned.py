@@ -36,23 +36,24 @@ import numpy as np
 import scipy.fft
 from scipy import signal
 
-from cratesense.analysis.constants import EMBEDDING_LENGTH
+from cratesense.analysis.embedding import MODEL_DIMENSIONS, TIMBRE_DIMENSIONS, TIMBRE_SIZE, blend
 from cratesense.errors import ModelError
 
-PATCHES = 4  # 3-second patches per track, each run through one of the two taggers (~30-40 ms of CPU each)
+# 3-second patches per track, each run through one of the two taggers (~30-40 ms of CPU each): 3
+# since embedding version 4 brought the timbre statistics back (the CPU budget's share; chosen on
+# the development sets, docs/notes-2026-12/issue-27.md).
+PATCHES = 3
 MODEL_FOLDER = "sound-model"  # package data of cratesense.analysis (no identifier: setuptools takes no package)
 MANIFEST = "musicnn.json"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelOutput:
-    """A model's view of a track: each label's score (0-1, the mean over the patches), the mean
-    of the patches' penultimate layers (``features``), and from them the track's embedding
-    (``EMBEDDING_LENGTH`` floats of unit length, centred where music lies: compare by cosine)."""
+    """A model's view of a track: each label's score (0-1, the mean over the patches) and the mean
+    of the patches' penultimate layers (``features``: what ``embed`` makes the embedding of)."""
 
     scores: dict[str, float]
     features: np.ndarray
-    embedding: tuple[float, ...] | None
 
 
 class SoundModel(Protocol):
@@ -64,8 +65,13 @@ class SoundModel(Protocol):
     reference: dict[str, tuple[float, ...]]  # its words' raw-score quantiles on a reference library
 
     def infer(self, windows: np.ndarray) -> ModelOutput:
-        """Scores and embedding of ``(n, window_samples)`` float32 mono windows at ``rate``
+        """Scores and features of ``(n, window_samples)`` float32 mono windows at ``rate``
         (n >= 1)."""
+        ...
+
+    def embed(self, features: np.ndarray, timbre: np.ndarray) -> tuple[float, ...] | None:
+        """The track's embedding (``analysis/embedding.py``) from ``infer``'s features and the
+        timbre statistics' vector (``embedding.timbre_embedding``)."""
         ...
 
 
@@ -258,6 +264,8 @@ class Musicnn:
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        # No memory arena: it kept the largest run's feature maps (24 MB a worker) for no speed.
+        options.enable_cpu_mem_arena = False
         for short in ("mtt", "msd"):
             path = _checked(folder, models, short, "scripts/convert_musicnn.py")
             entry = models[short]
@@ -287,29 +295,30 @@ class Musicnn:
             embeddings.append(np.mean([penultimate[0] for _, penultimate in outputs], axis=0))
         joined = np.concatenate(scores)
         features = np.concatenate(embeddings).astype(np.float32)
-        return ModelOutput(
-            scores={label: float(score) for label, score in zip(self.labels, joined)},
-            features=features,
-            embedding=self.projection.embed(features),
-        )
+        return ModelOutput(scores={label: float(score) for label, score in zip(self.labels, joined)}, features=features)
+
+    def embed(self, features: np.ndarray, timbre: np.ndarray) -> tuple[float, ...] | None:
+        return self.projection.embed(features, timbre)
 
 
 @dataclass(frozen=True)
 class Projection:
-    """From the model's penultimate layers to the track's embedding: centred on the mean of a
-    corpus of real music, projected on its ``EMBEDDING_LENGTH`` principal directions, each scaled
-    by ``scale``, and normalised (fitted by ``bench/similar.py --fit``; stored beside the model)."""
+    """From the model's penultimate layers and the timbre statistics to the track's embedding
+    (``analysis/embedding.py``): the layers centred on the mean of a corpus of real music,
+    projected on its ``MODEL_DIMENSIONS`` principal directions, each scaled by ``scale``; the
+    statistics' unit vector projected on its ``TIMBRE_DIMENSIONS`` principal directions over the
+    same corpus; the two blended (fitted by ``bench/similar.py --fit``; stored beside the model)."""
 
     mean: np.ndarray
-    components: np.ndarray  # (EMBEDDING_LENGTH, features)
+    components: np.ndarray  # (MODEL_DIMENSIONS, features)
     scale: np.ndarray
+    timbre_components: np.ndarray  # (TIMBRE_DIMENSIONS, TIMBRE_SIZE)
 
-    def embed(self, features: np.ndarray) -> tuple[float, ...] | None:
-        vector = (self.components @ (np.asarray(features, np.float64) - self.mean)) / self.scale
-        norm = np.linalg.norm(vector)
-        if not np.isfinite(norm) or norm < 1e-12:
-            return None
-        return tuple(round(float(value), 5) for value in vector / norm)
+    def model_part(self, features: np.ndarray) -> np.ndarray:
+        return (self.components @ (np.asarray(features, np.float64) - self.mean)) / self.scale
+
+    def embed(self, features: np.ndarray, timbre: np.ndarray) -> tuple[float, ...] | None:
+        return blend(self.model_part(features), self.timbre_components @ np.asarray(timbre, np.float64))
 
 
 def _checked(folder: Path, manifest: dict, key: str, made_by: str) -> Path:
@@ -336,11 +345,15 @@ def _load_reference(folder: Path, manifest: dict) -> dict[str, tuple[float, ...]
 
 def _load_projection(folder: Path, manifest: dict) -> Projection:
     path = _checked(folder, manifest, "embedding", "bench/similar.py --fit")
-    with np.load(path, allow_pickle=False) as stored:
-        projection = Projection(stored["mean"].astype(np.float64), stored["components"].astype(np.float64),
-                                stored["scale"].astype(np.float64))
-    if projection.components.shape != (EMBEDDING_LENGTH, projection.mean.size):
-        raise ModelError(f"the sound model file {path.name} has the wrong shape {projection.components.shape}")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            projection = Projection(*(stored[name].astype(np.float64)
+                                      for name in ("mean", "components", "scale", "timbre_components")))
+    except (KeyError, ValueError, OSError) as exc:
+        raise ModelError(f"the sound model file {path.name} cannot be read: {exc}") from exc
+    shapes = (projection.components.shape, projection.scale.shape, projection.timbre_components.shape)
+    if shapes != ((MODEL_DIMENSIONS, projection.mean.size), (MODEL_DIMENSIONS,), (TIMBRE_DIMENSIONS, TIMBRE_SIZE)):
+        raise ModelError(f"the sound model file {path.name} has the wrong shapes {shapes}")
     return projection
 
 

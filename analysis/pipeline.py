@@ -13,6 +13,7 @@ from cratesense.analysis.cutoff import CutoffMeter
 from cratesense.analysis.decode import ANALYSIS_RATE, AudioFile
 from cratesense.analysis.cues import place_cues
 from cratesense.analysis.downbeat import estimate_bars
+from cratesense.analysis.embedding import timbre_embedding
 from cratesense.analysis.energy import energy_curve, track_energy
 from cratesense.analysis.fingerprint import FINGERPRINT_SECONDS, FingerprintBuilder
 from cratesense.analysis.features import (
@@ -21,6 +22,7 @@ from cratesense.analysis.features import (
     ONSET_RATE,
     FeatureExtractor,
     FrameFeatures,
+    TimbreExtractor,
 )
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.loudness import Loudness, LoudnessMeter
@@ -28,7 +30,7 @@ from cratesense.analysis.model import AudioFacts, Descriptors, Fingerprint, Trac
 from cratesense.analysis.phrases import bar_grid, find_phrases
 from cratesense.analysis.tempo import estimate_tempo
 from cratesense.analysis.waveform import overview
-from cratesense.analysis.constants import DEFAULT_BPM_RANGE, NATIVE_STAGE_FIELDS
+from cratesense.analysis.constants import ANALYZER_VERSION, DEFAULT_BPM_RANGE, NATIVE_STAGE_FIELDS, WITHOUT_MODEL_VERSION
 from cratesense.analysis.learned import PATCHES, PatchCollector, SoundModel, shipped_model
 from cratesense.analysis.sound_tags import describe as describe_sound
 from cratesense.analysis.tags import read_tags
@@ -56,16 +58,17 @@ def analyze_file(
     of this same audio whose native stages (``NATIVE_STAGE_FIELDS``) are still current (an
     upgrade that changed other stages): those stages are not run again and their fields are
     kept; when every native stage is kept, the native-rate view is not decoded at all.
-    ``sound_model``: the model that tags the track and makes its embedding (default: the shipped
-    one); a ``ModelError`` (it could not be loaded) leaves those fields empty, says why in
-    ``model_error``, and everything else is analyzed as usual.
+    ``sound_model``: the model that tags the track and makes its embedding with the timbre
+    statistics (default: the shipped one); a ``ModelError`` (it could not be loaded) leaves those fields empty, says why in
+    ``model_error`` and in the analyzer version (``WITHOUT_MODEL_VERSION``: analyzed again once
+    the model loads), and everything else is analyzed as usual.
     Raises an ``AnalysisError`` subclass that says what is wrong with the file.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     kept = _kept_stages(native_results) if descriptors else {}
     run_loudness = "loudness" not in kept
     run_cutoff = "cutoff" not in kept
-    run_model = "model" not in kept or "embedding" not in kept  # the embedding is the model's
+    run_model = "model" not in kept or "embedding" not in kept  # the embedding is made with the model's view
     loaded = (sound_model if sound_model is not None else shipped_model()) if descriptors and run_model else None
     model_error = loaded if isinstance(loaded, ModelError) else None
     model = None if isinstance(loaded, ModelError) else loaded
@@ -77,6 +80,7 @@ def analyze_file(
         meter: LoudnessMeter | None = None  # made from the first native block's real rate and channels
         patches: PatchCollector | None = None  # likewise
         edge: CutoffMeter | None = None  # likewise
+        timbre: TimbreExtractor | None = None  # likewise: the embedding's other half, made with the model
         decoded = 0
         peak = 0
         for block in audio.blocks(
@@ -91,12 +95,16 @@ def analyze_file(
                     patches = PatchCollector(block.native_rate, model.rate, model.window_samples, PATCHES)
                 if edge is None and run_cutoff:
                     edge = CutoffMeter(block.native_rate)
+                if timbre is None and model is not None:
+                    timbre = TimbreExtractor(block.native_rate)
                 if meter is not None:
                     meter.feed(block.native)
                 if patches is not None:
                     patches.feed(block.native)
                 if edge is not None:
                     edge.feed(block.native)
+                if timbre is not None:
+                    timbre.feed(block.native)
             if block.analysis.size:
                 if features is not None:
                     features.feed(block.analysis)
@@ -123,7 +131,7 @@ def analyze_file(
     if features is not None:
         described = _describe(features.finish(), meter.finish() if meter else Loudness(None, None, None, None),
                               bpm_range, cutoff_hz=edge.finish() if edge else None)
-        described = msgspec.structs.replace(described, **_sound(model_error or model, patches))
+        described = msgspec.structs.replace(described, **_sound(model_error or model, patches, timbre))
         described = msgspec.structs.replace(
             described, **{name: value for fields in kept.values() for name, value in fields.items()})
     return TrackAnalysis(
@@ -139,6 +147,7 @@ def analyze_file(
             bitrate=info.bitrate,
         ),
         descriptors=described,
+        analyzer_version=WITHOUT_MODEL_VERSION if described.model_error is not None else ANALYZER_VERSION,
     )
 
 
@@ -154,8 +163,10 @@ def _kept_stages(native_results: dict | None) -> dict[str, dict]:
     return kept
 
 
-def _sound(model: SoundModel | ModelError | None, patches: PatchCollector | None) -> dict:
-    """The sound model's fields: genres, moods, tags and the embedding (empty for silence)."""
+def _sound(model: SoundModel | ModelError | None, patches: PatchCollector | None,
+           timbre: TimbreExtractor | None) -> dict:
+    """The sound model's fields: genres, moods, tags, and the embedding it makes with the timbre
+    statistics (empty for silence; no embedding when either has too little sound to go by)."""
     if isinstance(model, ModelError):
         return {"model_error": str(model)}
     if model is None or patches is None:
@@ -165,12 +176,13 @@ def _sound(model: SoundModel | ModelError | None, patches: PatchCollector | None
         return {}
     output = model.infer(windows)
     words = describe_sound(output.scores, model.reference)
+    statistics = timbre_embedding(timbre.finish() if timbre is not None else None)
     return {
         "genres": words.genres,
         "moods": words.moods,
         "sound_tags": words.other,
         "tag_strengths": words.strengths,
-        "embedding": output.embedding,
+        "embedding": model.embed(output.features, statistics) if statistics is not None else None,
     }
 
 

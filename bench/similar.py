@@ -1,7 +1,8 @@
 """Is "similar" worth having? Precision@5 of same-soundtrack neighbours on real recordings, for our
-embedding (version 3: the sound model's), the sound model's raw penultimate layers, mean+std MFCCs
-(librosa, benchmark-only), embedding version 2 (another checkout) and chance; its stability
-across encodes; and the fit of its projection.
+embedding (version 4: the sound model's view blended with the timbre statistics), each of its two
+parts alone, the sound model's raw penultimate layers, mean+std MFCCs (librosa, benchmark-only),
+another checkout's embedding (e.g. version 2) and chance; its stability across encodes; and the
+fit of its projections.
 
     .venv/bin/pip install librosa          # benchmark-only, never a runtime dependency
     nice .venv/bin/python bench/similar.py [--sets development,held-out,unseen] [--against CHECKOUT] [--no-encodes]
@@ -14,15 +15,16 @@ tuned on). For every track, its 5 nearest neighbours by cosine are looked up amo
 tracks of the same set; P@5 is the share of them from the track's own package, and chance is what
 a random ranking would give. Each set is measured twice: the files as the packages ship them, and
 "mixed encodes", each file re-encoded with Debian's ffmpeg to MP3 128k, Opus 64k or FLAC (chosen
-by its name), so that a package's own codec cannot be what makes its tracks alike. "v3-MFCC 95%
+by its name), so that a package's own codec cannot be what makes its tracks alike. "v4-MFCC 95%
 CI" is a paired bootstrap interval over the tracks (is the difference more than which tracks
 happen to be in the set?). ``--against CHECKOUT`` (one with its own .venv, e.g. the baseline with
 embedding version 2) adds a column with that checkout's embedding on the same files.
 
-Version 3 is computed here as the pipeline computes it (the same ``PatchCollector``, the model's
-``infer`` and its projection: ``learned_outputs``; the first file of each set is checked against
-``analyze_file``). "raw" is the cosine of the 400 penultimate units themselves (no projection),
-as the issue asked to compare. The MFCC baseline is librosa's default (20 MFCCs of a 128-band mel
+Version 4 is computed here as the pipeline computes it (the same ``PatchCollector``, the model's
+``infer``, the ``TimbreExtractor`` and the projections: ``learned_outputs``; the first file of each
+set is checked against ``analyze_file``). "model" and "timbre" are its two halves alone (the
+model's 32 projected dimensions, the statistics' 32). "raw" is the cosine of the 400 penultimate
+units themselves (no projection), as the issue asked to compare. The MFCC baseline is librosa's default (20 MFCCs of a 128-band mel
 spectrum at 22050 Hz), mean and std over the track, each of the 40 dimensions standardized over
 the set being measured (which helps it: raw MFCC vectors are dominated by c0). Its audio is
 decoded with PyAV, as ours.
@@ -31,9 +33,10 @@ Stability: the first two tracks of every package, encoded as MP3 128k, Opus 64k,
 128k (FFmpeg's own encoder, as the tests use); the cosine of each encode to its original, and
 whether the original is its nearest track in the set.
 
-Fit (``--fit``): the projection from the 400 penultimate units to the 64 dimensions of the
-embedding: the mean and the principal directions of a fit corpus (the development packages, up to
-60 tracks each, and bench/devset.py's rendered development subsets; never a held-out or unseen
+Fit (``--fit``): the projections of the embedding's two halves, from the 400 penultimate units to
+32 dimensions (the mean and the first principal directions) and from the timbre statistics' 64 to
+32 (their first principal directions), over a fit corpus (the development packages, up to 60
+tracks each, and bench/devset.py's rendered development subsets; never a held-out or unseen
 package), written to analysis/sound-model/embedding.npz with its SHA-256 in musicnn.json.
 """
 
@@ -172,19 +175,54 @@ def learned_features(path: Path) -> np.ndarray:
     return model_view(path)[0]
 
 
+def _timbre_code_version() -> str:
+    from cratesense.analysis import embedding, features
+
+    digest = hashlib.sha1(Path(features.__file__).read_bytes())
+    digest.update(Path(embedding.__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def timbre_view(path: Path) -> np.ndarray:
+    """The timbre statistics' unit vector of a file (``embedding.timbre_embedding``; zeros when
+    there is too little sound). Cached per version of the code that makes it."""
+    from cratesense.analysis.embedding import TIMBRE_SIZE, timbre_embedding
+    from cratesense.analysis.features import TimbreExtractor
+
+    cached = WORK / f"timbre-{_timbre_code_version()}" / f"{_key(path)}.npy"
+    if cached.exists():
+        return np.load(cached)
+    extractor = None
+    with AudioFile(path) as audio:
+        for block in audio.blocks(native=True):
+            if block.native is not None:
+                extractor = extractor or TimbreExtractor(block.native_rate)
+                extractor.feed(block.native)
+    vector = timbre_embedding(extractor.finish() if extractor is not None else None)
+    vector = np.zeros(TIMBRE_SIZE) if vector is None else vector
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cached, vector)
+    return vector
+
+
 def learned_outputs(path: Path) -> np.ndarray:
-    """The sound model's view of a file as the pipeline makes it (the same patches, model and
-    projection): the 400 penultimate units, then the 64-d embedding, in one row."""
+    """A file's embedding as the pipeline makes it (the same patches, model, statistics and
+    projections) and its parts, in one row: the 400 penultimate units, the 64-d embedding, the
+    model's projected half, the statistics' projected half."""
     from cratesense.analysis import learned
 
-    features = learned_features(path)
-    model = learned.shipped_model()
-    embedding = model.projection.embed(features)  # type: ignore[union-attr]
-    return np.concatenate([features, np.asarray(embedding, np.float64)])
+    features, timbre = learned_features(path), timbre_view(path)
+    projection = learned.shipped_model().projection  # type: ignore[union-attr]
+    embedding = projection.embed(features, timbre)
+    embedding = np.zeros(64) if embedding is None else np.asarray(embedding, np.float64)
+    return np.concatenate([features, embedding, projection.model_part(features),
+                           projection.timbre_components @ timbre])
 
 
 RAW = slice(0, 400)  # of a ``learned_outputs`` row: the penultimate units
-V3 = slice(400, 464)  # the embedding
+V4 = slice(400, 464)  # the embedding
+MODEL_HALF = slice(464, 496)  # its model part, before weighing
+TIMBRE_HALF = slice(496, 528)  # its timbre statistics part
 
 
 def _mono(path: Path, rate: int) -> np.ndarray:
@@ -274,7 +312,7 @@ def similarity_rows(set_name: str, against: Path | None, encodes: bool = True) -
     labels = [package for package, _ in items]
     originals = [path for _, path in items]
     first = pipeline_embedding(originals[0])
-    assert np.allclose(first, learned_outputs(originals[0])[V3], atol=2e-5), "the bench's v3 is not the pipeline's"
+    assert np.allclose(first, learned_outputs(originals[0])[V4], atol=2e-5), "the bench's v4 is not the pipeline's"
     rows = []
     conditions = [("as shipped", originals)]
     if encodes:
@@ -282,58 +320,43 @@ def similarity_rows(set_name: str, against: Path | None, encodes: bool = True) -
     for condition, paths in conditions:
         progress(f"{set_name}, {condition}: {len(paths)} files")
         outputs = np.array(_parallel(learned_outputs, paths))
-        ours = precision_per_track(outputs[:, V3], labels)
+        ours = precision_per_track(outputs[:, V4], labels)
         raw = precision_at(outputs[:, RAW], labels)
+        halves = (precision_at(outputs[:, MODEL_HALF], labels), precision_at(outputs[:, TIMBRE_HALF], labels))
         baseline = precision_per_track(standardized(np.array(_parallel(mfcc, paths))), labels)
-        there = blend = None
+        there = None
         differences: dict[str, tuple[float, float, float]] = {}  # name -> (mean difference, 95 % CI)
 
         def versus(name: str, first: np.ndarray, second: np.ndarray) -> None:
             differences[name] = (float((first - second).mean()), *difference_interval(first, second))
 
+        versus("v4-MFCC", ours, baseline)
         if against:
             theirs = _embeddings_there(against, paths)
             there_per_track = precision_per_track(theirs, labels)
             there = float(there_per_track.mean())
-            blends = {weight: precision_per_track(blended(outputs[:, V3], theirs, weight), labels)
-                      for weight in BLEND_WEIGHTS}
-            if set_name == "development" and condition == "as shipped":
-                _BLEND["weight"] = max(blends, key=lambda weight: blends[weight].mean())  # chosen on development only
-            blend = float(blends[_BLEND.get("weight", 0.5)].mean())
-            versus("v2-MFCC", there_per_track, baseline)
-            for weight, values in blends.items():
-                versus(f"blend {weight}-MFCC", values, baseline)
-            versus("v3-v2", ours, there_per_track)
-        rows.append((set_name, condition, len(paths), len(set(labels)), float(ours.mean()), raw,
-                     float(baseline.mean()), difference_interval(ours, baseline), there, blend, chance(labels),
+            versus("theirs-MFCC", there_per_track, baseline)
+            versus("v4-theirs", ours, there_per_track)
+        rows.append((set_name, condition, len(paths), len(set(labels)), float(ours.mean()), halves, raw,
+                     float(baseline.mean()), difference_interval(ours, baseline), there, chance(labels),
                      differences))
     return rows
-
-
-BLEND_WEIGHTS = (0.25, 0.5, 0.75)
-_BLEND: dict[str, float] = {}  # the weight development chose (this run's)
-
-
-def blended(ours: np.ndarray, theirs: np.ndarray, weight: float) -> np.ndarray:
-    """Our embedding and another (both unit vectors) side by side, ours weighing ``weight``: the
-    cosine of two blends is the weighted mean of the two cosines."""
-    return np.hstack([np.sqrt(weight) * _unit(ours), np.sqrt(1 - weight) * _unit(theirs)])
 
 
 def stability_rows(set_name: str) -> list[tuple]:
     items = labelled_set(set_name)
     originals = [path for _, path in items]
     firsts = [index for index, (package, _) in enumerate(items) if [p for p, _ in items[:index]].count(package) < 2]
-    base = {"v3": np.array(_parallel(learned_outputs, originals))[:, V3], "MFCC": np.array(_parallel(mfcc, originals))}
+    base = {"v4": np.array(_parallel(learned_outputs, originals))[:, V4], "MFCC": np.array(_parallel(mfcc, originals))}
     mean, spread = base["MFCC"].mean(axis=0), base["MFCC"].std(axis=0) + 1e-12
     base["MFCC"] = (base["MFCC"] - mean) / spread
     rows = []
     for codec in ENCODES:
         encoded = [encode(originals[index], codec) for index in firsts]
         progress(f"{set_name}: stability, {codec}: {len(encoded)} files")
-        found = {"v3": np.array(_parallel(learned_outputs, encoded))[:, V3],
+        found = {"v4": np.array(_parallel(learned_outputs, encoded))[:, V4],
                  "MFCC": (np.array(_parallel(mfcc, encoded)) - mean) / spread}
-        for method in ("v3", "MFCC"):
+        for method in ("v4", "MFCC"):
             reference = _unit(base[method])
             copies = _unit(found[method])
             to_all = copies @ reference.T
@@ -363,33 +386,41 @@ def fit_corpus() -> list[Path]:
 
 
 def fit() -> None:
-    """The projection: the fit corpus' mean penultimate units and their first 64 principal
+    """The projections: the fit corpus' mean penultimate units and their first 32 principal
     directions, each scaled by its spread's square root (half-way to whitening: the leading
-    directions still count more, but not by their whole variance), written beside the model."""
+    directions still count more, but not by their whole variance); the first 32 principal
+    directions of the timbre statistics' unit vectors (not centred: they are centred where music
+    lies already, and a cosine near 0 must still mean unrelated); written beside the model."""
     import json
 
     from cratesense.analysis import learned
-    from cratesense.analysis.constants import EMBEDDING_LENGTH
+    from cratesense.analysis.embedding import MODEL_DIMENSIONS, TIMBRE_DIMENSIONS
 
     paths = fit_corpus()
     progress(f"fit corpus: {len(paths)} files")
     features = np.array(_parallel(learned_features, paths))
     mean = features.mean(axis=0)
     _, spread, directions = np.linalg.svd(features - mean, full_matrices=False)
-    scale = np.sqrt(spread[:EMBEDDING_LENGTH] / spread[0])
+    scale = np.sqrt(spread[:MODEL_DIMENSIONS] / spread[0])
+    timbres = np.array(_parallel(timbre_view, paths))
+    timbres = timbres[np.linalg.norm(timbres, axis=1) > 0.5]  # not the silent ones
+    _, timbre_spread, timbre_directions = np.linalg.svd(timbres, full_matrices=False)
     folder = learned.model_folder()
     target = folder / "embedding.npz"
-    np.savez(target, mean=mean.astype(np.float32), components=directions[:EMBEDDING_LENGTH].astype(np.float32),
-             scale=scale.astype(np.float32))
+    np.savez(target, mean=mean.astype(np.float32), components=directions[:MODEL_DIMENSIONS].astype(np.float32),
+             scale=scale.astype(np.float32), timbre_components=timbre_directions[:TIMBRE_DIMENSIONS].astype(np.float32))
     manifest = json.loads((folder / learned.MANIFEST).read_text())
     manifest["embedding"] = {
         "file": target.name, "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "fitted_by": "bench/similar.py --fit", "fit_corpus_tracks": len(paths),
-        "explained_variance": round(float((spread[:EMBEDDING_LENGTH] ** 2).sum() / (spread ** 2).sum()), 4),
+        "explained_variance": round(float((spread[:MODEL_DIMENSIONS] ** 2).sum() / (spread ** 2).sum()), 4),
+        "timbre_explained_variance": round(float((timbre_spread[:TIMBRE_DIMENSIONS] ** 2).sum()
+                                                 / (timbre_spread ** 2).sum()), 4),
     }
     (folder / learned.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {target} ({len(paths)} tracks; {EMBEDDING_LENGTH} directions keep "
-          f"{manifest['embedding']['explained_variance']:.1%} of the variance)")
+    print(f"wrote {target} ({len(paths)} tracks; {MODEL_DIMENSIONS} directions keep "
+          f"{manifest['embedding']['explained_variance']:.1%} of the model's variance, {TIMBRE_DIMENSIONS} "
+          f"{manifest['embedding']['timbre_explained_variance']:.1%} of the statistics')")
 
 
 def progress(message: str) -> None:
@@ -421,27 +452,24 @@ def main() -> int:
     names = arguments.sets.split(",")
     version = STAGE_VERSIONS["embedding"]
     print(f"Precision@{NEIGHBOURS} of same-soundtrack neighbours (embedding version {version})\n")
-    there, mixed = ("--against", "blend") if arguments.against else ("", "")
-    print(f"{'set':<12} {'files':<22} {'packages':>8} {'v3':>6} {'raw':>6} {'MFCC':>6} {'v3-MFCC 95% CI':>17} "
-          f"{there:>9} {mixed:>6} {'chance':>7}")
+    there = "--against" if arguments.against else ""
+    print(f"{'set':<12} {'files':<22} {'packages':>8} {'v4':>6} {'model':>6} {'timbre':>6} {'raw':>6} {'MFCC':>6} "
+          f"{'v4-MFCC 95% CI':>17} {there:>9} {'chance':>7}")
     compared = []
     for name in names:
-        for set_name, condition, files, packages, ours, raw, baseline, (low, high), before, blend, luck, differences \
-                in similarity_rows(name, arguments.against, encodes=not arguments.no_encodes):
+        for set_name, condition, files, packages, ours, (model, timbre), raw, baseline, (low, high), before, luck, \
+                differences in similarity_rows(name, arguments.against, encodes=not arguments.no_encodes):
             compared.append((set_name, condition, differences))
             before = f"{before:.3f}" if before is not None else ""
-            blend = f"{blend:.3f}" if blend is not None else ""
-            print(f"{set_name:<12} {condition + f' ({files})':<22} {packages:>8} {ours:>6.3f} {raw:>6.3f} "
-                  f"{baseline:>6.3f} {f'{low:+.3f}..{high:+.3f}':>17} {before:>9} {blend:>6} {luck:>7.3f}")
+            print(f"{set_name:<12} {condition + f' ({files})':<22} {packages:>8} {ours:>6.3f} {model:>6.3f} "
+                  f"{timbre:>6.3f} {raw:>6.3f} {baseline:>6.3f} {f'{low:+.3f}..{high:+.3f}':>17} {before:>9} "
+                  f"{luck:>7.3f}")
     if arguments.against:
-        chosen = _BLEND.get("weight")
-        print(f"(--against: the embedding of {arguments.against}; blend: v3 and it side by side, v3 weighing "
-              + (f"{chosen}, the weight of {BLEND_WEIGHTS} that did best on development as shipped)" if chosen else
-                 "0.5: no development set in this run to choose the weight on)"))
-        print("\nDifferences of P@5, mean and paired 95 % CI over the tracks")
-        for set_name, condition, differences in compared:
-            print(f"{set_name:<12} {condition:<14} " + "  ".join(
-                f"{label} {mean:+.3f} [{low:+.3f}..{high:+.3f}]" for label, (mean, low, high) in differences.items()))
+        print(f"(--against: the embedding of {arguments.against})")
+    print("\nDifferences of P@5, mean and paired 95 % CI over the tracks")
+    for set_name, condition, differences in compared:
+        print(f"{set_name:<12} {condition:<14} " + "  ".join(
+            f"{label} {mean:+.3f} [{low:+.3f}..{high:+.3f}]" for label, (mean, low, high) in differences.items()))
     if arguments.no_encodes:
         return 0
     print("\nStability across encodes (cosine of each encode to its original)")

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from cratesense.analysis.constants import ANALYZER_VERSION, current_native_stages
+from cratesense.analysis.constants import ANALYZER_VERSION, WITHOUT_MODEL_VERSION, current_native_stages
 from cratesense.analysis.model import TrackAnalysis
 from cratesense.daemon.filejob import FileJob, Phase
 from cratesense.daemon.journal import FileIdentity
@@ -64,6 +64,9 @@ class AnalysisQueue:
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.journal_error: str | None = None  # why the journal cannot be written now, if so
+        # the last full analysis said the sound model cannot be loaded: tracks analyzed without it
+        # are not analyzed again for it until one says it can (a new file, or the next scan)
+        self._model_unavailable = False
         self._journal_retry_at = 0.0
         # what follows a file's own analysis being recorded (tags written, when asked for)
         self.after_recorded: Callable[[list[bytes], TrackAnalysis], Awaitable[None]] | None = None
@@ -215,7 +218,7 @@ class AnalysisQueue:
                 del self._leaders[earlier_key]
             self._requeue_copies(job)
         earlier_version = await self._io.read(lambda journal: journal.track_version(key))
-        if earlier_version == ANALYZER_VERSION:
+        if earlier_version == ANALYZER_VERSION or (earlier_version == WITHOUT_MODEL_VERSION and self._model_unavailable):
             await self._recorder.link(job)
             return self._finish(job)
         leader = self._leaders.get(key)
@@ -231,6 +234,8 @@ class AnalysisQueue:
             kept = await self._io.read(lambda journal: native_results(journal.track(key)))
         outcome = await self._pool.analyze(Task(os.fsdecode(job.path), descriptors=not head_first,
                                                 bpm_range=self._bpm_range, native_results=kept))
+        if outcome.analysis is not None and not head_first:
+            self._model_unavailable = outcome.analysis.descriptors.model_error is not None
         consensus = None
         if head_first and outcome.analysis is not None:
             if not await self._recorder.unchanged(job):

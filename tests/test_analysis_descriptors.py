@@ -12,7 +12,7 @@ import pytest
 
 from audiogen import cadence, encode, metric_piece, synth_track
 from cratesense.analysis.decode import AudioFile
-from cratesense.analysis.embedding import EMBEDDING_SIZE, compute_embedding, cosine
+from cratesense.analysis.embedding import EMBEDDING_SIZE, cosine, timbre_embedding
 from cratesense.analysis.features import ONSET_RATE, FeatureExtractor, TimbreExtractor
 from cratesense.analysis.key import chroma, estimate_key, estimate_tuning
 from cratesense.analysis.keys import Key
@@ -301,8 +301,8 @@ def timbre_of(samples: np.ndarray, rate: int = 44100, block: int = 7000):
 
 
 def test_embedding_of_nothing_is_none():
-    assert compute_embedding(None) is None
-    assert compute_embedding(timbre_of(np.zeros((2, 44100 * 5), np.float32))) is None  # silence is no sound
+    assert timbre_embedding(None) is None
+    assert timbre_embedding(timbre_of(np.zeros((2, 44100 * 5), np.float32))) is None  # silence is no sound
 
 
 def test_timbre_statistics_do_not_depend_on_how_the_stream_is_cut():

@@ -3,6 +3,7 @@ the package computes it, the patches chosen where the music is, the model's fail
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -83,8 +84,26 @@ def test_the_same_audio_gives_the_same_scores_across_loads(model):
     first = model.infer(window)
     again = learned.load_model().infer(window)
     assert first.scores == again.scores
-    assert np.array_equal(first.features, again.features) and first.embedding == again.embedding
-    assert len(first.embedding) == 64 and abs(np.linalg.norm(first.embedding) - 1) < 1e-4
+    assert np.array_equal(first.features, again.features)
+    timbre = np.random.default_rng(6).standard_normal(64)
+    embedding = model.embed(first.features, timbre / np.linalg.norm(timbre))
+    assert embedding == learned.load_model().embed(again.features, timbre / np.linalg.norm(timbre))
+    assert len(embedding) == 64 and abs(np.linalg.norm(embedding) - 1) < 1e-4
+
+
+def test_the_embedding_is_the_two_views_side_by_side_weighed(model):
+    """Version 4: the cosine of two embeddings is the weighted mean of their two halves' cosines."""
+    from cratesense.analysis.embedding import MODEL_DIMENSIONS, MODEL_WEIGHT, cosine
+
+    rng = np.random.default_rng(7)
+    windows = [(rng.standard_normal((1, learned.WINDOW_SAMPLES)) * level).astype(np.float32) for level in (0.1, 0.02)]
+    features = [model.infer(window).features for window in windows]
+    timbres = [vector / np.linalg.norm(vector) for vector in rng.standard_normal((2, 64))]
+    first, second = (np.array(model.embed(f, t)) for f, t in zip(features, timbres))
+    halves = [cosine(first[:MODEL_DIMENSIONS], second[:MODEL_DIMENSIONS]),
+              cosine(first[MODEL_DIMENSIONS:], second[MODEL_DIMENSIONS:])]
+    assert cosine(first, second) == pytest.approx(MODEL_WEIGHT * halves[0] + (1 - MODEL_WEIGHT) * halves[1], abs=1e-4)
+    assert np.linalg.norm(first[:MODEL_DIMENSIONS]) == pytest.approx(np.sqrt(MODEL_WEIGHT), abs=1e-4)
 
 
 def _copy_of_models(tmp_path: Path) -> Path:
@@ -244,6 +263,20 @@ def test_patches_come_at_the_models_rate_from_any_rate(rate):
     assert windows.shape == (2, learned.WINDOW_SAMPLES) and windows.dtype == np.float32
     spectrum = np.abs(np.fft.rfft(windows[0]))
     assert np.argmax(spectrum) * learned.RATE / windows.shape[1] == pytest.approx(1000.0, abs=2.0)
+
+
+def test_a_projection_of_another_layout_is_one_clear_error(tmp_path):
+    """An embedding.npz of version 3's layout (one 64-row projection), its checksum matching."""
+    folder = _copy_of_models(tmp_path)
+    projection = folder / manifest()["embedding"]["file"]
+    with np.load(projection) as stored:
+        np.savez(projection, mean=stored["mean"], components=np.zeros((64, stored["mean"].size), np.float32),
+                 scale=np.ones(64, np.float32))
+    entries = manifest()
+    entries["embedding"]["sha256"] = hashlib.sha256(projection.read_bytes()).hexdigest()
+    (folder / learned.MANIFEST).write_text(json.dumps(entries))
+    with pytest.raises(ModelError, match="embedding.npz cannot be read"):
+        learned.load_model(folder)
 
 
 def test_a_damaged_calibration_is_one_clear_error(tmp_path):

@@ -8,6 +8,7 @@ import sqlite3
 import signal
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -271,3 +272,85 @@ def test_an_upgrade_keeps_the_stages_it_did_not_change(tmp_path, tracks):
     assert kept["descriptors"]["loudness_lufs"] == -42.0 and kept["descriptors"]["embedding"]
     assert kept["descriptors"]["bpm"] is not None  # the changed stage was computed anew
     assert remeasured["descriptors"]["loudness_lufs"] not in (None, -42.0)
+
+
+def test_a_journal_of_embedding_version_3_upgrades_to_version_4(tmp_path, tracks):
+    """Tracks analyzed by the release before (sound model 1, its embedding version 3 alone) get
+    the model and the blended embedding anew and keep their loudness; `similar` then finds the
+    tracks by today's embeddings only."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for track in tracks[:3]:
+        shutil.copy(track, music)
+    write_config(tmp_path, music)
+    agent = AgentProcess(tmp_path)
+    assert agent.cli("scan").returncode == 0
+    before = ".".join(f"{name[0]}{ {'embedding': 3, 'model': 1}.get(name, version)}"
+                      for name, version in STAGE_VERSIONS.items())
+    planted = [round(0.125, 5)] * 64  # a unit vector no analysis of ours makes
+    with sqlite3.connect(agent.journal_path) as db:
+        db.execute("UPDATE tracks SET analyzer_version = ?, analysis = json_set(analysis, '$.analyzer_version', ?, "
+                   "'$.descriptors.loudness_lufs', -42.0, '$.descriptors.embedding', json(?))",
+                   (before, before, json.dumps(planted)))
+    result = agent.cli("scan")
+    assert result.returncode == 0 and "3 analyzed" in result.stdout, result.stdout
+    with agent.journal() as db:
+        analyses = [json.loads(row[0]) for row in db.execute("SELECT analysis FROM tracks")]
+    assert len(analyses) == 3
+    for analysis in analyses:
+        assert analysis["analyzer_version"] == ANALYZER_VERSION
+        assert analysis["descriptors"]["loudness_lufs"] == -42.0  # kept: loudness did not change
+        embedding = analysis["descriptors"]["embedding"]
+        assert len(embedding) == 64 and embedding != planted and analysis["descriptors"]["genres"]
+    result = agent.cli("similar", str(music / "s0.flac"), "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)["similar"]
+    assert {Path(row["track"]["path"]).name for row in found} == {"s1.flac", "s2.flac"}
+
+
+def test_tracks_analyzed_while_the_sound_model_was_damaged_get_it_once_it_loads(tmp_path, tracks):
+    """A damaged model file (a real copy of the shipped files, CRATESENSE_SOUND_MODEL): the tracks
+    are analyzed without genres or embedding; while it stays damaged a scan tries the model on
+    few of them, not all again; once the file is restored every one of them gets the model's
+    stages, the rest of its analysis kept."""
+    import re
+
+    from cratesense.analysis import learned
+    from cratesense.analysis.constants import WITHOUT_MODEL_VERSION
+
+    music = tmp_path / "music"
+    music.mkdir()
+    for track in tracks[:3]:
+        shutil.copy(track, music)
+    write_config(tmp_path, music)
+    models = tmp_path / "models"
+    shutil.copytree(learned.model_folder(), models)
+    damaged = models / "musicnn-msd.onnx"
+    original = damaged.read_bytes()
+    damaged.write_bytes(original[:1000])
+    agent = AgentProcess(tmp_path)
+    agent.env["CRATESENSE_SOUND_MODEL"] = str(models)
+
+    def analyses() -> list[dict]:
+        with agent.journal() as db:
+            return [json.loads(row[0]) for row in db.execute("SELECT analysis FROM tracks")]
+
+    result = agent.cli("scan")
+    assert result.returncode == 0 and "3 analyzed" in result.stdout, result.stdout + result.stderr
+    for analysis in analyses():
+        assert analysis["analyzer_version"] == WITHOUT_MODEL_VERSION
+        assert "musicnn-msd.onnx is damaged" in analysis["descriptors"]["model_error"]
+        assert analysis["descriptors"]["genres"] is None and analysis["descriptors"]["embedding"] is None
+    with sqlite3.connect(agent.journal_path) as db:  # a loudness we never measure: kept means not measured again
+        db.execute("UPDATE tracks SET analysis = json_set(analysis, '$.descriptors.loudness_lufs', -42.0)")
+    result = agent.cli("scan")  # still damaged: the first track tried says so, the others wait
+    tried = int(re.search(r"(\d+) analyzed", result.stdout).group(1))
+    assert result.returncode == 0 and tried <= 2, result.stdout  # two workers may each start one
+    damaged.write_bytes(original)
+    result = agent.cli("scan")
+    assert result.returncode == 0 and "3 analyzed" in result.stdout, result.stdout + result.stderr
+    for analysis in analyses():
+        assert analysis["analyzer_version"] == ANALYZER_VERSION and analysis["descriptors"]["model_error"] is None
+        assert analysis["descriptors"]["genres"] and len(analysis["descriptors"]["embedding"]) == 64
+        assert analysis["descriptors"]["loudness_lufs"] == -42.0
+    assert "0 analyzed" in agent.cli("scan").stdout  # and nothing more to do
