@@ -61,7 +61,7 @@ TIMBRE_DIMENSIONS = EMBEDDING_LENGTH - MODEL_DIMENSIONS
 MODEL_WEIGHT = 0.5
 TIMBRE_SIZE = 64  # the timbre statistics' own vector (embedding version 2)
 GROUP_SIZES = (20, 20, 16, 8)
-MIN_FRAMES = 10  # two seconds of sound (a pair of frames every 0.2 s)
+MIN_FRAMES = 7  # two seconds of sound (a pair of frames every 0.3 s)
 CLIP = 3.0  # standardized values beyond this are clipped: no one feature may outweigh the rest
 
 # Standardization measured by ``bench/similar.py --fit`` on the development soundtracks.
