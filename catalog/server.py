@@ -96,7 +96,6 @@ class Settler:
     # arrivals matched per call: a slice costs a dozen statements whatever its size, but holds the
     # matching lock (other workers' lone requests find it taken) for as long as it takes to write
     SLICE = 40
-    SLICE_MAX = 160  # a backlog and nobody waiting for an answer: the next slice takes twice as many, up to this
     POLL_SECONDS = 2.0  # how often run() looks for work nobody woke it for
     RETRY_SECONDS = 5.0  # after a failure
     YIELD_SECONDS = 0.5  # a slice waits at most this long for a moment with no request in flight
@@ -133,15 +132,13 @@ class Settler:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _answers_first(self) -> bool:
+    async def _answers_first(self) -> None:
         """Let the requests in flight be answered before the next slice takes the CPU (a burst
         of agents is answered first and matched moments later), waiting at most
-        ``YIELD_SECONDS``, so under a sustained load matching still keeps up. True when no
-        request is in flight any more (a moment the CPU is matching's)."""
+        ``YIELD_SECONDS``, so under a sustained load matching still keeps up."""
         deadline = time.monotonic() + self.YIELD_SECONDS
         while self.answering > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        return self.answering == 0
 
     async def run(self) -> None:
         while True:
@@ -154,15 +151,10 @@ class Settler:
                 pass
             self._wake.clear()
             try:
-                size = self.SLICE
                 while True:
-                    idle = await self._answers_first()
-                    claimed = await self.database("settle", size)
-                    if not claimed:
+                    await self._answers_first()
+                    if not await self.database("settle", self.SLICE):
                         break
-                    # a backlog and no answer waiting: fewer statements and derivations per
-                    # observation; while agents wait (a burst), short slices leave the CPU to them
-                    size = min(self.SLICE_MAX, 2 * size) if claimed >= size and idle else self.SLICE
                 while await self.database("refresh", self.SLICE):
                     pass
                 while await self.database("sweep"):  # an erasure's index terms, a slice at a time
