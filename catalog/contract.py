@@ -437,19 +437,11 @@ def fingerprint_packed(field: str, chromaprint: str) -> bytes:
     data = chromaprint.encode("ascii", "replace")  # anything else becomes "?", which is refused next
     if not data.startswith(b"AQ") or data.translate(None, _BASE64URL):
         raise ContractError(field, "not a Chromaprint fingerprint (expected a URL-safe base64 string starting AQ)")
-    lib = libchromaprint._libchromaprint  # the binding's handle, its argument types declared
-    result = ctypes.POINTER(ctypes.c_uint32)()
-    size, algorithm = ctypes.c_int(), ctypes.c_int()
-    try:
-        decoded = lib.chromaprint_decode_fingerprint(data, len(data), ctypes.byref(result), ctypes.byref(size),
-                                                     ctypes.byref(algorithm), 1)
-        packed = (ctypes.string_at(result, 4 * size.value) if size.value > 0 else b"") if decoded == 1 else None
-    finally:
-        lib.chromaprint_dealloc(result)
+    packed, algorithm = _decode(libchromaprint, data)
     if packed is None:
         raise ContractError(field, "not a Chromaprint fingerprint (does not decode)")
-    if algorithm.value != 1:
-        raise ContractError(field, f"Chromaprint algorithm {algorithm.value}; only algorithm 1 is accepted")
+    if algorithm != 1:
+        raise ContractError(field, f"Chromaprint algorithm {algorithm}; only algorithm 1 is accepted")
     if not packed or len(packed) > 4000:
         raise ContractError(field, f"{len(packed) // 4} fingerprint items; 1 to 1000 expected")
     if sys.byteorder != "little":
@@ -457,6 +449,26 @@ def fingerprint_packed(field: str, chromaprint: str) -> bytes:
         swapped.byteswap()
         packed = swapped.tobytes()
     return packed
+
+
+def _decode(binding, data: bytes) -> tuple[bytes | None, int]:
+    """(the items in native byte order, the algorithm), or (None, 0) when ``data`` does not decode."""
+    lib = getattr(binding, "_libchromaprint", None)  # pyacoustid's ctypes handle, argument types declared
+    if lib is None:  # a binding without it (another version): its public decode, a Python int per item
+        try:
+            items, algorithm = binding.decode_fingerprint(data)
+        except Exception:
+            return None, 0
+        return array.array("I", [item & 0xFFFFFFFF for item in items]).tobytes(), algorithm
+    result = ctypes.POINTER(ctypes.c_uint32)()
+    size, algorithm_out = ctypes.c_int(), ctypes.c_int()
+    try:
+        decoded = lib.chromaprint_decode_fingerprint(data, len(data), ctypes.byref(result), ctypes.byref(size),
+                                                     ctypes.byref(algorithm_out), 1)
+        packed = (ctypes.string_at(result, 4 * size.value) if size.value > 0 else b"") if decoded == 1 else None
+    finally:
+        lib.chromaprint_dealloc(result)
+    return packed, algorithm_out.value
 
 
 def fingerprint_items(field: str, chromaprint: str) -> list[int]:

@@ -213,3 +213,32 @@ def test_guard_with_a_large_budget_reports_what_it_tried(catalog_fingerprints):
     attempt()
     print(f"guard: {tried[0]} payloads tried, {len(through)} got through")
     assert through == []
+
+
+def test_fingerprints_decode_alike_without_the_bindings_handle(catalog_fingerprints, monkeypatch):
+    """The guard decodes through pyacoustid's ctypes handle (bytes, no int per item); a binding
+    version without that handle is decoded by its public function, to the same bytes and errors."""
+    import sys
+    import types
+
+    import chromaprint
+
+    from cratesense.catalog.contract import ContractError, fingerprint_packed
+
+    real = [catalog_fingerprints[key][0] for key in ((0, "flac"), (0, "opus-32k"), (3, "flac"))]
+    broken = [real[0][:40] + "!" + real[0][41:], "AQ" + "A" * 10, real[0][: len(real[0]) // 3]]
+
+    def outcomes():
+        found = []
+        for value in real + broken:
+            try:
+                found.append(fingerprint_packed("fp", value))
+            except ContractError as exc:
+                found.append(exc.rule)
+        return found
+
+    fast = outcomes()
+    assert all(isinstance(item, bytes) and len(item) > 400 for item in fast[:3])
+    # a binding of another version: its public decode, no ctypes handle in sight
+    monkeypatch.setitem(sys.modules, "chromaprint", types.SimpleNamespace(decode_fingerprint=chromaprint.decode_fingerprint))
+    assert outcomes() == fast
