@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from aiohttp import web
 
 from cratesense.analysis.constants import ANALYZER_VERSION
 from cratesense.catalog.server import start
@@ -106,6 +107,18 @@ def query(store: Store, sql: str, params=()) -> list[tuple]:
     """Rows of a read-only query on either backend (``?`` placeholders)."""
     with store.backend.reading() as db:
         return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+
+async def serve_every_path(handler, *, max_body: int = 4 << 20) -> tuple[web.AppRunner, str]:
+    """``handler`` answering every method and path on 127.0.0.1 (a tap or a stand-in in front of
+    a real catalog; bodies as sent, gzip'd or not): its runner and URL."""
+    app = web.Application(client_max_size=max_body)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, auto_decompress=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
 
 @asynccontextmanager

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from agentproc import AgentProcess, write_config
-from catalogkit import catalog_server, observation
+from catalogkit import catalog_server, observation, serve_every_path
 from trackkit import track_analysis
 from cratesense.catalog.server import start
 from cratesense.catalog.store import Store
@@ -179,13 +179,7 @@ async def test_rejected_rows_are_parked_and_413_halves_the_batch(tmp_path, catal
             async with session.request(request.method, catalog_url + request.path, data=body, headers=headers) as answer:
                 return web.Response(body=await answer.read(), status=answer.status, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy)
-    proxy_runner = web.AppRunner(app, auto_decompress=False)
-    await proxy_runner.setup()
-    site = web.TCPSite(proxy_runner, "127.0.0.1", 0)
-    await site.start()
-    proxy_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    proxy_runner, proxy_url = await serve_every_path(proxy)
     try:
         with Journal(tmp_path / "journal.sqlite") as journal:
             for index, key in enumerate([(s, "flac") for s in range(5)]):
@@ -252,13 +246,7 @@ class RecordingCatalog:
                 async with session.request(request.method, catalog_url + request.path, data=body, headers=headers) as a:
                     return web.Response(body=await a.read(), status=a.status, content_type="application/json")
 
-        app = web.Application(client_max_size=4 << 20)
-        app.router.add_route("*", "/{tail:.*}", tap)
-        tap_runner = web.AppRunner(app, auto_decompress=False)
-        await tap_runner.setup()
-        site = web.TCPSite(tap_runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        tap_runner, self.url = await serve_every_path(tap)
         self._loop = asyncio.get_running_loop()
         self._ready.set()
         await self._stop.wait()

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from catalogkit import observation
+from catalogkit import observation, serve_every_path
 from trackkit import track_analysis
 from cratesense.catalog.contract import CONTRACT_HEADER
 from cratesense.catalog.server import start
@@ -65,13 +65,7 @@ async def tapped_catalog(tmp_path, *, instead=None, rewrite=None):
         return web.Response(body=answer, status=status, content_type="application/json",
                             headers={CONTRACT_HEADER: contract} if contract else None)
 
-    app = web.Application(client_max_size=4 << 20)
-    app.router.add_route("*", "/{tail:.*}", tap)
-    tap_runner = web.AppRunner(app, auto_decompress=False)
-    await tap_runner.setup()
-    site = web.TCPSite(tap_runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    tap_runner, url = await serve_every_path(tap)
     try:
         yield store, url, seen
     finally:
