@@ -182,6 +182,7 @@ class Accepter:
         self.database = database
         self._waiting: list[tuple[str, list, asyncio.Future]] = []
         self._flushing = False
+        self._flusher: asyncio.Task | None = None
         self.groups = 0  # transactions (for tests)
 
     async def accept(self, contributor: str, observations: list) -> list[dict]:
@@ -190,7 +191,8 @@ class Accepter:
         self._waiting.append((contributor, observations, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            # held here: the loop keeps only a weak reference to a task (asyncio's documentation)
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
