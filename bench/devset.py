@@ -675,20 +675,29 @@ def pop(count: int) -> list[Piece]:
     return pieces
 
 
-def _mma_piece(name: str, groove: str, bpm: float, key: Key, modulate: bool, rng: random.Random) -> Piece | None:
-    folder = CACHE / "pop"
-    mma_beats, felt, compound = _groove_meter(groove)
-    tempo = bpm * mma_beats / felt  # MMA's tempo counts its own beats
-    bars = _chart(key.tonic, key.minor, rng, modulate)
+def _mma_midi(folder: Path, name: str, tempo: float, groove: str, key: Key, chords: list[str]) -> Path | None:
+    """MMA's MIDI file of a chart (``chords``: one a bar) in ``groove`` at MMA's ``tempo``, its
+    key signature ``key``'s; or None when MMA refuses it."""
     signature = f"{_MINOR_SIGNATURES[key.tonic]} minor" if key.minor else _NAMES[key.tonic]
     chart = [f"Tempo {tempo:.2f}", f"Groove {groove}", f"KeySig {signature}"]
-    chart += [f"{number} {chord}" for number, chord in enumerate(bars, 1)]
+    chart += [f"{number} {chord}" for number, chord in enumerate(chords, 1)]
     source = folder / f"{name}.mma"
     source.write_text("\n".join(chart) + "\n")
     midi = folder / f"{name}.mid"
     done = subprocess.run(["mma", "-f", str(midi), str(source)], capture_output=True, text=True)
     if done.returncode != 0 or not midi.exists():
         log.info("mma failed on %s: %s", name, done.stdout[-300:] + done.stderr[-300:])
+        return None
+    return midi
+
+
+def _mma_piece(name: str, groove: str, bpm: float, key: Key, modulate: bool, rng: random.Random) -> Piece | None:
+    folder = CACHE / "pop"
+    mma_beats, felt, compound = _groove_meter(groove)
+    tempo = bpm * mma_beats / felt  # MMA's tempo counts its own beats
+    bars = _chart(key.tonic, key.minor, rng, modulate)
+    midi = _mma_midi(folder, name, tempo, groove, key, bars)
+    if midi is None:
         return None
     import mido
 
@@ -767,15 +776,9 @@ def _band_piece(name: str, groove: str, bpm: float, key: Key, rng: random.Random
     changes = [(int(step), quality) for step, quality in (bar.split(":") for bar in chart.split())]
     choruses = max(2, int(round(80.0 / (len(changes) * 4 * 60.0 / bpm))))
     bars = changes * choruses + [(0, "m" if key.minor else "")]
-    signature = f"{_MINOR_SIGNATURES[key.tonic]} minor" if key.minor else _NAMES[key.tonic]
-    text = [f"Tempo {bpm:.2f}", f"Groove {groove}", f"KeySig {signature}"]
-    text += [f"{number} {_NAMES[(key.tonic + step) % 12]}{quality}" for number, (step, quality) in enumerate(bars, 1)]
-    source = folder / f"{name}.mma"
-    source.write_text("\n".join(text) + "\n")
-    midi_path = folder / f"{name}.mid"
-    done = subprocess.run(["mma", "-f", str(midi_path), str(source)], capture_output=True, text=True)
-    if done.returncode != 0 or not midi_path.exists():
-        log.info("mma failed on %s: %s", name, done.stdout[-300:] + done.stderr[-300:])
+    chords = [f"{_NAMES[(key.tonic + step) % 12]}{quality}" for step, quality in bars]
+    midi_path = _mma_midi(folder, name, bpm, groove, key, chords)
+    if midi_path is None:
         return None
     midi = mido.MidiFile(midi_path)
     tempo = next(mido.tempo2bpm(m.tempo) for t in midi.tracks for m in t if m.type == "set_tempo")
