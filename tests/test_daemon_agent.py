@@ -238,17 +238,20 @@ def test_scan_command_analyzes_and_exits(tmp_path, tracks):
     assert "0 analyzed" in result.stdout and "0 failed" in result.stdout and result.returncode == 0
 
 
+def scanned_over_three(tmp_path, tracks) -> tuple[AgentProcess, Path]:
+    """An agent (not running) over a music folder of three real tracks, scanned once."""
+    agent = agent_with_music(tmp_path)
+    for track in tracks[:3]:
+        shutil.copy(track, agent.music)
+    assert agent.cli("scan").returncode == 0
+    return agent, agent.music
+
+
 def test_an_upgrade_keeps_the_stages_it_did_not_change(tmp_path, tracks):
     """A new tempo, key or bars stage re-analyzes a track without its native-rate view: its
     loudness and embedding are kept from the earlier analysis. A new loudness stage computes
     them again; a new sound model re-tags the track and keeps its loudness."""
-    music = tmp_path / "music"
-    music.mkdir()
-    for track in tracks[:3]:
-        shutil.copy(track, music)
-    write_config(tmp_path, music)
-    agent = AgentProcess(tmp_path)
-    assert agent.cli("scan").returncode == 0
+    agent, music = scanned_over_three(tmp_path, tracks)
 
     def older(stage: str) -> str:
         return ".".join(f"{name[0]}{version - 1 if name == stage else version}" for name, version in STAGE_VERSIONS.items())
@@ -278,13 +281,7 @@ def test_a_journal_of_embedding_version_3_upgrades_to_version_4(tmp_path, tracks
     """Tracks analyzed by the release before (sound model 1, its embedding version 3 alone) get
     the model and the blended embedding anew and keep their loudness; `similar` then finds the
     tracks by today's embeddings only."""
-    music = tmp_path / "music"
-    music.mkdir()
-    for track in tracks[:3]:
-        shutil.copy(track, music)
-    write_config(tmp_path, music)
-    agent = AgentProcess(tmp_path)
-    assert agent.cli("scan").returncode == 0
+    agent, music = scanned_over_three(tmp_path, tracks)
     before = ".".join(f"{name[0]}{ {'embedding': 3, 'model': 1}.get(name, version)}"
                       for name, version in STAGE_VERSIONS.items())
     planted = [round(0.125, 5)] * 64  # a unit vector no analysis of ours makes
