@@ -204,6 +204,15 @@ def lookup_backoff(attempts: int) -> float:
     return 0.0 if attempts <= 1 else min(LOOKUP_BACKOFF_CAP, 3600.0 * 2.0 ** (attempts - 2))
 
 
+# the setting that names the catalog contract the parked rows were refused under
+PARKED_UNDER = "catalog_contract"
+
+
+def _put_setting(db: sqlite3.Connection, key: str, value) -> None:
+    db.execute("INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+               (key, msgspec.json.encode(value).decode()))
+
+
 class Journal(JournalReader):
     """The journal at ``path``, created and migrated on open, for writing (and reading: a
     ``JournalReader`` over the same connection). Use as a context manager."""
@@ -485,10 +494,14 @@ class Journal(JournalReader):
         with self._transaction() as db:
             db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
 
-    def park(self, seq: int, reason: str) -> None:
-        """A row the catalog rejected: kept with the reason, never retried in a loop."""
+    def park(self, seq: int, reason: str, contract: str | None = None) -> None:
+        """A row the catalog rejected: kept with the reason, never retried in a loop; with the
+        contract it was refused under (the setting ``PARKED_UNDER``, written with it), so that
+        only a catalog answering under another contract is offered it again (``unpark``)."""
         with self._transaction() as db:
             db.execute("UPDATE outbox SET state = 'parked', reason = ? WHERE seq = ?", (reason, seq))
+            if contract is not None:
+                _put_setting(db, PARKED_UNDER, contract)
 
     def unpark(self) -> int:
         """Every parked row back in line (the catalog's contract changed: what an older one
@@ -500,7 +513,4 @@ class Journal(JournalReader):
 
     def set_setting(self, key: str, value) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, msgspec.json.encode(value).decode()),
-            )
+            _put_setting(db, key, value)

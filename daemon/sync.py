@@ -46,7 +46,7 @@ from cratesense.catalog import contract
 from cratesense.catalog.contract import MAX_BATCH, MAX_LOOKUP
 from cratesense.catalog.matching import LOOKUP_HIT
 from cratesense.daemon.identity import Identity
-from cratesense.daemon.journal import Journal
+from cratesense.daemon.journal import PARKED_UNDER, Journal
 from cratesense.daemon.journal_io import JournalIO
 from cratesense.daemon.journal_read import JournalReader
 from cratesense.daemon.recorder import observation_id
@@ -263,10 +263,10 @@ class Syncer:
         another contract (upgraded, or another catalog), they are offered once more, at the next
         run; refused again, they are parked again with the new reason."""
         seen = self._contract
-        if seen is None or seen == await self._setting("catalog_contract"):
+        if seen is None or seen == await self._setting(PARKED_UNDER):
             return
         count = await self._io.write(lambda journal: journal.unpark())  # first: a crash here re-offers, never strands
-        await self._set("catalog_contract", seen)
+        await self._set(PARKED_UNDER, seen)
         if count:
             log.info("the catalog's contract changed: offering %d parked observation(s) again", count)
             self.request()
@@ -362,13 +362,11 @@ class Syncer:
                     else:
                         refused.append((seq, result.reason or "rejected"))
 
-                refused_under = self._contract
+                refused_under = self._contract  # re-offered only under another contract
 
                 def settle(journal: Journal) -> None:
                     for seq, reason in refused:
-                        journal.park(seq, reason)
-                    if refused and refused_under is not None:  # re-offered only under another contract
-                        journal.set_setting("catalog_contract", refused_under)
+                        journal.park(seq, reason, refused_under)
                     journal.acknowledge(done)
 
                 await self._io.write(settle)
@@ -384,13 +382,7 @@ class Syncer:
                 index = int(match.group(1)) if match and int(match.group(1)) < len(batch) else 0
                 reason = error.error if error is not None else f"rejected ({status})"
                 seq, refused_under = batch[index][0], self._contract
-
-                def park(journal: Journal) -> None:
-                    journal.park(seq, reason)
-                    if refused_under is not None:
-                        journal.set_setting("catalog_contract", refused_under)
-
-                await self._io.write(park)
+                await self._io.write(lambda journal: journal.park(seq, reason, refused_under))
                 log.warning("the catalog rejected observation %s: %s", batch[index][1]["id"], reason)
             else:
                 raise Backoff(f"unexpected answer {status} from the catalog")
